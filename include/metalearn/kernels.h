@@ -1,0 +1,129 @@
+/* kernels: plain functions on contiguous float arrays, no autograd. Layouts are PyTorch's:
+ * images (B,C,H,W), conv weights (OC,C,KH,KW), matrices row-major. Every kernel has a naive
+ * `_ref` twin used by the tests. Kernels are single-threaded: parallelism comes from running
+ * tasks on threads (see ml_parallel_for); callers pass scratch memory so kernels never allocate. */
+#ifndef METALEARN_KERNELS_H
+#define METALEARN_KERNELS_H
+
+#include "metalearn/tensor.h"
+
+/* ---- CPU features and backends ---- */
+typedef enum { ML_SIMD_SCALAR, ML_SIMD_AVX2, ML_SIMD_AVX512 } ml_simd_level;
+ML_API ml_simd_level ml_cpu_simd(void);          /* detected at run time (FMA required for AVX2) */
+ML_API const char *ml_simd_name(ml_simd_level l); /* "scalar", "avx2", "avx512" */
+/* "openblas <corename> (<threads> threads)" or "builtin <simd>". */
+ML_API const char *ml_gemm_backend(void);
+/* Forces the built-in GEMM even when CBLAS is compiled in (benchmarks, tests). */
+ML_API void ml_gemm_use_builtin(bool on);
+/* Limits BLAS-internal threads (tasks already run one per thread). */
+ML_API void ml_blas_set_threads(int n);
+
+/* ---- GEMM, row-major: C = alpha * op(A) * op(B) + beta * C, op(A) M x K, op(B) K x N.
+ * ta: A is stored K x M (lda >= M) instead of M x K (lda >= K); likewise tb. beta == 0 means C
+ * is not read (may hold NaN). */
+ML_API void ml_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+ML_API void ml_gemm_builtin(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                            float *C, int64_t ldc);
+ML_API void ml_gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                        int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+/* ---- conv2d, square stride and zero padding, no dilation/groups ---- */
+typedef struct {
+  int64_t B, C, H, W;      /* input (B,C,H,W) */
+  int64_t OC, KH, KW;      /* weight (OC,C,KH,KW) */
+  int64_t stride, pad;
+  int64_t OH, OW;          /* output (B,OC,OH,OW), filled by ml_conv_shape_make */
+} ml_conv_shape;
+
+/* Fills OH/OW; ML_ERR_SHAPE when the output would be empty or a size is not positive. */
+ML_API ml_status ml_conv_shape_make(ml_conv_shape *s, int64_t B, int64_t C, int64_t H, int64_t W,
+                                    int64_t OC, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
+/* Floats of scratch the three conv kernels need for this shape (one reusable buffer). */
+ML_API size_t ml_conv2d_scratch_floats(const ml_conv_shape *s);
+/* out (B,OC,OH,OW) = conv(in, w) + bias[oc] (bias may be NULL). */
+ML_API void ml_conv2d_forward(const ml_conv_shape *s, float *out, const float *in, const float *w,
+                              const float *bias, float *scratch);
+/* din (B,C,H,W) = transposed conv of dout with w; overwrites din. */
+ML_API void ml_conv2d_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
+                                    float *scratch);
+/* dw (OC,C,KH,KW) = correlation of in with dout; overwrites dw. */
+ML_API void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
+                                      float *scratch);
+ML_API void ml_conv2d_forward_ref(const ml_conv_shape *s, float *out, const float *in, const float *w,
+                                  const float *bias);
+ML_API void ml_conv2d_backward_data_ref(const ml_conv_shape *s, float *din, const float *dout, const float *w);
+ML_API void ml_conv2d_backward_weight_ref(const ml_conv_shape *s, float *dw, const float *in, const float *dout);
+
+/* ---- max-pool 2x2, stride 2, floor (7 -> 3) ----
+ * in (B,C,H,W), out (B,C,H/2,W/2); idx[i] = h*W + w of the max within its input plane. */
+ML_API void ml_maxpool2_forward(float *out, int32_t *idx, const float *in, int64_t B, int64_t C, int64_t H,
+                                int64_t W);
+/* din = 0, then din[plane][idx[i]] += dout[i]. */
+ML_API void ml_maxpool2_scatter(float *din, const float *dout, const int32_t *idx, int64_t B, int64_t C,
+                                int64_t H, int64_t W);
+/* out[i] = din[plane][idx[i]] (the adjoint of scatter). */
+ML_API void ml_maxpool2_gather(float *out, const float *din, const int32_t *idx, int64_t B, int64_t C,
+                               int64_t H, int64_t W);
+ML_API void ml_maxpool2_forward_ref(float *out, int32_t *idx, const float *in, int64_t B, int64_t C,
+                                    int64_t H, int64_t W);
+
+/* ---- batch-norm with batch statistics over (B, C, HW): statistics per channel over B and HW.
+ * Biased variance, as in training mode of PyTorch. */
+ML_API void ml_batchnorm_forward(float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                                 const float *beta, int64_t B, int64_t C, int64_t HW, float eps);
+ML_API void ml_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                                  const float *mean, const float *invstd, const float *gamma, int64_t B,
+                                  int64_t C, int64_t HW);
+ML_API void ml_batchnorm_forward_ref(float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                                     const float *beta, int64_t B, int64_t C, int64_t HW, float eps);
+ML_API void ml_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                                      const float *mean, const float *invstd, const float *gamma, int64_t B,
+                                      int64_t C, int64_t HW);
+
+/* ---- elementwise ----
+ * Binary ops broadcast b over a viewed as (P, C, Q): out[p,c,q] = a[p,c,q] op b[c].
+ * Same shape: P = 1, C = n, Q = 1. Bias over rows of (N, F): P = N, C = F, Q = 1.
+ * Per-channel over (B, C, H, W): P = B, C = C, Q = H*W. Scalar b: P = n, C = 1, Q = 1. */
+typedef enum { ML_BIN_ADD, ML_BIN_SUB, ML_BIN_MUL, ML_BIN_DIV } ml_bin_op;
+ML_API void ml_binary(ml_bin_op op, float *out, const float *a, const float *b, int64_t P, int64_t C, int64_t Q);
+ML_API void ml_binary_ref(ml_bin_op op, float *out, const float *a, const float *b, int64_t P, int64_t C,
+                          int64_t Q);
+
+typedef enum {
+  ML_UN_RELU, ML_UN_EXP, ML_UN_LOG, ML_UN_SIGMOID, ML_UN_TANH, ML_UN_SOFTPLUS, ML_UN_RSQRT, ML_UN_SQRT,
+  ML_UN_SQUARE, ML_UN_ABS
+} ml_un_op;
+ML_API void ml_unary(ml_un_op op, float *out, const float *x, int64_t n);
+ML_API void ml_unary_ref(ml_un_op op, float *out, const float *x, int64_t n);
+/* out = a * x + b elementwise (a, b scalars). */
+ML_API void ml_affine(float *out, const float *x, int64_t n, float a, float b);
+/* out = x > 0 ? g : 0 (ReLU's backward; also its own adjoint in g). */
+ML_API void ml_relu_mask(float *out, const float *g, const float *x, int64_t n);
+
+/* ---- reductions over the (P, C, Q) view ----
+ * out[c] = sum over p, q of x[p,c,q]. Sum of all: P = 1, C = 1, Q = n. Row sums of (N, F):
+ * P = 1, C = N, Q = F. Column sums: P = N, C = F, Q = 1. Summation is in double per output
+ * so results do not depend on blocking. */
+ML_API void ml_reduce_sum(float *out, const float *x, int64_t P, int64_t C, int64_t Q);
+ML_API void ml_reduce_sum_ref(float *out, const float *x, int64_t P, int64_t C, int64_t Q);
+/* out[p,c,q] = x[c] (the adjoint of the reduction). */
+ML_API void ml_expand(float *out, const float *x, int64_t P, int64_t C, int64_t Q);
+
+/* ---- rows ---- */
+/* out (rows, cols) = log_softmax of each row of x, max-subtracted. */
+ML_API void ml_log_softmax(float *out, const float *x, int64_t rows, int64_t cols);
+ML_API void ml_log_softmax_ref(float *out, const float *x, int64_t rows, int64_t cols);
+/* out[i] = x[i, idx[i]] for x (rows, cols). */
+ML_API void ml_pick(float *out, const float *x, const int32_t *idx, int64_t rows, int64_t cols);
+/* out (rows, cols) = 0, then out[i, idx[i]] = g[i]. */
+ML_API void ml_pick_scatter(float *out, const float *g, const int32_t *idx, int64_t rows, int64_t cols);
+
+/* ---- embeddings ---- */
+/* out (n, D) = table[idx[i]] for table (V, D). */
+ML_API void ml_embedding_gather(float *out, const float *table, const int32_t *idx, int64_t n, int64_t D);
+/* grad (V, D) += g[i] at row idx[i] (rows not named are left as they are). */
+ML_API void ml_embedding_scatter_add(float *grad, const float *g, const int32_t *idx, int64_t n, int64_t D);
+
+#endif

@@ -1,0 +1,37 @@
+/* metalearn command line: a table of subcommands, each in its own file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "metalearn/base.h"
+
+static const ml_cli_command commands[] = {
+    {"info", "print version, CPU SIMD level, BLAS backend and threads", ml_cli_info},
+};
+#define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: metalearn <command> [options]\n\ncommands:\n");
+  for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+  fprintf(f, "\nmetalearn <command> --help shows the options of a command.\n"
+             "metalearn --version prints the version.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    usage(stdout);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+    printf("metalearn %s\n", ml_version());
+    return 0;
+  }
+  for (int i = 0; i < NCOMMANDS; i++)
+    if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "metalearn: unknown command '%s' (see metalearn --help)\n", argv[1]);
+  return 2;
+}

@@ -1,0 +1,107 @@
+/* Runner for ML_TEST cases. Usage: test_x [name-substring]. */
+#include "harness.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "metalearn/base.h"
+
+#define MAX_TESTS 1024
+typedef struct {
+  const char *name;
+  ml_test_fn fn;
+} test_case;
+static test_case tests[MAX_TESTS];
+static int ntests;
+static int cur_failed;
+
+void ml_test_register(const char *name, ml_test_fn fn) {
+  if (ntests < MAX_TESTS) tests[ntests++] = (test_case){name, fn};
+}
+
+void ml_test_fail(const char *file, int line, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "  FAIL %s:%d: ", file, line);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+  cur_failed++;
+}
+int ml_test_failed_now(void) { return cur_failed; }
+
+double ml_test_close(const float *a, const float *b, int64_t n, double atol, double rtol, int64_t *worst) {
+  double wr = 0;
+  *worst = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - (double)b[i]);
+    double r = d / (atol + rtol * fabs((double)b[i]));
+    if (isnan(a[i]) || isnan(b[i])) r = INFINITY;
+    if (r > wr) {
+      wr = r;
+      *worst = i;
+    }
+  }
+  return wr;
+}
+
+void ml_test_fill(float *x, int64_t n, uint64_t seed, float lo, float hi) {
+  ml_rng r;
+  ml_rng_init(&r, seed, 12345);
+  for (int64_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * ml_rng_uniform(&r);
+}
+
+static char tmpdir[4096];
+const char *ml_test_tmpdir(void) {
+  if (tmpdir[0]) return tmpdir;
+  const char *base = getenv("ML_TEST_TMP");
+  if (!base || !*base) base = "/tmp";
+  mkdir(base, 0755);
+  snprintf(tmpdir, sizeof tmpdir, "%s/mltest-%ld-XXXXXX", base, (long)getpid());
+  if (!mkdtemp(tmpdir)) {
+    fprintf(stderr, "cannot create a temp dir under %s\n", base);
+    exit(1);
+  }
+  return tmpdir;
+}
+
+static char datadir[4096];
+const char *ml_test_data_dir(void) {
+  const char *e = getenv("METALEARN_DATA");
+  if (e && *e) snprintf(datadir, sizeof datadir, "%s", e);
+  else {
+    const char *src = getenv("ML_SOURCE_DIR");
+    snprintf(datadir, sizeof datadir, "%s/../shared/data", src && *src ? src : ".");
+  }
+  struct stat st;
+  return stat(datadir, &st) == 0 && S_ISDIR(st.st_mode) ? datadir : NULL;
+}
+
+int main(int argc, char **argv) {
+  int passed = 0, failed = 0;
+  for (int i = 0; i < ntests; i++) {
+    if (argc > 1 && !strstr(tests[i].name, argv[1])) continue;
+    cur_failed = 0;
+    ml_clear_error();
+    double t0 = ml_now();
+    tests[i].fn();
+    double dt = ml_now() - t0;
+    if (cur_failed) {
+      failed++;
+      printf("FAIL %s (%.2fs)\n", tests[i].name, dt);
+    } else {
+      passed++;
+      printf("ok   %s (%.2fs)\n", tests[i].name, dt);
+    }
+  }
+  if (tmpdir[0]) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (!failed && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+  }
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
