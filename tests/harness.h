@@ -9,14 +9,22 @@
 #include <stdio.h>
 
 typedef void (*ml_test_fn)(void);
-void ml_test_register(const char *name, ml_test_fn fn);
+void ml_test_register(const char *name, ml_test_fn fn, int last);
 void ml_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int ml_test_failed_now(void); /* nonzero once the running test has failed */
 
 #define ML_TEST(name)                                                         \
   static void test_##name(void);                                              \
   __attribute__((constructor)) static void register_##name(void) {            \
-    ml_test_register(#name, test_##name);                                     \
+    ml_test_register(#name, test_##name, 0);                                  \
+  }                                                                           \
+  static void test_##name(void)
+
+/* Runs after every ML_TEST of the file (e.g. a check that the others covered a table). */
+#define ML_TEST_LAST(name)                                                    \
+  static void test_##name(void);                                              \
+  __attribute__((constructor)) static void register_##name(void) {            \
+    ml_test_register(#name, test_##name, 1);                                  \
   }                                                                           \
   static void test_##name(void)
 

@@ -47,7 +47,7 @@ ML_API void ml_clear_error(void);
 typedef enum { ML_LOG_DEBUG, ML_LOG_INFO, ML_LOG_WARN, ML_LOG_ERROR, ML_LOG_OFF } ml_log_level;
 ML_API void ml_log_set_level(ml_log_level level);
 ML_API ml_log_level ml_log_get_level(void);
-ML_API void ml_log(ml_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+ML_API void ml_logf(ml_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- RNG: PCG32 streams keyed by (seed, stream), so each task draws its own numbers
  * whatever thread runs it. ---- */

@@ -7,6 +7,9 @@
 
 #include "metalearn/tensor.h"
 
+/* Kernels whose plain name is taken by an autograd op carry a _kernel suffix
+ * (ml_affine_kernel, ml_relu_mask_kernel, ml_log_softmax_kernel, ml_pick_kernel). */
+
 /* ---- CPU features and backends ---- */
 typedef enum { ML_SIMD_SCALAR, ML_SIMD_AVX2, ML_SIMD_AVX512 } ml_simd_level;
 ML_API ml_simd_level ml_cpu_simd(void);          /* detected at run time (FMA required for AVX2) */
@@ -98,9 +101,9 @@ typedef enum {
 ML_API void ml_unary(ml_un_op op, float *out, const float *x, int64_t n);
 ML_API void ml_unary_ref(ml_un_op op, float *out, const float *x, int64_t n);
 /* out = a * x + b elementwise (a, b scalars). */
-ML_API void ml_affine(float *out, const float *x, int64_t n, float a, float b);
+ML_API void ml_affine_kernel(float *out, const float *x, int64_t n, float a, float b);
 /* out = x > 0 ? g : 0 (ReLU's backward; also its own adjoint in g). */
-ML_API void ml_relu_mask(float *out, const float *g, const float *x, int64_t n);
+ML_API void ml_relu_mask_kernel(float *out, const float *g, const float *x, int64_t n);
 
 /* ---- reductions over the (P, C, Q) view ----
  * out[c] = sum over p, q of x[p,c,q]. Sum of all: P = 1, C = 1, Q = n. Row sums of (N, F):
@@ -113,10 +116,10 @@ ML_API void ml_expand(float *out, const float *x, int64_t P, int64_t C, int64_t 
 
 /* ---- rows ---- */
 /* out (rows, cols) = log_softmax of each row of x, max-subtracted. */
-ML_API void ml_log_softmax(float *out, const float *x, int64_t rows, int64_t cols);
-ML_API void ml_log_softmax_ref(float *out, const float *x, int64_t rows, int64_t cols);
+ML_API void ml_log_softmax_kernel(float *out, const float *x, int64_t rows, int64_t cols);
+ML_API void ml_log_softmax_kernel_ref(float *out, const float *x, int64_t rows, int64_t cols);
 /* out[i] = x[i, idx[i]] for x (rows, cols). */
-ML_API void ml_pick(float *out, const float *x, const int32_t *idx, int64_t rows, int64_t cols);
+ML_API void ml_pick_kernel(float *out, const float *x, const int32_t *idx, int64_t rows, int64_t cols);
 /* out (rows, cols) = 0, then out[i, idx[i]] = g[i]. */
 ML_API void ml_pick_scatter(float *out, const float *g, const int32_t *idx, int64_t rows, int64_t cols);
 

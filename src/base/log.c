@@ -30,7 +30,7 @@ ml_log_level ml_log_get_level(void) {
   return (ml_log_level)l;
 }
 
-void ml_log(ml_log_level level, const char *fmt, ...) {
+void ml_logf(ml_log_level level, const char *fmt, ...) {
   static const char *names[] = {"debug", "info", "warn", "error"};
   if (level < ml_log_get_level() || level >= ML_LOG_OFF) return;
   char buf[1024];

@@ -1,0 +1,27 @@
+/* Shared between graph.c and ops.c. */
+#ifndef ML_AUTOGRAD_INTERNAL_H
+#define ML_AUTOGRAD_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "metalearn/autograd.h"
+
+struct ml_graph {
+  ml_arena *arena;
+  ml_node **nodes;
+  int64_t n, cap;
+  ml_status status;
+  bool recording;
+};
+
+/* Creates a node (value allocated when alloc_data), recording inputs when needed. */
+ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node *a, ml_node *b, ml_node *c,
+                  bool alloc_data);
+/* Sets the sticky error (first one wins) and returns NULL. */
+ml_node *ml__fail(ml_graph *g, ml_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void *ml__scratch(ml_graph *g, size_t bytes);
+/* Fills gin[k] (for needin[k]) with the gradient of node n's input k given gout. */
+void ml__backward(ml_graph *g, ml_node *n, ml_node *gout, ml_node **gin, const bool *needin);
+
+#endif

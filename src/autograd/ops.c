@@ -1,0 +1,686 @@
+/* Differentiable ops: each forward runs its kernel at once; each backward is written with ops,
+ * so gradients can be differentiated again. One section per row of ops.def. */
+#include <math.h>
+#include <string.h>
+
+#include "autograd/internal.h"
+
+#define GUARD1(x) \
+  if (!(x) || g->status) return NULL
+#define GUARD2(x, y) \
+  if (!(x) || !(y) || g->status) return NULL
+
+static const char *shp(const ml_node *n, char *buf) { return ml_tensor_shape_str(&n->value, buf, 64); }
+
+/* ------------------------------------------------------------------ reshape */
+ml_node *ml_reshape(ml_graph *g, ml_node *x, int ndim, const int64_t *shape) {
+  GUARD1(x);
+  ml_tensor t = ml_shape(ndim, shape);
+  if (t.numel != x->value.numel || ndim < 1 || ndim > ML_MAX_DIMS) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "reshape: %s has %lld elements, target has %lld", shp(x, b1),
+                    (long long)x->value.numel, (long long)t.numel);
+  }
+  ml_node *n = ml__node(g, ML_OP_RESHAPE, ndim, shape, x, NULL, NULL, false);
+  if (n) n->value.data = x->value.data;
+  return n;
+}
+
+static ml_node *reshape_like(ml_graph *g, ml_node *x, const ml_node *like) {
+  if (!x) return NULL;
+  if (ml_tensor_same_shape(&x->value, &like->value)) return x;
+  return ml_reshape(g, x, like->value.ndim, like->value.shape);
+}
+
+/* ------------------------------------------------------------------ binary, (P,C,Q) broadcast */
+static const ml_bin_op bin_kernel[] = {[ML_OP_ADD] = ML_BIN_ADD, [ML_OP_SUB] = ML_BIN_SUB,
+                                       [ML_OP_MUL] = ML_BIN_MUL, [ML_OP_DIV] = ML_BIN_DIV};
+
+static ml_node *binary(ml_graph *g, ml_op op, ml_node *a, ml_node *b, int64_t P, int64_t C, int64_t Q) {
+  ml_node *n = ml__node(g, op, a->value.ndim, a->value.shape, a, b, NULL, true);
+  if (!n) return NULL;
+  n->p = P, n->c = C, n->q = Q;
+  ml_binary(bin_kernel[op], n->value.data, a->value.data, b->value.data, P, C, Q);
+  return n;
+}
+
+static ml_node *binary_auto(ml_graph *g, ml_op op, ml_node *a, ml_node *b) {
+  GUARD2(a, b);
+  const ml_tensor *ta = &a->value, *tb = &b->value;
+  if (ml_tensor_same_shape(ta, tb)) return binary(g, op, a, b, 1, ta->numel, 1);
+  if (tb->numel == 1) return binary(g, op, a, b, ta->numel, 1, 1);
+  /* b's shape a suffix of a's: repeat b over the leading dims. */
+  if (tb->ndim <= ta->ndim) {
+    bool suffix = true;
+    for (int i = 0; i < tb->ndim; i++)
+      if (tb->shape[tb->ndim - 1 - i] != ta->shape[ta->ndim - 1 - i]) suffix = false;
+    if (suffix) return binary(g, op, a, b, ta->numel / tb->numel, tb->numel, 1);
+  }
+  char b1[64], b2[64];
+  return ml__fail(g, ML_ERR_SHAPE, "%s: shapes %s and %s do not broadcast", ml_op_name(op), shp(a, b1), shp(b, b2));
+}
+
+static ml_node *binary_axis(ml_graph *g, ml_op op, ml_node *a, ml_node *b, int axis) {
+  GUARD2(a, b);
+  const ml_tensor *ta = &a->value;
+  if (axis < 0 || axis >= ta->ndim || b->value.numel != ta->shape[axis]) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "%s: %s cannot broadcast along axis %d of %s", ml_op_name(op), shp(b, b1), axis,
+                    shp(a, b2));
+  }
+  int64_t P = 1, Q = 1;
+  for (int i = 0; i < axis; i++) P *= ta->shape[i];
+  for (int i = axis + 1; i < ta->ndim; i++) Q *= ta->shape[i];
+  return binary(g, op, a, b, P, ta->shape[axis], Q);
+}
+
+ml_node *ml_add(ml_graph *g, ml_node *a, ml_node *b) { return binary_auto(g, ML_OP_ADD, a, b); }
+ml_node *ml_sub(ml_graph *g, ml_node *a, ml_node *b) { return binary_auto(g, ML_OP_SUB, a, b); }
+ml_node *ml_mul(ml_graph *g, ml_node *a, ml_node *b) { return binary_auto(g, ML_OP_MUL, a, b); }
+ml_node *ml_div(ml_graph *g, ml_node *a, ml_node *b) { return binary_auto(g, ML_OP_DIV, a, b); }
+ml_node *ml_add_axis(ml_graph *g, ml_node *a, ml_node *b, int axis) { return binary_axis(g, ML_OP_ADD, a, b, axis); }
+ml_node *ml_sub_axis(ml_graph *g, ml_node *a, ml_node *b, int axis) { return binary_axis(g, ML_OP_SUB, a, b, axis); }
+ml_node *ml_mul_axis(ml_graph *g, ml_node *a, ml_node *b, int axis) { return binary_axis(g, ML_OP_MUL, a, b, axis); }
+ml_node *ml_div_axis(ml_graph *g, ml_node *a, ml_node *b, int axis) { return binary_axis(g, ML_OP_DIV, a, b, axis); }
+
+/* Gradient for the broadcast operand b of a (P,C,Q) op: sum over P and Q, in b's shape. */
+static ml_node *reduce_to_b(ml_graph *g, ml_node *grad, const ml_node *n) {
+  const ml_node *b = n->in[1];
+  if (n->p == 1 && n->q == 1) return reshape_like(g, grad, b);
+  return reshape_like(g, ml_reduce_pcq(g, grad, n->p, n->c, n->q), b);
+}
+
+static void bw_binary(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *a = n->in[0], *b = n->in[1];
+  switch (n->op) {
+    case ML_OP_ADD:
+      if (need[0]) gin[0] = go;
+      if (need[1]) gin[1] = reduce_to_b(g, go, n);
+      break;
+    case ML_OP_SUB:
+      if (need[0]) gin[0] = go;
+      if (need[1]) gin[1] = ml_neg(g, reduce_to_b(g, go, n));
+      break;
+    case ML_OP_MUL:
+      if (need[0]) gin[0] = binary(g, ML_OP_MUL, go, b, n->p, n->c, n->q);
+      if (need[1]) gin[1] = reduce_to_b(g, ml_mul(g, go, a), n);
+      break;
+    case ML_OP_DIV: /* d(a/b)/db = -(a/b)/b */
+      if (need[0]) gin[0] = binary(g, ML_OP_DIV, go, b, n->p, n->c, n->q);
+      if (need[1]) gin[1] = ml_neg(g, ml_div(g, reduce_to_b(g, ml_mul(g, go, n), n), b));
+      break;
+    default:
+      break;
+  }
+}
+
+/* ------------------------------------------------------------------ affine */
+ml_node *ml_affine(ml_graph *g, ml_node *x, float s, float t) {
+  GUARD1(x);
+  ml_node *n = ml__node(g, ML_OP_AFFINE, x->value.ndim, x->value.shape, x, NULL, NULL, true);
+  if (!n) return NULL;
+  n->a = s, n->b = t;
+  ml_affine_kernel(n->value.data, x->value.data, x->value.numel, s, t);
+  return n;
+}
+ml_node *ml_scale(ml_graph *g, ml_node *x, float s) { return ml_affine(g, x, s, 0.0f); }
+ml_node *ml_neg(ml_graph *g, ml_node *x) { return ml_affine(g, x, -1.0f, 0.0f); }
+
+static void bw_affine(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (need[0]) gin[0] = ml_scale(g, go, n->a);
+}
+
+/* ------------------------------------------------------------------ reduce / expand */
+ml_node *ml_reduce_pcq(ml_graph *g, ml_node *x, int64_t P, int64_t C, int64_t Q) {
+  GUARD1(x);
+  if (P < 1 || C < 1 || Q < 1 || P * C * Q != x->value.numel) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "reduce: %s is not a (%lld, %lld, %lld) view", shp(x, b1), (long long)P,
+                    (long long)C, (long long)Q);
+  }
+  ml_node *n = ml__node(g, ML_OP_REDUCE, 1, (int64_t[]){C}, x, NULL, NULL, true);
+  if (!n) return NULL;
+  n->p = P, n->c = C, n->q = Q;
+  ml_reduce_sum(n->value.data, x->value.data, P, C, Q);
+  return n;
+}
+
+ml_node *ml_expand_pcq(ml_graph *g, ml_node *x, int64_t P, int64_t C, int64_t Q, int ndim, const int64_t *shape) {
+  GUARD1(x);
+  ml_tensor t = ml_shape(ndim, shape);
+  if (P < 1 || C < 1 || Q < 1 || x->value.numel != C || t.numel != P * C * Q) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "expand: %s cannot be the C of (%lld, %lld, %lld)", shp(x, b1), (long long)P,
+                    (long long)C, (long long)Q);
+  }
+  ml_node *n = ml__node(g, ML_OP_EXPAND, ndim, shape, x, NULL, NULL, true);
+  if (!n) return NULL;
+  n->p = P, n->c = C, n->q = Q;
+  ml_expand(n->value.data, x->value.data, P, C, Q);
+  return n;
+}
+
+static void bw_reduce(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *x = n->in[0];
+  if (need[0]) gin[0] = ml_expand_pcq(g, go, n->p, n->c, n->q, x->value.ndim, x->value.shape);
+}
+
+static void bw_expand(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (need[0]) gin[0] = reshape_like(g, ml_reduce_pcq(g, go, n->p, n->c, n->q), n->in[0]);
+}
+
+ml_node *ml_sum(ml_graph *g, ml_node *x) {
+  GUARD1(x);
+  return ml_reduce_pcq(g, x, 1, 1, x->value.numel);
+}
+
+ml_node *ml_mean(ml_graph *g, ml_node *x) {
+  GUARD1(x);
+  return ml_scale(g, ml_sum(g, x), 1.0f / (float)x->value.numel);
+}
+
+ml_node *ml_sum_axis_keep(ml_graph *g, ml_node *x, int axis) {
+  GUARD1(x);
+  if (axis < 0 || axis >= x->value.ndim) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "sum_axis_keep: axis %d out of range for %s", axis, shp(x, b1));
+  }
+  int64_t P = 1, Q = 1;
+  for (int i = 0; i < axis; i++) P *= x->value.shape[i];
+  for (int i = axis + 1; i < x->value.ndim; i++) Q *= x->value.shape[i];
+  return ml_reduce_pcq(g, x, P, x->value.shape[axis], Q);
+}
+
+ml_node *ml_sum_rows(ml_graph *g, ml_node *x) {
+  GUARD1(x);
+  if (x->value.ndim != 2) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "sum_rows: %s is not 2-D", shp(x, b1));
+  }
+  return ml_reduce_pcq(g, x, 1, x->value.shape[0], x->value.shape[1]);
+}
+
+/* ------------------------------------------------------------------ unary */
+static ml_node *unary(ml_graph *g, ml_op op, ml_un_op k, ml_node *x) {
+  GUARD1(x);
+  ml_node *n = ml__node(g, op, x->value.ndim, x->value.shape, x, NULL, NULL, true);
+  if (!n) return NULL;
+  ml_unary(k, n->value.data, x->value.data, x->value.numel);
+  return n;
+}
+ml_node *ml_relu(ml_graph *g, ml_node *x) { return unary(g, ML_OP_RELU, ML_UN_RELU, x); }
+ml_node *ml_exp(ml_graph *g, ml_node *x) { return unary(g, ML_OP_EXP, ML_UN_EXP, x); }
+ml_node *ml_log(ml_graph *g, ml_node *x) { return unary(g, ML_OP_LOG, ML_UN_LOG, x); }
+ml_node *ml_sigmoid(ml_graph *g, ml_node *x) { return unary(g, ML_OP_SIGMOID, ML_UN_SIGMOID, x); }
+ml_node *ml_tanh(ml_graph *g, ml_node *x) { return unary(g, ML_OP_TANH, ML_UN_TANH, x); }
+ml_node *ml_softplus(ml_graph *g, ml_node *x) { return unary(g, ML_OP_SOFTPLUS, ML_UN_SOFTPLUS, x); }
+ml_node *ml_rsqrt(ml_graph *g, ml_node *x) { return unary(g, ML_OP_RSQRT, ML_UN_RSQRT, x); }
+ml_node *ml_sqrt(ml_graph *g, ml_node *x) { return unary(g, ML_OP_SQRT, ML_UN_SQRT, x); }
+ml_node *ml_square(ml_graph *g, ml_node *x) { return unary(g, ML_OP_SQUARE, ML_UN_SQUARE, x); }
+
+static void bw_unary(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (!need[0]) return;
+  ml_node *x = n->in[0];
+  switch (n->op) {
+    case ML_OP_RELU:
+      gin[0] = ml_relu_mask(g, go, x);
+      break;
+    case ML_OP_EXP:
+      gin[0] = ml_mul(g, go, n);
+      break;
+    case ML_OP_LOG:
+      gin[0] = ml_div(g, go, x);
+      break;
+    case ML_OP_SIGMOID: /* s (1 - s) */
+      gin[0] = ml_mul(g, go, ml_mul(g, n, ml_affine(g, n, -1.0f, 1.0f)));
+      break;
+    case ML_OP_TANH: /* 1 - t^2 */
+      gin[0] = ml_mul(g, go, ml_affine(g, ml_square(g, n), -1.0f, 1.0f));
+      break;
+    case ML_OP_SOFTPLUS:
+      gin[0] = ml_mul(g, go, ml_sigmoid(g, x));
+      break;
+    case ML_OP_RSQRT: /* -y^3 / 2 */
+      gin[0] = ml_mul(g, go, ml_scale(g, ml_mul(g, n, ml_square(g, n)), -0.5f));
+      break;
+    case ML_OP_SQRT:
+      gin[0] = ml_div(g, ml_scale(g, go, 0.5f), n);
+      break;
+    case ML_OP_SQUARE:
+      gin[0] = ml_mul(g, go, ml_scale(g, x, 2.0f));
+      break;
+    default:
+      break;
+  }
+}
+
+ml_node *ml_relu_mask(ml_graph *g, ml_node *grad, ml_node *x) {
+  GUARD2(grad, x);
+  if (grad->value.numel != x->value.numel) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "relu_mask: %s vs %s", shp(grad, b1), shp(x, b2));
+  }
+  ml_node *n = ml__node(g, ML_OP_RELU_MASK, grad->value.ndim, grad->value.shape, grad, x, NULL, true);
+  if (!n) return NULL;
+  ml_relu_mask_kernel(n->value.data, grad->value.data, x->value.data, x->value.numel);
+  return n;
+}
+
+/* The mask is piecewise constant in x: no gradient flows to x. */
+static void bw_relu_mask(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (need[0]) gin[0] = ml_relu_mask(g, go, n->in[1]);
+}
+
+/* ------------------------------------------------------------------ matmul */
+ml_node *ml_matmul(ml_graph *g, ml_node *a, ml_node *b, bool ta, bool tb) {
+  GUARD2(a, b);
+  if (a->value.ndim != 2 || b->value.ndim != 2) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "matmul: %s and %s must be 2-D", shp(a, b1), shp(b, b2));
+  }
+  int64_t M = ta ? a->value.shape[1] : a->value.shape[0], K = ta ? a->value.shape[0] : a->value.shape[1];
+  int64_t K2 = tb ? b->value.shape[1] : b->value.shape[0], N = tb ? b->value.shape[0] : b->value.shape[1];
+  if (K != K2) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "matmul: %s%s x %s%s: inner sizes %lld and %lld differ", shp(a, b1),
+                    ta ? "^T" : "", shp(b, b2), tb ? "^T" : "", (long long)K, (long long)K2);
+  }
+  ml_node *n = ml__node(g, ML_OP_MATMUL, 2, (int64_t[]){M, N}, a, b, NULL, true);
+  if (!n) return NULL;
+  n->ta = ta, n->tb = tb;
+  ml_gemm(ta, tb, M, N, K, 1.0f, a->value.data, a->value.shape[1], b->value.data, b->value.shape[1], 0.0f,
+          n->value.data, N);
+  return n;
+}
+
+/* C = op(A) op(B): d op(A) = G op(B)^T, d op(B) = op(A)^T G, transposed back where stored so. */
+static void bw_matmul(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *a = n->in[0], *b = n->in[1];
+  if (need[0]) gin[0] = n->ta ? ml_matmul(g, b, go, n->tb, true) : ml_matmul(g, go, b, false, !n->tb);
+  if (need[1]) gin[1] = n->tb ? ml_matmul(g, go, a, true, n->ta) : ml_matmul(g, a, go, !n->ta, false);
+}
+
+ml_node *ml_linear(ml_graph *g, ml_node *x, ml_node *w, ml_node *b) {
+  ml_node *y = ml_matmul(g, x, w, false, true);
+  return b ? ml_add(g, y, b) : y;
+}
+
+/* ------------------------------------------------------------------ conv2d and its adjoints */
+static ml_node *conv_raw(ml_graph *g, ml_node *x, ml_node *w, const ml_conv_shape *s) {
+  ml_node *n = ml__node(g, ML_OP_CONV2D, 4, (int64_t[]){s->B, s->OC, s->OH, s->OW}, x, w, NULL, true);
+  float *scratch = ml__scratch(g, ml_conv2d_scratch_floats(s) * sizeof(float));
+  if (!n || !scratch) return NULL;
+  n->conv = *s;
+  ml_conv2d_forward(s, n->value.data, x->value.data, w->value.data, NULL, scratch);
+  return n;
+}
+
+ml_node *ml_conv2d(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, int64_t stride, int64_t pad) {
+  GUARD2(x, w);
+  const ml_tensor *tx = &x->value, *tw = &w->value;
+  ml_conv_shape s;
+  if (tx->ndim != 4 || tw->ndim != 4 || tx->shape[1] != tw->shape[1] ||
+      ml_conv_shape_make(&s, tx->shape[0], tx->shape[1], tx->shape[2], tx->shape[3], tw->shape[0], tw->shape[2],
+                         tw->shape[3], stride, pad) != ML_OK) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "conv2d: input %s and weight %s (stride %lld, pad %lld) do not fit", shp(x, b1),
+                    shp(w, b2), (long long)stride, (long long)pad);
+  }
+  ml_node *y = conv_raw(g, x, w, &s);
+  return b ? ml_add_axis(g, y, b, 1) : y;
+}
+
+ml_node *ml_conv2d_bwd_data(ml_graph *g, ml_node *dy, ml_node *w, const ml_conv_shape *s) {
+  GUARD2(dy, w);
+  if (dy->value.numel != s->B * s->OC * s->OH * s->OW || w->value.numel != s->OC * s->C * s->KH * s->KW)
+    return ml__fail(g, ML_ERR_SHAPE, "conv2d_bwd_data: gradient or weight does not match the conv shape");
+  ml_node *n = ml__node(g, ML_OP_CONV2D_BWD_DATA, 4, (int64_t[]){s->B, s->C, s->H, s->W}, dy, w, NULL, true);
+  float *scratch = ml__scratch(g, ml_conv2d_scratch_floats(s) * sizeof(float));
+  if (!n || !scratch) return NULL;
+  n->conv = *s;
+  ml_conv2d_backward_data(s, n->value.data, dy->value.data, w->value.data, scratch);
+  return n;
+}
+
+ml_node *ml_conv2d_bwd_weight(ml_graph *g, ml_node *x, ml_node *dy, const ml_conv_shape *s) {
+  GUARD2(x, dy);
+  if (dy->value.numel != s->B * s->OC * s->OH * s->OW || x->value.numel != s->B * s->C * s->H * s->W)
+    return ml__fail(g, ML_ERR_SHAPE, "conv2d_bwd_weight: input or gradient does not match the conv shape");
+  ml_node *n = ml__node(g, ML_OP_CONV2D_BWD_WEIGHT, 4, (int64_t[]){s->OC, s->C, s->KH, s->KW}, x, dy, NULL, true);
+  float *scratch = ml__scratch(g, ml_conv2d_scratch_floats(s) * sizeof(float));
+  if (!n || !scratch) return NULL;
+  n->conv = *s;
+  ml_conv2d_backward_weight(s, n->value.data, x->value.data, dy->value.data, scratch);
+  return n;
+}
+
+/* y = conv(x, w) is bilinear; so are its adjoints, and each one's partial derivatives are the
+ * other two (with arguments permuted). */
+static void bw_conv(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *a = n->in[0], *b = n->in[1];
+  const ml_conv_shape *s = &n->conv;
+  switch (n->op) {
+    case ML_OP_CONV2D: /* a = x, b = w */
+      if (need[0]) gin[0] = ml_conv2d_bwd_data(g, go, b, s);
+      if (need[1]) gin[1] = ml_conv2d_bwd_weight(g, a, go, s);
+      break;
+    case ML_OP_CONV2D_BWD_DATA: /* a = dy, b = w; go has x's shape */
+      if (need[0]) gin[0] = conv_raw(g, go, b, s);
+      if (need[1]) gin[1] = ml_conv2d_bwd_weight(g, go, a, s);
+      break;
+    case ML_OP_CONV2D_BWD_WEIGHT: /* a = x, b = dy; go has w's shape */
+      if (need[0]) gin[0] = ml_conv2d_bwd_data(g, b, go, s);
+      if (need[1]) gin[1] = conv_raw(g, a, go, s);
+      break;
+    default:
+      break;
+  }
+}
+
+/* ------------------------------------------------------------------ max-pool */
+static ml_node *pool_scatter(ml_graph *g, ml_node *go, const ml_node *pool_or_gather);
+static ml_node *pool_gather(ml_graph *g, ml_node *x, const ml_conv_shape *s, const int32_t *idx);
+
+ml_node *ml_maxpool2(ml_graph *g, ml_node *x) {
+  GUARD1(x);
+  const ml_tensor *t = &x->value;
+  if (t->ndim != 4 || t->shape[2] < 2 || t->shape[3] < 2) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "maxpool2: input %s must be (B,C,H,W) with H, W >= 2", shp(x, b1));
+  }
+  int64_t B = t->shape[0], C = t->shape[1], H = t->shape[2], W = t->shape[3];
+  ml_node *n = ml__node(g, ML_OP_MAXPOOL2, 4, (int64_t[]){B, C, H / 2, W / 2}, x, NULL, NULL, true);
+  int32_t *idx = ml__scratch(g, (size_t)(B * C * (H / 2) * (W / 2)) * sizeof(int32_t));
+  if (!n || !idx) return NULL;
+  n->conv.B = B, n->conv.C = C, n->conv.H = H, n->conv.W = W;
+  n->idx = idx;
+  ml_maxpool2_forward(n->value.data, idx, x->value.data, B, C, H, W);
+  return n;
+}
+
+static ml_node *pool_scatter(ml_graph *g, ml_node *go, const ml_node *src) {
+  GUARD1(go);
+  const ml_conv_shape *s = &src->conv;
+  ml_node *n = ml__node(g, ML_OP_POOL_SCATTER, 4, (int64_t[]){s->B, s->C, s->H, s->W}, go, NULL, NULL, true);
+  if (!n) return NULL;
+  n->conv = *s;
+  n->idx = src->idx;
+  ml_maxpool2_scatter(n->value.data, go->value.data, n->idx, s->B, s->C, s->H, s->W);
+  return n;
+}
+
+static ml_node *pool_gather(ml_graph *g, ml_node *x, const ml_conv_shape *s, const int32_t *idx) {
+  GUARD1(x);
+  ml_node *n = ml__node(g, ML_OP_POOL_GATHER, 4, (int64_t[]){s->B, s->C, s->H / 2, s->W / 2}, x, NULL, NULL, true);
+  if (!n) return NULL;
+  n->conv = *s;
+  n->idx = idx;
+  ml_maxpool2_gather(n->value.data, x->value.data, idx, s->B, s->C, s->H, s->W);
+  return n;
+}
+
+/* With the argmax fixed, pooling is linear: its adjoint is a scatter, whose adjoint is a gather. */
+static void bw_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (!need[0]) return;
+  if (n->op == ML_OP_POOL_SCATTER)
+    gin[0] = pool_gather(g, go, &n->conv, n->idx);
+  else
+    gin[0] = pool_scatter(g, go, n);
+}
+
+/* ------------------------------------------------------------------ batch-norm */
+ml_node *ml_batch_norm(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps) {
+  GUARD1(x);
+  if ((gamma && !gamma->value.data) || (beta && !beta->value.data) || g->status) return NULL;
+  const ml_tensor *t = &x->value;
+  if (t->ndim != 2 && t->ndim != 4) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "batch_norm: input %s must be (B,C) or (B,C,H,W)", shp(x, b1));
+  }
+  int64_t B = t->shape[0], C = t->shape[1], HW = t->ndim == 4 ? t->shape[2] * t->shape[3] : 1;
+  if ((gamma && gamma->value.numel != C) || (beta && beta->value.numel != C)) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "batch_norm: gamma/beta must have %lld elements for input %s", (long long)C,
+                    shp(x, b1));
+  }
+  ml_node *n = ml__node(g, ML_OP_BATCH_NORM, t->ndim, t->shape, x, gamma, beta, true);
+  float *saved = ml__scratch(g, (size_t)(2 * C) * sizeof(float));
+  float *ones = gamma ? NULL : ml__scratch(g, (size_t)C * sizeof(float));
+  float *zeros = beta ? NULL : ml__scratch(g, (size_t)C * sizeof(float));
+  if (!n || !saved || (!gamma && !ones) || (!beta && !zeros)) return NULL;
+  for (int64_t c = 0; c < C; c++) {
+    if (ones) ones[c] = 1.0f;
+    if (zeros) zeros[c] = 0.0f;
+  }
+  n->p = B, n->c = C, n->q = HW, n->a = eps;
+  n->saved0 = saved, n->saved1 = saved + C;
+  ml_batchnorm_forward(n->value.data, n->saved0, n->saved1, x->value.data, gamma ? gamma->value.data : ones,
+                       beta ? beta->value.data : zeros, B, C, HW, eps);
+  return n;
+}
+
+/* Without create_graph the fused kernel computes all three gradients in two passes. With it,
+ * the same formulas are built from ops, recomputing the statistics as functions of x so that
+ * second derivatives through the mean and variance are exact. */
+static void bw_batch_norm(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
+  int64_t B = n->p, C = n->c, HW = n->q;
+  const ml_tensor *t = &x->value;
+  if (!g->recording) {
+    ml_node *dx = ml_new(g, t->ndim, t->shape);
+    ml_node *dgamma = ml_new(g, 1, (int64_t[]){C});
+    ml_node *dbeta = ml_new(g, 1, (int64_t[]){C});
+    float *ones = ml__scratch(g, (size_t)C * sizeof(float));
+    if (!dx || !dgamma || !dbeta || !ones) return;
+    for (int64_t c = 0; c < C; c++) ones[c] = 1.0f;
+    ml_batchnorm_backward(dx->value.data, dgamma->value.data, dbeta->value.data, go->value.data, x->value.data,
+                          n->saved0, n->saved1, gamma ? gamma->value.data : ones, B, C, HW);
+    if (need[0]) gin[0] = dx;
+    if (need[1]) gin[1] = dgamma;
+    if (need[2]) gin[2] = dbeta;
+    return;
+  }
+  float inv_n = 1.0f / (float)(B * HW);
+  ml_node *mean = ml_scale(g, ml_reduce_pcq(g, x, B, C, HW), inv_n);
+  ml_node *xc = ml_sub_axis(g, x, mean, 1);
+  ml_node *var = ml_scale(g, ml_reduce_pcq(g, ml_square(g, xc), B, C, HW), inv_n);
+  ml_node *invstd = ml_rsqrt(g, ml_affine(g, var, 1.0f, n->a));
+  ml_node *xhat = ml_mul_axis(g, xc, invstd, 1);
+  ml_node *dbeta = ml_reduce_pcq(g, go, B, C, HW);
+  ml_node *dgamma = ml_reduce_pcq(g, ml_mul(g, go, xhat), B, C, HW);
+  if (need[0]) {
+    /* dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) */
+    ml_node *inner = ml_sub_axis(g, go, ml_scale(g, dbeta, inv_n), 1);
+    inner = ml_sub(g, inner, ml_mul_axis(g, xhat, ml_scale(g, dgamma, inv_n), 1));
+    ml_node *coef = gamma ? ml_mul(g, reshape_like(g, gamma, invstd), invstd) : invstd;
+    gin[0] = ml_mul_axis(g, inner, coef, 1);
+  }
+  if (need[1]) gin[1] = reshape_like(g, dgamma, gamma);
+  if (need[2]) gin[2] = reshape_like(g, dbeta, beta);
+}
+
+/* ------------------------------------------------------------------ log-softmax, pick */
+ml_node *ml_log_softmax(ml_graph *g, ml_node *x) {
+  GUARD1(x);
+  if (x->value.ndim != 2) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "log_softmax: %s is not (N, K)", shp(x, b1));
+  }
+  ml_node *n = ml__node(g, ML_OP_LOG_SOFTMAX, 2, x->value.shape, x, NULL, NULL, true);
+  if (!n) return NULL;
+  ml_log_softmax_kernel(n->value.data, x->value.data, x->value.shape[0], x->value.shape[1]);
+  return n;
+}
+
+/* dx = g - softmax * rowsum(g), softmax = exp(y) */
+static void bw_log_softmax(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (need[0]) gin[0] = ml_sub(g, go, ml_mul_axis(g, ml_exp(g, n), ml_sum_rows(g, go), 0));
+}
+
+static ml_node *pick_scatter(ml_graph *g, ml_node *go, const int32_t *idx, int64_t K) {
+  GUARD1(go);
+  int64_t N = go->value.numel;
+  ml_node *n = ml__node(g, ML_OP_PICK_SCATTER, 2, (int64_t[]){N, K}, go, NULL, NULL, true);
+  if (!n) return NULL;
+  n->idx = idx, n->c = K;
+  ml_pick_scatter(n->value.data, go->value.data, idx, N, K);
+  return n;
+}
+
+static ml_node *pick(ml_graph *g, ml_node *x, const int32_t *idx) {
+  int64_t N = x->value.shape[0], K = x->value.shape[1];
+  ml_node *n = ml__node(g, ML_OP_PICK, 1, (int64_t[]){N}, x, NULL, NULL, true);
+  if (!n) return NULL;
+  n->idx = idx, n->c = K;
+  ml_pick_kernel(n->value.data, x->value.data, idx, N, K);
+  return n;
+}
+
+ml_node *ml_pick(ml_graph *g, ml_node *x, const int32_t *idx) {
+  GUARD1(x);
+  if (x->value.ndim != 2) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "pick: %s is not (N, K)", shp(x, b1));
+  }
+  int64_t N = x->value.shape[0], K = x->value.shape[1];
+  for (int64_t i = 0; i < N; i++)
+    if (idx[i] < 0 || idx[i] >= K)
+      return ml__fail(g, ML_ERR_ARG, "pick: label %d at row %lld is outside [0, %lld)", idx[i], (long long)i,
+                      (long long)K);
+  return pick(g, x, idx);
+}
+
+static void bw_pick(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (!need[0]) return;
+  if (n->op == ML_OP_PICK)
+    gin[0] = pick_scatter(g, go, n->idx, n->c);
+  else
+    gin[0] = pick(g, go, n->idx);
+}
+
+/* ------------------------------------------------------------------ embeddings */
+static ml_node *embedding_scatter(ml_graph *g, ml_node *go, const int32_t *idx, int64_t V) {
+  GUARD1(go);
+  int64_t n_rows = go->value.shape[0], D = go->value.shape[1];
+  ml_node *n = ml__node(g, ML_OP_EMBEDDING_SCATTER, 2, (int64_t[]){V, D}, go, NULL, NULL, true);
+  if (!n) return NULL;
+  n->idx = idx, n->p = n_rows;
+  memset(n->value.data, 0, (size_t)(V * D) * sizeof(float));
+  ml_embedding_scatter_add(n->value.data, go->value.data, idx, n_rows, D);
+  return n;
+}
+
+static ml_node *embedding(ml_graph *g, ml_node *table, const int32_t *idx, int64_t n_rows) {
+  int64_t D = table->value.shape[1];
+  ml_node *n = ml__node(g, ML_OP_EMBEDDING, 2, (int64_t[]){n_rows, D}, table, NULL, NULL, true);
+  if (!n) return NULL;
+  n->idx = idx, n->p = n_rows, n->c = table->value.shape[0];
+  ml_embedding_gather(n->value.data, table->value.data, idx, n_rows, D);
+  return n;
+}
+
+ml_node *ml_embedding(ml_graph *g, ml_node *table, const int32_t *idx, int64_t n_rows) {
+  GUARD1(table);
+  if (table->value.ndim != 2 || n_rows < 1) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "embedding: table %s must be (V, D) and n >= 1", shp(table, b1));
+  }
+  int64_t V = table->value.shape[0];
+  for (int64_t i = 0; i < n_rows; i++)
+    if (idx[i] < 0 || idx[i] >= V)
+      return ml__fail(g, ML_ERR_ARG, "embedding: id %d at position %lld is outside [0, %lld)", idx[i], (long long)i,
+                      (long long)V);
+  return embedding(g, table, idx, n_rows);
+}
+
+static void bw_embedding(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (!need[0]) return;
+  if (n->op == ML_OP_EMBEDDING)
+    gin[0] = embedding_scatter(g, go, n->idx, n->c);
+  else
+    gin[0] = embedding(g, go, n->idx, n->p);
+}
+
+/* ------------------------------------------------------------------ reshape backward */
+static void bw_reshape(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (need[0]) gin[0] = reshape_like(g, go, n->in[0]);
+}
+
+/* ------------------------------------------------------------------ losses (composites) */
+ml_node *ml_cross_entropy(ml_graph *g, ml_node *logits, const int32_t *labels) {
+  return ml_neg(g, ml_mean(g, ml_pick(g, ml_log_softmax(g, logits), labels)));
+}
+
+ml_node *ml_mse(ml_graph *g, ml_node *pred, ml_node *target) {
+  GUARD2(pred, target);
+  if (pred->value.numel != target->value.numel) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "mse: prediction %s and target %s differ", shp(pred, b1), shp(target, b2));
+  }
+  return ml_mean(g, ml_square(g, ml_sub(g, pred, reshape_like(g, target, pred))));
+}
+
+/* softplus(x) - x*y = log(1 + e^x) - x y: the logits form of -y log s - (1-y) log(1-s). */
+ml_node *ml_bce_with_logits(ml_graph *g, ml_node *logits, ml_node *target) {
+  GUARD2(logits, target);
+  if (logits->value.numel != target->value.numel) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "bce_with_logits: logits %s and target %s differ", shp(logits, b1),
+                    shp(target, b2));
+  }
+  return ml_mean(g, ml_sub(g, ml_softplus(g, logits), ml_mul(g, logits, reshape_like(g, target, logits))));
+}
+
+/* |a_i|^2 + |b_j|^2 - 2 a_i.b_j, one GEMM instead of N*M differences. */
+ml_node *ml_sqdist(ml_graph *g, ml_node *a, ml_node *b) {
+  GUARD2(a, b);
+  if (a->value.ndim != 2 || b->value.ndim != 2 || a->value.shape[1] != b->value.shape[1]) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "sqdist: %s and %s must be (N, D) and (M, D)", shp(a, b1), shp(b, b2));
+  }
+  ml_node *ab = ml_matmul(g, a, b, false, true);
+  ml_node *d = ml_add_axis(g, ml_scale(g, ab, -2.0f), ml_sum_rows(g, ml_square(g, a)), 0);
+  return ml_add_axis(g, d, ml_sum_rows(g, ml_square(g, b)), 1);
+}
+
+/* ------------------------------------------------------------------ dispatch */
+typedef void (*bw_fn)(ml_graph *, ml_node *, ml_node *, ml_node **, const bool *);
+static const bw_fn backward_table[ML_OP_COUNT] = {
+    [ML_OP_LEAF] = NULL,
+    [ML_OP_RESHAPE] = bw_reshape,
+    [ML_OP_ADD] = bw_binary,
+    [ML_OP_SUB] = bw_binary,
+    [ML_OP_MUL] = bw_binary,
+    [ML_OP_DIV] = bw_binary,
+    [ML_OP_AFFINE] = bw_affine,
+    [ML_OP_REDUCE] = bw_reduce,
+    [ML_OP_EXPAND] = bw_expand,
+    [ML_OP_RELU] = bw_unary,
+    [ML_OP_RELU_MASK] = bw_relu_mask,
+    [ML_OP_EXP] = bw_unary,
+    [ML_OP_LOG] = bw_unary,
+    [ML_OP_SIGMOID] = bw_unary,
+    [ML_OP_TANH] = bw_unary,
+    [ML_OP_SOFTPLUS] = bw_unary,
+    [ML_OP_RSQRT] = bw_unary,
+    [ML_OP_SQRT] = bw_unary,
+    [ML_OP_SQUARE] = bw_unary,
+    [ML_OP_MATMUL] = bw_matmul,
+    [ML_OP_CONV2D] = bw_conv,
+    [ML_OP_CONV2D_BWD_DATA] = bw_conv,
+    [ML_OP_CONV2D_BWD_WEIGHT] = bw_conv,
+    [ML_OP_MAXPOOL2] = bw_pool,
+    [ML_OP_POOL_SCATTER] = bw_pool,
+    [ML_OP_POOL_GATHER] = bw_pool,
+    [ML_OP_BATCH_NORM] = bw_batch_norm,
+    [ML_OP_LOG_SOFTMAX] = bw_log_softmax,
+    [ML_OP_PICK] = bw_pick,
+    [ML_OP_PICK_SCATTER] = bw_pick,
+    [ML_OP_EMBEDDING] = bw_embedding,
+    [ML_OP_EMBEDDING_SCATTER] = bw_embedding,
+};
+
+void ml__backward(ml_graph *g, ml_node *n, ml_node *gout, ml_node **gin, const bool *needin) {
+  bw_fn f = backward_table[n->op];
+  if (f) f(g, n, gout, gin, needin);
+}

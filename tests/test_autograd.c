@@ -1,0 +1,506 @@
+/* autograd: every op of ops.def is checked against central finite differences, first order,
+ * second order (Hessian-vector products) for ops that can sit in an inner loop, and also through
+ * a gradient-wrapped function (f'(x) = <R, tanh(grad f(x))>, what a MAML inner step builds),
+ * which differentiates the backward ops themselves. A final test fails if any row of the table
+ * lacks its checks. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "metalearn/autograd.h"
+
+#define MAXIN 3
+typedef ml_node *(*fn_t)(ml_graph *g, ml_node **x, void *ctx);
+
+typedef struct {
+  const char *name;
+  int n_in;
+  ml_tensor shape[MAXIN];
+  float lo[MAXIN], hi[MAXIN];
+  fn_t f;
+  void *ctx;
+  bool second;   /* check Hessian-vector products */
+  bool wrapped;  /* check the gradient-wrapped function too */
+  bool const_in[MAXIN]; /* input gets no gradient (e.g. relu_mask's x): analytic must be 0 */
+} gcase;
+
+static bool covered1[ML_OP_COUNT], covered2[ML_OP_COUNT];
+
+static void mark(ml_graph *g, bool *cov) {
+  for (int64_t i = 0; i < ml_graph_size(g); i++) {
+    ml_node *n = ml_graph_node(g, i);
+    if (n->requires_grad && n->n_in > 0) cov[n->op] = true;
+  }
+}
+
+/* A fixed "random" weighting R so that sum(R * y) has a generic gradient. */
+static ml_node *weighted_sum(ml_graph *g, ml_node *y, uint64_t seed) {
+  if (!y) return NULL;
+  ml_node *r = ml_new(g, y->value.ndim, y->value.shape);
+  if (!r) return NULL;
+  ml_test_fill(r->value.data, r->value.numel, seed, -1.0f, 1.0f);
+  return ml_sum(g, ml_mul(g, y, r));
+}
+
+typedef struct {
+  fn_t inner;
+  void *ctx;
+  int n_in;
+} wrap_ctx;
+
+/* f_w(x) = sum_j <R_j, tanh(d f / d x_j)>: needs create_graph, like a MAML inner step. */
+static ml_node *wrapped_fn(ml_graph *g, ml_node **x, void *vctx) {
+  wrap_ctx *w = vctx;
+  ml_node *y = w->inner(g, x, w->ctx);
+  if (!y) return NULL;
+  ml_node *gr[MAXIN];
+  if (ml_grad(g, &y, 1, NULL, x, w->n_in, true, gr) != ML_OK) return NULL;
+  ml_node *s = NULL;
+  for (int j = 0; j < w->n_in; j++) {
+    ml_node *t = weighted_sum(g, ml_tanh(g, gr[j]), 900 + (uint64_t)j);
+    s = s ? ml_add(g, s, t) : t;
+  }
+  return s;
+}
+
+static double eval_f(ml_arena *ar, const gcase *c, float **xs) {
+  ml_arena_reset(ar);
+  ml_graph *g = ml_graph_new(ar);
+  ml_node *x[MAXIN];
+  for (int j = 0; j < c->n_in; j++) {
+    ml_tensor t = c->shape[j];
+    t.data = xs[j];
+    x[j] = ml_leaf(g, t, true);
+  }
+  ml_node *y = c->f(g, x, c->ctx);
+  CHECK_MSG(y && ml_graph_status(g) == ML_OK, "%s: forward failed: %s", c->name, ml_last_error());
+  return y ? (double)y->value.data[0] : NAN;
+}
+
+/* Analytic first-order gradients at xs into out[j] (create_graph selects the path). */
+static void analytic_grad(ml_arena *ar, const gcase *c, float **xs, float **out, bool create_graph) {
+  ml_arena_reset(ar);
+  ml_graph *g = ml_graph_new(ar);
+  ml_node *x[MAXIN], *gr[MAXIN];
+  for (int j = 0; j < c->n_in; j++) {
+    ml_tensor t = c->shape[j];
+    t.data = xs[j];
+    x[j] = ml_leaf(g, t, true);
+  }
+  ml_node *y = c->f(g, x, c->ctx);
+  mark(g, covered1);
+  CHECK_OK(ml_grad(g, &y, 1, NULL, x, c->n_in, create_graph, gr));
+  for (int j = 0; j < c->n_in; j++)
+    if (ml_graph_status(g) == ML_OK) memcpy(out[j], gr[j]->value.data, (size_t)c->shape[j].numel * sizeof(float));
+}
+
+static void run_case(const gcase *c, double atol, double rtol) {
+  if (getenv("ML_TEST_VERBOSE")) fprintf(stderr, "case %s\n", c->name);
+  ml_arena *ar = ml_arena_new(1 << 20, NULL);
+  float *xs[MAXIN], *ga[MAXIN], *gb[MAXIN], *v[MAXIN], *hv[MAXIN], *gp[MAXIN], *gm[MAXIN];
+  for (int j = 0; j < c->n_in; j++) {
+    int64_t n = c->shape[j].numel;
+    xs[j] = calloc((size_t)n, sizeof(float));
+    ga[j] = calloc((size_t)n, sizeof(float));
+    gb[j] = calloc((size_t)n, sizeof(float));
+    v[j] = calloc((size_t)n, sizeof(float));
+    hv[j] = calloc((size_t)n, sizeof(float));
+    gp[j] = calloc((size_t)n, sizeof(float));
+    gm[j] = calloc((size_t)n, sizeof(float));
+    ml_test_fill(xs[j], n, 100 + (uint64_t)j, c->lo[j], c->hi[j]);
+    ml_test_fill(v[j], n, 200 + (uint64_t)j, -1.0f, 1.0f);
+  }
+  /* first order: eager (no create_graph) gradients against central differences */
+  analytic_grad(ar, c, xs, ga, false);
+  analytic_grad(ar, c, xs, gb, true);
+  /* Central differences in float32: 5e-3 balances truncation (O(eps^2), which dominated at 1e-2
+   * for conv Hessians) against rounding (O(1e-7 / eps)); results were stable from 1e-3 to 5e-3. */
+  const float eps = 5e-3f;
+  for (int j = 0; j < c->n_in; j++) {
+    int64_t n = c->shape[j].numel;
+    CHECK_CLOSE(gb[j], ga[j], n, 1e-5, 1e-4); /* both backward paths agree */
+    int64_t step = n > 48 ? n / 48 : 1;
+    for (int64_t i = 0; i < n; i += step) {
+      float keep = xs[j][i];
+      xs[j][i] = keep + eps;
+      double fp = eval_f(ar, c, xs);
+      xs[j][i] = keep - eps;
+      double fm = eval_f(ar, c, xs);
+      xs[j][i] = keep;
+      double num = (fp - fm) / (2.0 * eps);
+      if (c->const_in[j]) num = 0; /* piecewise-constant dependence: gradient is defined as 0 */
+      CHECK_MSG(fabs(ga[j][i] - num) <= atol + rtol * fabs(num), "%s: d/dx%d[%lld] analytic %.6g numeric %.6g",
+                c->name, j, (long long)i, ga[j][i], num);
+    }
+  }
+  if (c->second) {
+    /* Hessian-vector product through create_graph, against differences of gradients. */
+    ml_arena_reset(ar);
+    ml_graph *g = ml_graph_new(ar);
+    ml_node *x[MAXIN], *gr[MAXIN], *h[MAXIN];
+    for (int j = 0; j < c->n_in; j++) {
+      ml_tensor t = c->shape[j];
+      t.data = xs[j];
+      x[j] = ml_leaf(g, t, true);
+    }
+    ml_node *y = c->f(g, x, c->ctx);
+    CHECK_OK(ml_grad(g, &y, 1, NULL, x, c->n_in, true, gr));
+    ml_node *s = NULL;
+    for (int j = 0; j < c->n_in; j++) {
+      ml_tensor t = c->shape[j];
+      t.data = v[j];
+      ml_node *d = ml_sum(g, ml_mul(g, gr[j], ml_leaf(g, t, false)));
+      s = s ? ml_add(g, s, d) : d;
+    }
+    mark(g, covered2);
+    mark(g, covered1); /* differentiating a node's backward verifies that backward too */
+    CHECK_OK(ml_grad(g, &s, 1, NULL, x, c->n_in, false, h));
+    for (int j = 0; j < c->n_in && ml_graph_status(g) == ML_OK; j++)
+      memcpy(hv[j], h[j]->value.data, (size_t)c->shape[j].numel * sizeof(float));
+    for (int j = 0; j < c->n_in; j++)
+      for (int64_t i = 0; i < c->shape[j].numel; i++) xs[j][i] += eps * v[j][i];
+    analytic_grad(ar, c, xs, gp, false);
+    for (int j = 0; j < c->n_in; j++)
+      for (int64_t i = 0; i < c->shape[j].numel; i++) xs[j][i] -= 2 * eps * v[j][i];
+    analytic_grad(ar, c, xs, gm, false);
+    for (int j = 0; j < c->n_in; j++)
+      for (int64_t i = 0; i < c->shape[j].numel; i++) xs[j][i] += eps * v[j][i];
+    for (int j = 0; j < c->n_in; j++)
+      for (int64_t i = 0; i < c->shape[j].numel; i++) {
+        double num = ((double)gp[j][i] - gm[j][i]) / (2.0 * eps);
+        CHECK_MSG(fabs(hv[j][i] - num) <= atol + rtol * fabs(num), "%s: (Hv)_%d[%lld] analytic %.6g numeric %.6g",
+                  c->name, j, (long long)i, hv[j][i], num);
+      }
+  }
+  for (int j = 0; j < c->n_in; j++) {
+    free(xs[j]), free(ga[j]), free(gb[j]), free(v[j]), free(hv[j]), free(gp[j]), free(gm[j]);
+  }
+  ml_arena_free(ar);
+}
+
+/* Checks c, then (when asked) its gradient-wrapped form with the same tolerances scaled. */
+static void check(gcase c, double atol, double rtol) {
+  run_case(&c, atol, rtol);
+  if (c.wrapped) {
+    wrap_ctx w = {c.f, c.ctx, c.n_in};
+    gcase cw = c;
+    cw.name = "wrapped";
+    cw.f = wrapped_fn;
+    cw.ctx = &w;
+    memset(cw.const_in, 0, sizeof cw.const_in);
+    run_case(&cw, 2 * atol, 2 * rtol);
+  }
+}
+
+/* ---------------------------------------------------------------- the cases */
+typedef enum { K_ADD, K_SUB, K_MUL, K_DIV } bink;
+typedef struct {
+  bink k;
+  int axis; /* -1: auto broadcast */
+} binctx;
+
+static ml_node *f_binary(ml_graph *g, ml_node **x, void *vctx) {
+  binctx *b = vctx;
+  ml_node *y;
+  if (b->axis < 0) {
+    ml_node *(*fs[])(ml_graph *, ml_node *, ml_node *) = {ml_add, ml_sub, ml_mul, ml_div};
+    y = fs[b->k](g, x[0], x[1]);
+  } else {
+    ml_node *(*fs[])(ml_graph *, ml_node *, ml_node *, int) = {ml_add_axis, ml_sub_axis, ml_mul_axis, ml_div_axis};
+    y = fs[b->k](g, x[0], x[1], b->axis);
+  }
+  return weighted_sum(g, ml_tanh(g, y), 1);
+}
+
+ML_TEST(grad_binary) {
+  ml_tensor a = ml_shape3(2, 3, 4);
+  struct {
+    ml_tensor b;
+    int axis;
+  } forms[] = {{ml_shape3(2, 3, 4), -1}, {ml_shape2(3, 4), -1}, {ml_shape1(1), -1},
+               {ml_shape1(3), 1},        {ml_shape1(2), 0},     {ml_shape1(4), 2}};
+  for (int k = 0; k < 4; k++)
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+      binctx ctx = {(bink)k, forms[f].axis};
+      gcase c = {.name = "binary", .n_in = 2, .shape = {a, forms[f].b}, .lo = {-1.5f, k == K_DIV ? 0.5f : -1.5f},
+                 .hi = {1.5f, 1.5f}, .f = f_binary, .ctx = &ctx, .second = true, .wrapped = f == 0 || f == 3};
+      check(c, 2e-3, 2e-2);
+    }
+}
+
+typedef ml_node *(*unfn)(ml_graph *, ml_node *);
+static ml_node *f_unary(ml_graph *g, ml_node **x, void *ctx) {
+  return weighted_sum(g, ml_tanh(g, ((unfn)ctx)(g, x[0])), 2);
+}
+static ml_node *affine_fn(ml_graph *g, ml_node *x) { return ml_affine(g, x, -1.7f, 0.3f); }
+
+ML_TEST(grad_unary) {
+  struct {
+    unfn f;
+    float lo, hi;
+  } ops[] = {{ml_exp, -1, 1},      {ml_log, 0.5f, 2},  {ml_sigmoid, -3, 3}, {ml_tanh, -2, 2},  {ml_softplus, -3, 3},
+             {ml_rsqrt, 0.5f, 2},  {ml_sqrt, 0.5f, 2}, {ml_square, -1, 1},  {affine_fn, -1, 1}};
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+    gcase c = {.name = "unary", .n_in = 1, .shape = {ml_shape2(3, 5)}, .lo = {ops[i].lo}, .hi = {ops[i].hi},
+               .f = f_unary, .ctx = (void *)ops[i].f, .second = true, .wrapped = true};
+    check(c, 2e-3, 2e-2);
+  }
+}
+
+/* ReLU away from its kink: inputs drawn from [0.1, 1] with random signs. */
+static void fill_away_from_zero(float *x, int64_t n, uint64_t seed) {
+  ml_test_fill(x, n, seed, 0.1f, 1.0f);
+  float s[64];
+  ml_test_fill(s, 64, seed + 1, -1, 1);
+  for (int64_t i = 0; i < n; i++)
+    if (s[i % 61] < 0) x[i] = -x[i];
+}
+
+static float relu_x[60];
+static ml_node *f_relu(ml_graph *g, ml_node **x, void *ctx) {
+  /* x0 is shifted into [0.1, 1] in magnitude by adding a fixed sign pattern: x0 + 0.55*sign */
+  (void)ctx;
+  ml_node *off = ml_leaf(g, (ml_tensor){relu_x, {4, 15, 1, 1}, 2, 60}, false);
+  return weighted_sum(g, ml_tanh(g, ml_relu(g, ml_add(g, x[0], off))), 3);
+}
+static ml_node *f_relu_mask(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  ml_node *off = ml_leaf(g, (ml_tensor){relu_x, {4, 15, 1, 1}, 2, 60}, false);
+  return weighted_sum(g, ml_tanh(g, ml_relu_mask(g, x[0], ml_add(g, x[1], off))), 4);
+}
+
+ML_TEST(grad_relu) {
+  fill_away_from_zero(relu_x, 60, 7);
+  /* inputs in [-0.05, 0.05] plus offsets of magnitude >= 0.1 stay away from 0 under +-eps */
+  gcase c = {.name = "relu", .n_in = 1, .shape = {ml_shape2(4, 15)}, .lo = {-0.05f}, .hi = {0.05f}, .f = f_relu,
+             .second = true, .wrapped = true};
+  check(c, 2e-3, 2e-2);
+  gcase m = {.name = "relu_mask", .n_in = 2, .shape = {ml_shape2(4, 15), ml_shape2(4, 15)}, .lo = {-1, -0.05f},
+             .hi = {1, 0.05f}, .f = f_relu_mask, .second = true, .wrapped = true, .const_in = {false, true}};
+  check(m, 2e-3, 2e-2);
+}
+
+static ml_node *f_reduce(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  ml_node *r = ml_sum_axis_keep(g, x[0], 1);                          /* (3) */
+  ml_node *e = ml_expand_pcq(g, ml_tanh(g, r), 2, 3, 4, 3, (int64_t[]){2, 3, 4}); /* back to (2,3,4) */
+  ml_node *rows = ml_sum_rows(g, ml_reshape(g, x[0], 2, (int64_t[]){6, 4}));
+  return ml_add(g, weighted_sum(g, ml_tanh(g, ml_mul(g, e, x[0])), 5), weighted_sum(g, ml_tanh(g, rows), 6));
+}
+
+ML_TEST(grad_reduce_expand_reshape) {
+  gcase c = {.name = "reduce", .n_in = 1, .shape = {ml_shape3(2, 3, 4)}, .lo = {-1}, .hi = {1}, .f = f_reduce,
+             .second = true, .wrapped = true};
+  check(c, 2e-3, 2e-2);
+}
+
+typedef struct {
+  bool ta, tb;
+} mmctx;
+static ml_node *f_matmul(ml_graph *g, ml_node **x, void *vctx) {
+  mmctx *m = vctx;
+  return weighted_sum(g, ml_tanh(g, ml_matmul(g, x[0], x[1], m->ta, m->tb)), 7);
+}
+static ml_node *f_linear(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_linear(g, x[0], x[1], x[2])), 8);
+}
+
+ML_TEST(grad_matmul_linear) {
+  for (int t = 0; t < 4; t++) {
+    mmctx m = {t & 1, (t >> 1) & 1};
+    ml_tensor a = m.ta ? ml_shape2(4, 3) : ml_shape2(3, 4), b = m.tb ? ml_shape2(5, 4) : ml_shape2(4, 5);
+    gcase c = {.name = "matmul", .n_in = 2, .shape = {a, b}, .lo = {-1, -1}, .hi = {1, 1}, .f = f_matmul, .ctx = &m,
+               .second = true, .wrapped = true};
+    check(c, 2e-3, 2e-2);
+  }
+  gcase l = {.name = "linear", .n_in = 3, .shape = {ml_shape2(3, 4), ml_shape2(5, 4), ml_shape1(5)}, .lo = {-1, -1, -1},
+             .hi = {1, 1, 1}, .f = f_linear, .second = true, .wrapped = true};
+  check(l, 2e-3, 2e-2);
+}
+
+typedef struct {
+  int64_t stride, pad;
+} convctx;
+static ml_node *f_conv(ml_graph *g, ml_node **x, void *vctx) {
+  convctx *c = vctx;
+  return weighted_sum(g, ml_tanh(g, ml_conv2d(g, x[0], x[1], x[2], c->stride, c->pad)), 9);
+}
+
+ML_TEST(grad_conv2d) {
+  convctx forms[] = {{1, 1}, {2, 0}, {2, 1}, {1, 0}};
+  for (int i = 0; i < 4; i++) {
+    gcase c = {.name = "conv2d", .n_in = 3, .shape = {ml_shape4(2, 3, 5, 6), ml_shape4(4, 3, 3, 3), ml_shape1(4)},
+               .lo = {-1, -0.5f, -0.5f}, .hi = {1, 0.5f, 0.5f}, .f = f_conv, .ctx = &forms[i], .second = true,
+               .wrapped = i < 2};
+    check(c, 3e-3, 2e-2);
+  }
+}
+
+/* The adjoints as ops in their own right, both arguments variable. */
+static ml_conv_shape adj_shape;
+static ml_node *f_conv_bwd_data(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_conv2d_bwd_data(g, x[0], x[1], &adj_shape)), 10);
+}
+static ml_node *f_conv_bwd_weight(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_conv2d_bwd_weight(g, x[0], x[1], &adj_shape)), 11);
+}
+
+ML_TEST(grad_conv2d_adjoints) {
+  CHECK_OK(ml_conv_shape_make(&adj_shape, 2, 3, 5, 5, 4, 3, 3, 2, 1));
+  ml_tensor dy = ml_shape4(2, 4, adj_shape.OH, adj_shape.OW);
+  gcase d = {.name = "conv_bwd_data", .n_in = 2, .shape = {dy, ml_shape4(4, 3, 3, 3)}, .lo = {-1, -0.5f},
+             .hi = {1, 0.5f}, .f = f_conv_bwd_data, .second = true, .wrapped = true};
+  check(d, 3e-3, 2e-2);
+  gcase w = {.name = "conv_bwd_weight", .n_in = 2, .shape = {ml_shape4(2, 3, 5, 5), dy}, .lo = {-1, -0.5f},
+             .hi = {1, 0.5f}, .f = f_conv_bwd_weight, .second = true, .wrapped = true};
+  check(w, 3e-3, 2e-2);
+}
+
+/* Max-pool at points where each window's maximum leads by more than 2 eps: a fixed ramp of
+ * distinct values (spacing 0.05) plus a small variable part. */
+static float pool_base[2 * 2 * 7 * 7];
+static ml_node *f_pool(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  ml_node *base = ml_leaf(g, (ml_tensor){pool_base, {2, 2, 7, 7}, 4, 196}, false);
+  return weighted_sum(g, ml_tanh(g, ml_maxpool2(g, ml_add(g, x[0], base))), 12);
+}
+
+ML_TEST(grad_maxpool2) {
+  int64_t perm[196];
+  for (int i = 0; i < 196; i++) perm[i] = i;
+  ml_rng r;
+  ml_rng_init(&r, 3, 3);
+  ml_rng_shuffle(&r, perm, 196);
+  for (int i = 0; i < 196; i++) pool_base[i] = 0.05f * (float)perm[i] - 4.9f;
+  gcase c = {.name = "maxpool2", .n_in = 1, .shape = {ml_shape4(2, 2, 7, 7)}, .lo = {-0.005f}, .hi = {0.005f},
+             .f = f_pool, .second = true, .wrapped = true};
+  check(c, 2e-3, 2e-2);
+}
+
+static ml_node *f_bn(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_batch_norm(g, x[0], x[1], x[2], 1e-5f)), 13);
+}
+static ml_node *f_bn_noaffine(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_batch_norm(g, x[0], NULL, NULL, 1e-5f)), 14);
+}
+
+ML_TEST(grad_batch_norm) {
+  gcase c = {.name = "batch_norm", .n_in = 3, .shape = {ml_shape4(3, 2, 3, 3), ml_shape1(2), ml_shape1(2)},
+             .lo = {-2, 0.5f, -1}, .hi = {2, 1.5f, 1}, .f = f_bn, .second = true, .wrapped = true};
+  check(c, 3e-3, 3e-2);
+  gcase d = {.name = "batch_norm_2d", .n_in = 1, .shape = {ml_shape2(6, 4)}, .lo = {-2}, .hi = {2},
+             .f = f_bn_noaffine, .second = true, .wrapped = false};
+  check(d, 3e-3, 3e-2);
+}
+
+static int32_t labels[6] = {2, 0, 3, 3, 1, 0};
+static ml_node *f_ce(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return ml_cross_entropy(g, x[0], labels);
+}
+static ml_node *f_logsoftmax(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_log_softmax(g, x[0]), 15);
+}
+
+static ml_node *f_pick(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_pick(g, x[0], labels)), 18);
+}
+
+ML_TEST(grad_log_softmax_cross_entropy) {
+  gcase p = {.name = "pick", .n_in = 1, .shape = {ml_shape2(6, 4)}, .lo = {-2}, .hi = {2}, .f = f_pick,
+             .second = true, .wrapped = true};
+  check(p, 2e-3, 2e-2);
+  gcase a = {.name = "log_softmax", .n_in = 1, .shape = {ml_shape2(6, 4)}, .lo = {-2}, .hi = {2}, .f = f_logsoftmax,
+             .second = true, .wrapped = true};
+  check(a, 2e-3, 2e-2);
+  gcase c = {.name = "cross_entropy", .n_in = 1, .shape = {ml_shape2(6, 4)}, .lo = {-2}, .hi = {2}, .f = f_ce,
+             .second = true, .wrapped = true};
+  check(c, 2e-3, 2e-2);
+}
+
+static ml_node *f_mse(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return ml_mse(g, ml_tanh(g, x[0]), x[1]);
+}
+static ml_node *f_bce(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return ml_bce_with_logits(g, ml_scale(g, x[0], 3.0f), x[1]);
+}
+static ml_node *f_sqdist(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_scale(g, ml_sqdist(g, x[0], x[1]), 0.3f)), 16);
+}
+
+ML_TEST(grad_losses_and_distances) {
+  gcase m = {.name = "mse", .n_in = 2, .shape = {ml_shape2(5, 3), ml_shape2(5, 3)}, .lo = {-1, -1}, .hi = {1, 1},
+             .f = f_mse, .second = true, .wrapped = true};
+  check(m, 2e-3, 2e-2);
+  gcase b = {.name = "bce", .n_in = 2, .shape = {ml_shape1(8), ml_shape1(8)}, .lo = {-2, 0}, .hi = {2, 1}, .f = f_bce,
+             .second = true, .wrapped = true};
+  check(b, 2e-3, 2e-2);
+  gcase d = {.name = "sqdist", .n_in = 2, .shape = {ml_shape2(4, 3), ml_shape2(5, 3)}, .lo = {-1, -1}, .hi = {1, 1},
+             .f = f_sqdist, .second = true, .wrapped = true};
+  check(d, 2e-3, 2e-2);
+}
+
+static int32_t emb_idx[5] = {3, 0, 3, 6, 1};
+static ml_node *f_embed(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_embedding(g, x[0], emb_idx, 5)), 17);
+}
+
+ML_TEST(grad_embedding) {
+  gcase c = {.name = "embedding", .n_in = 1, .shape = {ml_shape2(7, 3)}, .lo = {-1}, .hi = {1}, .f = f_embed,
+             .second = true, .wrapped = true};
+  check(c, 2e-3, 2e-2);
+}
+
+ML_TEST(sticky_errors_and_shapes) {
+  ml_arena *ar = ml_arena_new(0, NULL);
+  ml_graph *g = ml_graph_new(ar);
+  ml_node *a = ml_zeros(g, 2, (int64_t[]){2, 3});
+  ml_node *b = ml_zeros(g, 2, (int64_t[]){4, 5});
+  ml_node *y = ml_matmul(g, a, b, false, false);
+  CHECK(y == NULL);
+  CHECK(ml_graph_status(g) == ML_ERR_SHAPE);
+  CHECK(strstr(ml_last_error(), "matmul") != NULL);
+  CHECK(ml_relu(g, a) == NULL); /* sticky: later ops refuse */
+  ml_arena_free(ar);
+  /* a label out of range is a clear error, not a read past the row */
+  ar = ml_arena_new(0, NULL);
+  g = ml_graph_new(ar);
+  static int32_t bad[2] = {0, 9};
+  CHECK(ml_cross_entropy(g, ml_zeros(g, 2, (int64_t[]){2, 3}), bad) == NULL);
+  CHECK(ml_graph_status(g) == ML_ERR_ARG);
+  ml_arena_free(ar);
+}
+
+ML_TEST(no_record_without_create_graph) {
+  ml_arena *ar = ml_arena_new(0, NULL);
+  ml_graph *g = ml_graph_new(ar);
+  float xv[3] = {1, 2, 3};
+  ml_node *x = ml_leaf(g, (ml_tensor){xv, {3, 1, 1, 1}, 1, 3}, true);
+  ml_node *y = ml_sum(g, ml_square(g, x)), *gx;
+  CHECK_OK(ml_grad(g, &y, 1, NULL, &x, 1, false, &gx));
+  CHECK(!gx->requires_grad);
+  CHECK_NEAR(gx->value.data[2], 6.0, 1e-6);
+  CHECK_OK(ml_grad(g, &y, 1, NULL, &x, 1, true, &gx));
+  CHECK(gx->requires_grad);
+  ml_arena_free(ar);
+}
+
+ML_TEST_LAST(every_op_has_gradient_checks) {
+  for (int op = 0; op < ML_OP_COUNT; op++) {
+    if (op == ML_OP_LEAF) continue;
+    CHECK_MSG(covered1[op], "op %s has no first-order gradient check", ml_op_name((ml_op)op));
+    if (ml_op_inner_loop((ml_op)op))
+      CHECK_MSG(covered2[op], "op %s can sit in an inner loop but has no second-order check", ml_op_name((ml_op)op));
+  }
+}
