@@ -43,7 +43,8 @@ typedef struct {
 /* Fills OH/OW; ML_ERR_SHAPE when the output would be empty or a size is not positive. */
 ML_API ml_status ml_conv_shape_make(ml_conv_shape *s, int64_t B, int64_t C, int64_t H, int64_t W,
                                     int64_t OC, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
-/* Floats of scratch the three conv kernels need for this shape (one reusable buffer). */
+/* Floats of scratch the three conv kernels need for this shape (one reusable buffer). Small
+ * images are batched several per GEMM, so use this function rather than a formula. */
 ML_API size_t ml_conv2d_scratch_floats(const ml_conv_shape *s);
 /* out (B,OC,OH,OW) = conv(in, w) + bias[oc] (bias may be NULL). */
 ML_API void ml_conv2d_forward(const ml_conv_shape *s, float *out, const float *in, const float *w,
@@ -73,6 +74,7 @@ ML_API void ml_maxpool2_forward_ref(float *out, int32_t *idx, const float *in, i
                                     int64_t H, int64_t W);
 
 /* ---- batch-norm with batch statistics over (B, C, HW): statistics per channel over B and HW.
+ * gamma / beta may be NULL (1 and 0); dgamma / dbeta may be NULL (not written).
  * Biased variance, as in training mode of PyTorch. */
 ML_API void ml_batchnorm_forward(float *y, float *mean, float *invstd, const float *x, const float *gamma,
                                  const float *beta, int64_t B, int64_t C, int64_t HW, float eps);

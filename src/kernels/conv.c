@@ -1,0 +1,313 @@
+/* kernels/conv.c: conv2d via im2col + GEMM (one image at a time into the caller's scratch),
+ * 2x2 max-pooling, and batch-norm with batch statistics.
+ *
+ * For one image, with K = C*KH*KW and P = OH*OW:
+ *   col (K, P)         = im2col(in_b)
+ *   forward:           out_b (OC, P) = w (OC, K) * col              (+ bias per row)
+ *   backward data:     col = w^T (K, OC) * dout_b (OC, P); din_b = col2im(col)
+ *   backward weight:   dw (OC, K) += dout_b (OC, P) * col^T (P, K)
+ * A 1x1 kernel with stride 1 and no padding has col == in_b, so im2col is skipped.
+ * Small planes are batched: nb images side by side make col (K, nb*P), and out/dout go
+ * through an (OC, nb*P) staging matrix in the scratch. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic") /* col2im, bias, batch-norm loops */
+#endif
+
+#include <math.h>
+#include <string.h>
+
+#include "kernels/internal.h"
+
+ml_status ml_conv_shape_make(ml_conv_shape *s, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC,
+                             int64_t KH, int64_t KW, int64_t stride, int64_t pad) {
+  if (B <= 0 || C <= 0 || H <= 0 || W <= 0 || OC <= 0 || KH <= 0 || KW <= 0 || stride <= 0 || pad < 0)
+    return ml_error(ML_ERR_SHAPE, "conv2d: sizes must be positive (B=%lld C=%lld H=%lld W=%lld OC=%lld "
+                                  "K=%lldx%lld stride=%lld pad=%lld)",
+                    (long long)B, (long long)C, (long long)H, (long long)W, (long long)OC, (long long)KH,
+                    (long long)KW, (long long)stride, (long long)pad);
+  int64_t hh = H + 2 * pad - KH, ww = W + 2 * pad - KW;
+  if (hh < 0 || ww < 0)
+    return ml_error(ML_ERR_SHAPE, "conv2d: kernel %lldx%lld larger than padded input %lldx%lld",
+                    (long long)KH, (long long)KW, (long long)(H + 2 * pad), (long long)(W + 2 * pad));
+  *s = (ml_conv_shape){.B = B, .C = C, .H = H, .W = W, .OC = OC, .KH = KH, .KW = KW, .stride = stride,
+                       .pad = pad, .OH = hh / stride + 1, .OW = ww / stride + 1};
+  return ML_OK;
+}
+
+static bool is_pointwise(const ml_conv_shape *s) {
+  return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
+}
+
+/* Images per GEMM: small planes (7x7, 3x3) are batched side by side so the GEMM's N
+ * dimension (nb * OH * OW) stays wide enough for the micro-kernel's 32-column tiles. */
+#define MIN_GEMM_N 256
+static int64_t images_per_gemm(const ml_conv_shape *s) {
+  int64_t P = s->OH * s->OW;
+  if (P >= MIN_GEMM_N) return 1;
+  int64_t nb = (MIN_GEMM_N + P - 1) / P;
+  return nb < s->B ? nb : s->B;
+}
+
+/* Scratch: col (K, nb*P); with nb > 1 also a (OC, nb*P) staging matrix for out/dout. */
+size_t ml_conv2d_scratch_floats(const ml_conv_shape *s) {
+  const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, nb = images_per_gemm(s);
+  if (nb == 1) return is_pointwise(s) ? 1 : (size_t)(K * P);
+  return (size_t)(nb * P * (K + s->OC));
+}
+
+/* Output columns [lo, hi) whose input column ow*stride - pad + k lies in [0, n). */
+static void valid_range(int64_t n, int64_t k, int64_t stride, int64_t pad, int64_t on, int64_t *lo, int64_t *hi) {
+  int64_t a = pad - k; /* need ow*stride >= a */
+  int64_t l = a <= 0 ? 0 : (a + stride - 1) / stride;
+  int64_t b = n - 1 + pad - k; /* need ow*stride <= b */
+  int64_t h = b < 0 ? 0 : b / stride + 1;
+  if (h > on) h = on;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
+/* col (C*KH*KW rows of OH*OW, row stride ld) from one image in (C, H, W) */
+static void im2col(const ml_conv_shape *s, float *restrict col, int64_t ld, const float *restrict in) {
+  const int64_t OH = s->OH, OW = s->OW, st = s->stride;
+  for (int64_t c = 0; c < s->C; c++)
+    for (int64_t kh = 0; kh < s->KH; kh++)
+      for (int64_t kw = 0; kw < s->KW; kw++, col += ld) {
+        int64_t lo, hi;
+        valid_range(s->W, kw, st, s->pad, OW, &lo, &hi);
+        const float *plane = in + c * s->H * s->W;
+        float *dst = col;
+        for (int64_t oh = 0; oh < OH; oh++, dst += OW) {
+          int64_t h = oh * st - s->pad + kh;
+          if (h < 0 || h >= s->H) {
+            memset(dst, 0, (size_t)OW * sizeof(float));
+            continue;
+          }
+          const float *row = plane + h * s->W - s->pad + kw;
+          for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+          if (st == 1) memcpy(dst + lo, row + lo, (size_t)(hi - lo) * sizeof(float));
+          else
+            for (int64_t ow = lo; ow < hi; ow++) dst[ow] = row[ow * st];
+          for (int64_t ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
+        }
+      }
+}
+
+/* img (C, H, W) = sum of the col entries landing on each pixel (overwrites img) */
+static void col2im(const ml_conv_shape *s, float *restrict img, const float *restrict col, int64_t ld) {
+  const int64_t OH = s->OH, OW = s->OW, st = s->stride;
+  memset(img, 0, (size_t)(s->C * s->H * s->W) * sizeof(float));
+  for (int64_t c = 0; c < s->C; c++)
+    for (int64_t kh = 0; kh < s->KH; kh++)
+      for (int64_t kw = 0; kw < s->KW; kw++, col += ld) {
+        int64_t lo, hi;
+        valid_range(s->W, kw, st, s->pad, OW, &lo, &hi);
+        float *plane = img + c * s->H * s->W;
+        const float *src = col;
+        for (int64_t oh = 0; oh < OH; oh++, src += OW) {
+          int64_t h = oh * st - s->pad + kh;
+          if (h < 0 || h >= s->H) continue;
+          float *restrict row = plane + h * s->W - s->pad + kw;
+          if (st == 1)
+            for (int64_t ow = lo; ow < hi; ow++) row[ow] += src[ow];
+          else
+            for (int64_t ow = lo; ow < hi; ow++) row[ow * st] += src[ow];
+        }
+      }
+}
+
+/* stage (OC, n*P) <- images [b0, b0+n) of x (B, OC, P), or the reverse */
+static void stage_in(float *restrict stage, const float *restrict x, int64_t OC, int64_t P, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t oc = 0; oc < OC; oc++) memcpy(stage + oc * n * P + i * P, x + (i * OC + oc) * P, (size_t)P * 4);
+}
+
+/* out (B,OC,OH,OW) = conv(in (B,C,H,W), w (OC,C,KH,KW)) + bias (OC) */
+void ml_conv2d_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
+                       float *scratch) {
+  const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
+  for (int64_t b0 = 0; b0 < s->B; b0 += nb) {
+    const int64_t n = s->B - b0 < nb ? s->B - b0 : nb, L = n * P;
+    float *ob = out + b0 * s->OC * P;
+    const float *col = in + b0 * img;
+    if (n > 1 || !is_pointwise(s)) {
+      for (int64_t i = 0; i < n; i++) im2col(s, scratch + i * P, L, in + (b0 + i) * img);
+      col = scratch;
+    }
+    if (nb == 1) {
+      if (bias)
+        for (int64_t oc = 0; oc < s->OC; oc++)
+          for (int64_t p = 0; p < P; p++) ob[oc * P + p] = bias[oc];
+      ml_gemm(false, false, s->OC, P, K, 1.0f, w, K, col, P, bias ? 1.0f : 0.0f, ob, P);
+      continue;
+    }
+    float *stage = scratch + K * L;
+    ml_gemm(false, false, s->OC, L, K, 1.0f, w, K, col, L, 0.0f, stage, L);
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t oc = 0; oc < s->OC; oc++) {
+        const float *src = stage + oc * L + i * P;
+        float *dst = ob + (i * s->OC + oc) * P;
+        const float bv = bias ? bias[oc] : 0.0f;
+        for (int64_t p = 0; p < P; p++) dst[p] = src[p] + bv;
+      }
+  }
+}
+
+/* din (B,C,H,W) = conv^T(dout (B,OC,OH,OW), w) */
+void ml_conv2d_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
+                             float *scratch) {
+  const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
+  for (int64_t b0 = 0; b0 < s->B; b0 += nb) {
+    const int64_t n = s->B - b0 < nb ? s->B - b0 : nb, L = n * P;
+    const float *db = dout + b0 * s->OC * P;
+    if (nb == 1 && is_pointwise(s)) {
+      ml_gemm(true, false, K, P, s->OC, 1.0f, w, K, db, P, 0.0f, din + b0 * img, P);
+      continue;
+    }
+    if (nb > 1) {
+      float *stage = scratch + K * L;
+      stage_in(stage, db, s->OC, P, n);
+      db = stage;
+    }
+    ml_gemm(true, false, K, L, s->OC, 1.0f, w, K, db, L, 0.0f, scratch, L);
+    for (int64_t i = 0; i < n; i++) col2im(s, din + (b0 + i) * img, scratch + i * P, L);
+  }
+}
+
+/* dw (OC,C,KH,KW) = sum over images of dout_b * im2col(in_b)^T */
+void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
+                               float *scratch) {
+  const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
+  for (int64_t b0 = 0; b0 < s->B; b0 += nb) {
+    const int64_t n = s->B - b0 < nb ? s->B - b0 : nb, L = n * P;
+    const float *col = in + b0 * img, *db = dout + b0 * s->OC * P;
+    if (n > 1 || !is_pointwise(s)) {
+      for (int64_t i = 0; i < n; i++) im2col(s, scratch + i * P, L, in + (b0 + i) * img);
+      col = scratch;
+    }
+    if (nb > 1) {
+      float *stage = scratch + K * L;
+      stage_in(stage, db, s->OC, P, n);
+      db = stage;
+    }
+    ml_gemm(false, true, s->OC, K, L, 1.0f, db, L, col, L, b0 == 0 ? 0.0f : 1.0f, dw, K);
+  }
+}
+
+/* ---- max-pool 2x2 stride 2 ---- */
+
+/* out (B,C,H/2,W/2), idx the argmax's h*W+w in its plane; ties keep the first in row order */
+void ml_maxpool2_forward(float *out, int32_t *idx, const float *in, int64_t B, int64_t C, int64_t H, int64_t W) {
+  const int64_t OH = H / 2, OW = W / 2;
+  for (int64_t p = 0; p < B * C; p++) {
+    const float *x = in + p * H * W;
+    for (int64_t oh = 0; oh < OH; oh++) {
+      const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+      float *o = out + (p * OH + oh) * OW;
+      int32_t *ix = idx + (p * OH + oh) * OW;
+      for (int64_t ow = 0; ow < OW; ow++) {
+        int64_t j = 2 * ow, bi = 2 * oh * W + j;
+        float m = r0[j];
+        if (r0[j + 1] > m) m = r0[j + 1], bi = 2 * oh * W + j + 1;
+        if (r1[j] > m) m = r1[j], bi = (2 * oh + 1) * W + j;
+        if (r1[j + 1] > m) m = r1[j + 1], bi = (2 * oh + 1) * W + j + 1;
+        o[ow] = m;
+        ix[ow] = (int32_t)bi;
+      }
+    }
+  }
+}
+
+void ml_maxpool2_scatter(float *din, const float *dout, const int32_t *idx, int64_t B, int64_t C, int64_t H,
+                         int64_t W) {
+  const int64_t n = (H / 2) * (W / 2);
+  memset(din, 0, (size_t)(B * C * H * W) * sizeof(float));
+  for (int64_t p = 0; p < B * C; p++)
+    for (int64_t i = 0; i < n; i++) din[p * H * W + idx[p * n + i]] += dout[p * n + i];
+}
+
+void ml_maxpool2_gather(float *out, const float *din, const int32_t *idx, int64_t B, int64_t C, int64_t H,
+                        int64_t W) {
+  const int64_t n = (H / 2) * (W / 2);
+  for (int64_t p = 0; p < B * C; p++)
+    for (int64_t i = 0; i < n; i++) out[p * n + i] = din[p * H * W + idx[p * n + i]];
+}
+
+/* ---- batch-norm, statistics per channel over (B, HW) ---- */
+
+/* Sums of x and of (x - m)^2 over a row, in double with four partial sums for ILP. */
+static double sum_row(const float *x, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) s0 += x[i], s1 += x[i + 1], s2 += x[i + 2], s3 += x[i + 3];
+  for (; i < n; i++) s0 += x[i];
+  return (s0 + s1) + (s2 + s3);
+}
+static double sumsq_row(const float *x, int64_t n, double m) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    double d0 = x[i] - m, d1 = x[i + 1] - m, d2 = x[i + 2] - m, d3 = x[i + 3] - m;
+    s0 += d0 * d0, s1 += d1 * d1, s2 += d2 * d2, s3 += d3 * d3;
+  }
+  for (; i < n; i++) s0 += (x[i] - m) * (x[i] - m);
+  return (s0 + s1) + (s2 + s3);
+}
+
+/* y, x (B,C,HW); mean, invstd (C) out; gamma, beta (C) or NULL (1 and 0) */
+void ml_batchnorm_forward(float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                          const float *beta, int64_t B, int64_t C, int64_t HW, float eps) {
+  const double n = (double)(B * HW);
+  for (int64_t c = 0; c < C; c++) {
+    double s = 0, v = 0;
+    for (int64_t b = 0; b < B; b++) s += sum_row(x + (b * C + c) * HW, HW);
+    double m = s / n;
+    for (int64_t b = 0; b < B; b++) v += sumsq_row(x + (b * C + c) * HW, HW, m);
+    double is = 1.0 / sqrt(v / n + eps);
+    mean[c] = (float)m;
+    invstd[c] = (float)is;
+    double g = gamma ? gamma[c] : 1.0;
+    /* (x - m) first: folding m into the shift would cancel badly when |mean| >> std */
+    float scale = (float)(is * g), shift = (float)(beta ? beta[c] : 0.0), mf = (float)m;
+    for (int64_t b = 0; b < B; b++) {
+      const float *xr = x + (b * C + c) * HW;
+      float *yr = y + (b * C + c) * HW;
+      for (int64_t i = 0; i < HW; i++) yr[i] = (xr[i] - mf) * scale + shift;
+    }
+  }
+}
+
+/* dx = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x-mean)*invstd, written as
+ * dx = a*dy + b*(x - mean) + c per channel so the last pass is one fused loop. */
+void ml_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *invstd, const float *gamma, int64_t B, int64_t C,
+                           int64_t HW) {
+  const double n = (double)(B * HW);
+  for (int64_t c = 0; c < C; c++) {
+    const double m = mean[c], is = invstd[c];
+    double sdy = 0, sdyx = 0; /* sum dy, sum dy*(x - m) */
+    for (int64_t b = 0; b < B; b++) {
+      const float *xr = x + (b * C + c) * HW, *dr = dy + (b * C + c) * HW;
+      double s0 = 0, s1 = 0, t0 = 0, t1 = 0;
+      int64_t i = 0;
+      for (; i + 2 <= HW; i += 2) {
+        s0 += dr[i], s1 += dr[i + 1];
+        t0 += dr[i] * (xr[i] - m), t1 += dr[i + 1] * (xr[i + 1] - m);
+      }
+      for (; i < HW; i++) s0 += dr[i], t0 += dr[i] * (xr[i] - m);
+      sdy += s0 + s1;
+      sdyx += t0 + t1;
+    }
+    sdyx *= is; /* now sum dy*xhat */
+    if (dgamma) dgamma[c] = (float)sdyx;
+    if (dbeta) dbeta[c] = (float)sdy;
+    double g = gamma ? gamma[c] : 1.0;
+    double ka = g * is, kb = -g * is * is * sdyx / n;
+    float fa = (float)ka, fb = (float)kb, fc = (float)(-ka * sdy / n), mf = (float)m;
+    for (int64_t b = 0; b < B; b++) {
+      const float *xr = x + (b * C + c) * HW, *dr = dy + (b * C + c) * HW;
+      float *o = dx + (b * C + c) * HW;
+      for (int64_t i = 0; i < HW; i++) o[i] = fa * dr[i] + fb * (xr[i] - mf) + fc;
+    }
+  }
+}

@@ -1,0 +1,217 @@
+/* kernels/elementwise.c: elementwise ops over the (P, C, Q) broadcast view, reductions,
+ * row-wise log-softmax and picks, and embedding gather/scatter.
+ *
+ * The hot loops (binary, ReLU, ReLU mask, affine, sums) are written once as always-inline
+ * bodies and instantiated three times: baseline, AVX2 and AVX-512 targets, picked by
+ * ml__simd_level(). The compiler vectorizes the simple loops; GCC at -O2 uses a cost model
+ * too timid for loops with a remainder, so this file asks it for the dynamic one. Aliasing
+ * is allowed (out may equal an input), so there is no restrict here. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
+
+#include <math.h>
+#include <string.h>
+
+#include "kernels/internal.h"
+
+#define INLINE static inline __attribute__((always_inline))
+#define T_AVX2 __attribute__((target("avx2,fma")))
+#define T_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
+
+/* Defines name_scalar, name_avx2, name_avx512 calling body(args) and a dispatcher. */
+#define MULTI(name, params, args)                                    \
+  static void name##_scalar params { name##_body args; }             \
+  T_AVX2 static void name##_avx2 params { name##_body args; }        \
+  T_AVX512 static void name##_avx512 params { name##_body args; }    \
+  static void name##_dispatch params {                               \
+    switch (ml__simd_level()) {                                      \
+      case ML_SIMD_AVX512: name##_avx512 args; break;                \
+      case ML_SIMD_AVX2: name##_avx2 args; break;                    \
+      default: name##_scalar args; break;                            \
+    }                                                                \
+  }
+
+/* ---- binary: out[p,c,q] = a[p,c,q] op b[c] ---- */
+#define BIN_LOOPS(OP)                                                   \
+  if (Q == 1) {                                                         \
+    for (int64_t p = 0; p < P; p++) {                                   \
+      const float *ap = a + p * C;                                      \
+      float *dst = out + p * C;                                          \
+      for (int64_t c = 0; c < C; c++) dst[c] = ap[c] OP b[c];            \
+    }                                                                   \
+  } else {                                                              \
+    for (int64_t p = 0; p < P; p++)                                     \
+      for (int64_t c = 0; c < C; c++) {                                 \
+        const float *ap = a + (p * C + c) * Q;                          \
+        float *dst = out + (p * C + c) * Q;                              \
+        const float bc = b[c];                                          \
+        for (int64_t q = 0; q < Q; q++) dst[q] = ap[q] OP bc;            \
+      }                                                                 \
+  }
+
+INLINE void binary_body(ml_bin_op op, float *out, const float *a, const float *b, int64_t P, int64_t C,
+                        int64_t Q) {
+  switch (op) {
+    case ML_BIN_ADD: BIN_LOOPS(+) break;
+    case ML_BIN_SUB: BIN_LOOPS(-) break;
+    case ML_BIN_MUL: BIN_LOOPS(*) break;
+    default: BIN_LOOPS(/) break;
+  }
+}
+MULTI(binary, (ml_bin_op op, float *out, const float *a, const float *b, int64_t P, int64_t C, int64_t Q),
+      (op, out, a, b, P, C, Q))
+
+void ml_binary(ml_bin_op op, float *out, const float *a, const float *b, int64_t P, int64_t C, int64_t Q) {
+  binary_dispatch(op, out, a, b, P, C, Q);
+}
+
+/* ---- unary ---- */
+INLINE void simple_unary_body(ml_un_op op, float *out, const float *x, int64_t n) {
+  switch (op) {
+    case ML_UN_RELU:
+      for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      break;
+    case ML_UN_SQUARE:
+      for (int64_t i = 0; i < n; i++) out[i] = x[i] * x[i];
+      break;
+    default:
+      for (int64_t i = 0; i < n; i++) out[i] = fabsf(x[i]);
+      break;
+  }
+}
+MULTI(simple_unary, (ml_un_op op, float *out, const float *x, int64_t n), (op, out, x, n))
+
+static float sigmoidf(float v) {
+  /* exp of a non-positive number only, so neither branch overflows */
+  if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
+  float e = expf(v);
+  return e / (1.0f + e);
+}
+
+void ml_unary(ml_un_op op, float *out, const float *x, int64_t n) {
+  switch (op) {
+    case ML_UN_RELU:
+    case ML_UN_SQUARE:
+    case ML_UN_ABS: simple_unary_dispatch(op, out, x, n); return;
+    case ML_UN_EXP:
+      for (int64_t i = 0; i < n; i++) out[i] = expf(x[i]);
+      return;
+    case ML_UN_LOG:
+      for (int64_t i = 0; i < n; i++) out[i] = logf(x[i]);
+      return;
+    case ML_UN_SIGMOID:
+      for (int64_t i = 0; i < n; i++) out[i] = sigmoidf(x[i]);
+      return;
+    case ML_UN_TANH:
+      for (int64_t i = 0; i < n; i++) out[i] = tanhf(x[i]);
+      return;
+    case ML_UN_SOFTPLUS:
+      /* max(x,0) + log1p(exp(-|x|)): no overflow for large x, no loss for very negative x */
+      for (int64_t i = 0; i < n; i++) out[i] = fmaxf(x[i], 0.0f) + log1pf(expf(-fabsf(x[i])));
+      return;
+    case ML_UN_RSQRT:
+      for (int64_t i = 0; i < n; i++) out[i] = 1.0f / sqrtf(x[i]);
+      return;
+    case ML_UN_SQRT:
+      for (int64_t i = 0; i < n; i++) out[i] = sqrtf(x[i]);
+      return;
+  }
+}
+
+/* ---- affine and ReLU mask ---- */
+INLINE void affine_body(float *out, const float *x, int64_t n, float a, float b) {
+  for (int64_t i = 0; i < n; i++) out[i] = a * x[i] + b;
+}
+MULTI(affine, (float *out, const float *x, int64_t n, float a, float b), (out, x, n, a, b))
+void ml_affine_kernel(float *out, const float *x, int64_t n, float a, float b) { affine_dispatch(out, x, n, a, b); }
+
+INLINE void relu_mask_body(float *out, const float *g, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? g[i] : 0.0f;
+}
+MULTI(relu_mask, (float *out, const float *g, const float *x, int64_t n), (out, g, x, n))
+void ml_relu_mask_kernel(float *out, const float *g, const float *x, int64_t n) { relu_mask_dispatch(out, g, x, n); }
+
+/* ---- reductions: out[c] = sum over p, q of x[p,c,q], in double ---- */
+#define RED_CHUNK 256
+INLINE void reduce_body(float *out, const float *x, int64_t P, int64_t C, int64_t Q) {
+  if (Q == 1) {
+    /* column sums: vectorize across c, in p order per output (as the reference does) */
+    double acc[RED_CHUNK];
+    for (int64_t c0 = 0; c0 < C; c0 += RED_CHUNK) {
+      int64_t cn = C - c0 < RED_CHUNK ? C - c0 : RED_CHUNK;
+      for (int64_t c = 0; c < cn; c++) acc[c] = 0.0;
+      for (int64_t p = 0; p < P; p++) {
+        const float *xp = x + p * C + c0;
+        for (int64_t c = 0; c < cn; c++) acc[c] += (double)xp[c];
+      }
+      for (int64_t c = 0; c < cn; c++) out[c0 + c] = (float)acc[c];
+    }
+    return;
+  }
+  /* runs of Q: eight fixed partial sums (lanes), combined in a fixed order */
+  for (int64_t c = 0; c < C; c++) {
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t p = 0; p < P; p++) {
+      const float *xr = x + (p * C + c) * Q;
+      int64_t q = 0;
+      for (; q + 8 <= Q; q += 8)
+        for (int j = 0; j < 8; j++) lane[j] += (double)xr[q + j];
+      for (; q < Q; q++) lane[0] += (double)xr[q];
+    }
+    out[c] = (float)(((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])));
+  }
+}
+MULTI(reduce, (float *out, const float *x, int64_t P, int64_t C, int64_t Q), (out, x, P, C, Q))
+void ml_reduce_sum(float *out, const float *x, int64_t P, int64_t C, int64_t Q) { reduce_dispatch(out, x, P, C, Q); }
+
+/* out (P,C,Q) = x (C) broadcast */
+void ml_expand(float *out, const float *x, int64_t P, int64_t C, int64_t Q) {
+  for (int64_t p = 0; p < P; p++) {
+    if (Q == 1) {
+      memcpy(out + p * C, x, (size_t)C * sizeof(float));
+      continue;
+    }
+    for (int64_t c = 0; c < C; c++) {
+      float *o = out + (p * C + c) * Q;
+      for (int64_t q = 0; q < Q; q++) o[q] = x[c];
+    }
+  }
+}
+
+/* ---- rows ---- */
+
+/* out, x (rows, cols); out may equal x */
+void ml_log_softmax_kernel(float *out, const float *x, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * cols;
+    float m = -INFINITY;
+    for (int64_t j = 0; j < cols; j++) m = xr[j] > m ? xr[j] : m;
+    double s = 0;
+    for (int64_t j = 0; j < cols; j++) s += exp((double)xr[j] - m);
+    float lse = (float)(m + log(s));
+    for (int64_t j = 0; j < cols; j++) out[r * cols + j] = xr[j] - lse;
+  }
+}
+
+void ml_pick_kernel(float *out, const float *x, const int32_t *idx, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; r++) out[r] = x[r * cols + idx[r]];
+}
+
+void ml_pick_scatter(float *out, const float *g, const int32_t *idx, int64_t rows, int64_t cols) {
+  memset(out, 0, (size_t)(rows * cols) * sizeof(float));
+  for (int64_t r = 0; r < rows; r++) out[r * cols + idx[r]] = g[r];
+}
+
+/* ---- embeddings: table (V, D) ---- */
+void ml_embedding_gather(float *out, const float *table, const int32_t *idx, int64_t n, int64_t D) {
+  for (int64_t i = 0; i < n; i++) memcpy(out + i * D, table + (int64_t)idx[i] * D, (size_t)D * sizeof(float));
+}
+
+void ml_embedding_scatter_add(float *grad, const float *g, const int32_t *idx, int64_t n, int64_t D) {
+  for (int64_t i = 0; i < n; i++) {
+    float *dst = grad + (int64_t)idx[i] * D;
+    const float *src = g + i * D;
+    for (int64_t d = 0; d < D; d++) dst[d] += src[d];
+  }
+}

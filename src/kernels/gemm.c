@@ -1,0 +1,313 @@
+/* kernels/gemm.c: row-major SGEMM, C = alpha * op(A) * op(B) + beta * C.
+ *
+ * ml_gemm goes to CBLAS when the build has it (and the built-in one is not forced);
+ * ml_gemm_builtin is a Goto/BLIS-style GEMM: for each NC-wide column block of B and
+ * KC-deep slice, B is packed into NR-wide micro-panels; for each MC-tall row block A is
+ * packed into MR-tall micro-panels; a register-blocked micro-kernel then computes each
+ * MR x NR tile of C over the KC slice. Packing absorbs the four transpose cases and the
+ * leading dimensions, and zero-pads ragged edges so the micro-kernel always sees full tiles
+ * (edge tiles are computed into a local tile, then merged).
+ *
+ * Micro-kernels: AVX-512 (MR x 32, one accumulator pair of zmm per row), AVX2+FMA 6x16,
+ * and a plain C 4x16 one. The packing buffers are fixed-size _Thread_local arrays: no
+ * allocation per call, and each thread packs into its own. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/internal.h"
+#include "ml_config.h"
+
+#if ML_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+/* Blocking. KC: depth of a packed slice; MC: rows of A packed at once (a multiple of every
+ * MR: 8, 6, 4, 12); NC: columns of B packed at once (a multiple of every NR). */
+#define KC 256
+#define MC_MAX 96
+#define NC_MAX 1024
+#define MR_MAX 16
+#define NR_MAX 32 /* also bounds MR */
+
+static _Thread_local float pack_a[MC_MAX * KC] __attribute__((aligned(64)));
+static _Thread_local float pack_b[KC * NC_MAX] __attribute__((aligned(64)));
+
+/* c (mr x nr tile, row stride ldc) = alpha * a*b + beta * c; beta == 0: c is not read.
+ * a: kc steps of MR floats; b: kc steps of NR floats. */
+typedef void (*ukernel_fn)(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
+                           int64_t ldc, float alpha, float beta);
+
+/* ---- AVX-512: 8 x 32 tile, 16 zmm accumulators (Conv4 has 64 output channels) ---- */
+#define AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define R512(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#define MR512 8
+
+AVX512_TARGET static void ukernel_avx512(int64_t kc, const float *restrict a, const float *restrict b,
+                                         float *restrict c, int64_t ldc, float alpha, float beta) {
+#define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+  R512(DECL)
+#undef DECL
+  for (int64_t k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#define STEP(i)                                \
+  {                                            \
+    __m512 ai = _mm512_set1_ps(a[i]);          \
+    c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0); \
+    c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1); \
+  }
+    R512(STEP)
+#undef STEP
+    a += MR512;
+    b += 32;
+  }
+  __m512 va = _mm512_set1_ps(alpha);
+  if (beta == 0.0f) {
+#define ST(i)                                                 \
+  _mm512_storeu_ps(c + i * ldc, _mm512_mul_ps(va, c##i##0));  \
+  _mm512_storeu_ps(c + i * ldc + 16, _mm512_mul_ps(va, c##i##1));
+    R512(ST)
+#undef ST
+  } else {
+    __m512 vb = _mm512_set1_ps(beta);
+#define ST(i)                                                                                          \
+  _mm512_storeu_ps(c + i * ldc, _mm512_fmadd_ps(va, c##i##0, _mm512_mul_ps(vb, _mm512_loadu_ps(c + i * ldc)))); \
+  _mm512_storeu_ps(c + i * ldc + 16,                                                                   \
+                   _mm512_fmadd_ps(va, c##i##1, _mm512_mul_ps(vb, _mm512_loadu_ps(c + i * ldc + 16))));
+    R512(ST)
+#undef ST
+  }
+}
+
+/* ---- AVX2 + FMA: 6 x 16 tile, 12 ymm accumulators ---- */
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+#define R256(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#define MR256 6
+
+AVX2_TARGET static void ukernel_avx2(int64_t kc, const float *restrict a, const float *restrict b,
+                                     float *restrict c, int64_t ldc, float alpha, float beta) {
+#define DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
+  R256(DECL)
+#undef DECL
+  for (int64_t k = 0; k < kc; k++) {
+    __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#define STEP(i)                                   \
+  {                                               \
+    __m256 ai = _mm256_broadcast_ss(a + i);       \
+    c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);   \
+    c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);   \
+  }
+    R256(STEP)
+#undef STEP
+    a += MR256;
+    b += 16;
+  }
+  __m256 va = _mm256_set1_ps(alpha);
+  if (beta == 0.0f) {
+#define ST(i)                                                \
+  _mm256_storeu_ps(c + i * ldc, _mm256_mul_ps(va, c##i##0)); \
+  _mm256_storeu_ps(c + i * ldc + 8, _mm256_mul_ps(va, c##i##1));
+    R256(ST)
+#undef ST
+  } else {
+    __m256 vb = _mm256_set1_ps(beta);
+#define ST(i)                                                                                          \
+  _mm256_storeu_ps(c + i * ldc, _mm256_fmadd_ps(va, c##i##0, _mm256_mul_ps(vb, _mm256_loadu_ps(c + i * ldc)))); \
+  _mm256_storeu_ps(c + i * ldc + 8,                                                                    \
+                   _mm256_fmadd_ps(va, c##i##1, _mm256_mul_ps(vb, _mm256_loadu_ps(c + i * ldc + 8))));
+    R256(ST)
+#undef ST
+  }
+}
+
+/* ---- portable: 4 x 16 tile in plain C (the compiler vectorizes it with SSE) ---- */
+#define MRS 4
+#define NRS 16
+static void ukernel_scalar(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c,
+                           int64_t ldc, float alpha, float beta) {
+  float acc[MRS][NRS];
+  memset(acc, 0, sizeof acc);
+  for (int64_t k = 0; k < kc; k++) {
+    for (int i = 0; i < MRS; i++)
+      for (int j = 0; j < NRS; j++) acc[i][j] += a[i] * b[j];
+    a += MRS;
+    b += NRS;
+  }
+  for (int i = 0; i < MRS; i++)
+    for (int j = 0; j < NRS; j++)
+      c[i * ldc + j] = beta == 0.0f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[i * ldc + j];
+}
+
+typedef struct {
+  int mr, nr;
+  ukernel_fn fn;
+} ukernel;
+
+static ukernel pick_kernel(ml_simd_level l) {
+  switch (l) {
+    case ML_SIMD_AVX512: return (ukernel){MR512, 32, ukernel_avx512};
+    case ML_SIMD_AVX2: return (ukernel){MR256, 16, ukernel_avx2};
+    default: return (ukernel){MRS, NRS, ukernel_scalar};
+  }
+}
+
+/* dst[k*w + i] = src[i*ld + k] for i < n (zero for n <= i < w), k < kc: the transposing
+ * pack. Goes through an 8-deep block in L1 so both reads and writes stay contiguous;
+ * writing straight down the panel hits a new cache line per element and is several times
+ * slower. */
+static void pack_transposed(float *restrict dst, int w, const float *restrict src, int64_t ld, int64_t n,
+                            int64_t kc) {
+  float blk[NR_MAX][8];
+  int64_t k0 = 0;
+  for (; k0 + 8 <= kc; k0 += 8) {
+    for (int64_t i = 0; i < n; i++) memcpy(blk[i], src + i * ld + k0, sizeof blk[i]);
+    for (int t = 0; t < 8; t++) {
+      float *d = dst + (k0 + t) * w;
+      int64_t i = 0;
+      for (; i < n; i++) d[i] = blk[i][t];
+      for (; i < w; i++) d[i] = 0.0f;
+    }
+  }
+  for (; k0 < kc; k0++) {
+    float *d = dst + k0 * w;
+    int64_t i = 0;
+    for (; i < n; i++) d[i] = src[i * ld + k0];
+    for (; i < w; i++) d[i] = 0.0f;
+  }
+}
+
+/* Packs rows [i0, i0+mc) x depth [p0, p0+kc) of op(A) into MR-tall micro-panels. */
+static void pack_a_block(float *restrict dst, bool ta, const float *A, int64_t lda, int64_t i0, int64_t mc,
+                         int64_t p0, int64_t kc, int mr) {
+  for (int64_t ir = 0; ir < mc; ir += mr) {
+    int64_t m = mc - ir < mr ? mc - ir : mr;
+    if (ta) {
+      /* A stored K x M: a row of the panel (fixed k) is contiguous */
+      for (int64_t k = 0; k < kc; k++) {
+        const float *src = A + (p0 + k) * lda + i0 + ir;
+        float *d = dst + k * mr;
+        int64_t ii = 0;
+        for (; ii < m; ii++) d[ii] = src[ii];
+        for (; ii < mr; ii++) d[ii] = 0.0f;
+      }
+    } else {
+      pack_transposed(dst, mr, A + (i0 + ir) * lda + p0, lda, m, kc);
+    }
+    dst += kc * mr;
+  }
+}
+
+/* Packs depth [p0, p0+kc) x columns [j0, j0+nc) of op(B) into NR-wide micro-panels. */
+static void pack_b_block(float *restrict dst, bool tb, const float *B, int64_t ldb, int64_t p0, int64_t kc,
+                         int64_t j0, int64_t nc, int nr) {
+  for (int64_t jr = 0; jr < nc; jr += nr) {
+    int64_t n = nc - jr < nr ? nc - jr : nr;
+    if (!tb) {
+      for (int64_t k = 0; k < kc; k++) {
+        const float *src = B + (p0 + k) * ldb + j0 + jr;
+        float *d = dst + k * nr;
+        if (n == nr) memcpy(d, src, (size_t)nr * sizeof(float));
+        else {
+          int64_t jj = 0;
+          for (; jj < n; jj++) d[jj] = src[jj];
+          for (; jj < nr; jj++) d[jj] = 0.0f;
+        }
+      }
+    } else {
+      /* B stored N x K: column jj of the panel is contiguous in k */
+      pack_transposed(dst, nr, B + (j0 + jr) * ldb + p0, ldb, n, kc);
+    }
+    dst += kc * nr;
+  }
+}
+
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
+  for (int64_t i = 0; i < M; i++) {
+    float *c = C + i * ldc;
+    if (beta == 0.0f) memset(c, 0, (size_t)N * sizeof(float));
+    else if (beta != 1.0f)
+      for (int64_t j = 0; j < N; j++) c[j] *= beta;
+  }
+}
+
+/* ct: C is stored transposed (element (i, j) at C[j*ldc + i]); see ml__gemm_level. */
+static void gemm_packed(ukernel uk, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                        int64_t ldc, bool ct) {
+  const int mr = uk.mr, nr = uk.nr;
+  const int64_t mc_max = (MC_MAX / mr) * mr;
+  float tile[MR_MAX * NR_MAX] __attribute__((aligned(64)));
+  for (int64_t jc = 0; jc < N; jc += NC_MAX) {
+    int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      int64_t kc = K - pc < KC ? K - pc : KC;
+      float beta_k = pc == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
+      pack_b_block(pack_b, tb, B, ldb, pc, kc, jc, nc, nr);
+      for (int64_t ic = 0; ic < M; ic += mc_max) {
+        int64_t mc = M - ic < mc_max ? M - ic : mc_max;
+        pack_a_block(pack_a, ta, A, lda, ic, mc, pc, kc, mr);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          int64_t n = nc - jr < nr ? nc - jr : nr;
+          const float *pb = pack_b + (jr / nr) * kc * nr;
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            int64_t m = mc - ir < mr ? mc - ir : mr;
+            const float *pa = pack_a + (ir / mr) * kc * mr;
+            if (!ct && m == mr && n == nr) {
+              uk.fn(kc, pa, pb, C + (ic + ir) * ldc + jc + jr, ldc, alpha, beta_k);
+            } else {
+              uk.fn(kc, pa, pb, tile, nr, 1.0f, 0.0f);
+              for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                  int64_t r = ic + ir + i, q = jc + jr + j;
+                  float *c = ct ? C + q * ldc + r : C + r * ldc + q;
+                  float v = alpha * tile[i * nr + j];
+                  *c = beta_k == 0.0f ? v : v + beta_k * *c;
+                }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/* The built-in GEMM at a given SIMD level (the tests call each level). */
+void ml__gemm_level(ml_simd_level level, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  ukernel uk = pick_kernel(level);
+  if (N <= uk.nr / 2 && M > N) {
+    /* Narrow C (e.g. a first-layer weight gradient, N = 9): most of each NR-wide tile would
+     * be padding, so compute C^T = op(B)^T op(A)^T, whose wide side is M, and store it
+     * transposed. op(B)^T is B read with the opposite transpose flag; likewise A. */
+    gemm_packed(uk, !tb, !ta, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc, true);
+    return;
+  }
+  gemm_packed(uk, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, false);
+}
+
+void ml_gemm_builtin(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                     int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  ml__gemm_level(ml__simd_level(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void ml_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+             const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+#if ML_HAVE_BLAS
+  if (!ml__gemm_builtin_forced() && M > 0 && N > 0) {
+    if (K <= 0) {
+      scale_c(M, N, beta, C, ldc);
+      return;
+    }
+    /* beta == 0 must not read C; OpenBLAS honours that (it scales by zero with a memset). */
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+                (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+    return;
+  }
+#endif
+  ml_gemm_builtin(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}

@@ -1,0 +1,22 @@
+/* kernels/internal.h: what the kernel files share and the tests may poke: the effective SIMD
+ * level (detected, capped by ML_SIMD, optionally forced lower by a test) and the GEMM
+ * micro-kernel entry points. Not installed; names use the ml__ prefix. */
+#ifndef METALEARN_KERNELS_INTERNAL_H
+#define METALEARN_KERNELS_INTERNAL_H
+
+#include "metalearn/kernels.h"
+
+/* The level the dispatching kernels use now: min(detected, ML_SIMD, forced). */
+ml_simd_level ml__simd_level(void);
+/* Forces the level used by dispatching kernels (clamped to what the CPU supports);
+ * -1 restores the default. Process-wide, for tests and benchmarks only. */
+void ml__simd_force(int level);
+/* Whether ml_gemm currently routes to the built-in GEMM. */
+bool ml__gemm_builtin_forced(void);
+
+/* The built-in GEMM with the micro-kernel of a given level (must be <= ml_cpu_simd()). */
+void ml__gemm_level(ml_simd_level level, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc);
+
+#endif

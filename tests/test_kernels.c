@@ -1,0 +1,396 @@
+/* Tests for src/kernels: every fast kernel against its naive reference on odd shapes, at
+ * every SIMD level this CPU supports (forced through ml__simd_force), plus adjoint identities
+ * for the conv backward kernels and the max-pool gather/scatter pair.
+ *
+ * Tolerances: the fast kernels accumulate in float in a blocked order while the references
+ * sum in double, so a dot product of length K differs by about sqrt(K) * 2^-24 times the sum
+ * of |terms|. Where results can cancel to near zero a relative bound alone is meaningless, so
+ * the GEMM/conv checks use rtol 1e-4 plus an absolute term scaled by K (values are O(1)). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "kernels/internal.h"
+#include "metalearn/kernels.h"
+#include "ml_config.h"
+
+static float *fvec(int64_t n, uint64_t seed, float lo, float hi) {
+  float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+  ml_test_fill(p, n, seed, lo, hi);
+  return p;
+}
+
+static double dot(const float *a, const float *b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+  return s;
+}
+
+/* ---- CPU and backend ---- */
+
+ML_TEST(simd_names_and_backend) {
+  CHECK(!strcmp(ml_simd_name(ML_SIMD_SCALAR), "scalar"));
+  CHECK(!strcmp(ml_simd_name(ML_SIMD_AVX2), "avx2"));
+  CHECK(!strcmp(ml_simd_name(ML_SIMD_AVX512), "avx512"));
+  ml_simd_level l = ml_cpu_simd();
+  CHECK(l >= ML_SIMD_SCALAR && l <= ML_SIMD_AVX512);
+  const char *b = ml_gemm_backend();
+  CHECK(b && *b);
+  ml_gemm_use_builtin(true);
+  CHECK(!strncmp(ml_gemm_backend(), "builtin ", 8));
+  ml_gemm_use_builtin(false);
+#if ML_HAVE_BLAS
+  CHECK_MSG(!strncmp(ml_gemm_backend(), "openblas ", 9), "backend: %s", ml_gemm_backend());
+  ml_blas_set_threads(1);
+#endif
+  fprintf(stderr, "  simd %s, gemm %s\n", ml_simd_name(l), ml_gemm_backend());
+}
+
+/* ---- GEMM ---- */
+
+typedef void (*gemm_fn)(bool, bool, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *,
+                        int64_t, float, float *, int64_t);
+
+static ml_simd_level cur_level;
+static void gemm_at_level(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  ml__gemm_level(cur_level, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* One GEMM case with padded leading dims; C outside the M x N window must stay untouched. */
+static void check_gemm(gemm_fn fn, const char *what, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                       float alpha, float beta) {
+  int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+  int64_t arows = ta ? K : M, brows = tb ? N : K;
+  float *A = fvec(arows * lda, 1 + (uint64_t)M, -1, 1), *B = fvec(brows * ldb, 2 + (uint64_t)N, -1, 1);
+  float *C = fvec(M * ldc, 3, -1, 1), *R = malloc((size_t)(M * ldc) * sizeof(float));
+  if (beta == 0.0f)
+    for (int64_t i = 0; i < M * ldc; i++) C[i] = NAN; /* beta == 0 must not read C */
+  memcpy(R, C, (size_t)(M * ldc) * sizeof(float));
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = N; j < ldc; j++) C[i * ldc + j] = R[i * ldc + j] = 7.0f; /* padding sentinel */
+  fn(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  ml_gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, R, ldc);
+  int64_t w = 0;
+  double r = ml_test_close(C, R, M * ldc, 1e-6 * (double)K + 1e-6, 1e-4, &w);
+  CHECK_MSG(r <= 1.0, "%s ta=%d tb=%d M=%lld N=%lld K=%lld alpha=%g beta=%g: C[%lld] %.9g vs %.9g", what, ta, tb,
+            (long long)M, (long long)N, (long long)K, alpha, beta, (long long)w, C[w], R[w]);
+  free(A), free(B), free(C), free(R);
+}
+
+static const int64_t gemm_shapes[][3] = {
+    {1, 1, 1},   {3, 7, 5},     {17, 33, 9},   {12, 32, 256}, {13, 31, 257}, {33, 17, 300},
+    {7, 1100, 3}, {100, 40, 70}, {64, 196, 576}, {1, 50, 33},   {50, 1, 33},   {5, 5, 0},
+    /* narrow C: computed transposed */
+    {64, 9, 300},  {100, 16, 7},  {21, 3, 260}};
+
+static void run_gemm_suite(gemm_fn fn, const char *what) {
+  const float ab[][2] = {{1.0f, 0.0f}, {0.5f, -1.5f}, {-2.0f, 1.0f}};
+  for (size_t s = 0; s < sizeof gemm_shapes / sizeof gemm_shapes[0]; s++)
+    for (int t = 0; t < 4; t++)
+      for (int k = 0; k < 3; k++)
+        check_gemm(fn, what, t & 1, t >> 1, gemm_shapes[s][0], gemm_shapes[s][1], gemm_shapes[s][2], ab[k][0],
+                   ab[k][1]);
+}
+
+ML_TEST(gemm_builtin_each_level) {
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    cur_level = (ml_simd_level)l;
+    run_gemm_suite(gemm_at_level, ml_simd_name(cur_level));
+  }
+}
+
+ML_TEST(gemm_dispatch_and_blas) {
+  run_gemm_suite(ml_gemm_builtin, "builtin");
+  run_gemm_suite(ml_gemm, "ml_gemm");
+  ml_gemm_use_builtin(true);
+  run_gemm_suite(ml_gemm, "ml_gemm forced builtin");
+  ml_gemm_use_builtin(false);
+}
+
+ML_TEST(gemm_large_blocks) {
+  /* crosses every blocking boundary (MC, KC, NC) at once, at the best level */
+  cur_level = ml_cpu_simd();
+  check_gemm(gemm_at_level, "large", false, false, 203, 1100, 530, 1.0f, 0.0f);
+  check_gemm(gemm_at_level, "large", true, true, 203, 1100, 530, 0.5f, 2.0f);
+}
+
+/* ---- conv2d ---- */
+
+typedef struct {
+  int64_t B, C, H, W, OC, KH, KW, stride, pad;
+} conv_case;
+
+static const conv_case conv_cases[] = {
+    {2, 3, 7, 9, 5, 3, 3, 1, 1},  {2, 3, 7, 9, 5, 3, 3, 2, 1},  {1, 2, 8, 8, 4, 3, 3, 2, 0},
+    {2, 4, 5, 5, 3, 1, 1, 1, 0},  {1, 3, 11, 6, 2, 5, 3, 1, 2}, {3, 1, 28, 28, 8, 3, 3, 1, 1},
+    {2, 16, 7, 7, 17, 3, 3, 1, 1}, {1, 2, 6, 7, 3, 1, 1, 2, 0}, {1, 2, 3, 3, 2, 3, 3, 2, 2},
+    {2, 5, 3, 3, 4, 3, 3, 1, 1},  {1, 3, 9, 4, 2, 2, 3, 2, 1},  {1, 1, 1, 1, 1, 1, 1, 1, 0},
+    /* batched small planes (several images per GEMM), with a ragged last group */
+    {7, 2, 7, 7, 3, 3, 3, 1, 1},  {31, 2, 3, 3, 3, 3, 3, 1, 1}, {7, 3, 5, 5, 4, 1, 1, 1, 0},
+    {9, 2, 6, 5, 3, 3, 3, 2, 1}};
+
+static void check_conv(const conv_case *cc, const char *what) {
+  ml_conv_shape s;
+  CHECK_OK(ml_conv_shape_make(&s, cc->B, cc->C, cc->H, cc->W, cc->OC, cc->KH, cc->KW, cc->stride, cc->pad));
+  int64_t nin = s.B * s.C * s.H * s.W, nw = s.OC * s.C * s.KH * s.KW, nout = s.B * s.OC * s.OH * s.OW;
+  int64_t K = s.C * s.KH * s.KW;
+  size_t ns = ml_conv2d_scratch_floats(&s);
+  float *in = fvec(nin, 11, -1, 1), *w = fvec(nw, 12, -1, 1), *bias = fvec(s.OC, 13, -1, 1);
+  float *g = fvec(nout, 14, -1, 1);
+  float *out = malloc((size_t)nout * 4), *ref = malloc((size_t)nout * 4);
+  float *din = malloc((size_t)nin * 4), *dinr = malloc((size_t)nin * 4);
+  float *dw = malloc((size_t)nw * 4), *dwr = malloc((size_t)nw * 4);
+  float *scratch = malloc((ns + 16) * 4);
+  for (int i = 0; i < 16; i++) scratch[ns + (size_t)i] = 12345.0f; /* overrun guard */
+  double atol = 1e-6 * (double)(K > s.OC * s.KH * s.KW ? K : s.OC * s.KH * s.KW) + 1e-6;
+
+  for (int with_bias = 0; with_bias < 2; with_bias++) {
+    const float *bb = with_bias ? bias : NULL;
+    ml_conv2d_forward(&s, out, in, w, bb, scratch);
+    ml_conv2d_forward_ref(&s, ref, in, w, bb);
+    int64_t wi;
+    double r = ml_test_close(out, ref, nout, atol, 1e-4, &wi);
+    CHECK_MSG(r <= 1.0, "%s conv fwd (%lld,%lld,%lld,%lld) oc %lld k %lldx%lld s%lld p%lld bias %d: [%lld] %g vs %g",
+              what, (long long)s.B, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.OC,
+              (long long)s.KH, (long long)s.KW, (long long)s.stride, (long long)s.pad, with_bias, (long long)wi,
+              out[wi], ref[wi]);
+  }
+  for (int64_t i = 0; i < nin; i++) din[i] = NAN; /* backward data overwrites */
+  ml_conv2d_backward_data(&s, din, g, w, scratch);
+  ml_conv2d_backward_data_ref(&s, dinr, g, w);
+  int64_t wi;
+  double r = ml_test_close(din, dinr, nin, atol, 1e-4, &wi);
+  CHECK_MSG(r <= 1.0, "%s conv bwd data case (%lld,%lld,%lld,%lld) s%lld p%lld: [%lld] %g vs %g", what,
+            (long long)s.B, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.stride, (long long)s.pad,
+            (long long)wi, din[wi], dinr[wi]);
+  for (int64_t i = 0; i < nw; i++) dw[i] = NAN;
+  ml_conv2d_backward_weight(&s, dw, in, g, scratch);
+  ml_conv2d_backward_weight_ref(&s, dwr, in, g);
+  double atolw = 1e-6 * (double)(s.B * s.OH * s.OW) + 1e-6;
+  r = ml_test_close(dw, dwr, nw, atolw, 1e-4, &wi);
+  CHECK_MSG(r <= 1.0, "%s conv bwd weight (%lld,%lld,%lld,%lld) s%lld p%lld: [%lld] %g vs %g", what,
+            (long long)s.B, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.stride, (long long)s.pad,
+            (long long)wi, dw[wi], dwr[wi]);
+  /* adjoints: <conv(x,w), g> == <x, bwd_data(g,w)> == <w, bwd_weight(x,g)> */
+  ml_conv2d_forward(&s, out, in, w, NULL, scratch);
+  double a = dot(out, g, nout), b = dot(in, din, nin), c = dot(w, dw, nw);
+  double scale = 1e-5 * (sqrt((double)nout * K) + 1.0);
+  CHECK_MSG(fabs(a - b) <= scale && fabs(a - c) <= scale, "%s conv adjoint: %.9g %.9g %.9g", what, a, b, c);
+  for (int i = 0; i < 16; i++) CHECK(scratch[ns + (size_t)i] == 12345.0f);
+  free(in), free(w), free(bias), free(g), free(out), free(ref), free(din), free(dinr), free(dw), free(dwr);
+  free(scratch);
+}
+
+ML_TEST(conv2d_against_reference) {
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    ml__simd_force(l);
+    ml_gemm_use_builtin(true);
+    for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) check_conv(&conv_cases[i], ml_simd_name((ml_simd_level)l));
+  }
+  ml__simd_force(-1);
+  ml_gemm_use_builtin(false);
+  for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) check_conv(&conv_cases[i], "ml_gemm");
+}
+
+ML_TEST(conv_shape) {
+  ml_conv_shape s;
+  CHECK_OK(ml_conv_shape_make(&s, 80, 64, 28, 28, 64, 3, 3, 1, 1));
+  CHECK(s.OH == 28 && s.OW == 28);
+  CHECK_OK(ml_conv_shape_make(&s, 1, 1, 7, 7, 1, 3, 3, 2, 1));
+  CHECK(s.OH == 4 && s.OW == 4);
+  CHECK(ml_conv2d_scratch_floats(&s) >= (size_t)(9 * 16));
+  CHECK(ml_conv_shape_make(&s, 1, 1, 2, 2, 1, 3, 3, 1, 0) == ML_ERR_SHAPE);
+  CHECK(ml_conv_shape_make(&s, 0, 1, 2, 2, 1, 1, 1, 1, 0) == ML_ERR_SHAPE);
+  CHECK(ml_conv_shape_make(&s, 1, 1, 2, 2, 1, 1, 1, 0, 0) == ML_ERR_SHAPE);
+}
+
+/* ---- max-pool ---- */
+
+ML_TEST(maxpool) {
+  const int64_t shapes[][4] = {{2, 3, 7, 9}, {1, 1, 2, 2}, {3, 2, 28, 28}, {1, 1, 5, 3}, {2, 2, 4, 6}};
+  for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+    int64_t B = shapes[t][0], C = shapes[t][1], H = shapes[t][2], W = shapes[t][3], n = B * C * (H / 2) * (W / 2);
+    float *in = fvec(B * C * H * W, 21 + t, -2, 2);
+    if (t == 4)
+      for (int64_t i = 0; i < B * C * H * W; i++) in[i] = floorf(in[i]); /* many ties */
+    float *out = malloc((size_t)n * 4), *ref = malloc((size_t)n * 4);
+    int32_t *idx = malloc((size_t)n * 4), *idr = malloc((size_t)n * 4);
+    ml_maxpool2_forward(out, idx, in, B, C, H, W);
+    ml_maxpool2_forward_ref(ref, idr, in, B, C, H, W);
+    CHECK(!memcmp(out, ref, (size_t)n * 4));
+    CHECK(!memcmp(idx, idr, (size_t)n * 4));
+    /* scatter against a naive version, and <scatter(g), y> == <g, gather(y)> */
+    float *g = fvec(n, 31, -1, 1), *din = fvec(B * C * H * W, 32, 5, 6), *naive = calloc((size_t)(B * C * H * W), 4);
+    float *y = fvec(B * C * H * W, 33, -1, 1), *gy = malloc((size_t)n * 4);
+    ml_maxpool2_scatter(din, g, idx, B, C, H, W);
+    for (int64_t p = 0; p < B * C; p++)
+      for (int64_t i = 0; i < (H / 2) * (W / 2); i++) naive[p * H * W + idx[p * (H / 2) * (W / 2) + i]] += g[p * (H / 2) * (W / 2) + i];
+    CHECK(!memcmp(din, naive, (size_t)(B * C * H * W) * 4));
+    ml_maxpool2_gather(gy, y, idx, B, C, H, W);
+    CHECK_NEAR(dot(din, y, B * C * H * W), dot(g, gy, n), 1e-9 * (double)n + 1e-12);
+    for (int64_t i = 0; i < n; i++) CHECK(gy[i] == y[(i / ((H / 2) * (W / 2))) * H * W + idx[i]]);
+    free(in), free(out), free(ref), free(idx), free(idr), free(g), free(din), free(naive), free(y), free(gy);
+  }
+}
+
+/* ---- batch-norm ---- */
+
+ML_TEST(batchnorm) {
+  const int64_t shapes[][3] = {{4, 3, 49}, {1, 5, 1}, {7, 2, 17}, {2, 64, 196}, {3, 1, 33}};
+  for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+    int64_t B = shapes[t][0], C = shapes[t][1], HW = shapes[t][2], n = B * C * HW;
+    float *x = fvec(n, 41 + t, 2, 4); /* mean far from 0 exercises the centering */
+    float *dy = fvec(n, 51 + t, -1, 1), *gamma = fvec(C, 61, 0.5f, 1.5f), *beta = fvec(C, 62, -1, 1);
+    float *y = malloc((size_t)n * 4), *yr = malloc((size_t)n * 4), *dx = malloc((size_t)n * 4),
+          *dxr = malloc((size_t)n * 4);
+    float m[64], is[64], mr[64], isr[64], dg[64], dgr[64], db[64], dbr[64];
+    for (int with_affine = 0; with_affine < 2; with_affine++) {
+      const float *gp = with_affine ? gamma : NULL, *bp = with_affine ? beta : NULL;
+      ml_batchnorm_forward(y, m, is, x, gp, bp, B, C, HW, 1e-5f);
+      ml_batchnorm_forward_ref(yr, mr, isr, x, gp, bp, B, C, HW, 1e-5f);
+      CHECK_CLOSE(m, mr, C, 1e-6, 1e-6);
+      CHECK_CLOSE(is, isr, C, 1e-6, 1e-5);
+      CHECK_CLOSE(y, yr, n, 1e-4, 1e-4);
+      ml_batchnorm_backward(dx, dg, db, dy, x, m, is, gp, B, C, HW);
+      ml_batchnorm_backward_ref(dxr, dgr, dbr, dy, x, mr, isr, gp, B, C, HW);
+      /* sums over B*HW terms of size ~1: absolute error grows with their count */
+      CHECK_CLOSE(dg, dgr, C, 1e-5 * (double)(B * HW), 1e-4);
+      CHECK_CLOSE(db, dbr, C, 1e-5 * (double)(B * HW), 1e-4);
+      CHECK_CLOSE(dx, dxr, n, 1e-4, 1e-4);
+    }
+    free(x), free(dy), free(gamma), free(beta), free(y), free(yr), free(dx), free(dxr);
+  }
+}
+
+/* ---- elementwise ---- */
+
+static const int64_t pcq[][3] = {{1, 33, 1}, {7, 17, 1}, {3, 5, 17}, {33, 1, 1}, {2, 3, 1}, {1, 1, 1},
+                                 {4, 3, 49}, {5, 300, 1}, {1, 1, 1000}, {3, 7, 3}};
+
+ML_TEST(binary_each_level) {
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    ml__simd_force(l);
+    for (size_t t = 0; t < sizeof pcq / sizeof pcq[0]; t++) {
+      int64_t P = pcq[t][0], C = pcq[t][1], Q = pcq[t][2], n = P * C * Q;
+      float *a = fvec(n, 71, -2, 2), *b = fvec(C, 72, 0.5f, 2), *o = malloc((size_t)n * 4), *r = malloc((size_t)n * 4);
+      for (int op = ML_BIN_ADD; op <= ML_BIN_DIV; op++) {
+        ml_binary((ml_bin_op)op, o, a, b, P, C, Q);
+        ml_binary_ref((ml_bin_op)op, r, a, b, P, C, Q);
+        CHECK_MSG(!memcmp(o, r, (size_t)n * 4), "binary op %d level %d shape %zu", op, l, t);
+      }
+      memcpy(o, a, (size_t)n * 4); /* in place */
+      ml_binary(ML_BIN_MUL, o, o, b, P, C, Q);
+      ml_binary_ref(ML_BIN_MUL, r, a, b, P, C, Q);
+      CHECK(!memcmp(o, r, (size_t)n * 4));
+      free(a), free(b), free(o), free(r);
+    }
+  }
+  ml__simd_force(-1);
+}
+
+ML_TEST(unary_each_level) {
+  const int64_t ns[] = {1, 3, 7, 17, 33, 1000};
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    ml__simd_force(l);
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+      int64_t n = ns[t];
+      float *x = fvec(n, 81 + t, -6, 6), *xp = fvec(n, 82 + t, 0.01f, 5), *o = malloc((size_t)n * 4),
+            *r = malloc((size_t)n * 4);
+      for (int op = ML_UN_RELU; op <= ML_UN_ABS; op++) {
+        bool pos = op == ML_UN_LOG || op == ML_UN_RSQRT || op == ML_UN_SQRT;
+        ml_unary((ml_un_op)op, o, pos ? xp : x, n);
+        ml_unary_ref((ml_un_op)op, r, pos ? xp : x, n);
+        int64_t w;
+        double q = ml_test_close(o, r, n, 1e-6, 1e-5, &w); /* libm float vs double: ~1 ulp */
+        CHECK_MSG(q <= 1.0, "unary op %d n %lld: [%lld] %.9g vs %.9g", op, (long long)n, (long long)w, o[w], r[w]);
+      }
+      float *g = fvec(n, 83, -1, 1);
+      ml_relu_mask_kernel(o, g, x, n);
+      for (int64_t i = 0; i < n; i++) CHECK(o[i] == (x[i] > 0 ? g[i] : 0.0f));
+      ml_affine_kernel(o, x, n, 1.5f, -0.25f);
+      for (int64_t i = 0; i < n; i++) CHECK_NEAR(o[i], 1.5f * x[i] - 0.25f, 1e-6);
+      free(x), free(xp), free(o), free(r), free(g);
+    }
+  }
+  ml__simd_force(-1);
+}
+
+ML_TEST(unary_extremes) {
+  const float x[] = {-1000.0f, -100.0f, -30.0f, -1e-8f, 0.0f, 1e-8f, 30.0f, 100.0f, 1000.0f};
+  const int64_t n = sizeof x / sizeof x[0];
+  float o[16], r[16];
+  ml_unary(ML_UN_SOFTPLUS, o, x, n);
+  ml_unary_ref(ML_UN_SOFTPLUS, r, x, n);
+  for (int64_t i = 0; i < n; i++) CHECK(isfinite(o[i]) && o[i] >= 0.0f);
+  CHECK_CLOSE(o, r, n, 1e-30, 1e-5);
+  CHECK(o[n - 1] == 1000.0f);
+  ml_unary(ML_UN_SIGMOID, o, x, n);
+  ml_unary_ref(ML_UN_SIGMOID, r, x, n);
+  for (int64_t i = 0; i < n; i++) CHECK(isfinite(o[i]) && o[i] >= 0.0f && o[i] <= 1.0f);
+  CHECK_CLOSE(o, r, n, 1e-30, 1e-5);
+  CHECK(o[0] == 0.0f && o[n - 1] == 1.0f);
+}
+
+ML_TEST(reduce_and_expand_each_level) {
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    ml__simd_force(l);
+    for (size_t t = 0; t < sizeof pcq / sizeof pcq[0]; t++) {
+      int64_t P = pcq[t][0], C = pcq[t][1], Q = pcq[t][2], n = P * C * Q;
+      float *x = fvec(n, 91 + t, -1, 1), *o = malloc((size_t)C * 4), *r = malloc((size_t)C * 4);
+      ml_reduce_sum(o, x, P, C, Q);
+      ml_reduce_sum_ref(r, x, P, C, Q);
+      CHECK_CLOSE(o, r, C, 1e-7, 1e-6); /* both in double: only the final rounding differs */
+      /* expand is the adjoint of the sum: <sum(x), y> == <x, expand(y)> */
+      float *y = fvec(C, 92, -1, 1), *e = malloc((size_t)n * 4);
+      ml_expand(e, y, P, C, Q);
+      for (int64_t p = 0; p < P; p++)
+        for (int64_t c = 0; c < C; c++)
+          for (int64_t q = 0; q < Q; q++) CHECK(e[(p * C + c) * Q + q] == y[c]);
+      CHECK_NEAR(dot(o, y, C), dot(x, e, n), 1e-5 * sqrt((double)n));
+      free(x), free(o), free(r), free(y), free(e);
+    }
+  }
+  ml__simd_force(-1);
+}
+
+ML_TEST(log_softmax_pick) {
+  const int64_t shapes[][2] = {{1, 1}, {3, 5}, {7, 33}, {17, 2}};
+  for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+    int64_t R = shapes[t][0], Cn = shapes[t][1], n = R * Cn;
+    float *x = fvec(n, 101 + t, -5, 5), *o = malloc((size_t)n * 4), *r = malloc((size_t)n * 4);
+    if (t == 2) x[3] = 1000.0f, x[40] = -1000.0f; /* must not overflow */
+    ml_log_softmax_kernel(o, x, R, Cn);
+    ml_log_softmax_kernel_ref(r, x, R, Cn);
+    CHECK_CLOSE(o, r, n, 1e-5, 1e-5);
+    for (int64_t i = 0; i < R; i++) {
+      double s = 0;
+      for (int64_t j = 0; j < Cn; j++) s += exp(o[i * Cn + j]);
+      CHECK_NEAR(s, 1.0, 1e-5);
+    }
+    int32_t *idx = malloc((size_t)R * 4);
+    for (int64_t i = 0; i < R; i++) idx[i] = (int32_t)((i * 7 + 3) % Cn);
+    float *pk = malloc((size_t)R * 4), *g = fvec(R, 7, -1, 1), *sc = fvec(n, 8, 3, 4);
+    ml_pick_kernel(pk, x, idx, R, Cn);
+    for (int64_t i = 0; i < R; i++) CHECK(pk[i] == x[i * Cn + idx[i]]);
+    ml_pick_scatter(sc, g, idx, R, Cn);
+    for (int64_t i = 0; i < R; i++)
+      for (int64_t j = 0; j < Cn; j++) CHECK(sc[i * Cn + j] == (j == idx[i] ? g[i] : 0.0f));
+    free(x), free(o), free(r), free(idx), free(pk), free(g), free(sc);
+  }
+}
+
+ML_TEST(embedding) {
+  const int64_t V = 11, D = 17, n = 9;
+  float *table = fvec(V * D, 111, -1, 1), *out = malloc((size_t)(n * D) * 4), *g = fvec(n * D, 112, -1, 1);
+  float *grad = fvec(V * D, 113, -1, 1), *expect = malloc((size_t)(V * D) * 4);
+  const int32_t idx[9] = {3, 0, 10, 3, 5, 5, 5, 1, 3};
+  ml_embedding_gather(out, table, idx, n, D);
+  for (int64_t i = 0; i < n; i++) CHECK(!memcmp(out + i * D, table + idx[i] * D, (size_t)D * 4));
+  memcpy(expect, grad, (size_t)(V * D) * 4);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t d = 0; d < D; d++) expect[idx[i] * D + d] += g[i * D + d];
+  ml_embedding_scatter_add(grad, g, idx, n, D);
+  CHECK(!memcmp(grad, expect, (size_t)(V * D) * 4));
+  free(table), free(out), free(g), free(grad), free(expect);
+}
