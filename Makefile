@@ -20,6 +20,7 @@ build: configure
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@sh scripts/count_tests.sh $(BUILD)
 
 demo: build
 	./$(BUILD)/metalearn demo
@@ -32,6 +33,7 @@ sanitize: deps
 	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DML_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+	@sh scripts/count_tests.sh $(BUILD)-asan
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan

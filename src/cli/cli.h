@@ -3,6 +3,10 @@
 #ifndef ML_CLI_H
 #define ML_CLI_H
 
+#include <stdio.h>
+
+#include "metalearn/fewshot.h"
+
 typedef struct {
   const char *name;
   const char *help;
@@ -10,5 +14,32 @@ typedef struct {
 } ml_cli_command;
 
 int ml_cli_info(int argc, char **argv);
+int ml_cli_train(int argc, char **argv);
+int ml_cli_eval(int argc, char **argv);
+int ml_cli_adapt(int argc, char **argv);
+int ml_cli_demo(int argc, char **argv);
+
+/* Options a command takes besides the configuration keys. */
+typedef struct {
+  const char *name;
+  bool has_arg;
+  const char **value; /* receives the argument ("1" for a flag) */
+  bool *seen;
+} ml_cli_extra;
+
+/* Parses --config FILE first, then every flag; returns 0, or 2 after printing the error. */
+int ml_cli_parse(int argc, char **argv, const ml_cli_extra *extra, int n_extra, ml_fewshot_config *cfg,
+                 const char *cmd);
+void ml_cli_print_keys(FILE *f);
+
+typedef struct {
+  bool quiet, regress;
+  int64_t start;
+  double start_seconds;
+} ml_cli_progress_state;
+bool ml_cli_progress(void *ctx, int64_t it, int64_t total, const ml_step_stats *s, double seconds);
+
+/* Maps a library status to the CLI's exit codes: bad input 2, failed run 1. */
+int ml_cli_exit_code(ml_status st);
 
 #endif

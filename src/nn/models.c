@@ -65,9 +65,11 @@ ml_status ml_mlp_new(const ml_mlp_config *cfg, uint64_t seed, ml_model **out) {
   }
   ml_rng r;
   ml_rng_init(&r, seed, 0x6d6c70);
+  /* PyTorch's nn.Linear default (kaiming_uniform with a = sqrt(5)): U(+-1/sqrt(fan_in)) for
+   * weights and biases, so parity runs against PyTorch start from the same law. */
   for (int64_t i = 0; i < cfg->n_layers; i++) {
     ml_param *w = &m->params->items[2 * i], *b = &m->params->items[2 * i + 1];
-    ml_init_kaiming_uniform(&w->value, cfg->sizes[i], &r);
+    ml_init_fan_in_uniform(&w->value, cfg->sizes[i], &r);
     ml_init_fan_in_uniform(&b->value, cfg->sizes[i], &r);
   }
   *out = m;
@@ -121,11 +123,13 @@ ml_status ml_conv4_new(const ml_conv4_config *cfg, uint64_t seed, ml_model **out
   }
   ml_rng r;
   ml_rng_init(&r, seed, 0x636f6e76);
+  /* Conv weights Xavier-uniform with zero bias, as the MAML Omniglot code (and learn2learn's
+   * port) initializes them; batch-norm starts as the identity. */
   int64_t k = 0;
   for (int64_t i = 0; i < cfg->blocks; i++) {
     int64_t fan_in = (i == 0 ? cfg->in_channels : F) * 9;
-    ml_init_kaiming_uniform(&m->params->items[k++].value, fan_in, &r);
-    ml_init_fan_in_uniform(&m->params->items[k++].value, fan_in, &r);
+    ml_init_xavier_uniform(&m->params->items[k++].value, fan_in, F * 9, &r);
+    ml_tensor_fill(&m->params->items[k++].value, 0.0f);
     if (cfg->batch_norm) {
       ml_tensor_fill(&m->params->items[k++].value, 1.0f);
       ml_tensor_fill(&m->params->items[k++].value, 0.0f);

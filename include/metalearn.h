@@ -1,0 +1,19 @@
+/* metalearn: the whole public API. */
+#ifndef METALEARN_H
+#define METALEARN_H
+
+#include "metalearn/algos.h"
+#include "metalearn/autograd.h"
+#include "metalearn/base.h"
+#include "metalearn/data.h"
+#include "metalearn/eval.h"
+#include "metalearn/fewshot.h"
+#include "metalearn/io.h"
+#include "metalearn/kernels.h"
+#include "metalearn/nn.h"
+#include "metalearn/optim.h"
+#include "metalearn/params.h"
+#include "metalearn/tasks.h"
+#include "metalearn/tensor.h"
+
+#endif

@@ -1,0 +1,283 @@
+/* The ml_algo object and the meta-training driver shared by every algorithm: tasks run in
+ * parallel on per-thread arenas, each writes its gradient into its own slot, and the slots are
+ * summed pairwise in a fixed tree over task indices, so the update is the same bit for bit for
+ * any thread count. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "algos/internal.h"
+
+static const char *names[ML_ALGO_COUNT] = {"maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet",
+                                           "finetune"};
+
+const char *ml_algo_name(ml_algo_kind k) { return k < ML_ALGO_COUNT ? names[k] : "?"; }
+
+ml_status ml_algo_parse(const char *name, ml_algo_kind *out) {
+  for (int i = 0; i < ML_ALGO_COUNT; i++)
+    if (!strcmp(name, names[i])) {
+      *out = (ml_algo_kind)i;
+      return ML_OK;
+    }
+  return ml_error(ML_ERR_ARG,
+                  "unknown algorithm '%s' (maml, fomaml, metasgd, anil, reptile, protonet, matchingnet, finetune)", name);
+}
+
+ml_algo_config ml_algo_defaults(ml_algo_kind kind) {
+  ml_algo_config c = {.kind = kind, .task = ML_TASK_CLASSIFY, .meta_batch = 16, .inner_steps = 1, .inner_steps_test = 3,
+                      .inner_lr = 0.4f, .outer = ml_optim_defaults(ML_OPTIM_ADAM), .reptile_inner_batch = 10,
+                      .matching_scale = 10.0f, .finetune_steps = 100, .finetune_lr = 0.01f};
+  if (kind == ML_ALGO_REPTILE) {
+    /* Nichol et al. 2018, Omniglot: inner Adam 1e-3 (beta1 0), 5 steps of batch 10, outer SGD 1. */
+    c.inner_steps = 5, c.inner_steps_test = 50, c.inner_lr = 1e-3f, c.meta_batch = 5;
+    c.outer = ml_optim_defaults(ML_OPTIM_SGD);
+    c.outer.lr = 1.0f;
+  }
+  if (kind == ML_ALGO_PROTONET || kind == ML_ALGO_MATCHINGNET || kind == ML_ALGO_FINETUNE) c.meta_batch = 1;
+  if (kind == ML_ALGO_METASGD) c.inner_lr = 0.1f;
+  return c;
+}
+
+ml_status ml_algo_new(const ml_algo_config *cfg, ml_model *model, ml_algo **out) {
+  *out = NULL;
+  if (cfg->kind >= ML_ALGO_COUNT) return ml_error(ML_ERR_ARG, "algorithm %d unknown", (int)cfg->kind);
+  if (cfg->meta_batch < 1 || cfg->inner_steps < 0 || cfg->inner_steps_test < 0)
+    return ml_error(ML_ERR_ARG, "meta-batch must be >= 1 and inner steps >= 0");
+  bool metric = cfg->kind == ML_ALGO_PROTONET || cfg->kind == ML_ALGO_MATCHINGNET;
+  if (metric && cfg->task != ML_TASK_CLASSIFY)
+    return ml_error(ML_ERR_ARG, "%s is a classification algorithm", ml_algo_name(cfg->kind));
+  if (cfg->kind == ML_ALGO_ANIL && model->head_first >= model->params->count)
+    return ml_error(ML_ERR_ARG, "anil needs a model with a head");
+  if (cfg->kind == ML_ALGO_FINETUNE && model->head_first >= model->params->count)
+    return ml_error(ML_ERR_ARG, "finetune needs a model with a pre-training head");
+  ml_algo *a = calloc(1, sizeof *a);
+  if (!a) return ml_error(ML_ERR_NOMEM, "algo: out of memory");
+  a->cfg = *cfg;
+  a->model = model;
+  a->threads = cfg->threads > 0 ? cfg->threads : ml_num_threads();
+  /* tasks run one per thread; BLAS threads on top would oversubscribe the cores */
+  ml_blas_set_threads(1);
+  ml_status st = ML_OK;
+  int64_t n = model->params->numel;
+  a->slot_len = n;
+  if (cfg->kind == ML_ALGO_METASGD) {
+    a->lr = ml_params_clone_layout(model->params);
+    if (!a->lr) st = ml_error(ML_ERR_NOMEM, "algo: out of memory");
+    else {
+      for (int64_t i = 0; i < a->lr->count; i++) ml_tensor_fill(&a->lr->items[i].value, cfg->inner_lr);
+      a->slot_len += a->lr->numel;
+      a->opt_lr = ml_optim_new(&cfg->outer, a->lr->numel);
+      if (!a->opt_lr) st = ML_ERR_NOMEM;
+    }
+  }
+  a->opt = ml_optim_new(&cfg->outer, n);
+  a->arenas = calloc((size_t)a->threads, sizeof(ml_arena *));
+  a->slots = malloc((size_t)(cfg->meta_batch * a->slot_len) * sizeof(float));
+  a->grad = malloc((size_t)a->slot_len * sizeof(float));
+  if (!a->opt || !a->arenas || !a->slots || !a->grad) st = ml_error(ML_ERR_NOMEM, "algo: out of memory");
+  for (int t = 0; t < a->threads && !st; t++)
+    if (!(a->arenas[t] = ml_arena_new((size_t)64 << 20, NULL))) st = ML_ERR_NOMEM;
+  if (st) {
+    ml_algo_free(a);
+    return st;
+  }
+  *out = a;
+  return ML_OK;
+}
+
+void ml_algo_free(ml_algo *a) {
+  if (!a) return;
+  for (int t = 0; a->arenas && t < a->threads; t++) ml_arena_free(a->arenas[t]);
+  free(a->arenas);
+  ml_params_free(a->lr);
+  ml_optim_free(a->opt);
+  ml_optim_free(a->opt_lr);
+  free(a->slots);
+  free(a->grad);
+  free(a);
+}
+
+const ml_algo_config *ml_algo_get_config(const ml_algo *a) { return &a->cfg; }
+ml_model *ml_algo_model(ml_algo *a) { return a->model; }
+ml_params *ml_algo_extra_params(ml_algo *a) { return a->lr; }
+ml_optim *ml_algo_optim(ml_algo *a) { return a->opt; }
+ml_optim *ml_algo_extra_optim(ml_algo *a) { return a->opt_lr; }
+
+/* ---- helpers shared by the algorithm files ---- */
+ml_node *ml__input(ml_graph *g, const ml_tensor *t) { return ml_leaf(g, *t, false); }
+
+ml_node *ml__task_loss(ml_algo *a, ml_graph *g, ml_node *out, const ml_episode *ep, bool query) {
+  if (a->cfg.task == ML_TASK_REGRESS) {
+    ml_node *t = ml__input(g, query ? &ep->tq : &ep->ts);
+    return ml_mse(g, out, t);
+  }
+  return ml_cross_entropy(g, out, query ? ep->yq : ep->ys);
+}
+
+double ml__task_acc(const ml_node *logits, const ml_episode *ep, bool query) {
+  if (!logits || !(query ? ep->yq : ep->ys)) return 0;
+  return ml_accuracy(logits->value.data, query ? ep->yq : ep->ys, logits->value.shape[0], logits->value.shape[1]);
+}
+
+void ml__store_grads(const ml_params *p, ml_node *const *grads, int64_t first, float *slot) {
+  memset(slot, 0, (size_t)p->numel * sizeof(float));
+  for (int64_t i = first; i < p->count; i++)
+    memcpy(slot + p->items[i].offset, grads[i]->value.data, (size_t)p->items[i].value.numel * sizeof(float));
+}
+
+bool ml__finite(const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return false;
+  return true;
+}
+
+static ml__task_grad_fn task_fn(ml_algo_kind k) {
+  switch (k) {
+    case ML_ALGO_REPTILE:
+      return ml__reptile_task;
+    case ML_ALGO_PROTONET:
+    case ML_ALGO_MATCHINGNET:
+      return ml__metric_task;
+    case ML_ALGO_FINETUNE:
+      return ml__finetune_task;
+    default:
+      return ml__maml_task;
+  }
+}
+
+/* ---- meta-training step ---- */
+typedef struct {
+  ml_algo *a;
+  ml_task_fn src;
+  void *ctx;
+  int64_t iteration;
+  ml__task_out *outs;
+  ml_status *status;
+  char (*errors)[256];
+} train_job;
+
+static void train_one(int64_t i, int thread, void *vjob) {
+  train_job *j = vjob;
+  ml_algo *a = j->a;
+  ml_arena *ar = a->arenas[thread];
+  ml_arena_reset(ar);
+  ml_episode ep;
+  memset(&ep, 0, sizeof ep);
+  ml_status st = j->src(j->ctx, j->iteration, i, ar, &ep);
+  ml_graph *g = st ? NULL : ml_graph_new(ar);
+  if (!st && !g) st = ML_ERR_NOMEM;
+  if (!st) st = task_fn(a->cfg.kind)(a, g, &ep, j->iteration, i, a->slots + i * a->slot_len, &j->outs[i]);
+  if (!st && g && ml_graph_status(g)) st = ml_graph_status(g);
+  j->status[i] = st;
+  if (st) snprintf(j->errors[i], sizeof j->errors[i], "%s", ml_last_error());
+}
+
+/* slots[0] = sum of slots[0..n) in a fixed pairwise tree. */
+static void tree_sum(float *slots, int64_t n, int64_t len) {
+  for (int64_t stride = 1; stride < n; stride *= 2)
+    for (int64_t i = 0; i + stride < n; i += 2 * stride) {
+      float *dst = slots + i * len, *src = slots + (i + stride) * len;
+      for (int64_t k = 0; k < len; k++) dst[k] += src[k];
+    }
+}
+
+ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iteration, ml_step_stats *stats) {
+  int64_t B = a->cfg.meta_batch;
+  enum { MAXB = 1024 };
+  if (B > MAXB) return ml_error(ML_ERR_ARG, "meta-batch %lld exceeds %d", (long long)B, MAXB);
+  ml__task_out outs[MAXB];
+  ml_status status[MAXB];
+  static _Thread_local char errors[MAXB][256];
+  train_job job = {a, src, ctx, iteration, outs, status, errors};
+  ml_parallel_for(B, a->threads, train_one, &job);
+  for (int64_t i = 0; i < B; i++)
+    if (status[i]) return ml_error(status[i], "%s", errors[i]);
+  double ls = 0, lq = 0, acc = 0;
+  for (int64_t i = 0; i < B; i++) ls += outs[i].loss_s, lq += outs[i].loss_q, acc += outs[i].acc;
+  if (!isfinite(lq) || !isfinite(ls))
+    return ml_error(ML_ERR_NUMERIC, "meta-iteration %lld: the loss diverged (NaN or Inf); try a smaller learning rate",
+                    (long long)iteration);
+  tree_sum(a->slots, B, a->slot_len);
+  float inv = 1.0f / (float)B;
+  for (int64_t k = 0; k < a->slot_len; k++) a->grad[k] = a->slots[k] * inv;
+  if (!ml__finite(a->grad, a->slot_len))
+    return ml_error(ML_ERR_NUMERIC, "meta-iteration %lld: the meta-gradient is NaN or Inf", (long long)iteration);
+  double gn = ml_grad_norm(a->grad, a->slot_len);
+  ml_status st = ml_optim_step(a->opt, a->model->params->data, a->grad);
+  if (!st && a->lr) {
+    st = ml_optim_step(a->opt_lr, a->lr->data, a->grad + a->model->params->numel);
+    /* rates stay non-negative: a negative rate would turn adaptation into ascent */
+    for (int64_t k = 0; k < a->lr->numel; k++)
+      if (a->lr->data[k] < 0) a->lr->data[k] = 0;
+  }
+  if (stats) *stats = (ml_step_stats){ls / (double)B, lq / (double)B, acc / (double)B, gn};
+  return st;
+}
+
+/* ---- meta-test ---- */
+ml_status ml_algo_predict(ml_algo *a, const ml_episode *ep, ml_arena *arena, float *out) {
+  ml_graph *g = ml_graph_new(arena);
+  if (!g) return ML_ERR_NOMEM;
+  switch (a->cfg.kind) {
+    case ML_ALGO_REPTILE:
+      return ml__reptile_predict(a, g, ep, out);
+    case ML_ALGO_PROTONET:
+    case ML_ALGO_MATCHINGNET:
+      return ml__metric_predict(a, g, ep, out);
+    case ML_ALGO_FINETUNE:
+      return ml__finetune_predict(a, g, ep, out);
+    default:
+      return ml__maml_predict(a, g, ep, out);
+  }
+}
+
+typedef struct {
+  ml_algo *a;
+  ml_task_fn src;
+  void *ctx;
+  int64_t key;
+  double *scores;
+  ml_status *status;
+  char (*errors)[256];
+} eval_job;
+
+static void eval_one(int64_t i, int thread, void *vjob) {
+  eval_job *j = vjob;
+  ml_arena *ar = j->a->arenas[thread];
+  ml_arena_reset(ar);
+  ml_episode ep;
+  memset(&ep, 0, sizeof ep);
+  ml_status st = j->src(j->ctx, j->key, i, ar, &ep);
+  int64_t width = j->a->cfg.task == ML_TASK_CLASSIFY ? ep.n_way : 1;
+  float *pred = st ? NULL : ml_arena_alloc(ar, (size_t)(ep.n_q * width) * sizeof(float));
+  if (!st && !pred) st = ML_ERR_NOMEM;
+  if (!st) st = ml_algo_predict(j->a, &ep, ar, pred);
+  if (!st) {
+    if (j->a->cfg.task == ML_TASK_CLASSIFY)
+      j->scores[i] = ml_accuracy(pred, ep.yq, ep.n_q, ep.n_way);
+    else {
+      double s = 0;
+      for (int64_t k = 0; k < ep.n_q; k++) s += ((double)pred[k] - ep.tq.data[k]) * ((double)pred[k] - ep.tq.data[k]);
+      j->scores[i] = s / (double)ep.n_q;
+    }
+  }
+  j->status[i] = st;
+  if (st) snprintf(j->errors[i], sizeof j->errors[i], "%s", ml_last_error());
+}
+
+ml_status ml_algo_evaluate(ml_algo *a, ml_task_fn src, void *ctx, int64_t eval_key, int64_t n, double *scores) {
+  ml_status *status = calloc((size_t)n, sizeof *status);
+  char(*errors)[256] = calloc((size_t)n, 256);
+  if (!status || !errors) {
+    free(status), free(errors);
+    return ml_error(ML_ERR_NOMEM, "evaluate: out of memory");
+  }
+  eval_job job = {a, src, ctx, eval_key, scores, status, errors};
+  ml_parallel_for(n, a->threads, eval_one, &job);
+  ml_status st = ML_OK;
+  for (int64_t i = 0; i < n && !st; i++)
+    if (status[i]) st = ml_error(status[i], "%s", errors[i]);
+  free(status), free(errors);
+  return st;
+}
