@@ -192,3 +192,47 @@ ML_TEST(unknown_algorithm_name) {
   CHECK(ml_algo_parse("mamal", &k) == ML_ERR_ARG);
   CHECK(strstr(ml_last_error(), "mamal") != NULL);
 }
+
+/* Second-order MAML on a Conv4: after warm-up the arenas hold steady (no new chunks), so a
+ * meta-iteration allocates nothing; and memory grows with inner steps only as the graph does. */
+static ml_status img_task(void *ctx, int64_t it, int64_t idx, ml_arena *ar, ml_episode *ep) {
+  (void)ctx;
+  ml_rng r;
+  ml_rng_init(&r, 3, ml_rng_key((uint64_t)it, (uint64_t)idx, 7));
+  memset(ep, 0, sizeof *ep);
+  ep->n_way = 2, ep->k_shot = 2, ep->q_query = 2, ep->n_s = 4, ep->n_q = 4;
+  ep->xs = ml_tensor_new(ar, 4, (int64_t[]){4, 1, 16, 16});
+  ep->xq = ml_tensor_new(ar, 4, (int64_t[]){4, 1, 16, 16});
+  ep->ys = ml_arena_alloc(ar, 16), ep->yq = ml_arena_alloc(ar, 16);
+  if (!ep->xs.data || !ep->xq.data || !ep->ys || !ep->yq) return ML_ERR_NOMEM;
+  ml_tensor_rand_uniform(&ep->xs, &r, 0, 1);
+  ml_tensor_rand_uniform(&ep->xq, &r, 0, 1);
+  for (int i = 0; i < 4; i++) ep->ys[i] = ep->yq[i] = i / 2;
+  return ML_OK;
+}
+
+ML_TEST(steady_state_arenas_do_not_grow) {
+  ml_conv4_config cc = ml_conv4_defaults();
+  cc.image_size = 16, cc.filters = 8, cc.n_out = 2;
+  size_t peak_by_steps[3];
+  for (int steps = 1; steps <= 3; steps++) {
+    ml_model *m;
+    CHECK_OK(ml_conv4_new(&cc, 1, &m));
+    ml_algo_config c = ml_algo_defaults(ML_ALGO_MAML);
+    c.meta_batch = 4, c.threads = 2, c.inner_steps = steps;
+    ml_algo *a;
+    CHECK_OK(ml_algo_new(&c, m, &a));
+    size_t reserved[6];
+    for (int it = 0; it < 6; it++) {
+      CHECK_OK(ml_algo_train_step(a, img_task, NULL, it, NULL));
+      ml_algo_memory(a, &reserved[it], &peak_by_steps[steps - 1]);
+    }
+    for (int it = 3; it < 6; it++) CHECK_MSG(reserved[it] == reserved[2], "arenas grew at iteration %d", it);
+    ml_algo_free(a);
+    ml_model_free(m);
+  }
+  /* second order keeps each step's graph: memory grows with steps, but linearly */
+  CHECK(peak_by_steps[1] > peak_by_steps[0] && peak_by_steps[2] > peak_by_steps[1]);
+  double d1 = (double)(peak_by_steps[1] - peak_by_steps[0]), d2 = (double)(peak_by_steps[2] - peak_by_steps[1]);
+  CHECK_MSG(fabs(d2 - d1) < 0.2 * d1, "per-step memory %g then %g bytes", d1, d2);
+}

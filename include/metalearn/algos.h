@@ -72,6 +72,10 @@ ML_API ml_params *ml_algo_extra_params(ml_algo *a);
 ML_API ml_optim *ml_algo_optim(ml_algo *a);
 ML_API ml_optim *ml_algo_extra_optim(ml_algo *a);
 
+/* Bytes held by the per-thread arenas, and the most any one task used. After the first
+ * iterations the reserved figure stops growing: the steady state allocates nothing. */
+ML_API void ml_algo_memory(const ml_algo *a, size_t *reserved, size_t *peak_task);
+
 /* One meta-iteration: tasks (iteration, 0..meta_batch-1) from src. ML_ERR_NUMERIC with the
  * parameters unchanged when a loss or the gradient is NaN/Inf. */
 ML_API ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iteration, ml_step_stats *stats);

@@ -77,7 +77,7 @@ ml_status ml_algo_new(const ml_algo_config *cfg, ml_model *model, ml_algo **out)
   a->grad = malloc((size_t)a->slot_len * sizeof(float));
   if (!a->opt || !a->arenas || !a->slots || !a->grad) st = ml_error(ML_ERR_NOMEM, "algo: out of memory");
   for (int t = 0; t < a->threads && !st; t++)
-    if (!(a->arenas[t] = ml_arena_new((size_t)64 << 20, NULL))) st = ML_ERR_NOMEM;
+    if (!(a->arenas[t] = ml_arena_new(0, NULL))) st = ML_ERR_NOMEM; /* grows once, then holds */
   if (st) {
     ml_algo_free(a);
     return st;
@@ -103,6 +103,16 @@ ml_model *ml_algo_model(ml_algo *a) { return a->model; }
 ml_params *ml_algo_extra_params(ml_algo *a) { return a->lr; }
 ml_optim *ml_algo_optim(ml_algo *a) { return a->opt; }
 ml_optim *ml_algo_extra_optim(ml_algo *a) { return a->opt_lr; }
+
+void ml_algo_memory(const ml_algo *a, size_t *reserved, size_t *peak_task) {
+  size_t r = 0, p = 0;
+  for (int t = 0; t < a->threads; t++) {
+    r += ml_arena_reserved(a->arenas[t]);
+    if (ml_arena_peak(a->arenas[t]) > p) p = ml_arena_peak(a->arenas[t]);
+  }
+  if (reserved) *reserved = r;
+  if (peak_task) *peak_task = p;
+}
 
 /* ---- helpers shared by the algorithm files ---- */
 ml_node *ml__input(ml_graph *g, const ml_tensor *t) { return ml_leaf(g, *t, false); }

@@ -60,7 +60,7 @@ int ml_cli_adapt(int argc, char **argv) {
            "Flags override the run's configuration (e.g. --inner_steps_test 10).\n");
     return 0;
   }
-  if (!run || !support || !query) {
+  if (!run) {
     fprintf(stderr, "metalearn adapt: --run, --support and --query are required (see metalearn adapt --help)\n");
     return 2;
   }
@@ -72,6 +72,10 @@ int ml_cli_adapt(int argc, char **argv) {
   }
   int rc = ml_cli_parse(argc, argv, extra, 6, &cfg, "adapt");
   if (rc) return rc;
+  if (!support || !query) {
+    fprintf(stderr, "metalearn adapt: --run, --support and --query are required (see metalearn adapt --help)\n");
+    return 2;
+  }
   ml_dataset sup;
   memset(&sup, 0, sizeof sup);
   char **names = NULL;

@@ -38,6 +38,7 @@ int ml_cli_demo(int argc, char **argv) {
     cfg.k_shot = 10, cfg.q_query = 10, cfg.q_query_test = 100;
     if (!given_iters) cfg.iterations = 3000;
     printf("metalearn demo: no Omniglot under %s; meta-training on sinusoid regression instead\n", cfg.data_dir);
+    fflush(stdout);
   }
   cfg.log_every = 25;
   ml_fewshot *f;
@@ -51,6 +52,7 @@ int ml_cli_demo(int argc, char **argv) {
   if (omniglot)
     printf("metalearn demo: %s on Omniglot (small background set; test alphabets %s), %lld-way %lld-shot\n", cfg.algo,
            cfg.test_groups, (long long)cfg.n_way, (long long)cfg.k_shot);
+  fflush(stdout); /* before the progress lines on stderr */
   double m0, c0, m1, c1;
   st = ml_fewshot_evaluate(f, cfg.eval_episodes, &m0, &c0);
   mkdir("runs", 0755);

@@ -38,7 +38,6 @@ int ml_cli_parse(int argc, char **argv, const ml_cli_extra *extra, int n_extra, 
         return 2;
       }
     }
-  opterr = 1;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (c >= 2000) {
@@ -50,7 +49,8 @@ int ml_cli_parse(int argc, char **argv, const ml_cli_extra *extra, int n_extra, 
       if (extra[c - 1000].seen) *extra[c - 1000].seen = true;
       if (extra[c - 1000].value) *extra[c - 1000].value = extra[c - 1000].has_arg ? optarg : "1";
     } else {
-      fprintf(stderr, "metalearn %s: unknown or incomplete option (see metalearn %s --help)\n", cmd, cmd);
+      const char *bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+      fprintf(stderr, "metalearn %s: unknown option or missing value: '%s' (see metalearn %s --help)\n", cmd, bad, cmd);
       return 2;
     }
   }
