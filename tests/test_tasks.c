@@ -294,3 +294,30 @@ ML_TEST(real_omniglot_episodes_and_lake_runs) {
   ml_arena_free(a);
   ml_dataset_free(&ds);
 }
+
+/* The exported source of each example (image index, rotation) rebuilds the episode's pixels:
+ * benchmarks hand these indices to a PyTorch reference so both train on the same tasks. */
+ML_TEST(episode_sources_rebuild_pixels) {
+  ml_dataset ds;
+  memset(&ds, 0, sizeof ds);
+  CHECK_OK(ml__dataset_alloc(&ds, 12, 3, 1, 1, 4, 4));
+  for (int64_t i = 0; i < 12 * 16; i++) ds.pixels[i] = (uint8_t)((i * 37) % 251);
+  for (int c = 0; c <= 3; c++) ds.class_offset[c] = 4 * c;
+  ml_split sp;
+  CHECK_OK(ml_split_range(&ds, 0, 3, 4, &sp));
+  ml_arena *ar = ml_arena_new(0, NULL);
+  ml_episode ep;
+  CHECK_OK(ml_fewshot_sample(&ds, &sp, 3, 1, 2, 5, 0, 0, ar, &ep));
+  uint8_t rot[16];
+  for (int64_t i = 0; i < ep.n_s + ep.n_q; i++) {
+    bool s = i < ep.n_s;
+    int64_t j = s ? i : i - ep.n_s;
+    const uint8_t *img = ds.pixels + 16 * (s ? ep.src_s : ep.src_q)[j];
+    ml_image_rot90(img, 1, 4, (s ? ep.rot_s : ep.rot_q)[j], rot);
+    const float *x = (s ? ep.xs.data : ep.xq.data) + 16 * j;
+    for (int k = 0; k < 16; k++) CHECK(x[k] == (float)rot[k] / 255.0f);
+  }
+  ml_arena_free(ar);
+  ml_split_free(&sp);
+  ml_dataset_free(&ds);
+}

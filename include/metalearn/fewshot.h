@@ -20,11 +20,11 @@ typedef struct {
   char test_groups[ML_PATH_MAX];  /* omniglot-small: comma-separated test alphabets */
   char cache_dir[ML_PATH_MAX];    /* "" = default cache, "none" = no cache */
   char algo[32];
-  int64_t n_way, k_shot, q_query, q_query_test, image_size, filters;
+  int64_t n_way, k_shot, q_query, q_query_test, image_size, filters, train_way;
   int64_t iterations, meta_batch, inner_steps, inner_steps_test;
   int64_t eval_episodes, eval_every, log_every, checkpoint_every, pretrain_way, finetune_steps;
   int64_t seed, threads;
-  double inner_lr, meta_lr, clip, matching_scale, finetune_lr, folder_train_fraction;
+  double inner_lr, meta_lr, clip, matching_scale, finetune_lr, folder_train_fraction, max_seconds;
   bool rotations, multi_step_loss;
 } ml_fewshot_config;
 

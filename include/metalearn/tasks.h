@@ -18,6 +18,8 @@ typedef struct {
   ml_tensor ts, tq; /* regression targets (n, 1); data NULL for classification */
   int64_t n_s, n_q; /* support and query sizes */
   int32_t *gys, *gyq; /* global class index of each example (pre-training baselines), or NULL */
+  int64_t *src_s, *src_q; /* dataset image index of each example, or NULL (for exporting episodes) */
+  int8_t *rot_s, *rot_q;  /* its rotation in quarter turns (numpy.rot90 convention), or NULL */
 } ml_episode;
 
 /* ---- class splits ----

@@ -51,10 +51,14 @@ ml_status ml_fewshot_sample(const ml_dataset *ds, const ml_split *split, int64_t
   out->yq = ml_arena_alloc(arena, sizeof(int32_t) * (size_t)(n_way * q_query + 1));
   out->gys = ml_arena_alloc(arena, sizeof(int32_t) * (size_t)(n_way * k_shot));
   out->gyq = ml_arena_alloc(arena, sizeof(int32_t) * (size_t)(n_way * q_query + 1));
+  out->src_s = ml_arena_alloc(arena, sizeof(int64_t) * (size_t)(n_way * k_shot));
+  out->src_q = ml_arena_alloc(arena, sizeof(int64_t) * (size_t)(n_way * q_query + 1));
+  out->rot_s = ml_arena_alloc(arena, (size_t)(n_way * k_shot));
+  out->rot_q = ml_arena_alloc(arena, (size_t)(n_way * q_query + 1));
   int64_t *cls = ml_arena_alloc(arena, sizeof(int64_t) * (size_t)n_way);
   int64_t *pick = ml_arena_alloc(arena, sizeof(int64_t) * (size_t)kq);
   uint8_t *rot = ml_arena_alloc(arena, (size_t)per);
-  if (!out->xs.data || !out->ys || !out->yq || !out->gys || !out->gyq || !cls || !pick || !rot || (q_query && !out->xq.data)) {
+  if (!out->xs.data || !out->ys || !out->yq || !out->gys || !out->gyq || !out->src_s || !out->src_q || !out->rot_s || !out->rot_q || !cls || !pick || !rot || (q_query && !out->xq.data)) {
     memset(out, 0, sizeof *out);
     return ml_error(ML_ERR_NOMEM, "fewshot: arena exhausted for a %lld-way %lld-shot %lld-query episode",
                     (long long)n_way, (long long)k_shot, (long long)q_query);
@@ -77,6 +81,8 @@ ml_status ml_fewshot_sample(const ml_dataset *ds, const ml_split *split, int64_t
       to_float(img, per, (support ? out->xs.data : out->xq.data) + row * per);
       (support ? out->ys : out->yq)[row] = (int32_t)i;
       (support ? out->gys : out->gyq)[row] = (int32_t)cls[i]; /* split class index, for pre-training */
+      (support ? out->src_s : out->src_q)[row] = ds->class_offset[base] + pick[j];
+      (support ? out->rot_s : out->rot_q)[row] = (int8_t)rq;
     }
   }
   out->n_way = n_way;

@@ -88,7 +88,11 @@ static ml_status check_sizes(ml_fewshot *f) {
   if (c->n_way < 1 || c->k_shot < 1 || c->q_query < 1 || c->q_query_test < 1)
     return ml_error(ML_ERR_ARG, "n_way, k_shot, q_query and q_query_test must be >= 1");
   if (f->regress) return ML_OK;
-  int64_t train_way = f->kind == ML_ALGO_FINETUNE ? c->pretrain_way : c->n_way;
+  int64_t train_way = f->kind == ML_ALGO_FINETUNE ? c->pretrain_way : c->train_way > 0 ? c->train_way : c->n_way;
+  bool headed = f->kind != ML_ALGO_PROTONET && f->kind != ML_ALGO_MATCHINGNET && f->kind != ML_ALGO_FINETUNE;
+  if (headed && c->train_way > 0 && c->train_way != c->n_way)
+    return ml_error(ML_ERR_ARG, "train_way %lld differs from n_way %lld, but %s's head is n_way wide",
+                    (long long)c->train_way, (long long)c->n_way, c->algo);
   if (train_way > f->train.n_classes)
     return ml_error(ML_ERR_ARG, "%lld-way tasks need %lld classes, the training split has %lld", (long long)train_way,
                     (long long)train_way, (long long)f->train.n_classes);
@@ -177,7 +181,7 @@ static ml_status train_task(void *ctx, int64_t it, int64_t idx, ml_arena *ar, ml
   if (f->regress)
     return ml_sinusoid_sample(NULL, c->k_shot, c->q_query, (uint64_t)c->seed, (uint64_t)it, (uint64_t)idx, ar, ep, NULL,
                               NULL);
-  int64_t way = f->kind == ML_ALGO_FINETUNE ? c->pretrain_way : c->n_way;
+  int64_t way = f->kind == ML_ALGO_FINETUNE ? c->pretrain_way : c->train_way > 0 ? c->train_way : c->n_way;
   return ml_fewshot_sample(&f->ds, &f->train, way, c->k_shot, c->q_query, (uint64_t)c->seed, (uint64_t)it,
                            (uint64_t)idx, ar, ep);
 }
@@ -347,8 +351,15 @@ ml_status ml_fewshot_train(ml_fewshot *f, const char *run_dir, bool resume, ml_p
                (long long)done, f->regress ? "mse" : "acc", m, ci, (long long)n);
       if ((st = append_line(metrics, line))) return st;
     }
-    if (stop || done == c->iterations || (c->checkpoint_every > 0 && done % c->checkpoint_every == 0))
+    bool out_of_time = c->max_seconds > 0 && secs >= c->max_seconds;
+    if (stop || out_of_time || done == c->iterations || (c->checkpoint_every > 0 && done % c->checkpoint_every == 0))
       if ((st = save_checkpoint(f, run_dir, done, secs))) return st;
+    if (out_of_time) {
+      if (progress) progress(ctx, done, done, &s, secs);
+      snprintf(line, sizeof line, "{\"iter\": %lld, \"stopped\": \"max_seconds\", \"seconds\": %.3f}\n",
+               (long long)done, secs);
+      return append_line(metrics, line);
+    }
     if (stop) return ml_error(ML_ERR_ABORTED, "stopped at iteration %lld (resume with --resume)", (long long)done);
   }
   if (start >= c->iterations && !resume) return save_checkpoint(f, run_dir, start, base_seconds);
