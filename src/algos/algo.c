@@ -117,6 +117,18 @@ void ml_algo_memory(const ml_algo *a, size_t *reserved, size_t *peak_task) {
 /* ---- helpers shared by the algorithm files ---- */
 ml_node *ml__input(ml_graph *g, const ml_tensor *t) { return ml_leaf(g, *t, false); }
 
+ml_node *ml__concat_inputs(ml_graph *g, const ml_episode *ep) {
+  const ml_tensor *s = &ep->xs, *q = &ep->xq;
+  int64_t shape[ML_MAX_DIMS];
+  memcpy(shape, s->shape, sizeof shape);
+  shape[0] = s->shape[0] + q->shape[0];
+  ml_node *x = ml_new(g, s->ndim, shape);
+  if (!x) return NULL;
+  memcpy(x->value.data, s->data, (size_t)s->numel * sizeof(float));
+  memcpy(x->value.data + s->numel, q->data, (size_t)q->numel * sizeof(float));
+  return x;
+}
+
 ml_node *ml__task_loss(ml_algo *a, ml_graph *g, ml_node *out, const ml_episode *ep, bool query) {
   if (a->cfg.task == ML_TASK_REGRESS) {
     ml_node *t = ml__input(g, query ? &ep->tq : &ep->ts);

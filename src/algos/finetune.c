@@ -9,17 +9,6 @@
 
 #define MAXP 256
 
-static ml_node *concat(ml_graph *g, const ml_tensor *s, const ml_tensor *q) {
-  int64_t shape[ML_MAX_DIMS];
-  memcpy(shape, s->shape, sizeof shape);
-  shape[0] = s->shape[0] + q->shape[0];
-  ml_node *x = ml_new(g, s->ndim, shape);
-  if (!x) return NULL;
-  memcpy(x->value.data, s->data, (size_t)s->numel * sizeof(float));
-  memcpy(x->value.data + s->numel, q->data, (size_t)q->numel * sizeof(float));
-  return x;
-}
-
 ml_status ml__finetune_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64_t it, int64_t idx, float *slot,
                             ml__task_out *out) {
   (void)it, (void)idx;
@@ -38,7 +27,7 @@ ml_status ml__finetune_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64
   ml_node *w[MAXP], *gr[MAXP];
   ml_status st = ml_model_leaves(a->model, g, true, w);
   if (st) return st;
-  ml_node *logits = ml_model_forward(a->model, g, w, concat(g, &ep->xs, &ep->xq));
+  ml_node *logits = ml_model_forward(a->model, g, w, ml__concat_inputs(g, ep));
   ml_node *loss = ml_cross_entropy(g, logits, labels);
   if (!loss) return ml_graph_status(g);
   out->loss_s = out->loss_q = loss->value.data[0];

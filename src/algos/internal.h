@@ -41,6 +41,7 @@ ml_status ml__finetune_predict(ml_algo *a, ml_graph *g, const ml_episode *ep, fl
 
 /* Helpers shared by the files. */
 ml_node *ml__input(ml_graph *g, const ml_tensor *t);          /* constant leaf over episode data */
+ml_node *ml__concat_inputs(ml_graph *g, const ml_episode *ep); /* support rows then query rows */
 ml_node *ml__task_loss(ml_algo *a, ml_graph *g, ml_node *out, const ml_episode *ep, bool query);
 double ml__task_acc(const ml_node *logits, const ml_episode *ep, bool query);
 /* Copies gradient nodes into a slot at the parameters' offsets. */

@@ -9,22 +9,10 @@
 
 #define MAXP 256
 
-static ml_node *concat_inputs(ml_graph *g, const ml_episode *ep) {
-  const ml_tensor *s = &ep->xs, *q = &ep->xq;
-  int64_t shape[ML_MAX_DIMS];
-  memcpy(shape, s->shape, sizeof shape);
-  shape[0] = ep->n_s + ep->n_q;
-  ml_node *x = ml_new(g, s->ndim, shape);
-  if (!x) return NULL;
-  memcpy(x->value.data, s->data, (size_t)s->numel * sizeof(float));
-  memcpy(x->value.data + s->numel, q->data, (size_t)q->numel * sizeof(float));
-  return x;
-}
-
 /* Returns logits (n_q, n_way) for the query, differentiable in the weights w. */
 static ml_node *episode_logits(ml_algo *a, ml_graph *g, ml_node *const *w, const ml_episode *ep) {
   int64_t ns = ep->n_s, nq = ep->n_q, n = ns + nq, N = ep->n_way;
-  ml_node *emb = ml_model_features(a->model, g, w, concat_inputs(g, ep));
+  ml_node *emb = ml_model_features(a->model, g, w, ml__concat_inputs(g, ep));
   ml_node *sel_q = ml_zeros(g, 2, (int64_t[]){nq, n});
   if (!emb || !sel_q) return NULL;
   for (int64_t r = 0; r < nq; r++) sel_q->value.data[r * n + ns + r] = 1.0f;

@@ -46,11 +46,7 @@ int ml_cli_adapt(int argc, char **argv) {
   ml_cli_extra extra[] = {{"run", true, &run, NULL},     {"support", true, &support, NULL},
                           {"query", true, &query, NULL}, {"checkpoint", true, &ckpt, NULL},
                           {"json", false, NULL, &json},  {"help", false, NULL, &help}};
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) help = true;
-    if (!strcmp(argv[i], "--run") && i + 1 < argc) run = argv[i + 1];
-    if (!strncmp(argv[i], "--run=", 6)) run = argv[i] + 6;
-  }
+  ml_cli_prescan(argc, argv, &run, &help);
   if (help) {
     printf("usage: metalearn adapt --run DIR --support DIR --query DIR [--json] [--key value ...]\n\n"
            "Adapts the trained run to a new task: --support holds one subfolder per class with its\n"
@@ -65,12 +61,9 @@ int ml_cli_adapt(int argc, char **argv) {
     return 2;
   }
   char path[ML_PATH_MAX + 64];
-  snprintf(path, sizeof path, "%s/config.ini", run);
-  if (ml_fewshot_read_config(path, &cfg)) {
-    fprintf(stderr, "metalearn adapt: %s\n", ml_last_error());
-    return 2;
-  }
-  int rc = ml_cli_parse(argc, argv, extra, 6, &cfg, "adapt");
+  int rc = ml_cli_read_run_config(run, &cfg, "adapt");
+  if (rc) return rc;
+  rc = ml_cli_parse(argc, argv, extra, 6, &cfg, "adapt");
   if (rc) return rc;
   if (!support || !query) {
     fprintf(stderr, "metalearn adapt: --run, --support and --query are required (see metalearn adapt --help)\n");

@@ -31,6 +31,11 @@ typedef struct {
 int ml_cli_parse(int argc, char **argv, const ml_cli_extra *extra, int n_extra, ml_fewshot_config *cfg,
                  const char *cmd);
 void ml_cli_print_keys(FILE *f);
+/* Finds --run DIR (and --help) before the full parse: a run's config.ini is the base that the
+ * other flags override. */
+void ml_cli_prescan(int argc, char **argv, const char **run, bool *help);
+/* Reads RUN/config.ini into cfg; returns 0, or 2 after printing the error. */
+int ml_cli_read_run_config(const char *run, ml_fewshot_config *cfg, const char *cmd);
 
 typedef struct {
   bool quiet, regress;

@@ -23,11 +23,7 @@ int ml_cli_eval(int argc, char **argv) {
                           {"benchmark", true, &bench, NULL},
                           {"config", true, &cfgfile, NULL},
                           {"help", false, NULL, &help}};
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) help = true;
-    if (!strcmp(argv[i], "--run") && i + 1 < argc) run = argv[i + 1];
-    if (!strncmp(argv[i], "--run=", 6)) run = argv[i] + 6;
-  }
+  ml_cli_prescan(argc, argv, &run, &help);
   if (help) {
     usage(stdout);
     return 0;
@@ -37,12 +33,9 @@ int ml_cli_eval(int argc, char **argv) {
     return 2;
   }
   char path[ML_PATH_MAX + 64];
-  snprintf(path, sizeof path, "%s/config.ini", run);
-  if (ml_fewshot_read_config(path, &cfg)) {
-    fprintf(stderr, "metalearn eval: %s\n", ml_last_error());
-    return 2;
-  }
-  int rc = ml_cli_parse(argc, argv, extra, 5, &cfg, "eval");
+  int rc = ml_cli_read_run_config(run, &cfg, "eval");
+  if (rc) return rc;
+  rc = ml_cli_parse(argc, argv, extra, 5, &cfg, "eval");
   if (rc) return rc;
   if (bench && strcmp(bench, "omniglot-runs")) {
     fprintf(stderr, "metalearn eval: unknown benchmark '%s' (omniglot-runs)\n", bench);

@@ -61,6 +61,24 @@ int ml_cli_parse(int argc, char **argv, const ml_cli_extra *extra, int n_extra, 
   return 0;
 }
 
+void ml_cli_prescan(int argc, char **argv, const char **run, bool *help) {
+  for (int i = 1; i < argc; i++) {
+    if (help && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))) *help = true;
+    if (!strcmp(argv[i], "--run") && i + 1 < argc) *run = argv[i + 1];
+    if (!strncmp(argv[i], "--run=", 6)) *run = argv[i] + 6;
+  }
+}
+
+int ml_cli_read_run_config(const char *run, ml_fewshot_config *cfg, const char *cmd) {
+  char path[ML_PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/config.ini", run);
+  if (ml_fewshot_read_config(path, cfg)) {
+    fprintf(stderr, "metalearn %s: %s\n", cmd, ml_last_error());
+    return 2;
+  }
+  return 0;
+}
+
 void ml_cli_print_keys(FILE *f) {
   fprintf(f, "\nconfiguration (also as key = value lines in a --config file; flags override it):\n");
   for (int64_t k = 0; ml_fewshot_key_name(k); k++)

@@ -40,22 +40,15 @@ int ml_cli_train(int argc, char **argv) {
   ml_cli_extra extra[] = {{"config", true, &cfgfile, NULL}, {"run", true, &run, NULL}, {"resume", false, NULL, &resume},
                           {"quiet", false, NULL, &quiet},   {"help", false, NULL, &help}};
   /* with --resume the run's own config.ini is the base, then the flags */
-  for (int i = 1; i < argc; i++) {
+  ml_cli_prescan(argc, argv, &run, NULL);
+  for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--resume")) resume = true;
-    if (!strcmp(argv[i], "--run") && i + 1 < argc) run = argv[i + 1];
-    if (!strncmp(argv[i], "--run=", 6)) run = argv[i] + 6;
-  }
   if (resume) {
     if (!run) {
       fprintf(stderr, "metalearn train: --resume needs --run DIR\n");
       return 2;
     }
-    char path[ML_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/config.ini", run);
-    if (ml_fewshot_read_config(path, &cfg)) {
-      fprintf(stderr, "metalearn train: %s\n", ml_last_error());
-      return 2;
-    }
+    if (ml_cli_read_run_config(run, &cfg, "train")) return 2;
   }
   int rc = ml_cli_parse(argc, argv, extra, 5, &cfg, "train");
   if (rc) return rc;
