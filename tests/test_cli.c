@@ -183,3 +183,35 @@ ML_TEST(folder_dataset_train_and_adapt) {
            "--q_query 2 --quiet --cache_dir none --run %s/bad", tmp, tmp);
   CHECK(run(args, out, sizeof out) == 2 && strstr(out, "0.png"));
 }
+
+/* Every algorithm end to end on real Omniglot (small zips), tiny settings: trains, writes a
+ * checkpoint, evaluates; protonet is also scored on Lake's 20 runs. Skipped without the data. */
+ML_TEST(every_algorithm_on_omniglot_small) {
+  const char *data = ml_test_data_dir();
+  if (!data) {
+    printf("  skipped: no data directory (set METALEARN_DATA)\n");
+    return;
+  }
+  const char *tmp = ml_test_tmpdir();
+  const char *algos[] = {"maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet", "finetune"};
+  char args[8192];
+  for (int i = 0; i < 8; i++) {
+    snprintf(args, sizeof args, "train --dataset omniglot-small --data_dir %s --algo %s --filters 4 --iterations 2 "
+             "--meta_batch 2 --q_query 2 --q_query_test 2 --eval_episodes 4 --pretrain_way 8 --finetune_steps 3 "
+             "--inner_steps_test 2 --quiet --cache_dir %s/cache --run %s/%s", data, algos[i], tmp, tmp, algos[i]);
+    int rc = run(args, out, sizeof out);
+    CHECK_MSG(rc == 0 && strstr(out, "test accuracy"), "%s: exit %d: %s", algos[i], rc, out);
+  }
+  snprintf(args, sizeof args, "eval --run %s/protonet --benchmark omniglot-runs", tmp);
+  CHECK_MSG(run(args, out, sizeof out) == 0 && strstr(out, "error rate"), "%s", out);
+  /* a 5-way MAML head cannot take the 20-way runs: a clear error */
+  snprintf(args, sizeof args, "eval --run %s/maml --benchmark omniglot-runs", tmp);
+  CHECK(run(args, out, sizeof out) == 2 && strstr(out, "20-way"));
+  /* N larger than the test alphabets' 64 characters, K+Q beyond 20 drawings */
+  snprintf(args, sizeof args, "train --dataset omniglot-small --data_dir %s --n_way 70 --quiet --cache_dir %s/cache "
+           "--run %s/bad", data, tmp, tmp);
+  CHECK(run(args, out, sizeof out) == 2 && strstr(out, "n_way 70"));
+  snprintf(args, sizeof args, "train --dataset omniglot-small --data_dir %s --k_shot 10 --q_query 15 --quiet "
+           "--cache_dir %s/cache --run %s/bad", data, tmp, tmp);
+  CHECK(run(args, out, sizeof out) == 2 && strstr(out, "k_shot + q_query"));
+}
