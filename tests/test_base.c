@@ -79,3 +79,16 @@ ML_TEST(parallel_for_covers_all) {
   ml_parallel_for(1000, 4, pf_fn, &c);
   for (int i = 0; i < 1000; i++) CHECK(c.out[i] == (int64_t)i * i);
 }
+
+ML_TEST(pool_runs_every_item_many_times) {
+  ml_pool *p = ml_pool_new(3);
+  CHECK(p != NULL && ml_pool_size(p) == 3);
+  static pf_ctx c;
+  for (int round = 0; round < 200; round++) {
+    memset(&c, 0, sizeof c);
+    int64_t n = 1 + round % 17 * 50;
+    ml_pool_run(p, n, pf_fn, &c);
+    for (int64_t i = 0; i < n; i++) CHECK(c.out[i] == i * i);
+  }
+  ml_pool_free(p);
+}

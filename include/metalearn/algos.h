@@ -31,7 +31,7 @@ typedef struct {
   int64_t inner_steps;      /* gradient steps on the support set in meta-training */
   int64_t inner_steps_test; /* ... at meta-test */
   float inner_lr;           /* MAML's alpha; Meta-SGD's initial rates; Reptile's inner Adam lr */
-  bool multi_step_loss;     /* MAML++: query loss after every inner step, weights annealed to last */
+  bool multi_step_loss;     /* MAML++: mean of the query losses after every inner step (equal weights) */
   ml_optim_config outer;    /* the meta-optimizer */
   int threads;              /* 0 = ml_num_threads() */
   /* Reptile */

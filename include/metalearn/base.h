@@ -101,6 +101,15 @@ typedef void (*ml_parallel_fn)(int64_t i, int thread, void *ctx);
 ML_API void ml_parallel_for(int64_t n, int threads, ml_parallel_fn fn, void *ctx);
 ML_API int ml_num_threads(void);         /* ML_THREADS env var, else online CPUs */
 
+/* A persistent pool: threads are made once and sleep between runs, so a training loop creates
+ * no threads (and allocates nothing) per iteration. ml_pool_run has ml_parallel_for's contract;
+ * the calling thread works too (as thread 0). One run at a time per pool. */
+typedef struct ml_pool ml_pool;
+ML_API ml_pool *ml_pool_new(int threads); /* 0 = ml_num_threads(); free with ml_pool_free */
+ML_API void ml_pool_free(ml_pool *p);
+ML_API int ml_pool_size(const ml_pool *p);
+ML_API void ml_pool_run(ml_pool *p, int64_t n, ml_parallel_fn fn, void *ctx);
+
 /* ---- version and build ---- */
 ML_API const char *ml_version(void);
 

@@ -72,6 +72,9 @@ ml_status ml_algo_new(const ml_algo_config *cfg, ml_model *model, ml_algo **out)
     }
   }
   a->opt = ml_optim_new(&cfg->outer, n);
+  a->pool = ml_pool_new(a->threads);
+  if (!a->pool) st = ml_error(ML_ERR_NOMEM, "algo: cannot start %d threads", a->threads);
+  else a->threads = ml_pool_size(a->pool);
   a->arenas = calloc((size_t)a->threads, sizeof(ml_arena *));
   a->slots = malloc((size_t)(cfg->meta_batch * a->slot_len) * sizeof(float));
   a->grad = malloc((size_t)a->slot_len * sizeof(float));
@@ -88,6 +91,7 @@ ml_status ml_algo_new(const ml_algo_config *cfg, ml_model *model, ml_algo **out)
 
 void ml_algo_free(ml_algo *a) {
   if (!a) return;
+  ml_pool_free(a->pool);
   for (int t = 0; a->arenas && t < a->threads; t++) ml_arena_free(a->arenas[t]);
   free(a->arenas);
   ml_params_free(a->lr);
@@ -212,7 +216,7 @@ ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iter
   ml_status status[MAXB];
   static _Thread_local char errors[MAXB][256];
   train_job job = {a, src, ctx, iteration, outs, status, errors};
-  ml_parallel_for(B, a->threads, train_one, &job);
+  ml_pool_run(a->pool, B, train_one, &job);
   for (int64_t i = 0; i < B; i++)
     if (status[i]) return ml_error(status[i], "%s", errors[i]);
   double ls = 0, lq = 0, acc = 0;
@@ -296,7 +300,7 @@ ml_status ml_algo_evaluate(ml_algo *a, ml_task_fn src, void *ctx, int64_t eval_k
     return ml_error(ML_ERR_NOMEM, "evaluate: out of memory");
   }
   eval_job job = {a, src, ctx, eval_key, scores, status, errors};
-  ml_parallel_for(n, a->threads, eval_one, &job);
+  ml_pool_run(a->pool, n, eval_one, &job);
   ml_status st = ML_OK;
   for (int64_t i = 0; i < n && !st; i++)
     if (status[i]) st = ml_error(status[i], "%s", errors[i]);

@@ -11,6 +11,7 @@ struct ml_algo {
   ml_params *lr;       /* Meta-SGD's per-parameter inner rates (model layout), else NULL */
   ml_optim *opt, *opt_lr;
   int threads;
+  ml_pool *pool;       /* persistent workers: no thread creation per iteration */
   ml_arena **arenas;   /* one per thread, reset per task */
   int64_t slot_len;    /* floats per task gradient slot: model numel (+ lr numel) */
   float *slots;        /* meta_batch slots */

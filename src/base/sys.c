@@ -70,3 +70,113 @@ void ml_parallel_for(int64_t n, int threads, ml_parallel_fn fn, void *ctx) {
   pf_worker(&args[0]);
   for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
 }
+
+/* ---- persistent pool ----
+ * Workers wait on a condition variable for a new generation of work, pull item indices from an
+ * atomic counter, and report completion; the caller pulls items too and waits for the rest. */
+struct ml_pool {
+  int threads;
+  pthread_t *tid;
+  pthread_mutex_t mu;
+  pthread_cond_t start, done;
+  uint64_t generation;
+  int busy; /* workers still in the current run */
+  bool quit;
+  int64_t n;
+  _Atomic int64_t next;
+  ml_parallel_fn fn;
+  void *ctx;
+};
+
+typedef struct {
+  ml_pool *p;
+  int thread;
+} pool_arg;
+
+static void pool_drain(ml_pool *p, int thread) {
+  for (;;) {
+    int64_t i = atomic_fetch_add(&p->next, 1);
+    if (i >= p->n) break;
+    p->fn(i, thread, p->ctx);
+  }
+}
+
+static void *pool_worker(void *vp) {
+  pool_arg *a = vp;
+  ml_pool *p = a->p;
+  int thread = a->thread;
+  free(a);
+  uint64_t seen = 0;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (!p->quit && p->generation == seen) pthread_cond_wait(&p->start, &p->mu);
+    if (p->quit) break;
+    seen = p->generation;
+    pthread_mutex_unlock(&p->mu);
+    pool_drain(p, thread);
+    pthread_mutex_lock(&p->mu);
+    if (--p->busy == 0) pthread_cond_signal(&p->done);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+ml_pool *ml_pool_new(int threads) {
+  if (threads <= 0) threads = ml_num_threads();
+  ml_pool *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->threads = threads;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->start, NULL);
+  pthread_cond_init(&p->done, NULL);
+  atomic_init(&p->next, 0);
+  p->tid = calloc((size_t)threads, sizeof(pthread_t));
+  if (!p->tid) {
+    ml_pool_free(p);
+    return NULL;
+  }
+  for (int t = 1; t < threads; t++) {
+    pool_arg *a = malloc(sizeof *a);
+    if (a) *a = (pool_arg){p, t};
+    if (!a || pthread_create(&p->tid[t], NULL, pool_worker, a) != 0) {
+      free(a);
+      p->threads = t; /* run with the workers that did start */
+      break;
+    }
+  }
+  return p;
+}
+
+int ml_pool_size(const ml_pool *p) { return p->threads; }
+
+void ml_pool_run(ml_pool *p, int64_t n, ml_parallel_fn fn, void *ctx) {
+  if (p->threads <= 1 || n <= 1) {
+    for (int64_t i = 0; i < n; i++) fn(i, 0, ctx);
+    return;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->n = n, p->fn = fn, p->ctx = ctx;
+  atomic_store(&p->next, 0);
+  p->busy = p->threads - 1;
+  p->generation++;
+  pthread_cond_broadcast(&p->start);
+  pthread_mutex_unlock(&p->mu);
+  pool_drain(p, 0);
+  pthread_mutex_lock(&p->mu);
+  while (p->busy > 0) pthread_cond_wait(&p->done, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+}
+
+void ml_pool_free(ml_pool *p) {
+  if (!p) return;
+  pthread_mutex_lock(&p->mu);
+  p->quit = true;
+  pthread_cond_broadcast(&p->start);
+  pthread_mutex_unlock(&p->mu);
+  for (int t = 1; p->tid && t < p->threads; t++) pthread_join(p->tid[t], NULL);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->start);
+  pthread_cond_destroy(&p->done);
+  free(p->tid);
+  free(p);
+}
