@@ -236,3 +236,101 @@ ML_TEST(steady_state_arenas_do_not_grow) {
   double d1 = (double)(peak_by_steps[1] - peak_by_steps[0]), d2 = (double)(peak_by_steps[2] - peak_by_steps[1]);
   CHECK_MSG(fabs(d2 - d1) < 0.2 * d1, "per-step memory %g then %g bytes", d1, d2);
 }
+
+/* In-process "ranks" on threads, exchanging partial sums through shared buffers by recursive
+ * doubling: the contract src/dist implements with MPI. Parameters must match one process
+ * bit for bit for R = 2 and 4. */
+#include <pthread.h>
+typedef struct {
+  int R;
+  float *shared[4];
+  pthread_barrier_t bar;
+} fake_world;
+typedef struct {
+  fake_world *w;
+  int rank;
+  float *tmp;
+} fake_rank;
+
+static ml_status fake_reduce(void *ctx, float *buf, int64_t len) {
+  fake_rank *r = ctx;
+  fake_world *w = r->w;
+  for (int step = 1; step < w->R; step *= 2) {
+    memcpy(w->shared[r->rank], buf, (size_t)len * sizeof(float));
+    pthread_barrier_wait(&w->bar);
+    int partner = r->rank ^ step;
+    const float *theirs = w->shared[partner];
+    if (r->rank < partner)
+      for (int64_t k = 0; k < len; k++) buf[k] = buf[k] + theirs[k];
+    else
+      for (int64_t k = 0; k < len; k++) buf[k] = theirs[k] + buf[k];
+    pthread_barrier_wait(&w->bar);
+  }
+  return ML_OK;
+}
+
+typedef struct {
+  fake_rank rank;
+  cls_src *src;
+  ml_algo_kind kind;
+  float *params_out;
+  int64_t numel;
+  int64_t B;
+} rank_job;
+
+static void *rank_main(void *vp) {
+  rank_job *j = vp;
+  ml_model *m = cls_model(j->kind);
+  ml_algo_config c = ml_algo_defaults(j->kind);
+  c.meta_batch = j->B, c.threads = 1;
+  ml_algo *a;
+  if (ml_algo_new(&c, m, &a)) return NULL;
+  int R = j->rank.w->R;
+  int64_t per = j->B / R;
+  if (R > 1) ml_algo_set_partition(a, j->rank.rank * per, per, fake_reduce, &j->rank);
+  for (int64_t it = 0; it < 4; it++) ml_algo_train_step(a, cls_task, j->src, it, NULL);
+  j->numel = m->params->numel;
+  j->params_out = malloc((size_t)j->numel * sizeof(float));
+  memcpy(j->params_out, m->params->data, (size_t)j->numel * sizeof(float));
+  ml_algo_free(a);
+  ml_model_free(m);
+  return NULL;
+}
+
+ML_TEST(partitioned_ranks_match_one_process_bit_for_bit) {
+  cls_src train;
+  cls_init(&train, 0, 30);
+  train.n_way = 5, train.k_shot = 2, train.q_query = 3, train.seed = 8;
+  ml_algo_kind kinds[] = {ML_ALGO_MAML, ML_ALGO_METASGD};
+  for (int k = 0; k < 2; k++) {
+    float *ref = NULL;
+    int64_t numel = 0;
+    int ranks[] = {1, 2, 4};
+    for (int ri = 0; ri < 3; ri++) {
+      fake_world w = {.R = ranks[ri]};
+      pthread_barrier_init(&w.bar, NULL, (unsigned)w.R);
+      rank_job jobs[4];
+      pthread_t tid[4];
+      for (int r = 0; r < w.R; r++) {
+        w.shared[r] = malloc(1 << 20);
+        jobs[r] = (rank_job){.rank = {&w, r, NULL}, .src = &train, .kind = kinds[k], .B = 12};
+        pthread_create(&tid[r], NULL, rank_main, &jobs[r]);
+      }
+      for (int r = 0; r < w.R; r++) pthread_join(tid[r], NULL);
+      for (int r = 0; r < w.R; r++) {
+        CHECK(jobs[r].params_out != NULL);
+        if (!jobs[r].params_out) continue;
+        if (!ref) {
+          ref = jobs[r].params_out, numel = jobs[r].numel;
+          continue;
+        }
+        CHECK_MSG(!memcmp(ref, jobs[r].params_out, (size_t)numel * sizeof(float)),
+                  "%s: rank %d of %d differs from one process", ml_algo_name(kinds[k]), r, w.R);
+        free(jobs[r].params_out);
+      }
+      for (int r = 0; r < w.R; r++) free(w.shared[r]);
+      pthread_barrier_destroy(&w.bar);
+    }
+    free(ref);
+  }
+}

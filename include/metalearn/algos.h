@@ -76,6 +76,17 @@ ML_API ml_optim *ml_algo_extra_optim(ml_algo *a);
  * iterations the reserved figure stops growing: the steady state allocates nothing. */
 ML_API void ml_algo_memory(const ml_algo *a, size_t *reserved, size_t *peak_task);
 
+/* ---- spreading a meta-batch over processes (see src/dist) ----
+ * This process runs tasks [first, first + count) of every meta-batch and sums their gradients
+ * (with 4 statistics appended: ml_algo_reduce_len floats) in the fixed pairwise tree. reduce must
+ * then replace buf by the sum over all processes, combining partial sums in the same tree order
+ * (with R a power of two dividing the meta-batch, rank r owning the r-th contiguous block:
+ * recursive doubling, lower rank's partial on the left), so every process applies the same
+ * update, bit-identical to one process. reduce NULL = single process. */
+typedef ml_status (*ml_reduce_fn)(void *ctx, float *buf, int64_t len);
+ML_API void ml_algo_set_partition(ml_algo *a, int64_t first, int64_t count, ml_reduce_fn reduce, void *ctx);
+ML_API int64_t ml_algo_reduce_len(const ml_algo *a);
+
 /* One meta-iteration: tasks (iteration, 0..meta_batch-1) from src. ML_ERR_NUMERIC with the
  * parameters unchanged when a loss or the gradient is NaN/Inf. */
 ML_API ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iteration, ml_step_stats *stats);

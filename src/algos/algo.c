@@ -76,7 +76,9 @@ ml_status ml_algo_new(const ml_algo_config *cfg, ml_model *model, ml_algo **out)
   if (!a->pool) st = ml_error(ML_ERR_NOMEM, "algo: cannot start %d threads", a->threads);
   else a->threads = ml_pool_size(a->pool);
   a->arenas = calloc((size_t)a->threads, sizeof(ml_arena *));
-  a->slots = malloc((size_t)(cfg->meta_batch * a->slot_len) * sizeof(float));
+  a->slot_stride = a->slot_len + 4; /* + support loss, query loss, accuracy, failed tasks */
+  a->part_first = 0, a->part_count = cfg->meta_batch;
+  a->slots = malloc((size_t)(cfg->meta_batch * a->slot_stride) * sizeof(float));
   a->grad = malloc((size_t)a->slot_len * sizeof(float));
   if (!a->opt || !a->arenas || !a->slots || !a->grad) st = ml_error(ML_ERR_NOMEM, "algo: out of memory");
   for (int t = 0; t < a->threads && !st; t++)
@@ -178,7 +180,6 @@ typedef struct {
   ml_task_fn src;
   void *ctx;
   int64_t iteration;
-  ml__task_out *outs;
   ml_status *status;
   char (*errors)[256];
 } train_job;
@@ -188,49 +189,73 @@ static void train_one(int64_t i, int thread, void *vjob) {
   ml_algo *a = j->a;
   ml_arena *ar = a->arenas[thread];
   ml_arena_reset(ar);
+  int64_t task = a->part_first + i; /* global task index: the task is the same on any rank */
+  float *slot = a->slots + i * a->slot_stride;
   ml_episode ep;
   memset(&ep, 0, sizeof ep);
-  ml_status st = j->src(j->ctx, j->iteration, i, ar, &ep);
+  ml_status st = j->src(j->ctx, j->iteration, task, ar, &ep);
   ml_graph *g = st ? NULL : ml_graph_new(ar);
   if (!st && !g) st = ML_ERR_NOMEM;
-  if (!st) st = task_fn(a->cfg.kind)(a, g, &ep, j->iteration, i, a->slots + i * a->slot_len, &j->outs[i]);
+  ml__task_out out = {0, 0, 0};
+  if (!st) st = task_fn(a->cfg.kind)(a, g, &ep, j->iteration, task, slot, &out);
   if (!st && g && ml_graph_status(g)) st = ml_graph_status(g);
+  /* the statistics ride along with the gradient, summed by the same tree */
+  slot[a->slot_len + 0] = (float)out.loss_s;
+  slot[a->slot_len + 1] = (float)out.loss_q;
+  slot[a->slot_len + 2] = (float)out.acc;
+  slot[a->slot_len + 3] = st ? 1.0f : 0.0f; /* failed tasks, so every rank learns of a failure */
   j->status[i] = st;
   if (st) snprintf(j->errors[i], sizeof j->errors[i], "%s", ml_last_error());
 }
 
-/* slots[0] = sum of slots[0..n) in a fixed pairwise tree. */
-static void tree_sum(float *slots, int64_t n, int64_t len) {
-  for (int64_t stride = 1; stride < n; stride *= 2)
-    for (int64_t i = 0; i + stride < n; i += 2 * stride) {
-      float *dst = slots + i * len, *src = slots + (i + stride) * len;
-      for (int64_t k = 0; k < len; k++) dst[k] += src[k];
-    }
+/* The fixed-shape pairwise sum: sum(lo, hi) = sum(lo, mid) + sum(mid, hi), mid = lo + (hi-lo)/2,
+ * left operand first, result in slot lo. Every contiguous range a rank owns when R (a power of
+ * two) divides the meta-batch is a node of this tree, so ranks that sum their own range and then
+ * combine partial sums pairwise in the same order get the single-process result bit for bit. */
+static void tree_sum(float *slots, int64_t lo, int64_t hi, int64_t stride) {
+  if (hi - lo < 2) return;
+  int64_t mid = lo + (hi - lo) / 2;
+  tree_sum(slots, lo, mid, stride);
+  tree_sum(slots, mid, hi, stride);
+  float *dst = slots + lo * stride, *src = slots + mid * stride;
+  for (int64_t k = 0; k < stride; k++) dst[k] += src[k];
 }
 
+void ml_algo_set_partition(ml_algo *a, int64_t first, int64_t count, ml_reduce_fn reduce, void *ctx) {
+  a->part_first = first;
+  a->part_count = count;
+  a->reduce = reduce;
+  a->reduce_ctx = ctx;
+}
+
+int64_t ml_algo_reduce_len(const ml_algo *a) { return a->slot_stride; }
+
 ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iteration, ml_step_stats *stats) {
-  int64_t B = a->cfg.meta_batch;
+  int64_t B = a->cfg.meta_batch, n = a->part_count;
   enum { MAXB = 1024 };
-  if (B > MAXB) return ml_error(ML_ERR_ARG, "meta-batch %lld exceeds %d", (long long)B, MAXB);
-  ml__task_out outs[MAXB];
+  if (n > MAXB) return ml_error(ML_ERR_ARG, "meta-batch %lld exceeds %d", (long long)n, MAXB);
   ml_status status[MAXB];
   static _Thread_local char errors[MAXB][256];
-  train_job job = {a, src, ctx, iteration, outs, status, errors};
-  ml_pool_run(a->pool, B, train_one, &job);
-  for (int64_t i = 0; i < B; i++)
+  train_job job = {a, src, ctx, iteration, status, errors};
+  ml_pool_run(a->pool, n, train_one, &job);
+  tree_sum(a->slots, 0, n, a->slot_stride);
+  ml_status st = ML_OK;
+  if (a->reduce && (st = a->reduce(a->reduce_ctx, a->slots, a->slot_stride))) return st;
+  for (int64_t i = 0; i < n; i++)
     if (status[i]) return ml_error(status[i], "%s", errors[i]);
-  double ls = 0, lq = 0, acc = 0;
-  for (int64_t i = 0; i < B; i++) ls += outs[i].loss_s, lq += outs[i].loss_q, acc += outs[i].acc;
+  const float *sum = a->slots;
+  if (sum[a->slot_len + 3] > 0)
+    return ml_error(ML_ERR_ABORTED, "meta-iteration %lld: a task failed on another rank", (long long)iteration);
+  double ls = sum[a->slot_len], lq = sum[a->slot_len + 1], acc = sum[a->slot_len + 2];
   if (!isfinite(lq) || !isfinite(ls))
     return ml_error(ML_ERR_NUMERIC, "meta-iteration %lld: the loss diverged (NaN or Inf); try a smaller learning rate",
                     (long long)iteration);
-  tree_sum(a->slots, B, a->slot_len);
   float inv = 1.0f / (float)B;
-  for (int64_t k = 0; k < a->slot_len; k++) a->grad[k] = a->slots[k] * inv;
+  for (int64_t k = 0; k < a->slot_len; k++) a->grad[k] = sum[k] * inv;
   if (!ml__finite(a->grad, a->slot_len))
     return ml_error(ML_ERR_NUMERIC, "meta-iteration %lld: the meta-gradient is NaN or Inf", (long long)iteration);
   double gn = ml_grad_norm(a->grad, a->slot_len);
-  ml_status st = ml_optim_step(a->opt, a->model->params->data, a->grad);
+  st = ml_optim_step(a->opt, a->model->params->data, a->grad);
   if (!st && a->lr) {
     st = ml_optim_step(a->opt_lr, a->lr->data, a->grad + a->model->params->numel);
     /* rates stay non-negative: a negative rate would turn adaptation into ascent */

@@ -13,8 +13,12 @@ struct ml_algo {
   int threads;
   ml_pool *pool;       /* persistent workers: no thread creation per iteration */
   ml_arena **arenas;   /* one per thread, reset per task */
-  int64_t slot_len;    /* floats per task gradient slot: model numel (+ lr numel) */
-  float *slots;        /* meta_batch slots */
+  int64_t slot_len;    /* floats of a task's gradient: model numel (+ lr numel) */
+  int64_t slot_stride; /* slot_len + 4 statistics summed with it */
+  float *slots;        /* one slot per task this process runs */
+  int64_t part_first, part_count; /* the tasks of each meta-batch this process runs */
+  ml_reduce_fn reduce;            /* combines partial sums across processes, or NULL */
+  void *reduce_ctx;
   float *grad;         /* combined meta-gradient */
 };
 
