@@ -33,9 +33,12 @@ typedef struct {
   float inner_lr;           /* MAML's alpha; Meta-SGD's initial rates; Reptile's inner Adam lr */
   bool multi_step_loss;     /* MAML++: mean of the query losses after every inner step (equal weights) */
   ml_optim_config outer;    /* the meta-optimizer */
+  int64_t anneal_iterations; /* > 0: outer rate falls linearly to 0 over this many iterations
+                              * (Reptile's schedule); 0 = constant */
   int threads;              /* 0 = ml_num_threads() */
   /* Reptile */
-  int64_t reptile_inner_batch; /* examples per inner Adam step (drawn from the support) */
+  int64_t reptile_inner_batch; /* examples per inner step (drawn from the support) */
+  bool reptile_inner_sgd;      /* plain SGD inner steps instead of Adam with beta1 = 0 */
   /* Matching Networks: softmax over scale * cosine similarity */
   float matching_scale;
   /* fine-tuning baseline: steps and rate for the new head at meta-test */
@@ -98,5 +101,19 @@ ML_API ml_status ml_algo_predict(ml_algo *a, const ml_episode *ep, ml_arena *are
 /* Meta-test over n episodes (iteration key `eval_key`, indices 0..n-1), in parallel.
  * scores[i] = query accuracy (classification) or query MSE (regression) of episode i. */
 ML_API ml_status ml_algo_evaluate(ml_algo *a, ml_task_fn src, void *ctx, int64_t eval_key, int64_t n, double *scores);
+
+/* Options of a meta-test run. progress (may be NULL) is called from the calling thread as
+ * episodes complete, with the count done so far; returning false stops with ML_ERR_ABORTED.
+ * inner_steps_test >= 0 overrides the configured test steps for this run only. */
+typedef bool (*ml_eval_progress_fn)(void *ctx, int64_t done, int64_t total);
+typedef struct {
+  ml_eval_progress_fn progress;
+  void *progress_ctx;
+  int64_t inner_steps_test; /* -1 = the configuration's */
+} ml_eval_options;
+ML_API ml_eval_options ml_eval_options_defaults(void);
+/* ml_algo_evaluate with options (NULL = defaults); the scores do not depend on them. */
+ML_API ml_status ml_algo_evaluate_ex(ml_algo *a, ml_task_fn src, void *ctx, int64_t eval_key, int64_t n, double *scores,
+                                     const ml_eval_options *opt);
 
 #endif

@@ -255,6 +255,11 @@ ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iter
   if (!ml__finite(a->grad, a->slot_len))
     return ml_error(ML_ERR_NUMERIC, "meta-iteration %lld: the meta-gradient is NaN or Inf", (long long)iteration);
   double gn = ml_grad_norm(a->grad, a->slot_len);
+  if (a->cfg.anneal_iterations > 0) {
+    double frac = 1.0 - (double)iteration / (double)a->cfg.anneal_iterations;
+    a->opt->cfg.lr = (float)((frac > 0 ? frac : 0) * a->cfg.outer.lr);
+    if (a->opt_lr) a->opt_lr->cfg.lr = a->opt->cfg.lr;
+  }
   st = ml_optim_step(a->opt, a->model->params->data, a->grad);
   if (!st && a->lr) {
     st = ml_optim_step(a->opt_lr, a->lr->data, a->grad + a->model->params->numel);
@@ -291,6 +296,7 @@ typedef struct {
   double *scores;
   ml_status *status;
   char (*errors)[256];
+  int64_t offset; /* episode index of scores[0] (evaluation in chunks) */
 } eval_job;
 
 static void eval_one(int64_t i, int thread, void *vjob) {
@@ -299,7 +305,7 @@ static void eval_one(int64_t i, int thread, void *vjob) {
   ml_arena_reset(ar);
   ml_episode ep;
   memset(&ep, 0, sizeof ep);
-  ml_status st = j->src(j->ctx, j->key, i, ar, &ep);
+  ml_status st = j->src(j->ctx, j->key, j->offset + i, ar, &ep);
   int64_t width = j->a->cfg.task == ML_TASK_CLASSIFY ? ep.n_way : 1;
   float *pred = st ? NULL : ml_arena_alloc(ar, (size_t)(ep.n_q * width) * sizeof(float));
   if (!st && !pred) st = ML_ERR_NOMEM;
@@ -317,18 +323,41 @@ static void eval_one(int64_t i, int thread, void *vjob) {
   if (st) snprintf(j->errors[i], sizeof j->errors[i], "%s", ml_last_error());
 }
 
+ml_eval_options ml_eval_options_defaults(void) { return (ml_eval_options){NULL, NULL, -1}; }
+
 ml_status ml_algo_evaluate(ml_algo *a, ml_task_fn src, void *ctx, int64_t eval_key, int64_t n, double *scores) {
-  ml_status *status = calloc((size_t)n, sizeof *status);
-  char(*errors)[256] = calloc((size_t)n, 256);
+  return ml_algo_evaluate_ex(a, src, ctx, eval_key, n, scores, NULL);
+}
+
+/* With a progress callback the episodes run in chunks (each still in parallel) so that the
+ * callback runs on the calling thread between them; episode i's score is the same either way. */
+ml_status ml_algo_evaluate_ex(ml_algo *a, ml_task_fn src, void *ctx, int64_t eval_key, int64_t n, double *scores,
+                              const ml_eval_options *opt) {
+  ml_eval_options o = opt ? *opt : ml_eval_options_defaults();
+  if (n < 0) return ml_error(ML_ERR_ARG, "evaluate: %lld episodes", (long long)n);
+  ml_status *status = calloc((size_t)n + 1, sizeof *status);
+  char(*errors)[256] = calloc((size_t)n + 1, 256);
   if (!status || !errors) {
     free(status), free(errors);
     return ml_error(ML_ERR_NOMEM, "evaluate: out of memory");
   }
-  eval_job job = {a, src, ctx, eval_key, scores, status, errors};
-  ml_pool_run(a->pool, n, eval_one, &job);
+  int64_t saved_steps = a->cfg.inner_steps_test;
+  if (o.inner_steps_test >= 0) a->cfg.inner_steps_test = o.inner_steps_test;
+  eval_job job = {a, src, ctx, eval_key, scores, status, errors, 0};
+  int64_t chunk = o.progress ? (n / 50 > 2 * (int64_t)a->threads ? n / 50 : 2 * (int64_t)a->threads) : n;
   ml_status st = ML_OK;
-  for (int64_t i = 0; i < n && !st; i++)
-    if (status[i]) st = ml_error(status[i], "%s", errors[i]);
+  for (int64_t lo = 0; lo < n && !st; lo += chunk) {
+    int64_t m = n - lo < chunk ? n - lo : chunk;
+    job.scores = scores + lo, job.status = status + lo, job.errors = errors + lo;
+    job.key = eval_key;
+    job.offset = lo;
+    ml_pool_run(a->pool, m, eval_one, &job);
+    for (int64_t i = lo; i < lo + m && !st; i++)
+      if (status[i]) st = ml_error(status[i], "%s", errors[i]);
+    if (!st && o.progress && !o.progress(o.progress_ctx, lo + m, n))
+      st = ml_error(ML_ERR_ABORTED, "evaluation stopped after %lld of %lld episodes", (long long)(lo + m), (long long)n);
+  }
+  a->cfg.inner_steps_test = saved_steps;
   free(status), free(errors);
   return st;
 }

@@ -72,11 +72,16 @@ static ml_status adapt(ml_algo *a, ml_graph *g, const ml_episode *ep, float *fas
     if (s == 0 && loss0) *loss0 = loss->value.data[0];
     ml_status st = ml_grad(g, &loss, 1, NULL, w, P, false, gr);
     if (st) return st;
-    /* Adam with beta1 = 0, as in the Reptile paper: m is just the current gradient. */
+    /* Adam with beta1 = 0, as in the Reptile paper's Omniglot runs (m is just the current
+     * gradient), or plain SGD as in its sinusoid runs. */
     float bc2 = 1.0f - powf(beta2, (float)(s + 1));
     for (int64_t i = 0; i < P; i++) {
       int64_t off = p->items[i].offset, cnt = p->items[i].value.numel;
       const float *gi = gr[i]->value.data;
+      if (a->cfg.reptile_inner_sgd) {
+        for (int64_t k = 0; k < cnt; k++) fast[off + k] -= lr * gi[k];
+        continue;
+      }
       for (int64_t k = 0; k < cnt; k++) {
         float gk = gi[k];
         v[off + k] = beta2 * v[off + k] + (1 - beta2) * gk * gk;

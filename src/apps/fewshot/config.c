@@ -42,7 +42,7 @@ static const key_def keys[] = {
     I(inner_steps, "inner-loop steps in training"),
     I(inner_steps_test, "inner-loop steps at meta-test"),
     R(inner_lr, "inner-loop learning rate (Meta-SGD: initial rates; Reptile: inner Adam rate)"),
-    R(meta_lr, "outer (meta) learning rate"),
+    R(meta_lr, "outer (meta) learning rate (-1 = the algorithm's default: Adam 1e-3, Reptile SGD 1)"),
     R(clip, "clip the meta-gradient to this global norm (0 = off)"),
     B(multi_step_loss, "MAML++ multi-step loss"),
     B(rotations, "90-degree rotations as extra training classes (MAML protocol)"),
@@ -57,6 +57,7 @@ static const key_def keys[] = {
     I(checkpoint_every, "write a checkpoint every this many iterations"),
     I(seed, "random seed (tasks, initialization, test episodes)"),
     I(threads, "worker threads (0 = all cores)"),
+    B(tensorboard, "write TensorBoard event files beside metrics.jsonl (true/false)"),
 };
 #undef S
 #undef I
@@ -76,8 +77,8 @@ ml_fewshot_config ml_fewshot_defaults(void) {
   c.iterations = 1000, c.meta_batch = 0, c.inner_steps = -1, c.inner_steps_test = -1;
   c.eval_episodes = 600, c.eval_every = 0, c.log_every = 10, c.checkpoint_every = 500, c.pretrain_way = 64;
   c.finetune_steps = 100, c.seed = 1, c.threads = 0;
-  c.inner_lr = -1, c.meta_lr = 1e-3, c.clip = 0, c.matching_scale = 10, c.finetune_lr = 0.01;
-  c.folder_train_fraction = 0.7, c.rotations = true;
+  c.inner_lr = -1, c.meta_lr = -1, c.clip = 0, c.matching_scale = 10, c.finetune_lr = 0.01;
+  c.folder_train_fraction = 0.7, c.rotations = true, c.tensorboard = true;
   return c;
 }
 

@@ -11,6 +11,8 @@
 #include "metalearn/eval.h"
 #include "metalearn/fewshot.h"
 #include "metalearn/io.h"
+#include "metalearn/kernels.h"
+#include "metalearn/report.h"
 
 struct ml_fewshot {
   ml_fewshot_config cfg;
@@ -128,12 +130,18 @@ ml_status ml_fewshot_open(const ml_fewshot_config *cfg, ml_fewshot **out) {
   ml_algo_config ac = ml_algo_defaults(f->kind);
   ac.task = f->regress ? ML_TASK_REGRESS : ML_TASK_CLASSIFY;
   if (f->regress && f->kind != ML_ALGO_REPTILE) ac.inner_lr = 0.01f, ac.meta_batch = 25, ac.inner_steps_test = 10;
+  if (f->regress && f->kind == ML_ALGO_REPTILE) {
+    /* Nichol et al.'s sinusoid setting: plain SGD inner steps (0.02), outer step 0.1 annealed */
+    ac.reptile_inner_sgd = true, ac.inner_lr = 0.02f, ac.outer.lr = 0.1f, ac.meta_batch = 1;
+    ac.inner_steps_test = 32;
+  }
   if (c->meta_batch > 0) ac.meta_batch = c->meta_batch;
   if (c->inner_steps >= 0) ac.inner_steps = c->inner_steps;
   if (c->inner_steps_test >= 0) ac.inner_steps_test = c->inner_steps_test;
   if (c->inner_lr >= 0) ac.inner_lr = (float)c->inner_lr;
-  if (f->kind != ML_ALGO_REPTILE) ac.outer.lr = (float)c->meta_lr;
+  if (c->meta_lr >= 0) ac.outer.lr = (float)c->meta_lr;
   ac.outer.clip_norm = (float)c->clip;
+  if (f->kind == ML_ALGO_REPTILE) ac.anneal_iterations = c->iterations; /* Nichol et al.: linear to 0 */
   ac.multi_step_loss = c->multi_step_loss;
   ac.threads = (int)c->threads;
   ac.matching_scale = (float)c->matching_scale;
@@ -143,7 +151,7 @@ ml_status ml_fewshot_open(const ml_fewshot_config *cfg, ml_fewshot **out) {
   /* record the resolved values so config.ini says what ran */
   c->meta_batch = ac.meta_batch, c->inner_steps = ac.inner_steps, c->inner_steps_test = ac.inner_steps_test;
   c->inner_lr = ac.inner_lr;
-  if (f->kind == ML_ALGO_REPTILE) c->meta_lr = ac.outer.lr;
+  c->meta_lr = ac.outer.lr;
   if (f->regress) {
     ml_mlp_config mc = {.n_layers = 3, .sizes = {1, 40, 40, 1}, .act = ML_ACT_RELU};
     st = ml_mlp_new(&mc, (uint64_t)c->seed, &f->model);
@@ -197,10 +205,15 @@ static ml_status test_task(void *ctx, int64_t key, int64_t idx, ml_arena *ar, ml
 }
 
 ml_status ml_fewshot_evaluate(ml_fewshot *f, int64_t episodes, double *mean, double *ci95) {
+  return ml_fewshot_evaluate_ex(f, episodes, NULL, mean, ci95);
+}
+
+ml_status ml_fewshot_evaluate_ex(ml_fewshot *f, int64_t episodes, const ml_eval_options *opt, double *mean,
+                                 double *ci95) {
   if (episodes < 1) return ml_error(ML_ERR_ARG, "evaluation needs at least one episode");
   double *s = malloc((size_t)episodes * sizeof(double));
   if (!s) return ml_error(ML_ERR_NOMEM, "out of memory");
-  ml_status st = ml_algo_evaluate(f->algo, test_task, f, 0, episodes, s);
+  ml_status st = ml_algo_evaluate_ex(f->algo, test_task, f, 0, episodes, s, opt);
   if (!st) ml_mean_ci95(s, episodes, mean, ci95);
   free(s);
   return st;
@@ -303,7 +316,29 @@ static ml_status trim_metrics(const char *path, int64_t upto) {
   return st;
 }
 
-ml_status ml_fewshot_train(ml_fewshot *f, const char *run_dir, bool resume, ml_progress_fn progress, void *ctx) {
+/* ---- beside the metrics: TensorBoard events (config key tensorboard) and machine.json, both
+ * opened with the first metrics line, so they exist exactly when the run has metrics ---- */
+typedef struct {
+  ml_fewshot *f;
+  const char *dir;
+  ml_tfevents *tb;
+  bool opened;
+} run_log;
+
+static ml_status log_line(run_log *lg, const char *metrics, const char *line) {
+  ml_status st = append_line(metrics, line);
+  if (!st && !lg->opened) {
+    lg->opened = true;
+    int64_t threads = lg->f->cfg.threads > 0 ? lg->f->cfg.threads : ml_num_threads();
+    st = ml_run_info_write(lg->dir, threads, ml_simd_name(ml_cpu_simd()));
+    if (!st && lg->f->cfg.tensorboard) st = ml_tfevents_open(lg->dir, &lg->tb);
+  }
+  if (!st && lg->tb) st = ml_tfevents_json_line(lg->tb, line, 0);
+  return st;
+}
+
+static ml_status train_loop(ml_fewshot *f, const char *run_dir, bool resume, ml_progress_fn progress, void *ctx,
+                            run_log *lg) {
   const ml_fewshot_config *c = &f->cfg;
   char cfg_path[ML_PATH_MAX + 64], metrics[ML_PATH_MAX + 64], ckpt[ML_PATH_MAX + 64], line[1024];
   snprintf(cfg_path, sizeof cfg_path, "%s/config.ini", run_dir);
@@ -340,7 +375,7 @@ ml_status ml_fewshot_train(ml_fewshot *f, const char *run_dir, bool resume, ml_p
                "\"seconds\": %.3f}\n",
                (long long)done, s.loss_query, s.loss_support, f->regress ? "mse" : "acc",
                f->regress ? s.loss_query : s.acc_query, s.grad_norm, secs);
-      if ((st = append_line(metrics, line))) return st;
+      if ((st = log_line(lg, metrics, line))) return st;
       if (progress) stop = !progress(ctx, done, c->iterations, &s, secs);
     }
     if (c->eval_every > 0 && done % c->eval_every == 0) {
@@ -349,7 +384,7 @@ ml_status ml_fewshot_train(ml_fewshot *f, const char *run_dir, bool resume, ml_p
       if ((st = ml_fewshot_evaluate(f, n, &m, &ci))) return st;
       snprintf(line, sizeof line, "{\"iter\": %lld, \"test_%s\": %.6g, \"test_ci95\": %.6g, \"episodes\": %lld}\n",
                (long long)done, f->regress ? "mse" : "acc", m, ci, (long long)n);
-      if ((st = append_line(metrics, line))) return st;
+      if ((st = log_line(lg, metrics, line))) return st;
     }
     bool out_of_time = c->max_seconds > 0 && secs >= c->max_seconds;
     if (stop || out_of_time || done == c->iterations || (c->checkpoint_every > 0 && done % c->checkpoint_every == 0))
@@ -358,12 +393,19 @@ ml_status ml_fewshot_train(ml_fewshot *f, const char *run_dir, bool resume, ml_p
       if (progress) progress(ctx, done, done, &s, secs);
       snprintf(line, sizeof line, "{\"iter\": %lld, \"stopped\": \"max_seconds\", \"seconds\": %.3f}\n",
                (long long)done, secs);
-      return append_line(metrics, line);
+      return log_line(lg, metrics, line);
     }
     if (stop) return ml_error(ML_ERR_ABORTED, "stopped at iteration %lld (resume with --resume)", (long long)done);
   }
   if (start >= c->iterations && !resume) return save_checkpoint(f, run_dir, start, base_seconds);
   return ML_OK;
+}
+
+ml_status ml_fewshot_train(ml_fewshot *f, const char *run_dir, bool resume, ml_progress_fn progress, void *ctx) {
+  run_log lg = {f, run_dir, NULL, false};
+  ml_status st = train_loop(f, run_dir, resume, progress, ctx, &lg);
+  ml_status st2 = ml_tfevents_close(lg.tb);
+  return st ? st : st2;
 }
 
 /* ---- Lake's 20-way one-shot runs ---- */
