@@ -13,6 +13,7 @@
 #include "metalearn/nn.h"
 #include "metalearn/optim.h"
 #include "metalearn/params.h"
+#include "metalearn/report.h"
 #include "metalearn/tasks.h"
 #include "metalearn/tensor.h"
 

@@ -26,6 +26,7 @@ typedef struct {
   int64_t seed, threads;
   double inner_lr, meta_lr, clip, matching_scale, finetune_lr, folder_train_fraction, max_seconds;
   bool rotations, multi_step_loss;
+  bool tensorboard; /* TensorBoard event files beside metrics.jsonl (on by default) */
 } ml_fewshot_config;
 
 ML_API ml_fewshot_config ml_fewshot_defaults(void);
@@ -61,6 +62,9 @@ ML_API ml_status ml_fewshot_train(ml_fewshot *f, const char *run_dir, bool resum
 ML_API ml_status ml_fewshot_load(ml_fewshot *f, const char *checkpoint);
 /* Mean accuracy (or MSE) over `episodes` fixed test episodes, with the 95% CI half-width. */
 ML_API ml_status ml_fewshot_evaluate(ml_fewshot *f, int64_t episodes, double *mean, double *ci95);
+/* ml_fewshot_evaluate with options (progress, inner steps; NULL = defaults). */
+ML_API ml_status ml_fewshot_evaluate_ex(ml_fewshot *f, int64_t episodes, const ml_eval_options *opt, double *mean,
+                                        double *ci95);
 /* Lake et al.'s 20 within-alphabet runs (all_runs.zip in data_dir/omniglot): error rate in %. */
 ML_API ml_status ml_fewshot_lake(ml_fewshot *f, double *error_pct, double *per_run_error);
 /* Adapts on support (one class per dataset class, labels = class index) and classifies

@@ -18,6 +18,7 @@ int ml_cli_train(int argc, char **argv);
 int ml_cli_eval(int argc, char **argv);
 int ml_cli_adapt(int argc, char **argv);
 int ml_cli_demo(int argc, char **argv);
+int ml_cli_report(int argc, char **argv);
 
 /* Options a command takes besides the configuration keys. */
 typedef struct {
@@ -43,6 +44,16 @@ typedef struct {
   double start_seconds;
 } ml_cli_progress_state;
 bool ml_cli_progress(void *ctx, int64_t it, int64_t total, const ml_step_stats *s, double seconds);
+
+/* Evaluation progress (an ml_eval_progress_fn): after the first second, a bar with rate and ETA
+ * on a terminal, plain lines otherwise; nothing for short evaluations or when quiet. */
+typedef struct {
+  bool quiet;
+  double t0;
+  int64_t last_printed;
+  const char *what; /* "evaluation" */
+} ml_cli_eval_progress_state;
+bool ml_cli_eval_progress(void *ctx, int64_t done, int64_t total);
 
 /* Maps a library status to the CLI's exit codes: bad input 2, failed run 1. */
 int ml_cli_exit_code(ml_status st);

@@ -10,6 +10,7 @@ static const ml_cli_command commands[] = {
     {"eval", "evaluate a trained run (test episodes with 95% CI, or Lake's 20 runs)", ml_cli_eval},
     {"adapt", "adapt a trained run to your own labelled images and classify new ones", ml_cli_adapt},
     {"demo", "the main job: meta-train on Omniglot (or sinusoids) and compare with no meta-learning", ml_cli_demo},
+    {"report", "write an HTML report (training curves, evaluation, config) of one or more runs", ml_cli_report},
     {"info", "print version, CPU SIMD level, BLAS backend and threads", ml_cli_info},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])

@@ -84,7 +84,10 @@ int ml_cli_train(int argc, char **argv) {
     return ml_cli_exit_code(st);
   }
   double train_s = ml_now() - t0, mean, ci;
-  st = ml_fewshot_evaluate(f, cfg.eval_episodes, &mean, &ci);
+  ml_cli_eval_progress_state eps = {quiet, ml_now(), 0, "evaluation"};
+  ml_eval_options eo = ml_eval_options_defaults();
+  eo.progress = ml_cli_eval_progress, eo.progress_ctx = &eps;
+  st = ml_fewshot_evaluate_ex(f, cfg.eval_episodes, &eo, &mean, &ci);
   if (st) {
     fprintf(stderr, "metalearn train: evaluation: %s\n", ml_last_error());
     ml_fewshot_close(f);
