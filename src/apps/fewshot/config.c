@@ -23,7 +23,8 @@ typedef struct {
 #define R(f, h) {#f, K_REAL, offsetof(ml_fewshot_config, f), 0, h}
 #define B(f, h) {#f, K_BOOL, offsetof(ml_fewshot_config, f), 0, h}
 static const key_def keys[] = {
-    S(dataset, "omniglot (full .npz, MAML split), omniglot-small (small zips), sinusoid, folder"),
+    S(dataset, "omniglot (full .npz, MAML split), omniglot-background (train on the 964 background characters, "
+               "test on the 659 evaluation ones: Lake's protocol), omniglot-small (small zips), sinusoid, folder"),
     S(data_dir, "dataset directory (default $METALEARN_DATA or ../shared/data)"),
     S(folder, "dataset=folder: directory with one subfolder of images per class"),
     S(test_groups, "omniglot-small: comma-separated test alphabets"),
@@ -166,7 +167,7 @@ ml_status ml_fewshot_write_config(const ml_fewshot_config *c, const char *path) 
         n += (size_t)snprintf(buf + n, sizeof buf - n, "%s = %lld\n", keys[i].name, (long long)*(const int64_t *)p);
         break;
       case K_REAL:
-        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s = %.9g\n", keys[i].name, *(const double *)p);
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s = %.7g\n", keys[i].name, *(const double *)p); /* float-born values */
         break;
       case K_BOOL:
         n += (size_t)snprintf(buf + n, sizeof buf - n, "%s = %s\n", keys[i].name, *(const bool *)p ? "true" : "false");

@@ -37,11 +37,16 @@ static ml_status load_data(ml_fewshot *f) {
   char a[ML_PATH_MAX + 64], b[ML_PATH_MAX + 64];
   int rot = c->rotations ? 4 : 1;
   ml_status st;
-  if (!strcmp(c->dataset, "omniglot")) {
+  if (!strcmp(c->dataset, "omniglot") || !strcmp(c->dataset, "omniglot-background")) {
     snprintf(a, sizeof a, "%s/omniglot/images_background.npz", c->data_dir);
     snprintf(b, sizeof b, "%s/omniglot/images_evaluation.npz", c->data_dir);
     st = ml_omniglot_load_full(a, b, c->image_size, cache_arg(c), &f->ds);
-    if (!st) st = ml_split_maml_omniglot(&f->ds, rot, &f->train, &f->test);
+    if (st) return st;
+    if (!strcmp(c->dataset, "omniglot")) return ml_split_maml_omniglot(&f->ds, rot, &f->train, &f->test);
+    /* Lake et al.'s protocol: learn on the 964 background characters only, test on the 659
+     * evaluation characters (and on the 20 one-shot runs) */
+    st = ml_split_range(&f->ds, 0, 964, rot, &f->train);
+    if (!st) st = ml_split_range(&f->ds, 964, f->ds.n_classes, 1, &f->test);
     return st;
   }
   if (!strcmp(c->dataset, "omniglot-small")) {
@@ -82,7 +87,8 @@ static ml_status load_data(ml_fewshot *f) {
     if (!st) st = ml_split_range(&f->ds, ntr, f->ds.n_classes, 1, &f->test);
     return st;
   }
-  return ml_error(ML_ERR_ARG, "unknown dataset '%s' (omniglot, omniglot-small, sinusoid, folder)", c->dataset);
+  return ml_error(ML_ERR_ARG, "unknown dataset '%s' (omniglot, omniglot-background, omniglot-small, sinusoid, folder)",
+                  c->dataset);
 }
 
 static ml_status check_sizes(ml_fewshot *f) {
