@@ -35,6 +35,9 @@ typedef struct {
   ml_optim_config outer;    /* the meta-optimizer */
   int64_t anneal_iterations; /* > 0: outer rate falls linearly to 0 over this many iterations
                               * (Reptile's schedule); 0 = constant */
+  int64_t decay_every;        /* > 0: outer rate times decay_gamma every this many iterations
+                               * (Snell et al. halve it every 2000 episodes) */
+  float decay_gamma;
   int threads;              /* 0 = ml_num_threads() */
   /* Reptile */
   int64_t reptile_inner_batch; /* examples per inner step (drawn from the support) */

@@ -22,9 +22,9 @@ typedef struct {
   char algo[32];
   int64_t n_way, k_shot, q_query, q_query_test, image_size, filters, train_way;
   int64_t iterations, meta_batch, inner_steps, inner_steps_test;
-  int64_t eval_episodes, eval_every, log_every, checkpoint_every, pretrain_way, finetune_steps;
+  int64_t eval_episodes, eval_every, log_every, checkpoint_every, pretrain_way, finetune_steps, lr_decay_every;
   int64_t seed, threads;
-  double inner_lr, meta_lr, clip, matching_scale, finetune_lr, folder_train_fraction, max_seconds;
+  double inner_lr, meta_lr, clip, matching_scale, finetune_lr, folder_train_fraction, max_seconds, lr_decay;
   bool rotations, multi_step_loss;
   bool tensorboard; /* TensorBoard event files beside metrics.jsonl (on by default) */
 } ml_fewshot_config;

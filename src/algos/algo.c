@@ -255,9 +255,15 @@ ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iter
   if (!ml__finite(a->grad, a->slot_len))
     return ml_error(ML_ERR_NUMERIC, "meta-iteration %lld: the meta-gradient is NaN or Inf", (long long)iteration);
   double gn = ml_grad_norm(a->grad, a->slot_len);
-  if (a->cfg.anneal_iterations > 0) {
-    double frac = 1.0 - (double)iteration / (double)a->cfg.anneal_iterations;
-    a->opt->cfg.lr = (float)((frac > 0 ? frac : 0) * a->cfg.outer.lr);
+  if (a->cfg.anneal_iterations > 0 || a->cfg.decay_every > 0) {
+    /* schedules are functions of the iteration alone, so a resumed run follows the same rates */
+    double lr = a->cfg.outer.lr;
+    if (a->cfg.anneal_iterations > 0) {
+      double frac = 1.0 - (double)iteration / (double)a->cfg.anneal_iterations;
+      lr *= frac > 0 ? frac : 0;
+    }
+    if (a->cfg.decay_every > 0) lr *= pow((double)a->cfg.decay_gamma, (double)(iteration / a->cfg.decay_every));
+    a->opt->cfg.lr = (float)lr;
     if (a->opt_lr) a->opt_lr->cfg.lr = a->opt->cfg.lr;
   }
   st = ml_optim_step(a->opt, a->model->params->data, a->grad);

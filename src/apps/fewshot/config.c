@@ -45,6 +45,8 @@ static const key_def keys[] = {
     R(inner_lr, "inner-loop learning rate (Meta-SGD: initial rates; Reptile: inner Adam rate)"),
     R(meta_lr, "outer (meta) learning rate (-1 = the algorithm's default: Adam 1e-3, Reptile SGD 1)"),
     R(clip, "clip the meta-gradient to this global norm (0 = off)"),
+    I(lr_decay_every, "multiply the meta learning rate by lr_decay every this many iterations (0 = off)"),
+    R(lr_decay, "factor for lr_decay_every (ProtoNet's schedule: 0.5 every 2000 episodes)"),
     B(multi_step_loss, "MAML++ multi-step loss"),
     B(rotations, "90-degree rotations as extra training classes (MAML protocol)"),
     R(matching_scale, "Matching Networks: softmax scale on cosine similarity"),
@@ -79,7 +81,7 @@ ml_fewshot_config ml_fewshot_defaults(void) {
   c.eval_episodes = 600, c.eval_every = 0, c.log_every = 10, c.checkpoint_every = 500, c.pretrain_way = 64;
   c.finetune_steps = 100, c.seed = 1, c.threads = 0;
   c.inner_lr = -1, c.meta_lr = -1, c.clip = 0, c.matching_scale = 10, c.finetune_lr = 0.01;
-  c.folder_train_fraction = 0.7, c.rotations = true, c.tensorboard = true;
+  c.folder_train_fraction = 0.7, c.rotations = true, c.tensorboard = true, c.lr_decay = 0.5;
   return c;
 }
 

@@ -148,6 +148,7 @@ ml_status ml_fewshot_open(const ml_fewshot_config *cfg, ml_fewshot **out) {
   if (c->meta_lr >= 0) ac.outer.lr = (float)c->meta_lr;
   ac.outer.clip_norm = (float)c->clip;
   if (f->kind == ML_ALGO_REPTILE) ac.anneal_iterations = c->iterations; /* Nichol et al.: linear to 0 */
+  ac.decay_every = c->lr_decay_every, ac.decay_gamma = (float)c->lr_decay;
   ac.multi_step_loss = c->multi_step_loss;
   ac.threads = (int)c->threads;
   ac.matching_scale = (float)c->matching_scale;
