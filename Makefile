@@ -28,6 +28,12 @@ demo: build
 bench: build
 	./$(BUILD)/bench/kernels
 
+# MAML accuracy and wall time against the PyTorch reference, side by side (bench/README.md).
+# Needs torch + numpy: ML_TORCH_PYTHON, else /work/venv/bin/python, else /usr/bin/python3.
+.PHONY: bench-accuracy
+bench-accuracy: build
+	./$(BUILD)/bench/accuracy
+
 # Tests again under AddressSanitizer + UndefinedBehaviorSanitizer (as CI does).
 sanitize: deps
 	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DML_SANITIZE=ON $(CMAKE_FLAGS)
