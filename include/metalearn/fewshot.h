@@ -49,6 +49,9 @@ ML_API ml_status ml_fewshot_open(const ml_fewshot_config *c, ml_fewshot **out);
 ML_API void ml_fewshot_close(ml_fewshot *f);
 ML_API ml_algo *ml_fewshot_algo(ml_fewshot *f);
 ML_API const ml_fewshot_config *ml_fewshot_config_of(const ml_fewshot *f);
+/* The session's dataset and its training / test splits (NULL for sinusoid), valid until
+ * ml_fewshot_close: benchmarks export exactly the episodes the session trains on. */
+ML_API void ml_fewshot_data(const ml_fewshot *f, const ml_dataset **ds, const ml_split **train, const ml_split **test);
 
 /* Called after every logged iteration (and at the end); return false to stop early (the run
  * stays resumable from its last checkpoint). */

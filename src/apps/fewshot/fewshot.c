@@ -27,6 +27,12 @@ struct ml_fewshot {
 ml_algo *ml_fewshot_algo(ml_fewshot *f) { return f->algo; }
 const ml_fewshot_config *ml_fewshot_config_of(const ml_fewshot *f) { return &f->cfg; }
 
+void ml_fewshot_data(const ml_fewshot *f, const ml_dataset **ds, const ml_split **train, const ml_split **test) {
+  if (ds) *ds = f->regress ? NULL : &f->ds;
+  if (train) *train = f->regress ? NULL : &f->train;
+  if (test) *test = f->regress ? NULL : &f->test;
+}
+
 static const char *cache_arg(const ml_fewshot_config *c) {
   if (!strcmp(c->cache_dir, "none")) return "";
   return c->cache_dir[0] ? c->cache_dir : NULL;
