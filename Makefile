@@ -34,6 +34,11 @@ bench: build
 bench-accuracy: build
 	./$(BUILD)/bench/accuracy
 
+# Seconds per meta-iteration: 1 rank x 2 threads vs 2 MPI ranks x 1 thread (bench/scaling.sh).
+.PHONY: bench-scaling
+bench-scaling: build
+	sh bench/scaling.sh $(BUILD)
+
 # Tests again under AddressSanitizer + UndefinedBehaviorSanitizer (as CI does).
 sanitize: deps
 	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DML_SANITIZE=ON $(CMAKE_FLAGS)

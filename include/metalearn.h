@@ -6,6 +6,7 @@
 #include "metalearn/autograd.h"
 #include "metalearn/base.h"
 #include "metalearn/data.h"
+#include "metalearn/dist.h"
 #include "metalearn/eval.h"
 #include "metalearn/fewshot.h"
 #include "metalearn/io.h"

@@ -9,6 +9,7 @@
 
 #include "metalearn/algos.h"
 #include "metalearn/data.h"
+#include "metalearn/dist.h"
 #include "metalearn/tasks.h"
 
 #define ML_PATH_MAX 1024
@@ -49,6 +50,11 @@ ML_API ml_status ml_fewshot_open(const ml_fewshot_config *c, ml_fewshot **out);
 ML_API void ml_fewshot_close(ml_fewshot *f);
 ML_API ml_algo *ml_fewshot_algo(ml_fewshot *f);
 ML_API const ml_fewshot_config *ml_fewshot_config_of(const ml_fewshot *f);
+/* Spreads the session over the MPI ranks of d (NULL = one process; d must outlive the session):
+ * each meta-batch and each evaluation is split across the ranks, and only rank 0 writes the run
+ * directory. Checkpoints do not depend on the number of ranks. ML_ERR_ARG unless the number of
+ * ranks is a power of two dividing the meta-batch. */
+ML_API ml_status ml_fewshot_set_dist(ml_fewshot *f, ml_dist *d);
 /* The session's dataset and its training / test splits (NULL for sinusoid), valid until
  * ml_fewshot_close: benchmarks export exactly the episodes the session trains on. */
 ML_API void ml_fewshot_data(const ml_fewshot *f, const ml_dataset **ds, const ml_split **train, const ml_split **test);

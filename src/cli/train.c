@@ -33,7 +33,24 @@ static void usage(FILE *f) {
   ml_cli_print_keys(f);
 }
 
+static int train(int argc, char **argv, ml_dist *d);
+
+/* Under mpirun every rank runs the command: the ranks split each meta-batch and each evaluation,
+ * rank 0 prints and writes the run directory, and a failure on any rank ends the whole job
+ * (MPI_Abort) rather than leaving the others waiting for it. */
 int ml_cli_train(int argc, char **argv) {
+  ml_dist *d;
+  if (ml_dist_init(&argc, &argv, &d)) {
+    fprintf(stderr, "metalearn train: %s\n", ml_last_error());
+    return 1;
+  }
+  int rc = train(argc, argv, d);
+  if (rc && ml_dist_size(d) > 1) ml_dist_abort(d, rc);
+  ml_dist_finalize(d);
+  return rc;
+}
+
+static int train(int argc, char **argv, ml_dist *d) {
   ml_fewshot_config cfg = ml_fewshot_defaults();
   const char *run = NULL, *cfgfile = NULL;
   bool resume = false, quiet = false, help = false;
@@ -69,6 +86,15 @@ int ml_cli_train(int argc, char **argv) {
     fprintf(stderr, "metalearn train: %s\n", ml_last_error());
     return ml_cli_exit_code(st);
   }
+  if ((st = ml_fewshot_set_dist(f, d))) {
+    fprintf(stderr, "metalearn train: %s\n", ml_last_error());
+    ml_fewshot_close(f);
+    return ml_cli_exit_code(st);
+  }
+  if (ml_dist_rank(d) != 0) quiet = true;
+  if (ml_dist_size(d) > 1 && !quiet)
+    fprintf(stderr, "metalearn: %d MPI ranks, %lld tasks each per meta-iteration\n", ml_dist_size(d),
+            (long long)(ml_fewshot_config_of(f)->meta_batch / ml_dist_size(d)));
   cfg = *ml_fewshot_config_of(f);
   bool regress = !strcmp(cfg.dataset, "sinusoid");
   if (!quiet)
@@ -92,6 +118,10 @@ int ml_cli_train(int argc, char **argv) {
     fprintf(stderr, "metalearn train: evaluation: %s\n", ml_last_error());
     ml_fewshot_close(f);
     return ml_cli_exit_code(st);
+  }
+  if (ml_dist_rank(d) != 0) { /* rank 0 reports */
+    ml_fewshot_close(f);
+    return 0;
   }
   char json[512], path[ML_PATH_MAX + 32];
   if (regress)

@@ -22,10 +22,17 @@ struct ml_fewshot {
   ml_split train, test;
   ml_model *model;
   ml_algo *algo;
+  ml_dist *dist; /* NULL = one process */
 };
 
 ml_algo *ml_fewshot_algo(ml_fewshot *f) { return f->algo; }
 const ml_fewshot_config *ml_fewshot_config_of(const ml_fewshot *f) { return &f->cfg; }
+
+ml_status ml_fewshot_set_dist(ml_fewshot *f, ml_dist *d) {
+  ml_status st = ml_dist_attach(d, f->algo);
+  if (!st) f->dist = d;
+  return st;
+}
 
 void ml_fewshot_data(const ml_fewshot *f, const ml_dataset **ds, const ml_split **train, const ml_split **test) {
   if (ds) *ds = f->regress ? NULL : &f->ds;
@@ -226,7 +233,7 @@ ml_status ml_fewshot_evaluate_ex(ml_fewshot *f, int64_t episodes, const ml_eval_
   if (episodes < 1) return ml_error(ML_ERR_ARG, "evaluation needs at least one episode");
   double *s = malloc((size_t)episodes * sizeof(double));
   if (!s) return ml_error(ML_ERR_NOMEM, "out of memory");
-  ml_status st = ml_algo_evaluate_ex(f->algo, test_task, f, 0, episodes, s, opt);
+  ml_status st = ml_dist_evaluate(f->dist, f->algo, test_task, f, 0, episodes, s, opt);
   if (!st) ml_mean_ci95(s, episodes, mean, ci95);
   free(s);
   return st;
@@ -339,6 +346,7 @@ typedef struct {
 } run_log;
 
 static ml_status log_line(run_log *lg, const char *metrics, const char *line) {
+  if (ml_dist_rank(lg->f->dist) != 0) return ML_OK; /* rank 0 writes the run directory */
   ml_status st = append_line(metrics, line);
   if (!st && !lg->opened) {
     lg->opened = true;
@@ -360,11 +368,12 @@ static ml_status train_loop(ml_fewshot *f, const char *run_dir, bool resume, ml_
   int64_t start = 0;
   double base_seconds = 0;
   ml_status st;
+  bool rank0 = ml_dist_rank(f->dist) == 0; /* every rank trains; rank 0 alone writes */
   if (resume) {
     st = load_state(f, ckpt, true, &start, &base_seconds);
-    if (!st) st = trim_metrics(metrics, start);
+    if (!st && rank0) st = trim_metrics(metrics, start);
     if (st) return st;
-  } else {
+  } else if (rank0) {
     if (mkdir(run_dir, 0755) != 0) {
       struct stat sb;
       if (stat(run_dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
@@ -400,8 +409,14 @@ static ml_status train_loop(ml_fewshot *f, const char *run_dir, bool resume, ml_
       if ((st = log_line(lg, metrics, line))) return st;
     }
     bool out_of_time = c->max_seconds > 0 && secs >= c->max_seconds;
+    if (ml_dist_size(f->dist) > 1) {
+      /* the ranks' clocks and progress callbacks may disagree: when one stops, all stop here */
+      bool go = !stop && !out_of_time;
+      if ((st = ml_dist_all_ok(f->dist, &go))) return st;
+      if (!go && !stop) out_of_time = true;
+    }
     if (stop || out_of_time || done == c->iterations || (c->checkpoint_every > 0 && done % c->checkpoint_every == 0))
-      if ((st = save_checkpoint(f, run_dir, done, secs))) return st;
+      if (rank0 && (st = save_checkpoint(f, run_dir, done, secs))) return st;
     if (out_of_time) {
       if (progress) progress(ctx, done, done, &s, secs);
       snprintf(line, sizeof line, "{\"iter\": %lld, \"stopped\": \"max_seconds\", \"seconds\": %.3f}\n",
@@ -410,7 +425,7 @@ static ml_status train_loop(ml_fewshot *f, const char *run_dir, bool resume, ml_
     }
     if (stop) return ml_error(ML_ERR_ABORTED, "stopped at iteration %lld (resume with --resume)", (long long)done);
   }
-  if (start >= c->iterations && !resume) return save_checkpoint(f, run_dir, start, base_seconds);
+  if (start >= c->iterations && !resume && rank0) return save_checkpoint(f, run_dir, start, base_seconds);
   return ML_OK;
 }
 
