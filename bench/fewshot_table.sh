@@ -3,7 +3,7 @@
 # characters with rotations, 423 test), 5-way and 20-way, 1-shot and 5-shot, each meta-trained
 # for a fixed wall-time budget on this machine, then scored on 600 fixed test episodes (mean
 # accuracy with 95% CI). Settings follow each paper where the budget allows.
-#   bench/fewshot_table.sh [budget_seconds=300] [algos...]
+#   [CONFIGS="5:1 20:5"] bench/fewshot_table.sh [budget_seconds=300] [algos...]
 # Writes runs/table/<algo>-<N>w<K>s/ and prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ mkdir -p runs/table
 printf '| algorithm | 5w1s | 5w5s | 20w1s | 20w5s |\n|---|---|---|---|---|\n'
 for a in $algos; do
   row="| $a |"
-  for cfg in 5:1 5:5 20:1 20:5; do
+  for cfg in ${CONFIGS:-5:1 5:5 20:1 20:5}; do
     n=${cfg%:*} k=${cfg#*:}
     extra=""
     case $a in
