@@ -49,6 +49,30 @@ double ml_test_close(const float *a, const float *b, int64_t n, double atol, dou
   return wr;
 }
 
+void *ml_test_read_file(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long len = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *b = malloc((size_t)(len < 0 ? 0 : len) + 1);
+  size_t got = b ? fread(b, 1, (size_t)(len < 0 ? 0 : len), f) : 0;
+  fclose(f);
+  if (b) b[got] = 0;
+  if (n) *n = got;
+  return b;
+}
+
+void ml_test_write_file(const char *path, const void *data, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f) {
+    ml_test_fail(__FILE__, __LINE__, "cannot write %s", path);
+    return;
+  }
+  if (fwrite(data, 1, n, f) != n) ml_test_fail(__FILE__, __LINE__, "short write to %s", path);
+  fclose(f);
+}
+
 void ml_test_fill(float *x, int64_t n, uint64_t seed, float lo, float hi) {
   ml_rng r;
   ml_rng_init(&r, seed, 12345);

@@ -60,6 +60,12 @@ double ml_test_close(const float *a, const float *b, int64_t n, double atol, dou
                    #a, #b, (long long)w_, (double)(a)[w_], (double)(b)[w_], r_);                  \
   } while (0)
 
+/* Whole file into a malloc'd, NUL-terminated buffer (*n bytes when n is not NULL, NUL not counted); NULL if it
+ * cannot be opened. The caller frees. */
+void *ml_test_read_file(const char *path, size_t *n);
+/* Writes n bytes to path, failing the running test if it cannot. */
+void ml_test_write_file(const char *path, const void *data, size_t n);
+
 /* Fills with uniform values in [lo, hi) from a fixed-seed generator. */
 void ml_test_fill(float *x, int64_t n, uint64_t seed, float lo, float hi);
 /* A fresh empty directory for this test file (under ML_TEST_TMP or /tmp); path is static. */

@@ -83,25 +83,7 @@ static void write_zip(const char *path, const zentry *e, int n) {
   CHECK(zip_close(z) == 0);
 }
 
-static void write_file(const char *path, const void *data, size_t n) {
-  FILE *f = fopen(path, "wb");
-  CHECK(f != NULL);
-  if (!f) return;
-  CHECK(fwrite(data, 1, n, f) == n);
-  fclose(f);
-}
 
-static uint8_t *slurp(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long l = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *b = malloc((size_t)l + 1);
-  *n = fread(b, 1, (size_t)l, f);
-  fclose(f);
-  return b;
-}
 
 /* .npy v1 bytes: header dict + data (data may be shorter than the shape says). */
 static uint8_t *make_npy(const char *dict, const uint8_t *data, size_t dlen, size_t *len) {
@@ -218,7 +200,7 @@ ML_TEST(bad_inputs_return_errors_naming_the_file) {
   ml_rng r;
   ml_rng_init(&r, 1, 2);
   for (size_t i = 0; i < sizeof noise; i++) noise[i] = (uint8_t)ml_rng_u32(&r);
-  write_file(junk, noise, sizeof noise);
+  ml_test_write_file(junk, noise, sizeof noise);
   CHECK_ERR(ml_omniglot_load_zips(&junk, 1, 28, "", &ds), ML_ERR_FORMAT, "junk.zip");
   CHECK_ERR(ml_omniglot_load_npz(junk, 28, "", &ds), ML_ERR_FORMAT, "junk.zip");
   CHECK_ERR(ml_lake_runs_load(junk, 28, &runs), ML_ERR_FORMAT, "junk.zip");
@@ -232,13 +214,13 @@ ML_TEST(bad_inputs_return_errors_naming_the_file) {
   const char *good = path_in("good.zip");
   write_zip(good, ok, 2);
   size_t zl;
-  uint8_t *zb = slurp(good, &zl);
+  uint8_t *zb = ml_test_read_file(good, &zl);
   const char *cut = path_in("cut.zip");
-  write_file(cut, zb, zl / 2);
+  ml_test_write_file(cut, zb, zl / 2);
   CHECK_ERR(ml_omniglot_load_zips(&cut, 1, 28, "", &ds), ML_ERR_FORMAT, "cut.zip");
   zb[40] ^= 0x5a; /* inside the first entry's data: CRC or inflate error */
   const char *flip = path_in("flip.zip");
-  write_file(flip, zb, zl);
+  ml_test_write_file(flip, zb, zl);
   CHECK_ERR(ml_omniglot_load_zips(&flip, 1, 28, "", &ds), ML_ERR_FORMAT, "flip.zip");
   free(zb);
 
@@ -380,7 +362,7 @@ ML_TEST(cache_hit_and_corrupt_cache_rebuilt) {
   CHECK(ls && fgets(cpath, sizeof cpath, ls));
   if (ls) pclose(ls);
   cpath[strcspn(cpath, "\n")] = 0;
-  uint8_t *orig = slurp(cpath, &n);
+  uint8_t *orig = ml_test_read_file(cpath, &n);
   CHECK(orig != NULL && n > 100);
   CHECK_OK(ml_omniglot_load_npz(p, 8, dir, &b));
   CHECK(b.n_images == a.n_images && !memcmp(a.pixels, b.pixels, (size_t)(a.n_images * 64)));
@@ -392,21 +374,21 @@ ML_TEST(cache_hit_and_corrupt_cache_rebuilt) {
     uint8_t *bad = malloc(n);
     memcpy(bad, orig, n);
     bad[spots[s]] ^= 0x10;
-    write_file(cpath, bad, n);
+    ml_test_write_file(cpath, bad, n);
     free(bad);
     CHECK_OK(ml_omniglot_load_npz(p, 8, dir, &b));
     CHECK(b.n_images == a.n_images && !memcmp(a.pixels, b.pixels, (size_t)(a.n_images * 64)));
     ml_dataset_free(&b);
     size_t m;
-    uint8_t *again = slurp(cpath, &m);
+    uint8_t *again = ml_test_read_file(cpath, &m);
     CHECK_MSG(m == n && !memcmp(again, orig, n), "cache not rebuilt after damage at %zu", spots[s]);
     free(again);
   }
-  write_file(cpath, orig, n / 3);
+  ml_test_write_file(cpath, orig, n / 3);
   CHECK_OK(ml_omniglot_load_npz(p, 8, dir, &b));
   CHECK(!memcmp(a.pixels, b.pixels, (size_t)(a.n_images * 64)));
   ml_dataset_free(&b);
-  write_file(cpath, "", 0);
+  ml_test_write_file(cpath, "", 0);
   CHECK_OK(ml_omniglot_load_npz(p, 8, dir, &b));
   ml_dataset_free(&b);
   /* a different image size is a different cache entry */
@@ -441,13 +423,13 @@ ML_TEST(image_folder_png_and_jpeg) {
     mkdir(d, 0755);
   }
   snprintf(f, sizeof f, "%s/cats/a.png", root);
-  write_file(f, png, pl);
+  ml_test_write_file(f, png, pl);
   snprintf(f, sizeof f, "%s/cats/b.JPG", root);
-  write_file(f, jpg, jl);
+  ml_test_write_file(f, jpg, jl);
   snprintf(f, sizeof f, "%s/dogs/c.jpeg", root);
-  write_file(f, jpg, jl);
+  ml_test_write_file(f, jpg, jl);
   snprintf(f, sizeof f, "%s/dogs/notes.txt", root);
-  write_file(f, "x", 1);
+  ml_test_write_file(f, "x", 1);
   ml_dataset ds;
   CHECK_OK(ml_image_folder_load(root, 3, 3, &ds));
   CHECK(ds.n_classes == 2 && ds.n_images == 3 && ds.channels == 3 && ds.height == 3);
@@ -462,9 +444,9 @@ ML_TEST(image_folder_png_and_jpeg) {
   CHECK_ERR(ml_image_folder_load(root, 2, 2, &ds), ML_ERR_ARG, "channels");
   /* a truncated JPEG names its file */
   snprintf(f, sizeof f, "%s/dogs/d.jpg", root);
-  write_file(f, jpg, jl / 3);
+  ml_test_write_file(f, jpg, jl / 3);
   CHECK_ERR(ml_image_folder_load(root, 3, 3, &ds), ML_ERR_FORMAT, "d.jpg");
-  write_file(f, "\xff\xd8\xff garbage", 11);
+  ml_test_write_file(f, "\xff\xd8\xff garbage", 11);
   CHECK_ERR(ml_image_folder_load(root, 3, 3, &ds), ML_ERR_FORMAT, "d.jpg");
   CHECK_ERR(ml_image_folder_load(path_in("folder/empty"), 3, 3, &ds), ML_ERR_FORMAT, "empty");
   free(png);

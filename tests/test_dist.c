@@ -238,17 +238,6 @@ static int run_workers(const char *mpi, int R, int threads, const char *die, con
   return rc;
 }
 
-static void *read_all(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  void *b = malloc((size_t)len + 1);
-  *n = fread(b, 1, (size_t)len, f);
-  fclose(f);
-  return b;
-}
 
 ML_TEST(one_rank_world_is_the_plain_algorithm) {
   ml_dist *d;
@@ -293,7 +282,7 @@ ML_TEST(ranks_match_one_process_bit_for_bit) {
     for (int r = 0; r < R; r++) {
       snprintf(path, sizeof path, "%s.%d", prefix, r);
       size_t n = 0;
-      char *b = read_all(path, &n);
+      char *b = ml_test_read_file(path, &n);
       CHECK_MSG(b && n == (size_t)numel * sizeof(float) + EVAL_N * sizeof(double), "%s: missing or short", path);
       if (!b) continue;
       CHECK_MSG(!memcmp(b, ref, (size_t)numel * sizeof(float)), "%d ranks x %d threads: rank %d's parameters differ "
@@ -365,7 +354,7 @@ ML_TEST(ranks_in_two_network_namespaces_match_one_process) {
   for (int r = 0; r < 2 && rc == 0; r++) {
     snprintf(path, sizeof path, "%s.%d", prefix, r);
     size_t n = 0;
-    char *b = read_all(path, &n);
+    char *b = ml_test_read_file(path, &n);
     CHECK_MSG(b && n == (size_t)numel * sizeof(float) + EVAL_N * sizeof(double), "%s: missing or short", path);
     if (!b) continue;
     CHECK_MSG(!memcmp(b, ref, (size_t)numel * sizeof(float)), "netns: rank %d's parameters differ from one process", r);

@@ -24,25 +24,7 @@ static const char *tmp_path(const char *name) {
   return b;
 }
 
-static void write_bytes(const char *path, const void *b, size_t n) {
-  FILE *f = fopen(path, "wb");
-  CHECK(f != NULL);
-  if (!f) return;
-  CHECK(fwrite(b, 1, n, f) == n);
-  fclose(f);
-}
 
-static uint8_t *read_bytes(const char *path, size_t *n) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long sz = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *b = malloc((size_t)sz + 1);
-  *n = fread(b, 1, (size_t)sz, f);
-  fclose(f);
-  return b;
-}
 
 static void put_le(uint8_t *p, uint64_t v, int nbytes) {
   for (int i = 0; i < nbytes; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -62,7 +44,7 @@ static size_t build_file(uint8_t *out, const char *json, const uint8_t *data, si
 /* Opens bytes as a file; on success also reads every readable tensor, to touch all data. */
 static ml_status open_bytes(const char *name, const uint8_t *b, size_t n) {
   const char *path = tmp_path(name);
-  write_bytes(path, b, n);
+  ml_test_write_file(path, b, n);
   ml_safetensors *s = (ml_safetensors *)(uintptr_t)1;
   ml_status st = ml_safetensors_open(path, &s);
   if (st != ML_OK) {
@@ -131,7 +113,7 @@ ML_TEST(checkpoint_round_trip_bit_exact_and_resume) {
 
   /* the file itself: header padded to 8 with spaces, metadata present, moments stored */
   size_t n;
-  uint8_t *b = read_bytes(path, &n);
+  uint8_t *b = ml_test_read_file(path, &n);
   CHECK(b != NULL && n > 8);
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; i--) hlen = hlen << 8 | b[i];
@@ -247,7 +229,7 @@ ML_TEST(python_layout_fixture_loads) {
   uint8_t buf[1024];
   size_t n = python_fixture(buf);
   const char *path = tmp_path("py.safetensors");
-  write_bytes(path, buf, n);
+  ml_test_write_file(path, buf, n);
   ml_safetensors *s;
   CHECK_OK(ml_safetensors_open(path, &s));
   if (!s) return;
@@ -293,7 +275,7 @@ ML_TEST(writer_layout_matches_spec) {
   const char *path = tmp_path("w.safetensors");
   CHECK_OK(ml_safetensors_write(path, t, 2, &meta, 1));
   size_t n;
-  uint8_t *b = read_bytes(path, &n);
+  uint8_t *b = ml_test_read_file(path, &n);
   const char *want = "{\"__metadata__\":{\"k\":\"v\"},\"x\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
                      "\"y\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[24,28]}}";
   uint8_t expect[512];
@@ -345,14 +327,14 @@ ML_TEST(every_truncation_fails_cleanly) {
   ml_optim *o = ml_optim_new(&c, p->numel);
   CHECK_OK(ml_checkpoint_save(path, p, o, NULL, 0));
   size_t cn;
-  uint8_t *cb = read_bytes(path, &cn);
+  uint8_t *cb = ml_test_read_file(path, &cn);
   ml_params *q = ml_params_clone_layout(p);
   for (size_t len = 0; len < cn; len++) {
-    write_bytes(path, cb, len);
+    ml_test_write_file(path, cb, len);
     CHECK(ml_checkpoint_load(path, q, o) != ML_OK);
   }
   for (int64_t i = 0; i < q->numel; i++) CHECK(q->data[i] == 0);
-  write_bytes(path, cb, cn);
+  ml_test_write_file(path, cb, cn);
   CHECK_OK(ml_checkpoint_load(path, q, o));
   CHECK(same_floats(q->data, p->data, p->numel));
   free(cb);
@@ -586,7 +568,7 @@ ML_TEST(checkpoint_mismatch_refused_and_unchanged) {
 
 static bool file_is(const char *path, const char *content) {
   size_t n;
-  uint8_t *b = read_bytes(path, &n);
+  uint8_t *b = ml_test_read_file(path, &n);
   bool ok = b && n == strlen(content) && memcmp(b, content, n) == 0;
   free(b);
   return ok;
@@ -615,7 +597,7 @@ ML_TEST(atomic_write_commit_abort_failure) {
   /* rename fails (the target is a non-empty directory): error, temp removed */
   const char *dir = tmp_path("a-directory");
   CHECK(mkdir(dir, 0755) == 0);
-  write_bytes(tmp_path("a-directory/x"), "x", 1);
+  ml_test_write_file(tmp_path("a-directory/x"), "x", 1);
   CHECK(ml_write_file_atomic(dir, "data", 4) == ML_ERR_IO);
   CHECK(strstr(ml_last_error(), dir) != NULL);
   CHECK(count_temp_files() == 0);
@@ -642,7 +624,7 @@ ML_TEST(failed_checkpoint_save_keeps_old_file) {
   ml_test_fill(small->data, 4, 1, -1, 1);
   CHECK_OK(ml_checkpoint_save(path, small, NULL, NULL, 0));
   size_t n0;
-  uint8_t *old = read_bytes(path, &n0);
+  uint8_t *old = ml_test_read_file(path, &n0);
 
   /* a write that fails midway: the file size limit (as root too) makes write() return EFBIG */
   ml_params *big = ml_params_new();
@@ -661,7 +643,7 @@ ML_TEST(failed_checkpoint_save_keeps_old_file) {
   CHECK(strstr(ml_last_error(), "write failed") != NULL);
   CHECK(count_temp_files() == 0);
   size_t n1;
-  uint8_t *now = read_bytes(path, &n1);
+  uint8_t *now = ml_test_read_file(path, &n1);
   CHECK(now && n1 == n0 && memcmp(old, now, n0) == 0);
   ml_params *q = ml_params_clone_layout(small);
   CHECK_OK(ml_checkpoint_load(path, q, NULL));

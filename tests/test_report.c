@@ -26,19 +26,6 @@ static void write_text(const char *dir, const char *name, const char *text) {
   fclose(f);
 }
 
-static char *slurp(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *p = malloc((size_t)n + 1);
-  size_t k = fread(p, 1, (size_t)n, f);
-  p[k] = 0;
-  fclose(f);
-  if (len) *len = k;
-  return p;
-}
 
 /* ---- CRC32C ---- */
 ML_TEST(crc32c_known_vectors) {
@@ -113,7 +100,7 @@ static bool decode(const uint8_t *p, const uint8_t *end, event *e, int depth) {
 /* Reads every record of an event file, checking both CRCs; returns the count, -1 on a bad record. */
 static int read_events(const char *path, event *out, int cap) {
   size_t len;
-  uint8_t *buf = (uint8_t *)slurp(path, &len);
+  uint8_t *buf = (uint8_t *)ml_test_read_file(path, &len);
   if (!buf) return -1;
   int n = 0;
   size_t off = 0;
@@ -465,7 +452,7 @@ ML_TEST(report_of_real_run_in_chromium) {
   CHECK_MSG(rc == 0 && strstr(out, "</html>"), "chromium --dump-dom exited %d", rc);
   char path[4200];
   snprintf(path, sizeof path, "%s/console.txt", tmp);
-  char *console = slurp(path, NULL);
+  char *console = ml_test_read_file(path, NULL);
   CHECK_MSG(console && !strstr(console, "CONSOLE") && !strstr(console, "Uncaught") &&
                 !strstr(console, "Failed to load"), "console: %s", console ? console : "(none)");
   free(console);
