@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 budget=${1:-300}
 shift || true
 algos=${*:-"maml fomaml metasgd anil reptile protonet matchingnet finetune"}
-bin=build/metalearn
+bin=${METALEARN_BIN:-build/metalearn}
 mkdir -p runs/table
 printf '| algorithm | 5w1s | 5w5s | 20w1s | 20w5s |\n|---|---|---|---|---|\n'
 for a in $algos; do
