@@ -167,6 +167,31 @@ ML_TEST(same_parameters_for_any_thread_count) {
   }
 }
 
+/* A single task per step runs on the calling thread with the pool lent to its kernels: the
+ * parameters must still be the same bits for any thread count. */
+ML_TEST(single_task_steps_lend_threads_to_kernels_bit_identically) {
+  cls_src train;
+  cls_init(&train, 0, 30);
+  train.n_way = 20, train.k_shot = 3, train.q_query = 4, train.seed = 9;
+  float *result[2];
+  int threads[2] = {1, 3};
+  for (int t = 0; t < 2; t++) {
+    ml_model *m = cls_model(ML_ALGO_PROTONET);
+    ml_algo_config c = ml_algo_defaults(ML_ALGO_PROTONET);
+    c.meta_batch = 1, c.threads = threads[t];
+    ml_algo *a;
+    CHECK_OK(ml_algo_new(&c, m, &a));
+    for (int64_t it = 0; it < 3; it++) CHECK_OK(ml_algo_train_step(a, cls_task, &train, it, NULL));
+    result[t] = malloc((size_t)m->params->numel * sizeof(float));
+    memcpy(result[t], m->params->data, (size_t)m->params->numel * sizeof(float));
+    if (t) CHECK_MSG(!memcmp(result[0], result[1], (size_t)m->params->numel * sizeof(float)),
+                     "protonet meta-batch 1: parameters differ between 1 and 3 threads");
+    ml_algo_free(a);
+    ml_model_free(m);
+  }
+  free(result[0]), free(result[1]);
+}
+
 ML_TEST(divergence_is_reported_and_parameters_kept) {
   ml_mlp_config mc = {.n_layers = 3, .sizes = {1, 40, 40, 1}, .act = ML_ACT_RELU};
   ml_model *m;

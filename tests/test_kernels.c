@@ -128,7 +128,9 @@ static const conv_case conv_cases[] = {
     {2, 5, 3, 3, 4, 3, 3, 1, 1},  {1, 3, 9, 4, 2, 2, 3, 2, 1},  {1, 1, 1, 1, 1, 1, 1, 1, 0},
     /* batched small planes (several images per GEMM), with a ragged last group */
     {7, 2, 7, 7, 3, 3, 3, 1, 1},  {31, 2, 3, 3, 3, 3, 3, 1, 1}, {7, 3, 5, 5, 4, 1, 1, 1, 0},
-    {9, 2, 6, 5, 3, 3, 3, 2, 1}};
+    {9, 2, 6, 5, 3, 3, 3, 2, 1},
+    /* more images than a weight-gradient group: partial sums added in group order */
+    {150, 3, 9, 9, 4, 3, 3, 1, 1}, {150, 2, 3, 3, 3, 3, 3, 1, 1}};
 
 static void check_conv(const conv_case *cc, const char *what) {
   ml_conv_shape s;
@@ -191,6 +193,68 @@ ML_TEST(conv2d_against_reference) {
   ml__simd_force(-1);
   ml_gemm_use_builtin(false);
   for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) check_conv(&conv_cases[i], "ml_gemm");
+}
+
+/* Kernels split their work only by shape, so a lent pool changes no bit of any result. */
+ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
+  ml_pool *pool = ml_pool_new(3);
+  CHECK(pool != NULL);
+  const conv_case cases[] = {{150, 3, 9, 9, 4, 3, 3, 1, 1}, {130, 4, 7, 7, 5, 3, 3, 1, 1}, {70, 2, 28, 28, 3, 3, 3, 1, 1}};
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const conv_case *cc = &cases[ci];
+    ml_conv_shape s;
+    CHECK_OK(ml_conv_shape_make(&s, cc->B, cc->C, cc->H, cc->W, cc->OC, cc->KH, cc->KW, cc->stride, cc->pad));
+    int64_t nin = s.B * s.C * s.H * s.W, nw = s.OC * s.C * s.KH * s.KW, nout = s.B * s.OC * s.OH * s.OW;
+    float *in = fvec(nin, 21, -1, 1), *w = fvec(nw, 22, -1, 1), *g = fvec(nout, 23, -1, 1);
+    float *res[2][3];
+    for (int lent = 0; lent < 2; lent++) {
+      ml_pool *prev = ml_kernels_set_pool(lent ? pool : NULL);
+      CHECK(ml_kernels_workers() == (lent ? 3 : 1));
+      size_t ns = ml_conv2d_scratch_floats(&s);
+      float *scratch = malloc(ns * 4);
+      res[lent][0] = malloc((size_t)nout * 4), res[lent][1] = malloc((size_t)nin * 4), res[lent][2] = malloc((size_t)nw * 4);
+      ml_conv2d_forward(&s, res[lent][0], in, w, NULL, scratch);
+      ml_conv2d_backward_data(&s, res[lent][1], g, w, scratch);
+      ml_conv2d_backward_weight(&s, res[lent][2], in, g, scratch);
+      ml_kernels_set_pool(prev);
+      free(scratch);
+    }
+    CHECK_MSG(!memcmp(res[0][0], res[1][0], (size_t)nout * 4), "conv forward case %zu differs with a pool", ci);
+    CHECK_MSG(!memcmp(res[0][1], res[1][1], (size_t)nin * 4), "conv backward data case %zu differs with a pool", ci);
+    CHECK_MSG(!memcmp(res[0][2], res[1][2], (size_t)nw * 4), "conv backward weight case %zu differs with a pool", ci);
+    for (int l = 0; l < 2; l++)
+      for (int k = 0; k < 3; k++) free(res[l][k]);
+    free(in), free(w), free(g);
+  }
+  /* pooling, batch-norm and elementwise kernels above their parallel thresholds */
+  const int64_t B = 40, C = 16, H = 28, W = 28, n = B * C * H * W, np = n / 4;
+  float *x = fvec(n, 31, -2, 2), *y = fvec(n, 32, -2, 2), *gam = fvec(C, 33, 0.5f, 1.5f), *bet = fvec(C, 34, -1, 1);
+  float *o[2][8];
+  int32_t *ix[2];
+  for (int lent = 0; lent < 2; lent++) {
+    ml_pool *prev = ml_kernels_set_pool(lent ? pool : NULL);
+    for (int k = 0; k < 8; k++) o[lent][k] = calloc((size_t)n, 4);
+    ix[lent] = malloc((size_t)np * 4);
+    ml_maxpool2_forward(o[lent][0], ix[lent], x, B, C, H, W);
+    ml_maxpool2_scatter(o[lent][1], o[lent][0], ix[lent], B, C, H, W);
+    ml_maxpool2_gather(o[lent][2], y, ix[lent], B, C, H, W);
+    ml_batchnorm_forward(o[lent][3], o[lent][4], o[lent][4] + C, x, gam, bet, B, C, H * W, 1e-5f);
+    ml_batchnorm_backward(o[lent][5], o[lent][6], o[lent][6] + C, y, x, o[lent][4], o[lent][4] + C, gam, B, C, H * W);
+    ml_binary(ML_BIN_MUL, o[lent][7], x, gam, B, C, H * W);
+    ml_binary(ML_BIN_ADD, o[lent][6] + 2 * C, x, y, 1, n - 2 * C, 1);
+    ml_relu_mask_kernel(o[lent][2] + np, y, x, n - np);
+    ml_affine_kernel(o[lent][0] + np, x, n - np, 0.5f, 2.0f);
+    ml_unary(ML_UN_RELU, o[lent][1] + n / 2, x, n / 2);
+    ml_kernels_set_pool(prev);
+  }
+  CHECK(!memcmp(ix[0], ix[1], (size_t)np * 4));
+  for (int k = 0; k < 8; k++) CHECK_MSG(!memcmp(o[0][k], o[1][k], (size_t)n * 4), "buffer %d differs with a pool", k);
+  for (int l = 0; l < 2; l++) {
+    for (int k = 0; k < 8; k++) free(o[l][k]);
+    free(ix[l]);
+  }
+  free(x), free(y), free(gam), free(bet);
+  ml_pool_free(pool);
 }
 
 ML_TEST(conv_shape) {

@@ -1,7 +1,8 @@
 /* kernels: plain functions on contiguous float arrays, no autograd. Layouts are PyTorch's:
  * images (B,C,H,W), conv weights (OC,C,KH,KW), matrices row-major. Every kernel has a naive
- * `_ref` twin used by the tests. Kernels are single-threaded: parallelism comes from running
- * tasks on threads (see ml_parallel_for); callers pass scratch memory so kernels never allocate. */
+ * `_ref` twin used by the tests. Parallelism comes from running tasks on threads (see
+ * ml_parallel_for); when a step has fewer tasks than threads, the idle threads can be lent to
+ * the kernels (ml_kernels_set_pool). Callers pass scratch memory so kernels never allocate. */
 #ifndef METALEARN_KERNELS_H
 #define METALEARN_KERNELS_H
 
@@ -20,6 +21,15 @@ ML_API const char *ml_gemm_backend(void);
 ML_API void ml_gemm_use_builtin(bool on);
 /* Limits BLAS-internal threads (tasks already run one per thread). */
 ML_API void ml_blas_set_threads(int n);
+
+/* ---- intra-op parallelism ----
+ * Lends a pool to the kernels called from this thread (NULL: none, the default). Large kernels
+ * then split their work into items fixed by the shapes alone, never by the number of threads,
+ * so every result is bit-identical with or without a pool. Returns the previous pool. */
+ML_API ml_pool *ml_kernels_set_pool(ml_pool *p);
+/* Threads the kernels of this thread may use: the lent pool's size, else 1. Scratch sizes
+ * (ml_conv2d_scratch_floats) depend on it: query them right before the kernel call. */
+ML_API int ml_kernels_workers(void);
 
 /* ---- GEMM, row-major: C = alpha * op(A) * op(B) + beta * C, op(A) M x K, op(B) K x N.
  * ta: A is stored K x M (lda >= M) instead of M x K (lda >= K); likewise tb. beta == 0 means C

@@ -237,7 +237,11 @@ ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iter
   ml_status status[MAXB];
   static _Thread_local char errors[MAXB][256];
   train_job job = {a, src, ctx, iteration, status, errors};
+  /* a single task (ProtoNet's one big episode) runs on this thread and lends the idle pool to
+   * its kernels; several tasks run one per thread */
+  ml_pool *prev = n == 1 ? ml_kernels_set_pool(a->pool) : NULL;
   ml_pool_run(a->pool, n, train_one, &job);
+  if (n == 1) ml_kernels_set_pool(prev);
   tree_sum(a->slots, 0, n, a->slot_stride);
   ml_status st = ML_OK;
   if (a->reduce && (st = a->reduce(a->reduce_ctx, a->slots, a->slot_stride))) return st;
@@ -278,7 +282,7 @@ ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iter
 }
 
 /* ---- meta-test ---- */
-ml_status ml_algo_predict(ml_algo *a, const ml_episode *ep, ml_arena *arena, float *out) {
+static ml_status predict(ml_algo *a, const ml_episode *ep, ml_arena *arena, float *out) {
   ml_graph *g = ml_graph_new(arena);
   if (!g) return ML_ERR_NOMEM;
   switch (a->cfg.kind) {
@@ -292,6 +296,14 @@ ml_status ml_algo_predict(ml_algo *a, const ml_episode *ep, ml_arena *arena, flo
     default:
       return ml__maml_predict(a, g, ep, out);
   }
+}
+
+/* One episode on the calling thread: the pool is idle, so the kernels may use it. */
+ml_status ml_algo_predict(ml_algo *a, const ml_episode *ep, ml_arena *arena, float *out) {
+  ml_pool *prev = ml_kernels_set_pool(a->pool);
+  ml_status st = predict(a, ep, arena, out);
+  ml_kernels_set_pool(prev);
+  return st;
 }
 
 typedef struct {
@@ -315,7 +327,7 @@ static void eval_one(int64_t i, int thread, void *vjob) {
   int64_t width = j->a->cfg.task == ML_TASK_CLASSIFY ? ep.n_way : 1;
   float *pred = st ? NULL : ml_arena_alloc(ar, (size_t)(ep.n_q * width) * sizeof(float));
   if (!st && !pred) st = ML_ERR_NOMEM;
-  if (!st) st = ml_algo_predict(j->a, &ep, ar, pred);
+  if (!st) st = predict(j->a, &ep, ar, pred);
   if (!st) {
     if (j->a->cfg.task == ML_TASK_CLASSIFY)
       j->scores[i] = ml_accuracy(pred, ep.yq, ep.n_q, ep.n_way);

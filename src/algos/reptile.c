@@ -111,6 +111,11 @@ ml_status ml__reptile_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64_
   ml_status st = adapt(a, g, ep, fast, a->cfg.inner_steps, ml_rng_key((uint64_t)it, (uint64_t)idx, 1), &out->loss_s);
   if (st) return st;
   for (int64_t k = 0; k < p->numel; k++) slot[k] = p->data[k] - fast[k];
+  if (ep->n_q == 0) { /* support-only tasks (Reptile needs no query): report the support loss */
+    out->loss_q = out->loss_s;
+    out->acc = 0;
+    return ML_OK;
+  }
   ml_node *y = query_out(a, g, ep, fast);
   if (!y) return ml_graph_status(g);
   ml_node *lq = ml__task_loss(a, g, y, ep, true);

@@ -48,11 +48,30 @@ static int64_t images_per_gemm(const ml_conv_shape *s) {
   return nb < s->B ? nb : s->B;
 }
 
-/* Scratch: col (K, nb*P); with nb > 1 also a (OC, nb*P) staging matrix for out/dout. */
-size_t ml_conv2d_scratch_floats(const ml_conv_shape *s) {
+/* Images per weight-gradient group: the weight gradient is summed over fixed groups of images
+ * (partial sums in the scratch, added in group order), so the backward-weight kernel can run
+ * its groups on several threads and still give the same bits. Up to this many images (every
+ * MAML task) there is one group, summed image after image as before. */
+#define WEIGHT_GROUP_IMAGES 64
+static int64_t weight_groups(const ml_conv_shape *s, int64_t *per_group) {
+  int64_t nb = images_per_gemm(s), g = nb * ((WEIGHT_GROUP_IMAGES + nb - 1) / nb);
+  *per_group = g;
+  return (s->B + g - 1) / g;
+}
+
+/* Per worker: col (K, nb*P); with nb > 1 also a (OC, nb*P) staging matrix for out/dout. */
+static size_t worker_floats(const ml_conv_shape *s) {
   const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, nb = images_per_gemm(s);
-  if (nb == 1) return is_pointwise(s) ? 1 : (size_t)(K * P);
-  return (size_t)(nb * P * (K + s->OC));
+  size_t f = nb == 1 ? (is_pointwise(s) ? 1 : (size_t)(K * P)) : (size_t)(nb * P * (K + s->OC));
+  return (f + 15) & ~(size_t)15; /* keep every worker's block 64-byte aligned */
+}
+
+/* Scratch: one block per worker, then (several weight groups only) their partial gradients. */
+size_t ml_conv2d_scratch_floats(const ml_conv_shape *s) {
+  int64_t per, groups = weight_groups(s, &per);
+  size_t f = worker_floats(s) * (size_t)ml_kernels_workers();
+  if (groups > 1) f += (size_t)groups * (size_t)(s->OC * s->C * s->KH * s->KW);
+  return f;
 }
 
 /* Output columns [lo, hi) whose input column ow*stride - pad + k lies in [0, n). */
@@ -122,67 +141,99 @@ static void stage_in(float *restrict stage, const float *restrict x, int64_t OC,
     for (int64_t oc = 0; oc < OC; oc++) memcpy(stage + oc * n * P + i * P, x + (i * OC + oc) * P, (size_t)P * 4);
 }
 
+typedef struct {
+  const ml_conv_shape *s;
+  float *out;       /* forward: out; backward data: din; backward weight: dw */
+  const float *in;  /* forward, backward weight: the input images */
+  const float *w;   /* forward, backward data */
+  const float *bias;
+  const float *dout; /* backward data, backward weight */
+  float *scratch;
+  int64_t per_group; /* backward weight: images per group */
+  int workers;       /* ml_kernels_workers() of the calling thread (scratch layout) */
+} conv_job;
+
+/* out for images [b0, b0+nb) (one GEMM) */
+static void forward_item(int64_t item, int worker, void *vj) {
+  const conv_job *j = vj;
+  const ml_conv_shape *s = j->s;
+  const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
+  const int64_t b0 = item * nb, n = s->B - b0 < nb ? s->B - b0 : nb, L = n * P;
+  float *scratch = j->scratch + (size_t)worker * worker_floats(s);
+  float *ob = j->out + b0 * s->OC * P;
+  const float *col = j->in + b0 * img, *bias = j->bias;
+  if (n > 1 || !is_pointwise(s)) {
+    for (int64_t i = 0; i < n; i++) im2col(s, scratch + i * P, L, j->in + (b0 + i) * img);
+    col = scratch;
+  }
+  if (nb == 1) {
+    if (bias)
+      for (int64_t oc = 0; oc < s->OC; oc++)
+        for (int64_t p = 0; p < P; p++) ob[oc * P + p] = bias[oc];
+    ml_gemm(false, false, s->OC, P, K, 1.0f, j->w, K, col, P, bias ? 1.0f : 0.0f, ob, P);
+    return;
+  }
+  float *stage = scratch + K * L;
+  ml_gemm(false, false, s->OC, L, K, 1.0f, j->w, K, col, L, 0.0f, stage, L);
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t oc = 0; oc < s->OC; oc++) {
+      const float *src = stage + oc * L + i * P;
+      float *dst = ob + (i * s->OC + oc) * P;
+      const float bv = bias ? bias[oc] : 0.0f;
+      for (int64_t p = 0; p < P; p++) dst[p] = src[p] + bv;
+    }
+}
+
+static int64_t image_items(const ml_conv_shape *s) {
+  int64_t nb = images_per_gemm(s);
+  return (s->B + nb - 1) / nb;
+}
+
 /* out (B,OC,OH,OW) = conv(in (B,C,H,W), w (OC,C,KH,KW)) + bias (OC) */
 void ml_conv2d_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
                        float *scratch) {
+  conv_job j = {.s = s, .out = out, .in = in, .w = w, .bias = bias, .scratch = scratch};
+  ml__kernels_run(image_items(s), forward_item, &j);
+}
+
+static void backward_data_item(int64_t item, int worker, void *vj) {
+  const conv_job *j = vj;
+  const ml_conv_shape *s = j->s;
   const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
-  for (int64_t b0 = 0; b0 < s->B; b0 += nb) {
-    const int64_t n = s->B - b0 < nb ? s->B - b0 : nb, L = n * P;
-    float *ob = out + b0 * s->OC * P;
-    const float *col = in + b0 * img;
-    if (n > 1 || !is_pointwise(s)) {
-      for (int64_t i = 0; i < n; i++) im2col(s, scratch + i * P, L, in + (b0 + i) * img);
-      col = scratch;
-    }
-    if (nb == 1) {
-      if (bias)
-        for (int64_t oc = 0; oc < s->OC; oc++)
-          for (int64_t p = 0; p < P; p++) ob[oc * P + p] = bias[oc];
-      ml_gemm(false, false, s->OC, P, K, 1.0f, w, K, col, P, bias ? 1.0f : 0.0f, ob, P);
-      continue;
-    }
-    float *stage = scratch + K * L;
-    ml_gemm(false, false, s->OC, L, K, 1.0f, w, K, col, L, 0.0f, stage, L);
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t oc = 0; oc < s->OC; oc++) {
-        const float *src = stage + oc * L + i * P;
-        float *dst = ob + (i * s->OC + oc) * P;
-        const float bv = bias ? bias[oc] : 0.0f;
-        for (int64_t p = 0; p < P; p++) dst[p] = src[p] + bv;
-      }
+  const int64_t b0 = item * nb, n = s->B - b0 < nb ? s->B - b0 : nb, L = n * P;
+  float *scratch = j->scratch + (size_t)worker * worker_floats(s);
+  const float *db = j->dout + b0 * s->OC * P;
+  if (nb == 1 && is_pointwise(s)) {
+    ml_gemm(true, false, K, P, s->OC, 1.0f, j->w, K, db, P, 0.0f, j->out + b0 * img, P);
+    return;
   }
+  if (nb > 1) {
+    float *stage = scratch + K * L;
+    stage_in(stage, db, s->OC, P, n);
+    db = stage;
+  }
+  ml_gemm(true, false, K, L, s->OC, 1.0f, j->w, K, db, L, 0.0f, scratch, L);
+  for (int64_t i = 0; i < n; i++) col2im(s, j->out + (b0 + i) * img, scratch + i * P, L);
 }
 
 /* din (B,C,H,W) = conv^T(dout (B,OC,OH,OW), w) */
 void ml_conv2d_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
                              float *scratch) {
-  const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
-  for (int64_t b0 = 0; b0 < s->B; b0 += nb) {
-    const int64_t n = s->B - b0 < nb ? s->B - b0 : nb, L = n * P;
-    const float *db = dout + b0 * s->OC * P;
-    if (nb == 1 && is_pointwise(s)) {
-      ml_gemm(true, false, K, P, s->OC, 1.0f, w, K, db, P, 0.0f, din + b0 * img, P);
-      continue;
-    }
-    if (nb > 1) {
-      float *stage = scratch + K * L;
-      stage_in(stage, db, s->OC, P, n);
-      db = stage;
-    }
-    ml_gemm(true, false, K, L, s->OC, 1.0f, w, K, db, L, 0.0f, scratch, L);
-    for (int64_t i = 0; i < n; i++) col2im(s, din + (b0 + i) * img, scratch + i * P, L);
-  }
+  conv_job j = {.s = s, .out = din, .w = w, .dout = dout, .scratch = scratch};
+  ml__kernels_run(image_items(s), backward_data_item, &j);
 }
 
-/* dw (OC,C,KH,KW) = sum over images of dout_b * im2col(in_b)^T */
-void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
-                               float *scratch) {
+/* dw_g = sum over the images of group g of dout_b * im2col(in_b)^T, into dst */
+static void weight_group(const conv_job *j, int64_t group, int worker, float *dst) {
+  const ml_conv_shape *s = j->s;
   const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
-  for (int64_t b0 = 0; b0 < s->B; b0 += nb) {
-    const int64_t n = s->B - b0 < nb ? s->B - b0 : nb, L = n * P;
-    const float *col = in + b0 * img, *db = dout + b0 * s->OC * P;
+  const int64_t first = group * j->per_group, last = first + j->per_group < s->B ? first + j->per_group : s->B;
+  float *scratch = j->scratch + (size_t)worker * worker_floats(s);
+  for (int64_t b0 = first; b0 < last; b0 += nb) {
+    const int64_t n = last - b0 < nb ? last - b0 : nb, L = n * P;
+    const float *col = j->in + b0 * img, *db = j->dout + b0 * s->OC * P;
     if (n > 1 || !is_pointwise(s)) {
-      for (int64_t i = 0; i < n; i++) im2col(s, scratch + i * P, L, in + (b0 + i) * img);
+      for (int64_t i = 0; i < n; i++) im2col(s, scratch + i * P, L, j->in + (b0 + i) * img);
       col = scratch;
     }
     if (nb > 1) {
@@ -190,47 +241,112 @@ void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *i
       stage_in(stage, db, s->OC, P, n);
       db = stage;
     }
-    ml_gemm(false, true, s->OC, K, L, 1.0f, db, L, col, L, b0 == 0 ? 0.0f : 1.0f, dw, K);
+    ml_gemm(false, true, s->OC, K, L, 1.0f, db, L, col, L, b0 == first ? 0.0f : 1.0f, dst, K);
   }
+}
+
+static void backward_weight_item(int64_t item, int worker, void *vj) {
+  const conv_job *j = vj;
+  const ml_conv_shape *s = j->s;
+  const size_t wn = (size_t)(s->OC * s->C * s->KH * s->KW);
+  float *partials = j->scratch + worker_floats(s) * (size_t)j->workers;
+  weight_group(j, item, worker, partials + (size_t)item * wn);
+}
+
+/* dw (OC,C,KH,KW) = sum over images of dout_b * im2col(in_b)^T */
+void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
+                               float *scratch) {
+  conv_job j = {.s = s, .out = dw, .in = in, .dout = dout, .scratch = scratch, .workers = ml_kernels_workers()};
+  int64_t groups = weight_groups(s, &j.per_group);
+  if (groups == 1) {
+    weight_group(&j, 0, 0, dw);
+    return;
+  }
+  ml__kernels_run(groups, backward_weight_item, &j);
+  /* the partial sums, added in group order whatever thread computed them */
+  const int64_t wn = s->OC * s->C * s->KH * s->KW;
+  const float *partials = scratch + worker_floats(s) * (size_t)j.workers;
+  memcpy(dw, partials, (size_t)wn * sizeof(float));
+  for (int64_t g = 1; g < groups; g++)
+    for (int64_t k = 0; k < wn; k++) dw[k] += partials[g * wn + k];
 }
 
 /* ---- max-pool 2x2 stride 2 ---- */
 
 /* out (B,C,H/2,W/2), idx the argmax's h*W+w in its plane; ties keep the first in row order */
-void ml_maxpool2_forward(float *out, int32_t *idx, const float *in, int64_t B, int64_t C, int64_t H, int64_t W) {
-  const int64_t OH = H / 2, OW = W / 2;
-  for (int64_t p = 0; p < B * C; p++) {
-    const float *x = in + p * H * W;
+typedef struct {
+  float *out;
+  int32_t *idx;
+  const float *in;
+  const int32_t *cidx;
+  int64_t planes, H, W;
+} pool_job;
+
+/* Planes per parallel item: enough work per item to pay for the hand-off. */
+#define POOL_PLANES 256
+
+static void pool_forward_item(int64_t item, int worker, void *vj) {
+  const pool_job *j = vj;
+  const int64_t H = j->H, W = j->W, OH = H / 2, OW = W / 2;
+  const int64_t p1 = (item + 1) * POOL_PLANES < j->planes ? (item + 1) * POOL_PLANES : j->planes;
+  for (int64_t p = item * POOL_PLANES; p < p1; p++) {
+    const float *x = j->in + p * H * W;
     for (int64_t oh = 0; oh < OH; oh++) {
       const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
-      float *o = out + (p * OH + oh) * OW;
-      int32_t *ix = idx + (p * OH + oh) * OW;
+      float *restrict o = j->out + (p * OH + oh) * OW;
+      int32_t *restrict ix = j->idx + (p * OH + oh) * OW;
+      const int32_t base = (int32_t)(2 * oh * W);
+      /* branch-free (the argmax of random activations defeats the branch predictor); strict >
+       * keeps the first maximum in row order */
       for (int64_t ow = 0; ow < OW; ow++) {
-        int64_t j = 2 * ow, bi = 2 * oh * W + j;
-        float m = r0[j];
-        if (r0[j + 1] > m) m = r0[j + 1], bi = 2 * oh * W + j + 1;
-        if (r1[j] > m) m = r1[j], bi = (2 * oh + 1) * W + j;
-        if (r1[j + 1] > m) m = r1[j + 1], bi = (2 * oh + 1) * W + j + 1;
+        const int32_t j0 = base + 2 * (int32_t)ow;
+        float m = r0[2 * ow], v;
+        int32_t bi = j0;
+        v = r0[2 * ow + 1], bi = v > m ? j0 + 1 : bi, m = v > m ? v : m;
+        v = r1[2 * ow], bi = v > m ? j0 + (int32_t)W : bi, m = v > m ? v : m;
+        v = r1[2 * ow + 1], bi = v > m ? j0 + (int32_t)W + 1 : bi, m = v > m ? v : m;
         o[ow] = m;
-        ix[ow] = (int32_t)bi;
+        ix[ow] = bi;
       }
     }
   }
 }
 
+static int64_t pool_items(int64_t planes) { return (planes + POOL_PLANES - 1) / POOL_PLANES; }
+
+/* out (B,C,H/2,W/2), idx the argmax's h*W+w in its plane; ties keep the first in row order */
+void ml_maxpool2_forward(float *out, int32_t *idx, const float *in, int64_t B, int64_t C, int64_t H, int64_t W) {
+  pool_job j = {.out = out, .idx = idx, .in = in, .planes = B * C, .H = H, .W = W};
+  ml__kernels_run(pool_items(B * C), pool_forward_item, &j);
+}
+
+static void pool_scatter_item(int64_t item, int worker, void *vj) {
+  const pool_job *j = vj;
+  const int64_t n = (j->H / 2) * (j->W / 2), HW = j->H * j->W;
+  const int64_t p0 = item * POOL_PLANES, p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
+  memset(j->out + p0 * HW, 0, (size_t)((p1 - p0) * HW) * sizeof(float));
+  for (int64_t p = p0; p < p1; p++)
+    for (int64_t i = 0; i < n; i++) j->out[p * HW + j->cidx[p * n + i]] += j->in[p * n + i];
+}
+
 void ml_maxpool2_scatter(float *din, const float *dout, const int32_t *idx, int64_t B, int64_t C, int64_t H,
                          int64_t W) {
-  const int64_t n = (H / 2) * (W / 2);
-  memset(din, 0, (size_t)(B * C * H * W) * sizeof(float));
-  for (int64_t p = 0; p < B * C; p++)
-    for (int64_t i = 0; i < n; i++) din[p * H * W + idx[p * n + i]] += dout[p * n + i];
+  pool_job j = {.out = din, .in = dout, .cidx = idx, .planes = B * C, .H = H, .W = W};
+  ml__kernels_run(pool_items(B * C), pool_scatter_item, &j);
+}
+
+static void pool_gather_item(int64_t item, int worker, void *vj) {
+  const pool_job *j = vj;
+  const int64_t n = (j->H / 2) * (j->W / 2), HW = j->H * j->W;
+  const int64_t p0 = item * POOL_PLANES, p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
+  for (int64_t p = p0; p < p1; p++)
+    for (int64_t i = 0; i < n; i++) j->out[p * n + i] = j->in[p * HW + j->cidx[p * n + i]];
 }
 
 void ml_maxpool2_gather(float *out, const float *din, const int32_t *idx, int64_t B, int64_t C, int64_t H,
                         int64_t W) {
-  const int64_t n = (H / 2) * (W / 2);
-  for (int64_t p = 0; p < B * C; p++)
-    for (int64_t i = 0; i < n; i++) out[p * n + i] = din[p * H * W + idx[p * n + i]];
+  pool_job j = {.out = out, .in = din, .cidx = idx, .planes = B * C, .H = H, .W = W};
+  ml__kernels_run(pool_items(B * C), pool_gather_item, &j);
 }
 
 /* ---- batch-norm, statistics per channel over (B, HW) ---- */
@@ -255,10 +371,21 @@ static double sumsq_row(const float *x, int64_t n, double m) {
 }
 
 /* y, x (B,C,HW); mean, invstd (C) out; gamma, beta (C) or NULL (1 and 0) */
-void ml_batchnorm_forward(float *y, float *mean, float *invstd, const float *x, const float *gamma,
-                          const float *beta, int64_t B, int64_t C, int64_t HW, float eps) {
+typedef struct {
+  float *y, *mean, *invstd, *dgamma, *dbeta;
+  const float *x, *dy, *cmean, *cinvstd, *gamma, *beta;
+  int64_t B, C, HW;
+  float eps;
+} bn_job;
+
+static void bn_forward_item(int64_t c, int worker, void *vj) {
+  const bn_job *j = vj;
+  float *y = j->y, *mean = j->mean, *invstd = j->invstd;
+  const float *x = j->x, *gamma = j->gamma, *beta = j->beta;
+  const int64_t B = j->B, C = j->C, HW = j->HW;
+  const float eps = j->eps;
   const double n = (double)(B * HW);
-  for (int64_t c = 0; c < C; c++) {
+  {
     double s = 0, v = 0;
     for (int64_t b = 0; b < B; b++) s += sum_row(x + (b * C + c) * HW, HW);
     double m = s / n;
@@ -277,13 +404,23 @@ void ml_batchnorm_forward(float *y, float *mean, float *invstd, const float *x, 
   }
 }
 
+/* Channels are independent: one parallel item per channel. */
+void ml_batchnorm_forward(float *y, float *mean, float *invstd, const float *x, const float *gamma,
+                          const float *beta, int64_t B, int64_t C, int64_t HW, float eps) {
+  bn_job j = {.y = y, .mean = mean, .invstd = invstd, .x = x, .gamma = gamma, .beta = beta, .B = B, .C = C, .HW = HW,
+              .eps = eps};
+  ml__kernels_run(C, bn_forward_item, &j);
+}
+
 /* dx = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x-mean)*invstd, written as
  * dx = a*dy + b*(x - mean) + c per channel so the last pass is one fused loop. */
-void ml_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *mean, const float *invstd, const float *gamma, int64_t B, int64_t C,
-                           int64_t HW) {
+static void bn_backward_item(int64_t c, int worker, void *vj) {
+  const bn_job *j = vj;
+  float *dx = j->y, *dgamma = j->dgamma, *dbeta = j->dbeta;
+  const float *dy = j->dy, *x = j->x, *mean = j->cmean, *invstd = j->cinvstd, *gamma = j->gamma;
+  const int64_t B = j->B, C = j->C, HW = j->HW;
   const double n = (double)(B * HW);
-  for (int64_t c = 0; c < C; c++) {
+  {
     const double m = mean[c], is = invstd[c];
     double sdy = 0, sdyx = 0; /* sum dy, sum dy*(x - m) */
     for (int64_t b = 0; b < B; b++) {
@@ -310,4 +447,12 @@ void ml_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
       for (int64_t i = 0; i < HW; i++) o[i] = fa * dr[i] + fb * (xr[i] - mf) + fc;
     }
   }
+}
+
+void ml_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *invstd, const float *gamma, int64_t B, int64_t C,
+                           int64_t HW) {
+  bn_job j = {.y = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy, .x = x, .cmean = mean, .cinvstd = invstd,
+              .gamma = gamma, .B = B, .C = C, .HW = HW};
+  ml__kernels_run(C, bn_backward_item, &j);
 }

@@ -62,8 +62,47 @@ INLINE void binary_body(ml_bin_op op, float *out, const float *a, const float *b
 MULTI(binary, (ml_bin_op op, float *out, const float *a, const float *b, int64_t P, int64_t C, int64_t Q),
       (op, out, a, b, P, C, Q))
 
+/* Large elementwise kernels run in items of about this many elements when a pool is lent. */
+#define ITEM_ELEMS 65536
+
+typedef struct {
+  int op;
+  float *out;
+  const float *a, *b;
+  int64_t P, C, Q, per; /* per: rows of P (P > 1) or of C (P == 1) per item */
+  float fa, fb;
+} ew_job;
+
+static void binary_item(int64_t i, int worker, void *vj) {
+  const ew_job *j = vj;
+  if (j->P > 1) {
+    int64_t p0 = i * j->per, n = j->P - p0 < j->per ? j->P - p0 : j->per, o = p0 * j->C * j->Q;
+    binary_dispatch((ml_bin_op)j->op, j->out + o, j->a + o, j->b, n, j->C, j->Q);
+  } else {
+    int64_t c0 = i * j->per, n = j->C - c0 < j->per ? j->C - c0 : j->per, o = c0 * j->Q;
+    binary_dispatch((ml_bin_op)j->op, j->out + o, j->a + o, j->b + c0, 1, n, j->Q);
+  }
+}
+
 void ml_binary(ml_bin_op op, float *out, const float *a, const float *b, int64_t P, int64_t C, int64_t Q) {
-  binary_dispatch(op, out, a, b, P, C, Q);
+  const int64_t total = P * C * Q;
+  if (total < 2 * ITEM_ELEMS || ml_kernels_workers() == 1) {
+    binary_dispatch(op, out, a, b, P, C, Q);
+    return;
+  }
+  ew_job j = {.op = (int)op, .out = out, .a = a, .b = b, .P = P, .C = C, .Q = Q};
+  int64_t row = P > 1 ? C * Q : Q, rows = P > 1 ? P : C;
+  j.per = ITEM_ELEMS / row > 1 ? ITEM_ELEMS / row : 1;
+  ml__kernels_run((rows + j.per - 1) / j.per, binary_item, &j);
+}
+
+/* Splits out[0, n) into items for a pool; kind: 0 simple unary, 1 affine, 2 ReLU mask. */
+static void flat_item(int64_t i, int worker, void *vj);
+static bool flat_parallel(int kind, int op, float *out, const float *a, const float *b, int64_t n, float fa, float fb) {
+  if (n < 2 * ITEM_ELEMS || ml_kernels_workers() == 1) return false;
+  ew_job j = {.op = op, .out = out, .a = a, .b = b, .P = kind, .C = n, .per = ITEM_ELEMS, .fa = fa, .fb = fb};
+  ml__kernels_run((n + ITEM_ELEMS - 1) / ITEM_ELEMS, flat_item, &j);
+  return true;
 }
 
 /* ---- unary ---- */
@@ -93,7 +132,9 @@ void ml_unary(ml_un_op op, float *out, const float *x, int64_t n) {
   switch (op) {
     case ML_UN_RELU:
     case ML_UN_SQUARE:
-    case ML_UN_ABS: simple_unary_dispatch(op, out, x, n); return;
+    case ML_UN_ABS:
+      if (!flat_parallel(0, (int)op, out, x, NULL, n, 0, 0)) simple_unary_dispatch(op, out, x, n);
+      return;
     case ML_UN_EXP:
       for (int64_t i = 0; i < n; i++) out[i] = expf(x[i]);
       return;
@@ -124,13 +165,27 @@ INLINE void affine_body(float *out, const float *x, int64_t n, float a, float b)
   for (int64_t i = 0; i < n; i++) out[i] = a * x[i] + b;
 }
 MULTI(affine, (float *out, const float *x, int64_t n, float a, float b), (out, x, n, a, b))
-void ml_affine_kernel(float *out, const float *x, int64_t n, float a, float b) { affine_dispatch(out, x, n, a, b); }
+void ml_affine_kernel(float *out, const float *x, int64_t n, float a, float b) {
+  if (!flat_parallel(1, 0, out, x, NULL, n, a, b)) affine_dispatch(out, x, n, a, b);
+}
 
 INLINE void relu_mask_body(float *out, const float *g, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? g[i] : 0.0f;
 }
 MULTI(relu_mask, (float *out, const float *g, const float *x, int64_t n), (out, g, x, n))
-void ml_relu_mask_kernel(float *out, const float *g, const float *x, int64_t n) { relu_mask_dispatch(out, g, x, n); }
+void ml_relu_mask_kernel(float *out, const float *g, const float *x, int64_t n) {
+  if (!flat_parallel(2, 0, out, g, x, n, 0, 0)) relu_mask_dispatch(out, g, x, n);
+}
+
+static void flat_item(int64_t i, int worker, void *vj) {
+  const ew_job *j = vj;
+  int64_t o = i * j->per, n = j->C - o < j->per ? j->C - o : j->per;
+  switch (j->P) {
+    case 0: simple_unary_dispatch((ml_un_op)j->op, j->out + o, j->a + o, n); break;
+    case 1: affine_dispatch(j->out + o, j->a + o, n, j->fa, j->fb); break;
+    default: relu_mask_dispatch(j->out + o, j->a + o, j->b + o, n); break;
+  }
+}
 
 /* ---- reductions: out[c] = sum over p, q of x[p,c,q], in double ---- */
 #define RED_CHUNK 256

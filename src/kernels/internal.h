@@ -19,4 +19,8 @@ void ml__gemm_level(ml_simd_level level, bool ta, bool tb, int64_t M, int64_t N,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc);
 
+/* Runs fn(i, worker, ctx) for i in [0, n): on the lent pool if any, else in order on this
+ * thread (worker 0). Items must write disjoint memory; worker indexes per-worker scratch. */
+void ml__kernels_run(int64_t n, ml_parallel_fn fn, void *ctx);
+
 #endif
