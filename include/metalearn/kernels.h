@@ -91,6 +91,14 @@ ML_API void ml_batchnorm_forward(float *y, float *mean, float *invstd, const flo
 ML_API void ml_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                   const float *mean, const float *invstd, const float *gamma, int64_t B,
                                   int64_t C, int64_t HW);
+/* Gradients of the backward above (dx and dgamma as functions of x, dy and gamma) given the
+ * upstream gradients ggi of dx (B,C,HW, or NULL: zero) and ggg of dgamma (C, or NULL: zero):
+ * gx (w.r.t. x), gdy (w.r.t. dy), ggamma (w.r.t. gamma, from ggi only); each output may be NULL.
+ * mean/invstd are the forward's statistics. What second-order MAML needs through batch norm
+ * without materializing the backward's intermediates. */
+ML_API void ml_batchnorm_double_backward(float *gx, float *gdy, float *ggamma, const float *x, const float *dy,
+                                         const float *ggi, const float *ggg, const float *mean, const float *invstd,
+                                         const float *gamma, int64_t B, int64_t C, int64_t HW);
 ML_API void ml_batchnorm_forward_ref(float *y, float *mean, float *invstd, const float *x, const float *gamma,
                                      const float *beta, int64_t B, int64_t C, int64_t HW, float eps);
 ML_API void ml_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,

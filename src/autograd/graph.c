@@ -124,7 +124,18 @@ ml_node *ml_full(ml_graph *g, int ndim, const int64_t *shape, float v) {
 
 ml_node *ml_zeros(ml_graph *g, int ndim, const int64_t *shape) { return ml_full(g, ndim, shape, 0.0f); }
 
-static ml_node *accumulate(ml_graph *g, ml_node *acc, ml_node *x) { return acc ? ml_add(g, acc, x) : x; }
+/* Sums gradient contributions. Without create_graph, a sum this pass created (an ADD node that
+ * only gr[] references, since its node's backward has not run yet) is added to in place: a node
+ * with many consumers (weights reused by every inner step) then costs one buffer, not one per
+ * consumer. */
+static ml_node *accumulate(ml_graph *g, ml_node *acc, ml_node *x, int64_t first_new) {
+  if (!acc) return x;
+  if (!g->recording && acc->op == ML_OP_ADD && acc->id >= first_new && acc->n_in == 0 && x->value.numel == acc->value.numel) {
+    ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, x->value.data, 1, acc->value.numel, 1);
+    return acc;
+  }
+  return ml_add(g, acc, x);
+}
 
 ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *const *grad_outputs,
                   ml_node *const *inputs, int64_t n_in, bool create_graph, ml_node **grads) {
@@ -156,7 +167,7 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
     }
     if (!need[o->id]) continue;
     ml_node *seed = grad_outputs && grad_outputs[i] ? grad_outputs[i] : ml_full(g, o->value.ndim, o->value.shape, 1.0f);
-    gr[o->id] = accumulate(g, gr[o->id], seed);
+    gr[o->id] = accumulate(g, gr[o->id], seed, N);
     if (o->id > hi) hi = o->id;
   }
   for (int64_t i = hi; i >= lo && !g->status; i--) {
@@ -172,7 +183,7 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
     ml_node *gin[3] = {NULL, NULL, NULL};
     ml__backward(g, n, gr[i], gin, needin);
     for (int k = 0; k < n->n_in; k++)
-      if (needin[k] && gin[k]) gr[n->in[k]->id] = accumulate(g, gr[n->in[k]->id], gin[k]);
+      if (needin[k] && gin[k]) gr[n->in[k]->id] = accumulate(g, gr[n->in[k]->id], gin[k], N);
   }
   for (int64_t j = 0; j < n_in && !g->status; j++) {
     ml_node *x = inputs[j];

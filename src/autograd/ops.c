@@ -306,12 +306,14 @@ ml_node *ml_linear(ml_graph *g, ml_node *x, ml_node *w, ml_node *b) {
 }
 
 /* ------------------------------------------------------------------ conv2d and its adjoints */
-static ml_node *conv_raw(ml_graph *g, ml_node *x, ml_node *w, const ml_conv_shape *s) {
-  ml_node *n = ml__node(g, ML_OP_CONV2D, 4, (int64_t[]){s->B, s->OC, s->OH, s->OW}, x, w, NULL, true);
+/* The bias (or NULL) is the node's third input, added by the kernel: a separate broadcast add
+ * would keep a second full-size activation per layer. */
+static ml_node *conv_raw(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, const ml_conv_shape *s) {
+  ml_node *n = ml__node(g, ML_OP_CONV2D, 4, (int64_t[]){s->B, s->OC, s->OH, s->OW}, x, w, b, true);
   float *scratch = ml__scratch(g, ml_conv2d_scratch_floats(s) * sizeof(float));
   if (!n || !scratch) return NULL;
   n->conv = *s;
-  ml_conv2d_forward(s, n->value.data, x->value.data, w->value.data, NULL, scratch);
+  ml_conv2d_forward(s, n->value.data, x->value.data, w->value.data, b ? b->value.data : NULL, scratch);
   return n;
 }
 
@@ -326,8 +328,11 @@ ml_node *ml_conv2d(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, int64_t stri
     return ml__fail(g, ML_ERR_SHAPE, "conv2d: input %s and weight %s (stride %lld, pad %lld) do not fit", shp(x, b1),
                     shp(w, b2), (long long)stride, (long long)pad);
   }
-  ml_node *y = conv_raw(g, x, w, &s);
-  return b ? ml_add_axis(g, y, b, 1) : y;
+  if (b && (!b->value.data || b->value.numel != s.OC)) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "conv2d: bias %s must have %lld elements", shp(b, b1), (long long)s.OC);
+  }
+  return conv_raw(g, x, w, b, &s);
 }
 
 ml_node *ml_conv2d_bwd_data(ml_graph *g, ml_node *dy, ml_node *w, const ml_conv_shape *s) {
@@ -360,17 +365,18 @@ static void bw_conv(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const b
   ml_node *a = n->in[0], *b = n->in[1];
   const ml_conv_shape *s = &n->conv;
   switch (n->op) {
-    case ML_OP_CONV2D: /* a = x, b = w */
+    case ML_OP_CONV2D: /* a = x, b = w, in[2] = bias or NULL */
       if (need[0]) gin[0] = ml_conv2d_bwd_data(g, go, b, s);
       if (need[1]) gin[1] = ml_conv2d_bwd_weight(g, a, go, s);
+      if (need[2] && n->in[2]) gin[2] = reshape_like(g, ml_reduce_pcq(g, go, s->B, s->OC, s->OH * s->OW), n->in[2]);
       break;
     case ML_OP_CONV2D_BWD_DATA: /* a = dy, b = w; go has x's shape */
-      if (need[0]) gin[0] = conv_raw(g, go, b, s);
+      if (need[0]) gin[0] = conv_raw(g, go, b, NULL, s);
       if (need[1]) gin[1] = ml_conv2d_bwd_weight(g, go, a, s);
       break;
     case ML_OP_CONV2D_BWD_WEIGHT: /* a = x, b = dy; go has w's shape */
       if (need[0]) gin[0] = ml_conv2d_bwd_data(g, b, go, s);
-      if (need[1]) gin[1] = conv_raw(g, a, go, s);
+      if (need[1]) gin[1] = conv_raw(g, a, go, NULL, s);
       break;
     default:
       break;
@@ -459,44 +465,114 @@ ml_node *ml_batch_norm(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, f
   return n;
 }
 
+static float *ones_for(ml_graph *g, const ml_node *gamma, int64_t C) {
+  if (gamma) return gamma->value.data;
+  float *ones = ml__scratch(g, (size_t)C * sizeof(float));
+  if (ones)
+    for (int64_t c = 0; c < C; c++) ones[c] = 1.0f;
+  return ones;
+}
+
 /* Without create_graph the fused kernel computes all three gradients in two passes. With it,
- * the same formulas are built from ops, recomputing the statistics as functions of x so that
- * second derivatives through the mean and variance are exact. */
+ * dx and dgamma become BN_GRAD and BN_DGAMMA nodes (values from the same kernel) whose own
+ * backward is the fused double-backward kernel: second-order MAML keeps one full-size tensor per
+ * batch-norm and inner step instead of the eight a composite of elementwise ops would keep. */
 static void bw_batch_norm(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
   ml_node *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
   int64_t B = n->p, C = n->c, HW = n->q;
   const ml_tensor *t = &x->value;
+  float *ones = ones_for(g, gamma, C), *dbeta_tmp = ml__scratch(g, (size_t)C * sizeof(float));
+  if (!ones || !dbeta_tmp) return;
+  ml_node *dx, *dgamma, *dbeta;
   if (!g->recording) {
-    ml_node *dx = ml_new(g, t->ndim, t->shape);
-    ml_node *dgamma = ml_new(g, 1, (int64_t[]){C});
-    ml_node *dbeta = ml_new(g, 1, (int64_t[]){C});
-    float *ones = ml__scratch(g, (size_t)C * sizeof(float));
-    if (!dx || !dgamma || !dbeta || !ones) return;
-    for (int64_t c = 0; c < C; c++) ones[c] = 1.0f;
-    ml_batchnorm_backward(dx->value.data, dgamma->value.data, dbeta->value.data, go->value.data, x->value.data,
-                          n->saved0, n->saved1, gamma ? gamma->value.data : ones, B, C, HW);
-    if (need[0]) gin[0] = dx;
-    if (need[1]) gin[1] = dgamma;
-    if (need[2]) gin[2] = dbeta;
-    return;
+    dx = ml_new(g, t->ndim, t->shape);
+    dgamma = ml_new(g, 1, (int64_t[]){C});
+    dbeta = ml_new(g, 1, (int64_t[]){C});
+  } else {
+    dx = ml__node(g, ML_OP_BN_GRAD, t->ndim, t->shape, x, go, gamma, true);
+    dgamma = ml__node(g, ML_OP_BN_DGAMMA, 1, (int64_t[]){C}, x, go, NULL, true);
+    dbeta = ml_reduce_pcq(g, go, B, C, HW);
+    ml_node *nodes[2] = {dx, dgamma};
+    for (int i = 0; i < 2; i++)
+      if (nodes[i]) nodes[i]->p = B, nodes[i]->c = C, nodes[i]->q = HW, nodes[i]->a = n->a,
+                    nodes[i]->saved0 = n->saved0, nodes[i]->saved1 = n->saved1;
   }
-  float inv_n = 1.0f / (float)(B * HW);
-  ml_node *mean = ml_scale(g, ml_reduce_pcq(g, x, B, C, HW), inv_n);
-  ml_node *xc = ml_sub_axis(g, x, mean, 1);
-  ml_node *var = ml_scale(g, ml_reduce_pcq(g, ml_square(g, xc), B, C, HW), inv_n);
-  ml_node *invstd = ml_rsqrt(g, ml_affine(g, var, 1.0f, n->a));
-  ml_node *xhat = ml_mul_axis(g, xc, invstd, 1);
-  ml_node *dbeta = ml_reduce_pcq(g, go, B, C, HW);
-  ml_node *dgamma = ml_reduce_pcq(g, ml_mul(g, go, xhat), B, C, HW);
-  if (need[0]) {
-    /* dx = gamma * invstd * (g - mean(g) - xhat * mean(g * xhat)) */
-    ml_node *inner = ml_sub_axis(g, go, ml_scale(g, dbeta, inv_n), 1);
-    inner = ml_sub(g, inner, ml_mul_axis(g, xhat, ml_scale(g, dgamma, inv_n), 1));
-    ml_node *coef = gamma ? ml_mul(g, reshape_like(g, gamma, invstd), invstd) : invstd;
-    gin[0] = ml_mul_axis(g, inner, coef, 1);
-  }
+  if (!dx || !dgamma || !dbeta) return;
+  ml_batchnorm_backward(dx->value.data, dgamma->value.data, g->recording ? dbeta_tmp : dbeta->value.data,
+                        go->value.data, x->value.data, n->saved0, n->saved1, ones, B, C, HW);
+  if (need[0]) gin[0] = dx;
   if (need[1]) gin[1] = reshape_like(g, dgamma, gamma);
   if (need[2]) gin[2] = reshape_like(g, dbeta, beta);
+}
+
+/* The double backward as ops (for third-order gradients), the statistics recomputed as
+ * functions of x; same formulas as ml_batchnorm_double_backward. ggi: upstream of dx (or NULL),
+ * ggg: upstream of dgamma, (C) (or NULL). */
+static void bn_double_composite(ml_graph *g, ml_node *x, ml_node *dy, ml_node *gamma, ml_node *ggi, ml_node *ggg,
+                                int64_t B, int64_t C, int64_t HW, float eps, ml_node **gx, ml_node **gdy,
+                                ml_node **ggamma) {
+  const float inv_m = 1.0f / (float)(B * HW), M = (float)(B * HW);
+  ml_node *mean = ml_scale(g, ml_reduce_pcq(g, x, B, C, HW), inv_m);
+  ml_node *xm = ml_sub_axis(g, x, mean, 1);
+  ml_node *s = ml_rsqrt(g, ml_affine(g, ml_scale(g, ml_reduce_pcq(g, ml_square(g, xm), B, C, HW), inv_m), 1.0f, eps));
+  ml_node *s2 = ml_square(g, s), *s3 = ml_mul(g, s2, s);
+  ml_node *gam = gamma ? ml_reshape(g, gamma, 1, (int64_t[]){C}) : NULL;
+  ml_node *sdy = ml_reduce_pcq(g, dy, B, C, HW), *sdyx = ml_reduce_pcq(g, ml_mul(g, dy, xm), B, C, HW);
+  ml_node *vx = NULL, *vdy = NULL; /* gx and gdy */
+  if (ggi) {
+    ml_node *sgg = ml_reduce_pcq(g, ggi, B, C, HW), *sggx = ml_reduce_pcq(g, ml_mul(g, ggi, xm), B, C, HW);
+    ml_node *sdygg = ml_reduce_pcq(g, ml_mul(g, dy, ggi), B, C, HW);
+    ml_node *all_sub = ml_add(g, ml_sub(g, ml_scale(g, ml_mul(g, sgg, sdy), inv_m), sdygg),
+                              ml_scale(g, ml_mul(g, s2, ml_mul(g, sdyx, sggx)), 3.0f * inv_m));
+    ml_node *t0 = ml_mul_axis(g, xm, ml_scale(g, ml_mul(g, s3, all_sub), inv_m), 1);
+    ml_node *t1 = ml_mul_axis(g, ml_sub_axis(g, dy, ml_scale(g, sdy, inv_m), 1), ml_scale(g, ml_mul(g, sggx, s3), -inv_m), 1);
+    ml_node *t2 = ml_mul_axis(g, ml_sub_axis(g, ggi, ml_scale(g, sgg, inv_m), 1), ml_scale(g, ml_mul(g, sdyx, s3), -inv_m), 1);
+    vx = ml_add(g, ml_add(g, t0, t1), t2);
+    if (gam) vx = ml_mul_axis(g, vx, gam, 1);
+    ml_node *h = ml_sub(g, ml_sub_axis(g, ml_scale(g, ggi, M), sgg, 1), ml_mul_axis(g, xm, ml_mul(g, s2, sggx), 1));
+    ml_node *coef = ml_scale(g, gam ? ml_mul(g, gam, s) : s, inv_m);
+    vdy = ml_mul_axis(g, h, coef, 1);
+    if (ggamma)
+      *ggamma = ml_mul(g, s, ml_sub(g, ml_sub(g, sdygg, ml_scale(g, ml_mul(g, sgg, sdy), inv_m)),
+                                    ml_scale(g, ml_mul(g, s2, ml_mul(g, sdyx, sggx)), inv_m)));
+  }
+  if (ggg) {
+    ml_node *G = ml_reshape(g, ggg, 1, (int64_t[]){C}), *Gs = ml_mul(g, G, s);
+    ml_node *h = ml_sub(g, ml_sub_axis(g, dy, ml_scale(g, sdy, inv_m), 1),
+                        ml_mul_axis(g, xm, ml_scale(g, ml_mul(g, s2, sdyx), inv_m), 1));
+    ml_node *tx = ml_mul_axis(g, h, Gs, 1), *tdy = ml_mul_axis(g, xm, Gs, 1);
+    vx = vx ? ml_add(g, vx, tx) : tx;
+    vdy = vdy ? ml_add(g, vdy, tdy) : tdy;
+  }
+  *gx = vx;
+  *gdy = vdy;
+}
+
+/* Backward of BN_GRAD (upstream: the gradient of dx) and of BN_DGAMMA (of dgamma). */
+static void bw_bn_grad(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *x = n->in[0], *dy = n->in[1], *gamma = n->op == ML_OP_BN_GRAD ? n->in[2] : NULL;
+  int64_t B = n->p, C = n->c, HW = n->q;
+  bool is_dx = n->op == ML_OP_BN_GRAD;
+  if (g->recording) {
+    ml_node *gx, *gdy, *ggamma = NULL;
+    bn_double_composite(g, x, dy, gamma, is_dx ? go : NULL, is_dx ? NULL : go, B, C, HW, n->a, &gx, &gdy,
+                        is_dx && gamma && need[2] ? &ggamma : NULL);
+    if (need[0]) gin[0] = gx;
+    if (need[1]) gin[1] = gdy;
+    if (is_dx && gamma && need[2]) gin[2] = reshape_like(g, ggamma, gamma);
+    return;
+  }
+  const ml_tensor *t = &x->value;
+  ml_node *gx = need[0] ? ml_new(g, t->ndim, t->shape) : NULL, *gdy = need[1] ? ml_new(g, t->ndim, t->shape) : NULL;
+  ml_node *ggamma = is_dx && gamma && need[2] ? ml_new(g, 1, (int64_t[]){C}) : NULL;
+  if (g->status) return;
+  ml_batchnorm_double_backward(gx ? gx->value.data : NULL, gdy ? gdy->value.data : NULL,
+                               ggamma ? ggamma->value.data : NULL, x->value.data, dy->value.data,
+                               is_dx ? go->value.data : NULL, is_dx ? NULL : go->value.data, n->saved0, n->saved1,
+                               gamma ? gamma->value.data : NULL, B, C, HW);
+  if (gx) gin[0] = gx;
+  if (gdy) gin[1] = gdy;
+  if (ggamma) gin[2] = reshape_like(g, ggamma, gamma);
 }
 
 /* ------------------------------------------------------------------ log-softmax, pick */
@@ -673,6 +749,8 @@ static const bw_fn backward_table[ML_OP_COUNT] = {
     [ML_OP_POOL_SCATTER] = bw_pool,
     [ML_OP_POOL_GATHER] = bw_pool,
     [ML_OP_BATCH_NORM] = bw_batch_norm,
+    [ML_OP_BN_GRAD] = bw_bn_grad,
+    [ML_OP_BN_DGAMMA] = bw_bn_grad,
     [ML_OP_LOG_SOFTMAX] = bw_log_softmax,
     [ML_OP_PICK] = bw_pick,
     [ML_OP_PICK_SCATTER] = bw_pick,

@@ -99,12 +99,14 @@ static void im2col(const ml_conv_shape *s, float *restrict col, int64_t ld, cons
         for (int64_t oh = 0; oh < OH; oh++, dst += OW) {
           int64_t h = oh * st - s->pad + kh;
           if (h < 0 || h >= s->H) {
-            memset(dst, 0, (size_t)OW * sizeof(float));
+            for (int64_t ow = 0; ow < OW; ow++) dst[ow] = 0.0f;
             continue;
           }
           const float *row = plane + h * s->W - s->pad + kw;
           for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
-          if (st == 1) memcpy(dst + lo, row + lo, (size_t)(hi - lo) * sizeof(float));
+          /* rows are short (OW <= a few dozen): an inline loop beats a memcpy call */
+          if (st == 1)
+            for (int64_t ow = lo; ow < hi; ow++) dst[ow] = row[ow];
           else
             for (int64_t ow = lo; ow < hi; ow++) dst[ow] = row[ow * st];
           for (int64_t ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
@@ -351,23 +353,48 @@ void ml_maxpool2_gather(float *out, const float *din, const int32_t *idx, int64_
 
 /* ---- batch-norm, statistics per channel over (B, HW) ---- */
 
-/* Sums of x and of (x - m)^2 over a row, in double with four partial sums for ILP. */
+/* Sums over a row (one image's plane of one channel: at most a few thousand floats) in 16
+ * float lanes, written so the compiler maps the lanes to one vector register without having to
+ * reassociate; rows are then added in double, so a channel's sum over a large batch stays exact
+ * enough. */
+#define LANES 16
+static inline float lanes_total(const float *acc) {
+  float t = 0;
+  for (int k = 0; k < LANES; k++) t += acc[k];
+  return t;
+}
 static double sum_row(const float *x, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  float acc[LANES] = {0};
   int64_t i = 0;
-  for (; i + 4 <= n; i += 4) s0 += x[i], s1 += x[i + 1], s2 += x[i + 2], s3 += x[i + 3];
-  for (; i < n; i++) s0 += x[i];
-  return (s0 + s1) + (s2 + s3);
+  for (; i + LANES <= n; i += LANES)
+    for (int k = 0; k < LANES; k++) acc[k] += x[i + k];
+  for (; i < n; i++) acc[i % LANES] += x[i];
+  return lanes_total(acc);
 }
 static double sumsq_row(const float *x, int64_t n, double m) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  float acc[LANES] = {0};
+  const float mf = (float)m;
   int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    double d0 = x[i] - m, d1 = x[i + 1] - m, d2 = x[i + 2] - m, d3 = x[i + 3] - m;
-    s0 += d0 * d0, s1 += d1 * d1, s2 += d2 * d2, s3 += d3 * d3;
-  }
-  for (; i < n; i++) s0 += (x[i] - m) * (x[i] - m);
-  return (s0 + s1) + (s2 + s3);
+  for (; i + LANES <= n; i += LANES)
+    for (int k = 0; k < LANES; k++) {
+      float d = x[i + k] - mf;
+      acc[k] += d * d;
+    }
+  for (; i < n; i++) acc[i % LANES] += (x[i] - mf) * (x[i] - mf);
+  return lanes_total(acc);
+}
+/* sum dy and sum dy * (x - m) over a row */
+static void dy_sums_row(const float *dy, const float *x, int64_t n, float m, double *sdy, double *sdyx) {
+  float a[LANES] = {0}, b[LANES] = {0};
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (int k = 0; k < LANES; k++) {
+      a[k] += dy[i + k];
+      b[k] += dy[i + k] * (x[i + k] - m);
+    }
+  for (; i < n; i++) a[i % LANES] += dy[i], b[i % LANES] += dy[i] * (x[i] - m);
+  *sdy += lanes_total(a);
+  *sdyx += lanes_total(b);
 }
 
 /* y, x (B,C,HW); mean, invstd (C) out; gamma, beta (C) or NULL (1 and 0) */
@@ -423,18 +450,8 @@ static void bn_backward_item(int64_t c, int worker, void *vj) {
   {
     const double m = mean[c], is = invstd[c];
     double sdy = 0, sdyx = 0; /* sum dy, sum dy*(x - m) */
-    for (int64_t b = 0; b < B; b++) {
-      const float *xr = x + (b * C + c) * HW, *dr = dy + (b * C + c) * HW;
-      double s0 = 0, s1 = 0, t0 = 0, t1 = 0;
-      int64_t i = 0;
-      for (; i + 2 <= HW; i += 2) {
-        s0 += dr[i], s1 += dr[i + 1];
-        t0 += dr[i] * (xr[i] - m), t1 += dr[i + 1] * (xr[i + 1] - m);
-      }
-      for (; i < HW; i++) s0 += dr[i], t0 += dr[i] * (xr[i] - m);
-      sdy += s0 + s1;
-      sdyx += t0 + t1;
-    }
+    for (int64_t b = 0; b < B; b++)
+      dy_sums_row(dy + (b * C + c) * HW, x + (b * C + c) * HW, HW, (float)m, &sdy, &sdyx);
     sdyx *= is; /* now sum dy*xhat */
     if (dgamma) dgamma[c] = (float)sdyx;
     if (dbeta) dbeta[c] = (float)sdy;
@@ -455,4 +472,77 @@ void ml_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
   bn_job j = {.y = dx, .dgamma = dgamma, .dbeta = dbeta, .dy = dy, .x = x, .cmean = mean, .cinvstd = invstd,
               .gamma = gamma, .B = B, .C = C, .HW = HW};
   ml__kernels_run(C, bn_backward_item, &j);
+}
+
+/* ---- batch-norm double backward ----
+ * The gradients of the batch-norm backward (dx = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)),
+ * dgamma = sum(dy*xhat)) with respect to x, dy and gamma, given the upstream gradients ggi of dx
+ * and ggg of dgamma. Per channel every output is an affine form of dy, ggi and (x - mean), so one
+ * pass of sums and one pass of writes do it, with no full-size temporaries. With M = B*HW,
+ * s = invstd, xm = x - mean and sums over the channel:
+ *   gx    = gamma*[xm*s^3*(Sgg*Sdy/M - Sdy.gg + 3*s^2*Sdy.xm*Sgg.xm/M)/M + Sgg.xm*s^3/M*(Sdy/M - dy)
+ *                  + Sdy.xm*s^3/M*(Sgg/M - ggi)] + ggg*s*(dy - Sdy/M - xm*s^2*Sdy.xm/M)
+ *   gdy   = gamma*s*(ggi - Sgg/M - xm*s^2*Sgg.xm/M) + ggg*s*xm
+ *   ggam  = s*(Sdy.gg - Sgg*Sdy/M - s^2*Sdy.xm*Sgg.xm/M)
+ * (the formulas PyTorch's batchnorm_double_backward implements, checked here by finite
+ * differences in tests/test_autograd.c). */
+typedef struct {
+  float *gx, *gdy, *ggamma;
+  const float *x, *dy, *ggi, *ggg, *mean, *invstd, *gamma;
+  int64_t B, C, HW;
+} bn2_job;
+
+static void bn_double_item(int64_t c, int worker, void *vj) {
+  const bn2_job *j = vj;
+  const int64_t B = j->B, C = j->C, HW = j->HW;
+  const double M = (double)(B * HW), s = j->invstd[c], m = j->mean[c];
+  const double gam = j->gamma ? j->gamma[c] : 1.0, G = j->ggg ? j->ggg[c] : 0.0;
+  const float mf = (float)m;
+  double sdy = 0, sdyx = 0, sgg = 0, sggx = 0, sdygg = 0;
+  for (int64_t b = 0; b < B; b++) {
+    const float *xr = j->x + (b * C + c) * HW, *dr = j->dy + (b * C + c) * HW;
+    dy_sums_row(dr, xr, HW, mf, &sdy, &sdyx);
+    if (j->ggi) {
+      const float *gr = j->ggi + (b * C + c) * HW;
+      dy_sums_row(gr, xr, HW, mf, &sgg, &sggx);
+      float acc[LANES] = {0};
+      int64_t i = 0;
+      for (; i + LANES <= HW; i += LANES)
+        for (int k = 0; k < LANES; k++) acc[k] += dr[i + k] * gr[i + k];
+      for (; i < HW; i++) acc[i % LANES] += dr[i] * gr[i];
+      sdygg += lanes_total(acc);
+    }
+  }
+  const double s2 = s * s, s3 = s2 * s;
+  const double all_sub = sgg * sdy / M - sdygg + 3.0 * s2 * sdyx * sggx / M;
+  const double k0 = s3 * all_sub / M, k1 = sggx * s3 / M, k2 = sdyx * s3 / M;
+  /* gx = a1*dy + a2*ggi + a3*xm + a4;  gdy = b1*ggi + b3*xm + b4 */
+  const float a1 = (float)(-gam * k1 + G * s), a2 = (float)(-gam * k2), a3 = (float)(gam * k0 - G * s3 * sdyx / M);
+  const float a4 = (float)(gam * (k1 * sdy / M + k2 * sgg / M) - G * s * sdy / M);
+  const float b1 = (float)(gam * s), b3 = (float)(-gam * s3 * sggx / M + G * s), b4 = (float)(-gam * s * sgg / M);
+  if (j->ggamma) j->ggamma[c] = (float)(s * (sdygg - sgg * sdy / M - s2 * sdyx * sggx / M));
+  for (int64_t b = 0; b < B; b++) {
+    const int64_t o = (b * C + c) * HW;
+    const float *xr = j->x + o, *dr = j->dy + o, *gr = j->ggi ? j->ggi + o : NULL;
+    float *gx = j->gx ? j->gx + o : NULL, *gdy = j->gdy ? j->gdy + o : NULL;
+    if (gr) {
+      if (gx)
+        for (int64_t i = 0; i < HW; i++) gx[i] = a1 * dr[i] + a2 * gr[i] + a3 * (xr[i] - mf) + a4;
+      if (gdy)
+        for (int64_t i = 0; i < HW; i++) gdy[i] = b1 * gr[i] + b3 * (xr[i] - mf) + b4;
+    } else {
+      if (gx)
+        for (int64_t i = 0; i < HW; i++) gx[i] = a1 * dr[i] + a3 * (xr[i] - mf) + a4;
+      if (gdy)
+        for (int64_t i = 0; i < HW; i++) gdy[i] = b3 * (xr[i] - mf) + b4;
+    }
+  }
+}
+
+void ml_batchnorm_double_backward(float *gx, float *gdy, float *ggamma, const float *x, const float *dy,
+                                  const float *ggi, const float *ggg, const float *mean, const float *invstd,
+                                  const float *gamma, int64_t B, int64_t C, int64_t HW) {
+  bn2_job j = {.gx = gx, .gdy = gdy, .ggamma = ggamma, .x = x, .dy = dy, .ggi = ggi, .ggg = ggg, .mean = mean,
+               .invstd = invstd, .gamma = gamma, .B = B, .C = C, .HW = HW};
+  ml__kernels_run(C, bn_double_item, &j);
 }

@@ -187,8 +187,11 @@ ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml
       h = ml_batch_norm(g, h, w[k], w[k + 1], c->bn_eps);
       k += 2;
     }
-    h = ml_relu(g, h);
+    /* max-pool then ReLU: the same values and gradients as ReLU then max-pool (max commutes with
+     * a monotone function; where the window's max is <= 0 both give 0 and a zero gradient), with
+     * the ReLU and its backward on a quarter of the data */
     if (c->max_pool) h = ml_maxpool2(g, h);
+    h = ml_relu(g, h);
   }
   if (!h) return NULL;
   return ml_reshape(g, h, 2, (int64_t[]){h->value.shape[0], m->feature_dim});
