@@ -101,6 +101,8 @@ void ml_algo_free(ml_algo *a) {
   ml_optim_free(a->opt_lr);
   free(a->slots);
   free(a->grad);
+  free(a->eval_status);
+  free(a->eval_errors);
   free(a);
 }
 
@@ -353,12 +355,17 @@ ml_status ml_algo_evaluate_ex(ml_algo *a, ml_task_fn src, void *ctx, int64_t eva
                               const ml_eval_options *opt) {
   ml_eval_options o = opt ? *opt : ml_eval_options_defaults();
   if (n < 0) return ml_error(ML_ERR_ARG, "evaluate: %lld episodes", (long long)n);
-  ml_status *status = calloc((size_t)n + 1, sizeof *status);
-  char(*errors)[256] = calloc((size_t)n + 1, 256);
-  if (!status || !errors) {
-    free(status), free(errors);
-    return ml_error(ML_ERR_NOMEM, "evaluate: out of memory");
+  if (n + 1 > a->eval_cap) {
+    ml_status *ns = realloc(a->eval_status, (size_t)(n + 1) * sizeof *ns);
+    if (ns) a->eval_status = ns;
+    char(*ne)[256] = ns ? realloc(a->eval_errors, (size_t)(n + 1) * 256) : NULL;
+    if (!ns || !ne) return ml_error(ML_ERR_NOMEM, "evaluate: out of memory");
+    a->eval_errors = ne;
+    a->eval_cap = n + 1;
   }
+  ml_status *status = a->eval_status;
+  char(*errors)[256] = a->eval_errors;
+  memset(status, 0, (size_t)(n + 1) * sizeof *status);
   int64_t saved_steps = a->cfg.inner_steps_test;
   if (o.inner_steps_test >= 0) a->cfg.inner_steps_test = o.inner_steps_test;
   eval_job job = {a, src, ctx, eval_key, scores, status, errors, 0};
@@ -376,6 +383,5 @@ ml_status ml_algo_evaluate_ex(ml_algo *a, ml_task_fn src, void *ctx, int64_t eva
       st = ml_error(ML_ERR_ABORTED, "evaluation stopped after %lld of %lld episodes", (long long)(lo + m), (long long)n);
   }
   a->cfg.inner_steps_test = saved_steps;
-  free(status), free(errors);
   return st;
 }

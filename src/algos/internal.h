@@ -20,6 +20,10 @@ struct ml_algo {
   ml_reduce_fn reduce;            /* combines partial sums across processes, or NULL */
   void *reduce_ctx;
   float *grad;         /* combined meta-gradient */
+  /* evaluation bookkeeping, grown only when a run has more episodes than any before */
+  ml_status *eval_status;
+  char (*eval_errors)[256];
+  int64_t eval_cap;
 };
 
 /* Per-task results of a meta-training step. */
