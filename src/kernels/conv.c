@@ -86,7 +86,12 @@ static void valid_range(int64_t n, int64_t k, int64_t stride, int64_t pad, int64
   *hi = h;
 }
 
-/* col (C*KH*KW rows of OH*OW, row stride ld) from one image in (C, H, W) */
+/* col (C*KH*KW rows of OH*OW, row stride ld) from one image in (C, H, W). The rows are short
+ * (OW <= a few dozen floats), so the copies stay inline loops: GCC would otherwise turn them
+ * back into memcpy/memset calls, whose per-call cost dominated this function. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns", "tree-vectorize", "vect-cost-model=dynamic")))
+#endif
 static void im2col(const ml_conv_shape *s, float *restrict col, int64_t ld, const float *restrict in) {
   const int64_t OH = s->OH, OW = s->OW, st = s->stride;
   for (int64_t c = 0; c < s->C; c++)
