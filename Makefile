@@ -25,8 +25,11 @@ test: build
 demo: build
 	./$(BUILD)/metalearn demo
 
+# Kernels (GFLOP/s against the measured FMA peak), then metalearn against PyTorch side by side
+# (bench/vs_pytorch: six configurations at 2 and 1 threads; needs torch, see bench/README.md).
 bench: build
 	./$(BUILD)/bench/kernels
+	./$(BUILD)/bench/vs_pytorch $(VS_PYTORCH_ARGS)
 
 # MAML accuracy and wall time against the PyTorch reference, side by side (bench/README.md).
 # Needs torch + numpy: ML_TORCH_PYTHON, else /work/venv/bin/python, else /usr/bin/python3.

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "metalearn/algos.h"
+#include "metalearn/kernels.h"
 
 /* ---- heap allocation counter: every malloc of the process (OpenBLAS's included) ---- */
 extern void *__libc_malloc(size_t);
@@ -343,8 +344,11 @@ int main(int argc, char **argv) {
 
   int failures = 0;
   FILE *jf = json_path ? fopen(json_path, "w") : NULL;
+  const char *core = getenv("OPENBLAS_CORETYPE");
   printf("# metalearn %s vs PyTorch: median seconds per unit (runs alternate; %d reps x %s timed units after %d warm-up)\n",
          ml_version(), reps, iters ? "N" : "default", warmup);
+  printf("# metalearn: simd %s, gemm %s; OPENBLAS_CORETYPE=%s; %ld online CPUs\n", ml_simd_name(ml_cpu_simd()),
+         ml_gemm_backend(), core ? core : "(unset)", sysconf(_SC_NPROCESSORS_ONLN));
   for (int ti = 0; ti < nthreads; ti++) {
     for (int ci = 0; ci < nconfigs; ci++) {
       int cfg = configs[ci];
