@@ -551,6 +551,47 @@ ML_TEST(no_record_without_create_graph) {
   ml_arena_free(ar);
 }
 
+/* A sweep without create_graph reuses dead gradient buffers and adds in place; slots that share
+ * a buffer (an ADD passes its gradient to both inputs) must still get separate sums. */
+static ml_node *f_shared(ml_graph *g, ml_node **x) {
+  ml_node *s = ml_add(g, x[0], x[1]);                     /* gradient passed to both x0 and x1 */
+  ml_node *t = ml_add(g, ml_mul(g, s, x[2]), ml_square(g, x[0]));
+  t = ml_add(g, t, ml_tanh(g, ml_add(g, x[1], s)));        /* later contributions to x1 and s */
+  /* a deep chain whose backward is one fused op per node: each layer's gradient dies as soon as
+   * the layer below has used it, and the weight's contributions pile into one buffer */
+  for (int i = 0; i < 24; i++) t = ml_relu(g, ml_matmul(g, t, x[2], false, false));
+  return ml_sum(g, ml_add(g, t, x[0]));
+}
+
+ML_TEST(sweep_reuses_buffers_and_keeps_shared_gradients_apart) {
+  ml_arena *ar = ml_arena_new(1 << 20, NULL);
+  float *xs[3], *ga[3];
+  for (int j = 0; j < 3; j++) {
+    xs[j] = malloc(1024 * sizeof(float)), ga[j] = malloc(1024 * sizeof(float));
+    ml_test_fill(xs[j], 1024, 40 + (uint64_t)j, -1, 1);
+  }
+  size_t growth[2];
+  for (int cg = 0; cg < 2; cg++) {
+    ml_arena_reset(ar);
+    ml_graph *g = ml_graph_new(ar);
+    ml_node *x[3], *gr[3];
+    for (int j = 0; j < 3; j++) x[j] = ml_leaf(g, (ml_tensor){xs[j], {32, 32, 1, 1}, 2, 1024}, true);
+    ml_node *y = f_shared(g, x);
+    size_t before = ml_arena_used(ar);
+    CHECK_OK(ml_grad(g, &y, 1, NULL, x, 3, cg == 1, gr));
+    growth[cg] = ml_arena_used(ar) - before;
+    for (int j = 0; j < 3; j++) {
+      if (cg == 0) memcpy(ga[j], gr[j]->value.data, 1024 * sizeof(float));
+      else CHECK_CLOSE(gr[j]->value.data, ga[j], 1024, 1e-6, 1e-5); /* recycling sweep == recording sweep */
+    }
+  }
+  /* node records (a few hundred bytes each) remain; the 4 KB gradients do not pile up */
+  CHECK_MSG(growth[0] < growth[1] / 4, "sweep without create_graph grew the arena by %zu bytes (recording: %zu)",
+            growth[0], growth[1]);
+  for (int j = 0; j < 3; j++) free(xs[j]), free(ga[j]);
+  ml_arena_free(ar);
+}
+
 ML_TEST_LAST(every_op_has_gradient_checks) {
   for (int op = 0; op < ML_OP_COUNT; op++) {
     if (op == ML_OP_LEAF) continue;

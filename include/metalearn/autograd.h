@@ -43,6 +43,11 @@ struct ml_node {
   ml_conv_shape conv;     /* conv ops */
   const int32_t *idx;     /* pool argmax, labels, embedding ids */
   float *saved0, *saved1; /* batch-norm mean and invstd */
+  /* memory bookkeeping of gradient sweeps: the node whose buffer holds value.data (itself when
+   * it allocated it, the source for a reshape, NULL for wrapped external data) and, during a
+   * sweep without create_graph, how many gradient slots refer to that buffer */
+  ml_node *owner;
+  int32_t refs;
 };
 
 typedef struct ml_graph ml_graph;

@@ -59,6 +59,35 @@ ml_node *ml__fail(ml_graph *g, ml_status s, const char *fmt, ...) {
   return NULL;
 }
 
+/* ---- buffer reuse inside a gradient sweep ----
+ * Without create_graph, a gradient is dead once the backward of its node has run and no other
+ * gradient slot shares its buffer. Dead buffers of nodes the sweep created go to size-keyed free
+ * lists and are handed to the next nodes of the same size: a sweep then holds a few layers of
+ * gradients at a time instead of all of them (the arena itself never frees). */
+#define MIN_REUSE_BYTES 256
+static size_t bucket_of(size_t bytes) { return (bytes / 64) % ML_FREE_BUCKETS; }
+
+static float *reuse(ml_graph *g, size_t bytes) {
+  if (bytes < MIN_REUSE_BYTES) return NULL;
+  for (ml_free_buf **p = &g->free[bucket_of(bytes)]; *p; p = &(*p)->next)
+    if ((*p)->bytes == bytes) {
+      ml_free_buf *f = *p;
+      *p = f->next;
+      return (float *)(void *)f;
+    }
+  return NULL;
+}
+
+static void release(ml_graph *g, ml_node *owner) {
+  size_t bytes = (size_t)owner->value.numel * sizeof(float);
+  if (bytes < MIN_REUSE_BYTES || owner->owner != owner) return;
+  owner->owner = NULL; /* released once; its value must not be read again */
+  ml_free_buf *f = (ml_free_buf *)(void *)owner->value.data;
+  f->bytes = bytes;
+  f->next = g->free[bucket_of(bytes)];
+  g->free[bucket_of(bytes)] = f;
+}
+
 ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node *a, ml_node *b, ml_node *c,
                   bool alloc_data) {
   if (g->status) return NULL;
@@ -78,7 +107,9 @@ ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node
     size_t bytes;
     if (n->value.numel < 0 || !ml_mul_size((size_t)n->value.numel, sizeof(float), &bytes))
       return ml__fail(g, ML_ERR_NOMEM, "%s: tensor size overflows", ml_op_name(op));
-    n->value.data = ml_arena_alloc(g->arena, bytes);
+    n->owner = n;
+    n->value.data = g->recycle ? reuse(g, bytes) : NULL;
+    if (!n->value.data) n->value.data = ml_arena_alloc(g->arena, bytes);
     if (!n->value.data)
       return ml__fail(g, ML_ERR_NOMEM, "%s: out of memory for %lld floats", ml_op_name(op),
                       (long long)n->value.numel);
@@ -124,17 +155,51 @@ ml_node *ml_full(ml_graph *g, int ndim, const int64_t *shape, float v) {
 
 ml_node *ml_zeros(ml_graph *g, int ndim, const int64_t *shape) { return ml_full(g, ndim, shape, 0.0f); }
 
-/* Sums gradient contributions. Without create_graph, a sum this pass created (an ADD node that
- * only gr[] references, since its node's backward has not run yet) is added to in place: a node
- * with many consumers (weights reused by every inner step) then costs one buffer, not one per
- * consumer. */
-static ml_node *accumulate(ml_graph *g, ml_node *acc, ml_node *x, int64_t first_new) {
-  if (!acc) return x;
-  if (!g->recording && acc->op == ML_OP_ADD && acc->id >= first_new && acc->n_in == 0 && x->value.numel == acc->value.numel) {
-    ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, x->value.data, 1, acc->value.numel, 1);
-    return acc;
+/* Reference counts of the buffers held by gradient slots, for nodes this sweep created (id >=
+ * first_new): only those buffers may be reused or updated in place. */
+typedef struct {
+  ml_graph *g;
+  int64_t first_new;
+  bool track; /* sweep without create_graph */
+} sweep;
+
+static ml_node *own(const sweep *w, ml_node *x) {
+  ml_node *o = x ? x->owner : NULL;
+  return w->track && o && o->id >= w->first_new && o->owner == o ? o : NULL;
+}
+static void ref(const sweep *w, ml_node *x) {
+  ml_node *o = own(w, x);
+  if (o) o->refs++;
+}
+static void unref(const sweep *w, ml_node *x) {
+  ml_node *o = own(w, x);
+  if (o && --o->refs <= 0) release(w->g, o);
+}
+
+/* slot += x. Without create_graph, a sum this sweep created and only this slot holds is added
+ * to in place: a node with many consumers (weights reused by every inner step) then costs one
+ * buffer, not one per consumer. */
+static void accumulate(const sweep *w, ml_node **slot, ml_node *x) {
+  ml_graph *g = w->g;
+  ml_node *acc = *slot;
+  if (!acc) {
+    *slot = x;
+    ref(w, x);
+    return;
   }
-  return ml_add(g, acc, x);
+  ml_node *o = own(w, acc);
+  if (o == acc && acc->op == ML_OP_ADD && acc->refs == 1 && x->value.numel == acc->value.numel) {
+    ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, x->value.data, 1, acc->value.numel, 1);
+  } else {
+    ml_node *sum = ml_add(g, acc, x);
+    if (!sum) return;
+    *slot = sum;
+    ref(w, sum);
+    unref(w, acc);
+  }
+  /* the contribution itself is dead unless a slot shares its buffer */
+  ml_node *ox = own(w, x);
+  if (ox && ox->refs <= 0) release(g, ox);
 }
 
 ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *const *grad_outputs,
@@ -158,16 +223,27 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
       if (n->in[k] && need[n->in[k]->id]) need[i] = 1;
   }
   bool prev = ml_graph_set_recording(g, create_graph);
+  bool prev_recycle = g->recycle;
+  sweep w = {g, N, !create_graph};
+  g->recycle = !create_graph;
+  uint8_t *is_input = ml_arena_calloc(g->arena, (size_t)N);
+  if (!is_input) {
+    ml_graph_set_recording(g, prev);
+    g->recycle = prev_recycle;
+    return ml_error(g->status = ML_ERR_NOMEM, "ml_grad: out of memory");
+  }
+  for (int64_t j = 0; j < n_in; j++) is_input[inputs[j]->id] = 1;
   int64_t hi = -1;
   for (int64_t i = 0; i < n_out; i++) {
     ml_node *o = outputs[i];
     if (!o) {
       ml_graph_set_recording(g, prev);
+      g->recycle = prev_recycle;
       return ml_error(g->status = ML_ERR_ARG, "ml_grad: output %lld is NULL", (long long)i);
     }
     if (!need[o->id]) continue;
     ml_node *seed = grad_outputs && grad_outputs[i] ? grad_outputs[i] : ml_full(g, o->value.ndim, o->value.shape, 1.0f);
-    gr[o->id] = accumulate(g, gr[o->id], seed, N);
+    if (seed) accumulate(&w, &gr[o->id], seed);
     if (o->id > hi) hi = o->id;
   }
   for (int64_t i = hi; i >= lo && !g->status; i--) {
@@ -183,12 +259,20 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
     ml_node *gin[3] = {NULL, NULL, NULL};
     ml__backward(g, n, gr[i], gin, needin);
     for (int k = 0; k < n->n_in; k++)
-      if (needin[k] && gin[k]) gr[n->in[k]->id] = accumulate(g, gr[n->in[k]->id], gin[k], N);
+      if (needin[k] && gin[k]) accumulate(&w, &gr[n->in[k]->id], gin[k]);
+    /* node i's gradient is consumed: its buffer is free unless another slot shares it or it is
+     * an answer */
+    if (!is_input[i]) unref(&w, gr[i]);
   }
   for (int64_t j = 0; j < n_in && !g->status; j++) {
     ml_node *x = inputs[j];
     grads[j] = gr[x->id] ? gr[x->id] : ml_zeros(g, x->value.ndim, x->value.shape);
   }
+  /* the answers' nodes stay owned by the caller: nothing may reuse their buffers later */
+  for (int64_t j = 0; j < n_in && !g->status; j++)
+    if (grads[j] && grads[j]->owner) grads[j]->owner->refs++;
+  memset(g->free, 0, sizeof g->free);
+  g->recycle = prev_recycle;
   ml_graph_set_recording(g, prev);
   return g->status;
 }

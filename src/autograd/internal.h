@@ -7,12 +7,21 @@
 
 #include "metalearn/autograd.h"
 
+/* Buffers released during a gradient sweep, by exact size (FREE_BUCKETS lists). */
+#define ML_FREE_BUCKETS 64
+typedef struct ml_free_buf {
+  struct ml_free_buf *next;
+  size_t bytes;
+} ml_free_buf;
+
 struct ml_graph {
   ml_arena *arena;
   ml_node **nodes;
   int64_t n, cap;
   ml_status status;
   bool recording;
+  bool recycle;                         /* inside a sweep without create_graph */
+  ml_free_buf *free[ML_FREE_BUCKETS];   /* released buffers, reused by new nodes of the sweep */
 };
 
 /* Creates a node (value allocated when alloc_data), recording inputs when needed. */

@@ -22,7 +22,7 @@ ml_node *ml_reshape(ml_graph *g, ml_node *x, int ndim, const int64_t *shape) {
                     (long long)x->value.numel, (long long)t.numel);
   }
   ml_node *n = ml__node(g, ML_OP_RESHAPE, ndim, shape, x, NULL, NULL, false);
-  if (n) n->value.data = x->value.data;
+  if (n) n->value.data = x->value.data, n->owner = x->owner; /* a view: x's buffer */
   return n;
 }
 
