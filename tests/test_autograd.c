@@ -444,6 +444,18 @@ ML_TEST(grad_conv_block) {
   }
 }
 
+static ml_node *f_bn_pool(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  return weighted_sum(g, ml_tanh(g, ml_batch_norm_pool(g, x[0], x[1], x[2], 1e-5f)), 15);
+}
+
+ML_TEST(grad_batch_norm_pool) {
+  /* 5x5 planes: the odd row and column are dropped by the pool but still shape the statistics */
+  gcase c = {.name = "batch_norm_pool", .n_in = 3, .shape = {ml_shape4(3, 2, 4, 5), ml_shape1(2), ml_shape1(2)},
+             .lo = {-2, 0.5f, -1}, .hi = {2, 1.5f, 1}, .f = f_bn_pool, .second = true, .wrapped = true};
+  check(c, 3e-3, 3e-2);
+}
+
 ML_TEST(grad_batch_norm) {
   gcase c = {.name = "batch_norm", .n_in = 3, .shape = {ml_shape4(3, 2, 3, 3), ml_shape1(2), ml_shape1(2)},
              .lo = {-2, 0.5f, -1}, .hi = {2, 1.5f, 1}, .f = f_bn, .second = true, .wrapped = true};

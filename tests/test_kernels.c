@@ -257,6 +257,33 @@ ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
   ml_pool_free(pool);
 }
 
+/* The fused batch-norm + max-pool matches the two kernels in sequence: forward bit for bit,
+ * backward against the batch-norm backward of the scattered pooled gradient. */
+ML_TEST(batchnorm_pool_fused) {
+  const int64_t shapes[][4] = {{3, 4, 6, 6}, {2, 3, 7, 5}, {5, 2, 28, 28}};
+  for (size_t k = 0; k < 3; k++) {
+    int64_t B = shapes[k][0], C = shapes[k][1], H = shapes[k][2], W = shapes[k][3], n = B * C * H * W;
+    int64_t no = B * C * (H / 2) * (W / 2);
+    float *x = fvec(n, 51, -2, 3), *gam = fvec(C, 52, 0.5f, 1.5f), *bet = fvec(C, 53, -1, 1), *go = fvec(no, 54, -1, 1);
+    float *y = malloc((size_t)n * 4), *o1 = malloc((size_t)no * 4), *o2 = malloc((size_t)no * 4);
+    float st1[16], st2[16], dg1[8], db1[8], dg2[8], db2[8];
+    int32_t *i1 = malloc((size_t)no * 4), *i2 = malloc((size_t)no * 4);
+    ml_batchnorm_forward(y, st1, st1 + 8, x, gam, bet, B, C, H * W, 1e-5f);
+    ml_maxpool2_forward(o1, i1, y, B, C, H, W);
+    ml_batchnorm_pool_forward(o2, i2, st2, st2 + 8, x, gam, bet, B, C, H, W, 1e-5f);
+    CHECK(!memcmp(o1, o2, (size_t)no * 4) && !memcmp(i1, i2, (size_t)no * 4));
+    CHECK(!memcmp(st1, st2, (size_t)C * 4) && !memcmp(st1 + 8, st2 + 8, (size_t)C * 4));
+    float *dy = malloc((size_t)n * 4), *dx1 = malloc((size_t)n * 4), *dx2 = malloc((size_t)n * 4);
+    ml_maxpool2_scatter(dy, go, i1, B, C, H, W);
+    ml_batchnorm_backward(dx1, dg1, db1, dy, x, st1, st1 + 8, gam, B, C, H * W);
+    ml_batchnorm_pool_backward(dx2, dg2, db2, go, i2, x, st2, st2 + 8, gam, B, C, H, W);
+    CHECK_CLOSE(dx2, dx1, n, 1e-5, 1e-4);
+    CHECK_CLOSE(dg2, dg1, C, 1e-5, 1e-4);
+    CHECK_CLOSE(db2, db1, C, 1e-5, 1e-4);
+    free(x), free(gam), free(bet), free(go), free(y), free(o1), free(o2), free(i1), free(i2), free(dy), free(dx1), free(dx2);
+  }
+}
+
 ML_TEST(conv_shape) {
   ml_conv_shape s;
   CHECK_OK(ml_conv_shape_make(&s, 80, 64, 28, 28, 64, 3, 3, 1, 1));

@@ -132,6 +132,10 @@ ML_API ml_node *ml_maxpool2(ml_graph *g, ml_node *x);
  * uses at meta-test too, so no running statistics exist to leak test data). gamma, beta (C) or
  * NULL for no affine part. */
 ML_API ml_node *ml_batch_norm(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps);
+/* ml_maxpool2(ml_batch_norm(x, ...)) in one op, bit for bit: the normalized activations are never
+ * stored (their backward needs only x, the statistics and the argmax), which saves a full-size
+ * tensor per Conv4 block and a pass over it. x is (B,C,H,W) with H, W >= 2. */
+ML_API ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps);
 
 /* Row-wise log-softmax of (N, K). */
 ML_API ml_node *ml_log_softmax(ml_graph *g, ml_node *x);

@@ -99,6 +99,17 @@ ML_API void ml_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const 
 ML_API void ml_batchnorm_double_backward(float *gx, float *gdy, float *ggamma, const float *x, const float *dy,
                                          const float *ggi, const float *ggg, const float *mean, const float *invstd,
                                          const float *gamma, int64_t B, int64_t C, int64_t HW);
+/* Batch-norm (statistics over B and H*W) followed by 2x2 max-pool, without storing the
+ * normalized tensor: out (B,C,H/2,W/2) and idx exactly as ml_maxpool2_forward of
+ * ml_batchnorm_forward's output; mean, invstd (C) as there. */
+ML_API void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x,
+                                      const float *gamma, const float *beta, int64_t B, int64_t C, int64_t H,
+                                      int64_t W, float eps);
+/* Its backward: the pooled gradient dout scattered to the argmax (idx) is the batch-norm's dy;
+ * dx (B,C,H,W) overwritten, dgamma / dbeta (C) may be NULL. No full-size temporary. */
+ML_API void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const int32_t *idx,
+                                       const float *x, const float *mean, const float *invstd, const float *gamma,
+                                       int64_t B, int64_t C, int64_t H, int64_t W);
 ML_API void ml_batchnorm_forward_ref(float *y, float *mean, float *invstd, const float *x, const float *gamma,
                                      const float *beta, int64_t B, int64_t C, int64_t HW, float eps);
 ML_API void ml_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,

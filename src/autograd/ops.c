@@ -473,36 +473,99 @@ static float *ones_for(ml_graph *g, const ml_node *gamma, int64_t C) {
   return ones;
 }
 
-/* Without create_graph the fused kernel computes all three gradients in two passes. With it,
- * dx and dgamma become BN_GRAD and BN_DGAMMA nodes (values from the same kernel) whose own
- * backward is the fused double-backward kernel: second-order MAML keeps one full-size tensor per
- * batch-norm and inner step instead of the eight a composite of elementwise ops would keep. */
-static void bw_batch_norm(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
-  ml_node *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
-  int64_t B = n->p, C = n->c, HW = n->q;
+/* The batch-norm gradients as nodes that stay differentiable: dx and dgamma become BN_GRAD and
+ * BN_DGAMMA nodes (values from the fused kernel) whose own backward is the fused double-backward
+ * kernel; dbeta is a reduction. st carries the statistics (a BATCH_NORM or BN_POOL node). */
+static void bn_backward_nodes(ml_graph *g, const ml_node *st, ml_node *x, ml_node *dy, ml_node *gamma, ml_node *beta,
+                              ml_node **gin, const bool *need) {
+  int64_t B = st->p, C = st->c, HW = st->q;
   const ml_tensor *t = &x->value;
   float *ones = ones_for(g, gamma, C), *dbeta_tmp = ml__scratch(g, (size_t)C * sizeof(float));
   if (!ones || !dbeta_tmp) return;
-  ml_node *dx, *dgamma, *dbeta;
-  if (!g->recording) {
-    dx = ml_new(g, t->ndim, t->shape);
-    dgamma = ml_new(g, 1, (int64_t[]){C});
-    dbeta = ml_new(g, 1, (int64_t[]){C});
-  } else {
-    dx = ml__node(g, ML_OP_BN_GRAD, t->ndim, t->shape, x, go, gamma, true);
-    dgamma = ml__node(g, ML_OP_BN_DGAMMA, 1, (int64_t[]){C}, x, go, NULL, true);
-    dbeta = ml_reduce_pcq(g, go, B, C, HW);
-    ml_node *nodes[2] = {dx, dgamma};
-    for (int i = 0; i < 2; i++)
-      if (nodes[i]) nodes[i]->p = B, nodes[i]->c = C, nodes[i]->q = HW, nodes[i]->a = n->a,
-                    nodes[i]->saved0 = n->saved0, nodes[i]->saved1 = n->saved1;
-  }
+  ml_node *dx = ml__node(g, ML_OP_BN_GRAD, t->ndim, t->shape, x, dy, gamma, true);
+  ml_node *dgamma = ml__node(g, ML_OP_BN_DGAMMA, 1, (int64_t[]){C}, x, dy, NULL, true);
+  ml_node *dbeta = ml_reduce_pcq(g, dy, B, C, HW);
   if (!dx || !dgamma || !dbeta) return;
-  ml_batchnorm_backward(dx->value.data, dgamma->value.data, g->recording ? dbeta_tmp : dbeta->value.data,
-                        go->value.data, x->value.data, n->saved0, n->saved1, ones, B, C, HW);
+  ml_node *nodes[2] = {dx, dgamma};
+  for (int i = 0; i < 2; i++)
+    nodes[i]->p = B, nodes[i]->c = C, nodes[i]->q = HW, nodes[i]->a = st->a, nodes[i]->saved0 = st->saved0,
+    nodes[i]->saved1 = st->saved1;
+  ml_batchnorm_backward(dx->value.data, dgamma->value.data, dbeta_tmp, dy->value.data, x->value.data, st->saved0,
+                        st->saved1, ones, B, C, HW);
   if (need[0]) gin[0] = dx;
   if (need[1]) gin[1] = reshape_like(g, dgamma, gamma);
   if (need[2]) gin[2] = reshape_like(g, dbeta, beta);
+}
+
+/* Without create_graph the fused kernel computes all three gradients in two passes; with it,
+ * bn_backward_nodes: second-order MAML keeps one full-size tensor per batch-norm and inner step
+ * instead of the eight a composite of elementwise ops would keep. */
+static void bw_batch_norm(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
+  if (g->recording) {
+    bn_backward_nodes(g, n, x, go, gamma, beta, gin, need);
+    return;
+  }
+  int64_t C = n->c;
+  const ml_tensor *t = &x->value;
+  float *ones = ones_for(g, gamma, C);
+  ml_node *dx = ml_new(g, t->ndim, t->shape), *dgamma = ml_new(g, 1, (int64_t[]){C}), *dbeta = ml_new(g, 1, (int64_t[]){C});
+  if (!ones || !dx || !dgamma || !dbeta) return;
+  ml_batchnorm_backward(dx->value.data, dgamma->value.data, dbeta->value.data, go->value.data, x->value.data,
+                        n->saved0, n->saved1, ones, n->p, C, n->q);
+  if (need[0]) gin[0] = dx;
+  if (need[1]) gin[1] = reshape_like(g, dgamma, gamma);
+  if (need[2]) gin[2] = reshape_like(g, dbeta, beta);
+}
+
+/* ------------------------------------------------------------------ batch-norm + max-pool */
+ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps) {
+  GUARD1(x);
+  if ((gamma && !gamma->value.data) || (beta && !beta->value.data) || g->status) return NULL;
+  const ml_tensor *t = &x->value;
+  if (t->ndim != 4 || t->shape[2] < 2 || t->shape[3] < 2) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "batch_norm_pool: input %s must be (B,C,H,W) with H, W >= 2", shp(x, b1));
+  }
+  int64_t B = t->shape[0], C = t->shape[1], H = t->shape[2], W = t->shape[3];
+  if ((gamma && gamma->value.numel != C) || (beta && beta->value.numel != C)) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "batch_norm_pool: gamma/beta must have %lld elements for input %s",
+                    (long long)C, shp(x, b1));
+  }
+  ml_node *n = ml__node(g, ML_OP_BN_POOL, 4, (int64_t[]){B, C, H / 2, W / 2}, x, gamma, beta, true);
+  float *saved = ml__scratch(g, (size_t)(2 * C) * sizeof(float));
+  int32_t *idx = ml__scratch(g, (size_t)(B * C * (H / 2) * (W / 2)) * sizeof(int32_t));
+  if (!n || !saved || !idx) return NULL;
+  n->p = B, n->c = C, n->q = H * W, n->a = eps;
+  n->saved0 = saved, n->saved1 = saved + C;
+  n->conv.B = B, n->conv.C = C, n->conv.H = H, n->conv.W = W; /* for the pool scatter */
+  n->idx = idx;
+  ml_batchnorm_pool_forward(n->value.data, idx, n->saved0, n->saved1, x->value.data, gamma ? gamma->value.data : NULL,
+                            beta ? beta->value.data : NULL, B, C, H, W, eps);
+  return n;
+}
+
+/* Recording: the batch-norm's dy is the pool scatter of go, and the rest is bn_backward_nodes.
+ * Otherwise one fused kernel straight from the pooled gradient. */
+static void bw_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
+  if (g->recording) {
+    bn_backward_nodes(g, n, x, pool_scatter(g, go, n), gamma, beta, gin, need);
+    return;
+  }
+  int64_t C = n->c;
+  const ml_tensor *t = &x->value;
+  ml_node *dx = need[0] ? ml_new(g, t->ndim, t->shape) : NULL;
+  ml_node *dgamma = need[1] ? ml_new(g, 1, (int64_t[]){C}) : NULL, *dbeta = need[2] ? ml_new(g, 1, (int64_t[]){C}) : NULL;
+  float *dx_tmp = dx ? NULL : ml__scratch(g, (size_t)t->numel * sizeof(float));
+  if (g->status) return;
+  ml_batchnorm_pool_backward(dx ? dx->value.data : dx_tmp, dgamma ? dgamma->value.data : NULL,
+                             dbeta ? dbeta->value.data : NULL, go->value.data, n->idx, x->value.data, n->saved0,
+                             n->saved1, gamma ? gamma->value.data : NULL, n->conv.B, C, n->conv.H, n->conv.W);
+  if (dx) gin[0] = dx;
+  if (dgamma) gin[1] = reshape_like(g, dgamma, gamma);
+  if (dbeta) gin[2] = reshape_like(g, dbeta, beta);
 }
 
 /* The double backward as ops (for third-order gradients), the statistics recomputed as
@@ -751,6 +814,7 @@ static const bw_fn backward_table[ML_OP_COUNT] = {
     [ML_OP_BATCH_NORM] = bw_batch_norm,
     [ML_OP_BN_GRAD] = bw_bn_grad,
     [ML_OP_BN_DGAMMA] = bw_bn_grad,
+    [ML_OP_BN_POOL] = bw_bn_pool,
     [ML_OP_LOG_SOFTMAX] = bw_log_softmax,
     [ML_OP_PICK] = bw_pick,
     [ML_OP_PICK_SCATTER] = bw_pick,

@@ -551,3 +551,92 @@ void ml_batchnorm_double_backward(float *gx, float *gdy, float *ggamma, const fl
                .invstd = invstd, .gamma = gamma, .B = B, .C = C, .HW = HW};
   ml__kernels_run(C, bn_double_item, &j);
 }
+
+/* ---- batch-norm + max-pool 2x2 ---- */
+typedef struct {
+  float *out, *mean, *invstd, *dx, *dgamma, *dbeta;
+  int32_t *idx;
+  const int32_t *cidx;
+  const float *x, *dout, *gamma, *beta, *cmean, *cinvstd;
+  int64_t B, C, H, W;
+  float eps;
+} bnp_job;
+
+static void bnp_forward_item(int64_t c, int worker, void *vj) {
+  const bnp_job *j = vj;
+  const int64_t B = j->B, C = j->C, H = j->H, W = j->W, HW = H * W, OH = H / 2, OW = W / 2;
+  const double n = (double)(B * HW);
+  double s = 0, v = 0;
+  for (int64_t b = 0; b < B; b++) s += sum_row(j->x + (b * C + c) * HW, HW);
+  double m = s / n;
+  for (int64_t b = 0; b < B; b++) v += sumsq_row(j->x + (b * C + c) * HW, HW, m);
+  double is = 1.0 / sqrt(v / n + j->eps);
+  j->mean[c] = (float)m;
+  j->invstd[c] = (float)is;
+  /* the same float expression as ml_batchnorm_forward, so values and argmax match it exactly */
+  const float scale = (float)(is * (j->gamma ? j->gamma[c] : 1.0)), shift = j->beta ? j->beta[c] : 0.0f, mf = (float)m;
+  for (int64_t b = 0; b < B; b++) {
+    const float *x = j->x + (b * C + c) * HW;
+    for (int64_t oh = 0; oh < OH; oh++) {
+      const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+      float *restrict o = j->out + ((b * C + c) * OH + oh) * OW;
+      int32_t *restrict ix = j->idx + ((b * C + c) * OH + oh) * OW;
+      const int32_t base = (int32_t)(2 * oh * W);
+      for (int64_t ow = 0; ow < OW; ow++) {
+        const int32_t j0 = base + 2 * (int32_t)ow;
+        float mx = (r0[2 * ow] - mf) * scale + shift, y;
+        int32_t bi = j0;
+        y = (r0[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + 1 : bi, mx = y > mx ? y : mx;
+        y = (r1[2 * ow] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W : bi, mx = y > mx ? y : mx;
+        y = (r1[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W + 1 : bi, mx = y > mx ? y : mx;
+        o[ow] = mx;
+        ix[ow] = bi;
+      }
+    }
+  }
+}
+
+void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x,
+                               const float *gamma, const float *beta, int64_t B, int64_t C, int64_t H, int64_t W,
+                               float eps) {
+  bnp_job j = {.out = out, .idx = idx, .mean = mean, .invstd = invstd, .x = x, .gamma = gamma, .beta = beta,
+               .B = B, .C = C, .H = H, .W = W, .eps = eps};
+  ml__kernels_run(C, bnp_forward_item, &j);
+}
+
+/* dy is dout at the argmax positions and 0 elsewhere, so the sums run over the pooled grid and
+ * dx = a*dy + b*(x - mean) + c is written densely, then a*dout added at the argmaxes. */
+static void bnp_backward_item(int64_t c, int worker, void *vj) {
+  const bnp_job *j = vj;
+  const int64_t B = j->B, C = j->C, H = j->H, W = j->W, HW = H * W, n_out = (H / 2) * (W / 2);
+  const double M = (double)(B * HW), m = j->cmean[c], is = j->cinvstd[c];
+  const float mf = (float)m;
+  double sdy = 0, sdyx = 0;
+  for (int64_t b = 0; b < B; b++) {
+    const float *x = j->x + (b * C + c) * HW, *go = j->dout + (b * C + c) * n_out;
+    const int32_t *ix = j->cidx + (b * C + c) * n_out;
+    float a0 = 0, a1 = 0;
+    for (int64_t i = 0; i < n_out; i++) a0 += go[i], a1 += go[i] * (x[ix[i]] - mf);
+    sdy += a0, sdyx += a1;
+  }
+  sdyx *= is;
+  if (j->dgamma) j->dgamma[c] = (float)sdyx;
+  if (j->dbeta) j->dbeta[c] = (float)sdy;
+  const double g = j->gamma ? j->gamma[c] : 1.0;
+  const float fa = (float)(g * is), fb = (float)(-g * is * is * sdyx / M), fc = (float)(-g * is * sdy / M);
+  for (int64_t b = 0; b < B; b++) {
+    const float *x = j->x + (b * C + c) * HW, *go = j->dout + (b * C + c) * n_out;
+    const int32_t *ix = j->cidx + (b * C + c) * n_out;
+    float *dx = j->dx + (b * C + c) * HW;
+    for (int64_t i = 0; i < HW; i++) dx[i] = fb * (x[i] - mf) + fc;
+    for (int64_t i = 0; i < n_out; i++) dx[ix[i]] += fa * go[i];
+  }
+}
+
+void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const int32_t *idx,
+                                const float *x, const float *mean, const float *invstd, const float *gamma,
+                                int64_t B, int64_t C, int64_t H, int64_t W) {
+  bnp_job j = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .cidx = idx, .x = x, .cmean = mean,
+               .cinvstd = invstd, .gamma = gamma, .B = B, .C = C, .H = H, .W = W};
+  ml__kernels_run(C, bnp_backward_item, &j);
+}

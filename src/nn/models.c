@@ -183,14 +183,20 @@ ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml
   for (int64_t i = 0; i < c->blocks; i++) {
     h = ml_conv2d(g, h, w[k], w[k + 1], c->max_pool ? 1 : 2, 1);
     k += 2;
-    if (c->batch_norm) {
-      h = ml_batch_norm(g, h, w[k], w[k + 1], c->bn_eps);
-      k += 2;
-    }
     /* max-pool then ReLU: the same values and gradients as ReLU then max-pool (max commutes with
      * a monotone function; where the window's max is <= 0 both give 0 and a zero gradient), with
-     * the ReLU and its backward on a quarter of the data */
-    if (c->max_pool) h = ml_maxpool2(g, h);
+     * the ReLU and its backward on a quarter of the data; batch-norm and pool are one op, so the
+     * normalized full-size tensor is never stored */
+    if (c->batch_norm && c->max_pool && h && h->value.shape[2] >= 2) {
+      h = ml_batch_norm_pool(g, h, w[k], w[k + 1], c->bn_eps);
+      k += 2;
+    } else {
+      if (c->batch_norm) {
+        h = ml_batch_norm(g, h, w[k], w[k + 1], c->bn_eps);
+        k += 2;
+      }
+      if (c->max_pool) h = ml_maxpool2(g, h);
+    }
     h = ml_relu(g, h);
   }
   if (!h) return NULL;
