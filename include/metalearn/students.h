@@ -46,6 +46,8 @@ typedef struct {
   bool order_features;  /* w . (support counts, position) */
   int64_t k_train;      /* support size of the training tasks (the K that will be tested) */
   int64_t max_query;    /* query answers per training task (a random subset of the rest) */
+  bool weight_by_length; /* draw training students in proportion to their query length (the
+                            pooled AUC weighs students by their answers); false = uniform */
   int64_t iterations, meta_batch, inner_steps, inner_steps_test;
   float inner_lr, outer_lr;
   int64_t eval_every;   /* validation AUC every this many iterations; the best is kept (0 = off) */

@@ -5,6 +5,7 @@
  * checkpoints; eval --run DIR reloads them and scores again (baselines are refitted: they take
  * seconds and are deterministic). */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,7 +18,7 @@ typedef struct {
   char dataset[512], data_dir[1024], models[256], algos[256], ks[128];
   int64_t fold, iterations, meta_batch, inner_steps, inner_steps_test, dim, max_query, eval_every, boot, seed, threads;
   double inner_lr, meta_lr; /* < 0: the algorithm's default */
-  bool skill_abilities, order_features;
+  bool skill_abilities, order_features, weight_by_length;
 } opts;
 
 static opts opts_defaults(void) {
@@ -30,7 +31,7 @@ static opts opts_defaults(void) {
   o.fold = 1, o.iterations = d.iterations, o.meta_batch = d.meta_batch, o.inner_steps = d.inner_steps;
   o.inner_steps_test = d.inner_steps_test, o.dim = d.dim, o.max_query = d.max_query, o.eval_every = d.eval_every;
   o.boot = 200, o.seed = 1, o.threads = 0, o.inner_lr = -1, o.meta_lr = -1;
-  o.skill_abilities = d.skill_abilities, o.order_features = d.order_features;
+  o.skill_abilities = d.skill_abilities, o.order_features = d.order_features, o.weight_by_length = d.weight_by_length;
   return o;
 }
 
@@ -44,7 +45,7 @@ typedef struct {
   const char *help;
 } optdef;
 
-enum { NOPTS = 20 };
+enum { NOPTS = 21 };
 static void opt_table(opts *o, optdef *t) {
   optdef d[NOPTS] = {
       {"dataset", 's', o->dataset, sizeof o->dataset, "assist2009 | assist2015 | statics | assistments-dkt | kt:DIR"},
@@ -57,12 +58,13 @@ static void opt_table(opts *o, optdef *t) {
       {"meta_batch", 'i', &o->meta_batch, 0, "students per meta-iteration"},
       {"inner_steps", 'i', &o->inner_steps, 0, "inner steps in meta-training"},
       {"inner_steps_test", 'i', &o->inner_steps_test, 0, "inner steps at test"},
-      {"inner_lr", 'f', &o->inner_lr, 0, "inner rate (Meta-SGD: initial rates; Reptile: inner Adam rate)"},
-      {"meta_lr", 'f', &o->meta_lr, 0, "outer Adam rate"},
+      {"inner_lr", 'f', &o->inner_lr, 0, "inner rate (Meta-SGD: initial rates; Reptile: inner Adam rate); < 0 = default"},
+      {"meta_lr", 'f', &o->meta_lr, 0, "outer Adam rate; < 0 = default"},
       {"dim", 'i', &o->dim, 0, "ability vector size (0 = none)"},
       {"skill_abilities", 'b', &o->skill_abilities, 0, "per-skill abilities among the fast weights (true/false)"},
       {"order_features", 'b', &o->order_features, 0, "support order features: earlier successes/failures, position"},
       {"max_query", 'i', &o->max_query, 0, "query answers per training task"},
+      {"weight_by_length", 'b', &o->weight_by_length, 0, "draw training students in proportion to their query length"},
       {"eval_every", 'i', &o->eval_every, 0, "validation every N iterations, the best kept (0 = off)"},
       {"boot", 'i', &o->boot, 0, "bootstrap resamples for the confidence intervals"},
       {"seed", 'i', &o->seed, 0, "random seed"},
@@ -96,7 +98,7 @@ static int set_opt(opts *o, const char *key, const char *val, const char *where)
       }
       default: {
         double v = strtod(val, &end);
-        if (*end || end == val || errno || !(v >= 0)) break;
+        if (*end || end == val || errno || !isfinite(v)) break;
         *(double *)t[i].p = v;
         return 0;
       }
@@ -278,8 +280,14 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
   ml_status st;
   for (int i = 0; i < n_models; i++)
     if ((st = ml_student_kind_parse(models[i], &kinds[i]))) return fail(cmd, st);
-  for (int i = 0; i < n_algos; i++)
+  for (int i = 0; i < n_algos; i++) {
     if ((st = ml_algo_parse(algos[i], &akinds[i]))) return fail(cmd, st);
+    if (akinds[i] == ML_ALGO_PROTONET || akinds[i] == ML_ALGO_MATCHINGNET || akinds[i] == ML_ALGO_FINETUNE) {
+      fprintf(stderr, "metalearn %s: --algos %s: student models take maml, fomaml, metasgd, anil or reptile\n", cmd,
+              algos[i]);
+      return 2;
+    }
+  }
   bool want_meta = false;
   for (int i = 0; i < n_models; i++) want_meta |= kinds[i] == ML_STUDENT_META;
   if (!train && want_meta && !run) { /* eval without a run: nothing meta-learned to load */
@@ -344,7 +352,7 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         c.dim = o.dim, c.skill_abilities = o.skill_abilities, c.order_features = o.order_features;
         c.iterations = train ? o.iterations : 0;
         c.meta_batch = o.meta_batch, c.inner_steps = o.inner_steps, c.inner_steps_test = o.inner_steps_test;
-        c.max_query = o.max_query, c.eval_every = train ? o.eval_every : 0;
+        c.max_query = o.max_query, c.weight_by_length = o.weight_by_length, c.eval_every = train ? o.eval_every : 0;
         c.threads = (int)o.threads, c.seed = (uint64_t)o.seed, c.verbose = !quiet;
         if (c.algo == ML_ALGO_REPTILE) c.inner_lr = 0.1f;
         if (o.inner_lr >= 0) c.inner_lr = (float)o.inner_lr;

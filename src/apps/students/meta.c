@@ -139,6 +139,7 @@ typedef struct {
   const ml_student_model *m;
   const ml_answers *train;
   const int64_t *eligible; /* students with more than K answers */
+  const double *cum;       /* cumulative sampling weights (query lengths), or NULL = uniform */
   int64_t n_eligible;
 } task_src;
 
@@ -147,7 +148,20 @@ static ml_status sample_task(void *vctx, int64_t iteration, int64_t index, ml_ar
   const ml_student_config *cfg = &c->m->cfg;
   ml_rng r;
   ml_rng_init(&r, cfg->seed, ml_rng_key((uint64_t)iteration, (uint64_t)index, 0x57d));
-  int64_t s = c->eligible[ml_rng_below(&r, (uint32_t)c->n_eligible)];
+  int64_t e = 0;
+  if (c->cum) { /* weighted by query length: the pooled AUC counts answers, not students */
+    double u = (double)ml_rng_u32(&r) / 4294967296.0 * c->cum[c->n_eligible - 1];
+    int64_t lo = 0, hi = c->n_eligible - 1;
+    while (lo < hi) {
+      int64_t mid = lo + (hi - lo) / 2;
+      if (c->cum[mid] > u) hi = mid;
+      else lo = mid + 1;
+    }
+    e = lo;
+  } else {
+    e = ml_rng_below(&r, (uint32_t)c->n_eligible);
+  }
+  int64_t s = c->eligible[e];
   ml_student_log all = ml_student_log_of(c->train, s);
   int64_t k = cfg->k_train, rest = all.n - k, nq = rest < cfg->max_query ? rest : cfg->max_query;
   ml_student_log sup = {all.item, all.skill, all.correct, k};
@@ -238,7 +252,14 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
     free(eligible);
     return ml_error(ML_ERR_ARG, "students: no training student has more than %lld answers", (long long)cfg->k_train);
   }
-  task_src src = {m, train, eligible, n_el};
+  double *cum = cfg->weight_by_length ? malloc((size_t)n_el * sizeof *cum) : NULL;
+  if (cfg->weight_by_length && !cum) {
+    free(eligible);
+    return ml_error(ML_ERR_NOMEM, "students: out of memory");
+  }
+  for (int64_t i = 0; cum && i < n_el; i++)
+    cum[i] = (i ? cum[i - 1] : 0) + (double)(ml_answers_len(train, eligible[i]) - cfg->k_train);
+  task_src src = {m, train, eligible, cum, n_el};
   ml_params *lr = ml_algo_extra_params(m->algo);
   bool use_valid = valid && valid->n_students > 0 && cfg->eval_every > 0;
   snapshot best = {NULL, NULL};
@@ -278,6 +299,6 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
     memcpy(p->data, best.data, (size_t)p->numel * sizeof(float));
     if (lr) memcpy(lr->data, best.lr, (size_t)lr->numel * sizeof(float));
   }
-  free(best.data), free(best.lr), free(eligible);
+  free(best.data), free(best.lr), free(eligible), free(cum);
   return st;
 }

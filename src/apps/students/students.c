@@ -22,7 +22,7 @@ ml_status ml_student_kind_parse(const char *name, ml_student_kind *out) {
 ml_student_config ml_student_defaults(ml_student_kind kind) {
   ml_student_config c = {.kind = kind, .item_sd = 2.0f, .disc_sd = 0.5f, .sweeps = 30, .elo_alpha = 1.0f,
                          .elo_beta = 0.05f, .algo = ML_ALGO_METASGD, .dim = 4, .skill_abilities = true,
-                         .order_features = true, .k_train = 10, .max_query = 100, .iterations = 3000,
+                         .order_features = true, .k_train = 10, .max_query = 100, .weight_by_length = true, .iterations = 3000,
                          .meta_batch = 32, .inner_steps = 3, .inner_steps_test = 3, .inner_lr = 1.0f,
                          .outer_lr = 3e-3f, .eval_every = 500, .threads = 0, .seed = 1};
   return c;
