@@ -261,6 +261,7 @@ ML_TEST(meta_model_adapts_to_synthetic_students) {
     memcpy(params_run[run], p->data, (size_t)numel * sizeof(float));
     if (run == 1) {
       CHECK(memcmp(params_run[0], params_run[1], (size_t)numel * sizeof(float)) == 0);
+      ml_student_model_free(m);
       break;
     }
     double se_adapt = 0, se_pop = 0, n = 0;
@@ -368,9 +369,10 @@ ML_TEST(cli_train_and_eval_on_a_kt_folder) {
   snprintf(path, sizeof path, "%s/broken", tmp);
   mkdir(path, 0755);
   snprintf(path, sizeof path, "%s/broken/broken_train.csv", tmp);
-  ml_test_write_file(path, "2\n1,2\n1,0\n3\n1,2\n0,1\n", 22);
+  const char *broken = "2\n1,2\n1,0\n3\n1,2\n0,1\n";
+  ml_test_write_file(path, broken, strlen(broken));
   snprintf(path, sizeof path, "%s/broken/broken_test.csv", tmp);
-  ml_test_write_file(path, "1\n1\n1\n", 6);
+  ml_test_write_file(path, "1\n1\n1\n", strlen("1\n1\n1\n"));
   snprintf(args, sizeof args, "eval --dataset kt:%s/broken", tmp);
   rc = run_cli(args);
   CHECK_MSG(rc == 2 && strstr(out, "broken_train.csv:4:"), "exit %d: %s", rc, out);
