@@ -36,14 +36,17 @@ typedef struct {
   int64_t sweeps;
   float elo_alpha, elo_beta; /* 1, 0.05 */
   /* Meta-learned model: logit = theta0 + <theta, u_j> + theta_s[skill] - b_j - c_skill
-   *   + w . (log1p of the student's earlier successes / failures on the skill in the support,
-   *          log1p of the answer's position)
+   *   + (w + w_s[skill]) . (log1p of the student's earlier successes / failures on the skill in
+   *          the support, log1p of the answer's position) + theta_pos log1p(position)
    * with shared b, u, c, w and per-student fast weights theta0, theta (dim), theta_s
    * (one per skill). The pieces can be switched off to measure what each buys. */
   ml_algo_kind algo;
   int64_t dim;          /* ability vector size; 0 = none */
   bool skill_abilities; /* theta_s */
   bool order_features;  /* w . (support counts, position) */
+  bool skill_order;     /* the order weights per skill too (shared, not per student) */
+  bool skill_loadings;  /* loadings u per skill instead of per exercise */
+  bool learning_slope;  /* a per-student slope over log1p(position) among the fast weights */
   int64_t k_train;      /* support size of the training tasks (the K that will be tested) */
   int64_t max_query;    /* query answers per training task (a random subset of the rest) */
   bool weight_by_length; /* draw training students in proportion to their query length (the
@@ -80,6 +83,8 @@ ML_API void ml_student_model_free(ml_student_model *m);
 ML_API const ml_student_config *ml_student_model_config(const ml_student_model *m);
 /* The meta-learned model's parameters (NULL for baselines): save / load with io's checkpoints. */
 ML_API ml_params *ml_student_model_params(ml_student_model *m);
+/* Meta-training iterations behind the kept parameters: the validation pick, else all. */
+ML_API int64_t ml_student_model_best_iteration(const ml_student_model *m);
 /* Meta-SGD's learned inner rates (same layout as the parameters), or NULL. */
 ML_API ml_params *ml_student_model_rates(ml_student_model *m);
 
@@ -109,7 +114,7 @@ ML_API ml_status ml_students_dataset_open(const char *name, const char *data_roo
  * One cell: a model under one column ("K=1", ..., or another protocol's "B all", "B 3-10").
  * A protocol fills rows; ml_students_table_print pivots them into models x columns. */
 typedef struct {
-  char model[48];
+  char model[64];
   char column[24];
   ml_binary_report r;
   int64_t n_students, n_dropped;

@@ -18,7 +18,8 @@ typedef struct {
   char dataset[512], data_dir[1024], models[256], algos[256], ks[128];
   int64_t fold, iterations, meta_batch, inner_steps, inner_steps_test, dim, max_query, eval_every, boot, seed, threads;
   double inner_lr, meta_lr; /* < 0: the algorithm's default */
-  bool skill_abilities, order_features, weight_by_length;
+  bool skill_abilities, order_features, weight_by_length, skill_order, learning_slope, skill_loadings, refit;
+  int64_t k_train; /* 0 = each tested K */
 } opts;
 
 static opts opts_defaults(void) {
@@ -32,6 +33,8 @@ static opts opts_defaults(void) {
   o.inner_steps_test = d.inner_steps_test, o.dim = d.dim, o.max_query = d.max_query, o.eval_every = d.eval_every;
   o.boot = 200, o.seed = 1, o.threads = 0, o.inner_lr = -1, o.meta_lr = -1;
   o.skill_abilities = d.skill_abilities, o.order_features = d.order_features, o.weight_by_length = d.weight_by_length;
+  o.skill_order = d.skill_order, o.learning_slope = d.learning_slope, o.k_train = 0;
+  o.skill_loadings = d.skill_loadings, o.refit = true;
   return o;
 }
 
@@ -45,7 +48,7 @@ typedef struct {
   const char *help;
 } optdef;
 
-enum { NOPTS = 21 };
+enum { NOPTS = 26 };
 static void opt_table(opts *o, optdef *t) {
   optdef d[NOPTS] = {
       {"dataset", 's', o->dataset, sizeof o->dataset, "assist2009 | assist2015 | statics | assistments-dkt | kt:DIR"},
@@ -63,6 +66,11 @@ static void opt_table(opts *o, optdef *t) {
       {"dim", 'i', &o->dim, 0, "ability vector size (0 = none)"},
       {"skill_abilities", 'b', &o->skill_abilities, 0, "per-skill abilities among the fast weights (true/false)"},
       {"order_features", 'b', &o->order_features, 0, "support order features: earlier successes/failures, position"},
+      {"refit", 'b', &o->refit, 0, "after the validation pick, meta-train again on the full training file"},
+      {"skill_loadings", 'b', &o->skill_loadings, 0, "ability loadings per skill instead of per exercise"},
+      {"skill_order", 'b', &o->skill_order, 0, "order weights per skill (shared)"},
+      {"learning_slope", 'b', &o->learning_slope, 0, "a per-student learning slope over position (fast weight)"},
+      {"k_train", 'i', &o->k_train, 0, "support size of the training tasks (0 = the K that is tested)"},
       {"max_query", 'i', &o->max_query, 0, "query answers per training task"},
       {"weight_by_length", 'b', &o->weight_by_length, 0, "draw training students in proportion to their query length"},
       {"eval_every", 'i', &o->eval_every, 0, "validation every N iterations, the best kept (0 = off)"},
@@ -208,8 +216,12 @@ static int split_list(const char *s, char (*items)[32], int max) {
 }
 
 static void meta_label(char *buf, size_t cap, const char *algo, const opts *o) {
-  snprintf(buf, cap, "meta:%s d%lld%s%s", algo, (long long)o->dim, o->skill_abilities ? " +skill" : "",
-           o->order_features ? " +order" : "");
+  char kt[32] = "";
+  if (o->k_train > 0) snprintf(kt, sizeof kt, " k%lld", (long long)o->k_train);
+  snprintf(buf, cap, "meta:%s d%lld%s%s%s%s%s%s%s", algo, (long long)o->dim, o->skill_loadings ? "s" : "",
+           o->skill_abilities ? " +skill" : "",
+           o->order_features ? " +order" : "", o->skill_order ? " +sorder" : "", o->learning_slope ? " +slope" : "",
+           o->weight_by_length ? "" : " -lw", kt);
 }
 
 static int fail(const char *cmd, ml_status st) {
@@ -348,7 +360,8 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
       for (int ki = 0; ki < n_ks && !rc; ki++) {
         ml_student_config c = ml_student_defaults(ML_STUDENT_META);
         c.algo = akinds[ai];
-        c.k_train = ks[ki];
+        c.k_train = o.k_train > 0 ? o.k_train : ks[ki];
+        c.skill_order = o.skill_order, c.learning_slope = o.learning_slope, c.skill_loadings = o.skill_loadings;
         c.dim = o.dim, c.skill_abilities = o.skill_abilities, c.order_features = o.order_features;
         c.iterations = train ? o.iterations : 0;
         c.meta_batch = o.meta_batch, c.inner_steps = o.inner_steps, c.inner_steps_test = o.inner_steps_test;
@@ -363,6 +376,17 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         if (st) {
           rc = fail(cmd, st);
           break;
+        }
+        if (train && o.refit && o.fold > 0) {
+          /* the fold chose the number of iterations; the full training file (what the baselines
+           * fit on) gets the same schedule from scratch */
+          c.iterations = ml_student_model_best_iteration(m), c.eval_every = 0;
+          ml_student_model_free(m);
+          st = ml_student_model_fit(&c, full.n_items, full.n_skills, &full.q, &full.train, NULL, &m);
+          if (st) {
+            rc = fail(cmd, st);
+            break;
+          }
         }
         double fit_s = ml_now() - t0;
         char ck[ML_PATH_MAX + 64], ckl[ML_PATH_MAX + 64];

@@ -19,6 +19,7 @@ struct ml_student_model {
   /* meta-learned */
   ml_model *model;
   ml_algo *algo;
+  int64_t best_iteration; /* iterations of the kept parameters (the validation pick) */
 };
 
 ml_status ml__students_fit_baseline(ml_student_model *m, const ml_answers *train);

@@ -23,7 +23,7 @@ ml_student_config ml_student_defaults(ml_student_kind kind) {
   ml_student_config c = {.kind = kind, .item_sd = 2.0f, .disc_sd = 0.5f, .sweeps = 30, .elo_alpha = 1.0f,
                          .elo_beta = 0.05f, .algo = ML_ALGO_METASGD, .dim = 4, .skill_abilities = true,
                          .order_features = true, .k_train = 10, .max_query = 100, .weight_by_length = true, .iterations = 3000,
-                         .meta_batch = 32, .inner_steps = 3, .inner_steps_test = 3, .inner_lr = 1.0f,
+                         .meta_batch = 32, .inner_steps = 1, .inner_steps_test = 1, .skill_order = true, .inner_lr = 1.0f,
                          .outer_lr = 3e-3f, .eval_every = 500, .threads = 0, .seed = 1};
   return c;
 }
@@ -82,6 +82,7 @@ void ml_student_model_free(ml_student_model *m) {
 
 const ml_student_config *ml_student_model_config(const ml_student_model *m) { return &m->cfg; }
 ml_params *ml_student_model_params(ml_student_model *m) { return m->model ? m->model->params : NULL; }
+int64_t ml_student_model_best_iteration(const ml_student_model *m) { return m->best_iteration; }
 ml_params *ml_student_model_rates(ml_student_model *m) { return m->algo ? ml_algo_extra_params(m->algo) : NULL; }
 
 static ml_status check_log(const ml_student_model *m, const ml_student_log *l, const char *what) {
@@ -222,13 +223,13 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
     if (b == nc && nc < 16) cols[nc++] = rows[i].column;
   }
   fprintf(f, "%s: AUC over all query answers [95%% bootstrap CI over students]\n", dataset);
-  fprintf(f, "| %-22s |", "model");
+  fprintf(f, "| %-40s |", "model");
   for (int c = 0; c < nc; c++) fprintf(f, " %-21s |", cols[c]);
-  fprintf(f, "\n|%s|", "------------------------");
+  fprintf(f, "\n|%s|", "------------------------------------------");
   for (int c = 0; c < nc; c++) fprintf(f, "%s|", "-----------------------");
   fprintf(f, "\n");
   for (int a = 0; a < nm; a++) {
-    fprintf(f, "| %-22s |", models[a]);
+    fprintf(f, "| %-40s |", models[a]);
     for (int c = 0; c < nc; c++) {
       const ml_students_row *r = NULL;
       for (int64_t i = 0; i < n && !r; i++)
