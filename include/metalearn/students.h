@@ -52,7 +52,7 @@ typedef struct {
   bool weight_by_length; /* draw training students in proportion to their query length (the
                             pooled AUC weighs students by their answers); false = uniform */
   int64_t iterations, meta_batch, inner_steps, inner_steps_test;
-  float inner_lr, outer_lr;
+  float inner_lr, outer_lr; /* Reptile: inner Adam rate, outer SGD step (0.1 and 1 suit it) */
   int64_t eval_every;   /* validation AUC every this many iterations; the best is kept (0 = off) */
   int threads;          /* 0 = ml_num_threads() */
   uint64_t seed;

@@ -29,8 +29,8 @@ static opts opts_defaults(void) {
   snprintf(o.algos, sizeof o.algos, "metasgd");
   snprintf(o.ks, sizeof o.ks, "1,3,5,10");
   ml_student_config d = ml_student_defaults(ML_STUDENT_META);
-  o.fold = 1, o.iterations = d.iterations, o.meta_batch = d.meta_batch, o.inner_steps = d.inner_steps;
-  o.inner_steps_test = d.inner_steps_test, o.dim = d.dim, o.max_query = d.max_query, o.eval_every = d.eval_every;
+  o.fold = 1, o.iterations = d.iterations, o.meta_batch = d.meta_batch, o.inner_steps = -1;
+  o.inner_steps_test = -1, o.dim = d.dim, o.max_query = d.max_query, o.eval_every = d.eval_every;
   o.boot = 200, o.seed = 1, o.threads = 0, o.inner_lr = -1, o.meta_lr = -1;
   o.skill_abilities = d.skill_abilities, o.order_features = d.order_features, o.weight_by_length = d.weight_by_length;
   o.skill_order = d.skill_order, o.learning_slope = d.learning_slope, o.k_train = 0;
@@ -59,8 +59,8 @@ static void opt_table(opts *o, optdef *t) {
       {"ks", 's', o->ks, sizeof o->ks, "support sizes K of protocol A (comma list)"},
       {"iterations", 'i', &o->iterations, 0, "meta-training iterations per (algorithm, K)"},
       {"meta_batch", 'i', &o->meta_batch, 0, "students per meta-iteration"},
-      {"inner_steps", 'i', &o->inner_steps, 0, "inner steps in meta-training"},
-      {"inner_steps_test", 'i', &o->inner_steps_test, 0, "inner steps at test"},
+      {"inner_steps", 'i', &o->inner_steps, 0, "inner steps in meta-training (< 0: 1, Reptile 5)"},
+      {"inner_steps_test", 'i', &o->inner_steps_test, 0, "inner steps at test (< 0: as in training)"},
       {"inner_lr", 'f', &o->inner_lr, 0, "inner rate (Meta-SGD: initial rates; Reptile: inner Adam rate); < 0 = default"},
       {"meta_lr", 'f', &o->meta_lr, 0, "outer Adam rate; < 0 = default"},
       {"dim", 'i', &o->dim, 0, "ability vector size (0 = none)"},
@@ -100,7 +100,7 @@ static int set_opt(opts *o, const char *key, const char *val, const char *where)
         return 0;
       case 'i': {
         long long v = strtoll(val, &end, 10);
-        if (*end || end == val || errno || v < 0) break;
+        if (*end || end == val || errno) break;
         *(int64_t *)t[i].p = v;
         return 0;
       }
@@ -274,6 +274,10 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
   }
   char models[8][32], algos[8][32], kstr[8][32];
   int n_models = split_list(o.models, models, 8), n_algos = split_list(o.algos, algos, 8), n_ks = split_list(o.ks, kstr, 8);
+  if (o.boot < 0 || o.iterations < 0 || o.meta_batch < 1 || o.dim < 0 || o.max_query < 1 || o.fold < 0 || o.fold > 5) {
+    fprintf(stderr, "metalearn %s: --boot, --iterations, --dim must be >= 0, --meta_batch and --max_query >= 1, --fold 0..5\n", cmd);
+    return 2;
+  }
   if (n_models < 1 || n_algos < 1 || n_ks < 1) {
     fprintf(stderr, "metalearn %s: --models, --algos and --ks must be non-empty comma lists (at most 8 items)\n", cmd);
     return 2;
@@ -364,10 +368,14 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         c.skill_order = o.skill_order, c.learning_slope = o.learning_slope, c.skill_loadings = o.skill_loadings;
         c.dim = o.dim, c.skill_abilities = o.skill_abilities, c.order_features = o.order_features;
         c.iterations = train ? o.iterations : 0;
-        c.meta_batch = o.meta_batch, c.inner_steps = o.inner_steps, c.inner_steps_test = o.inner_steps_test;
+        c.meta_batch = o.meta_batch;
         c.max_query = o.max_query, c.weight_by_length = o.weight_by_length, c.eval_every = train ? o.eval_every : 0;
         c.threads = (int)o.threads, c.seed = (uint64_t)o.seed, c.verbose = !quiet;
-        if (c.algo == ML_ALGO_REPTILE) c.inner_lr = 0.1f;
+        /* per-algorithm defaults, chosen on assist2009's valid1 at K = 10 */
+        if (c.algo == ML_ALGO_MAML || c.algo == ML_ALGO_FOMAML) c.inner_lr = 0.3f;
+        if (c.algo == ML_ALGO_REPTILE) c.inner_lr = 0.01f, c.outer_lr = 0.1f, c.inner_steps = 5;
+        if (o.inner_steps >= 0) c.inner_steps = o.inner_steps;
+        c.inner_steps_test = o.inner_steps_test >= 0 ? o.inner_steps_test : c.inner_steps;
         if (o.inner_lr >= 0) c.inner_lr = (float)o.inner_lr;
         if (o.meta_lr >= 0) c.outer_lr = (float)o.meta_lr;
         ml_student_model *m;

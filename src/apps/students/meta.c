@@ -206,6 +206,17 @@ static ml_status sample_task(void *vctx, int64_t iteration, int64_t index, ml_ar
   ml_status st = make_episode(c->m, &sup, &qry, ar, out);
   if (st) return st;
   for (int64_t i = 0; i < nq; i++) out->xq.data[i * ML__SX_COLS + ML__SX_POS] = log1pf((float)(k + pick[i]));
+  if (cfg->algo == ML_ALGO_REPTILE) {
+    /* Reptile never scores a query: its inner loop fits the task's data, which for a training
+     * student is the support and the query together (at test it adapts on the support alone) */
+    ml_tensor xs = ml_tensor_new(ar, 2, (int64_t[]){k + nq, ML__SX_COLS}), ts = ml_tensor_new(ar, 2, (int64_t[]){k + nq, 1});
+    if (!xs.data || !ts.data) return ml_error(ML_ERR_NOMEM, "students: out of memory");
+    memcpy(xs.data, out->xs.data, (size_t)(k * ML__SX_COLS) * sizeof(float));
+    memcpy(xs.data + k * ML__SX_COLS, out->xq.data, (size_t)(nq * ML__SX_COLS) * sizeof(float));
+    memcpy(ts.data, out->ts.data, (size_t)k * sizeof(float));
+    memcpy(ts.data + k, out->tq.data, (size_t)nq * sizeof(float));
+    out->xs = xs, out->ts = ts, out->n_s = out->k_shot = k + nq;
+  }
   return ML_OK;
 }
 
@@ -255,11 +266,10 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
   ac.inner_steps_test = cfg->inner_steps_test;
   ac.inner_lr = cfg->inner_lr;
   ac.threads = cfg->threads;
+  ac.outer.lr = cfg->outer_lr; /* Reptile: the SGD step towards the adapted weights */
   if (cfg->algo == ML_ALGO_REPTILE) {
-    ac.reptile_inner_batch = cfg->k_train;
+    ac.reptile_inner_batch = 32;
     ac.anneal_iterations = cfg->iterations;
-  } else {
-    ac.outer.lr = cfg->outer_lr;
   }
   if ((st = ml_algo_new(&ac, m->model, &m->algo))) return st;
 
