@@ -83,6 +83,17 @@ ML_API void ml_student_model_free(ml_student_model *m);
 ML_API const ml_student_config *ml_student_model_config(const ml_student_model *m);
 /* The meta-learned model's parameters (NULL for baselines): save / load with io's checkpoints. */
 ML_API ml_params *ml_student_model_params(ml_student_model *m);
+/* One file (safetensors, readable by PyTorch tools) holding the configuration as metadata, the
+ * exercise-to-skill map and the fitted tables (baselines) or the meta-learned parameters and
+ * Meta-SGD rates. ml_student_model_load gives a model ready to predict (threads: for its algo,
+ * 0 = all cores); errors name the file. */
+ML_API ml_status ml_student_model_save(const ml_student_model *m, const char *path);
+ML_API ml_status ml_student_model_load(const char *path, int threads, ml_student_model **out);
+/* The exercises' fitted difficulties (n_items floats; for the meta model its shared b_item):
+ * grading exercises into levels for adaptive practice. */
+ML_API void ml_student_model_difficulties(const ml_student_model *m, float *b);
+ML_API int64_t ml_student_model_n_items(const ml_student_model *m);
+ML_API int64_t ml_student_model_n_skills(const ml_student_model *m);
 /* Meta-training iterations behind the kept parameters: the validation pick, else all. */
 ML_API int64_t ml_student_model_best_iteration(const ml_student_model *m);
 /* Meta-SGD's learned inner rates (same layout as the parameters), or NULL. */

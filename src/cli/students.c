@@ -323,11 +323,11 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
   char label[256];
   if ((st = ml_students_dataset_open(o.dataset, o.data_dir, 0, &full, label, sizeof label))) return fail(cmd, st);
   memset(&fold, 0, sizeof fold);
-  if (want_meta && o.fold > 0 && (st = ml_students_dataset_open(o.dataset, o.data_dir, (int)o.fold, &fold, NULL, 0))) {
+  if (train && want_meta && o.fold > 0 && (st = ml_students_dataset_open(o.dataset, o.data_dir, (int)o.fold, &fold, NULL, 0))) {
     ml_kt_dataset_free(&full);
     return fail(cmd, st);
   }
-  const ml_kt_dataset *mtrain = o.fold > 0 && want_meta ? &fold : &full;
+  const ml_kt_dataset *mtrain = train && o.fold > 0 && want_meta ? &fold : &full;
   if (!quiet)
     fprintf(stderr, "metalearn: %s: %lld training students (%lld answers), %lld test students, %lld exercises, %lld skills\n",
             label, (long long)full.train.n_students, (long long)full.train.n_answers, (long long)full.test.n_students,
@@ -347,6 +347,15 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         break;
       }
       double fit_s = ml_now() - t0;
+      if (run && train) { /* saved for other tools (adaptive practice); eval refits them */
+        char path[ML_PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/%s.safetensors", run, ml_student_kind_name(kinds[mi]));
+        if ((st = ml_student_model_save(m, path))) {
+          ml_student_model_free(m);
+          rc = fail(cmd, st);
+          break;
+        }
+      }
       for (int ki = 0; ki < n_ks && !rc; ki++) {
         ml_students_row *r = &rows[n_rows];
         if ((st = ml_students_protocol_a(m, &full.test, ks[ki], o.boot, (uint64_t)o.seed, (int)o.threads, r))) {
@@ -380,7 +389,10 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         if (o.meta_lr >= 0) c.outer_lr = (float)o.meta_lr;
         ml_student_model *m;
         double t0 = ml_now();
-        st = ml_student_model_fit(&c, mtrain->n_items, mtrain->n_skills, &mtrain->q, &mtrain->train, &mtrain->valid, &m);
+        char ck[ML_PATH_MAX + 64];
+        if (run) snprintf(ck, sizeof ck, "%s/meta_%s_k%lld.safetensors", run, algos[ai], (long long)ks[ki]);
+        if (train) st = ml_student_model_fit(&c, mtrain->n_items, mtrain->n_skills, &mtrain->q, &mtrain->train, &mtrain->valid, &m);
+        else st = ml_student_model_load(ck, (int)o.threads, &m);
         if (st) {
           rc = fail(cmd, st);
           break;
@@ -397,23 +409,10 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
           }
         }
         double fit_s = ml_now() - t0;
-        char ck[ML_PATH_MAX + 64], ckl[ML_PATH_MAX + 64];
-        if (run) {
-          snprintf(ck, sizeof ck, "%s/meta_%s_k%lld.safetensors", run, algos[ai], (long long)ks[ki]);
-          snprintf(ckl, sizeof ckl, "%s/meta_%s_k%lld_rates.safetensors", run, algos[ai], (long long)ks[ki]);
-          ml_params *lr = ml_student_model_rates(m);
-          if (train) {
-            st = ml_checkpoint_save(ck, ml_student_model_params(m), NULL, NULL, 0);
-            if (!st && lr) st = ml_checkpoint_save(ckl, lr, NULL, NULL, 0);
-          } else {
-            st = ml_checkpoint_load(ck, ml_student_model_params(m), NULL);
-            if (!st && lr) st = ml_checkpoint_load(ckl, lr, NULL);
-          }
-          if (st) {
-            ml_student_model_free(m);
-            rc = fail(cmd, st);
-            break;
-          }
+        if (run && train && (st = ml_student_model_save(m, ck))) {
+          ml_student_model_free(m);
+          rc = fail(cmd, st);
+          break;
         }
         ml_students_row *r = &rows[n_rows];
         st = ml_students_protocol_a(m, &full.test, ks[ki], o.boot, (uint64_t)o.seed, (int)o.threads, r);

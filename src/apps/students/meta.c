@@ -224,11 +224,13 @@ typedef struct {
   float *data, *lr;
 } snapshot;
 
-ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, const ml_answers *valid) {
+/* The parameter list (zeros) and the algorithm around it, from m->cfg, m->n_items, m->n_skills. */
+ml_status ml__students_build_meta(ml_student_model *m) {
   const ml_student_config *cfg = &m->cfg;
   if (cfg->k_train < 1 || cfg->max_query < 1 || cfg->iterations < 0 || cfg->dim < 0 || cfg->dim > 256)
     return ml_error(ML_ERR_ARG, "students: k_train and max_query must be >= 1, dim 0..256");
-  if (cfg->algo == ML_ALGO_PROTONET || cfg->algo == ML_ALGO_MATCHINGNET || cfg->algo == ML_ALGO_FINETUNE)
+  if (cfg->algo == ML_ALGO_PROTONET || cfg->algo == ML_ALGO_MATCHINGNET || cfg->algo == ML_ALGO_FINETUNE ||
+      cfg->algo >= ML_ALGO_COUNT)
     return ml_error(ML_ERR_ARG, "students: %s does not apply to student models (maml, fomaml, metasgd, anil, reptile)",
                     ml_algo_name(cfg->algo));
   ml_status st = ml_model_custom_new(forward, m, &m->model);
@@ -246,19 +248,6 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
   if (!st && cfg->learning_slope) st = ml_params_add(p, "theta_pos", 1, (int64_t[]){1});
   if (!st) st = ml_params_finalize(p);
   if (st) return st;
-  /* difficulties from a 1PL fit: meta-training starts where the best baseline is */
-  ml_student_model irt = {.cfg = ml_student_defaults(ML_STUDENT_IRT1), .n_items = J, .n_skills = m->n_skills};
-  st = ml__students_fit_baseline(&irt, train);
-  if (!st) memcpy(p->items[layout_of(m->model).b].value.data, irt.b, (size_t)J * sizeof(float));
-  free(irt.b), free(irt.a);
-  if (st) return st;
-  layout L = layout_of(m->model);
-  if (L.u >= 0) {
-    ml_rng r;
-    ml_rng_init(&r, cfg->seed, 0x0b17e);
-    ml_tensor *u = &p->items[L.u].value;
-    for (int64_t i = 0; i < u->numel; i++) u->data[i] = 0.1f * ml_rng_normal(&r);
-  }
   ml_algo_config ac = ml_algo_defaults(cfg->algo);
   ac.task = ML_TASK_BINARY;
   ac.meta_batch = cfg->meta_batch;
@@ -272,6 +261,28 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
     ac.anneal_iterations = cfg->iterations;
   }
   if ((st = ml_algo_new(&ac, m->model, &m->algo))) return st;
+  return ML_OK;
+}
+
+ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, const ml_answers *valid) {
+  const ml_student_config *cfg = &m->cfg;
+  ml_status st = ml__students_build_meta(m);
+  if (st) return st;
+  ml_params *p = m->model->params;
+  int64_t J = m->n_items;
+  /* difficulties from a 1PL fit: meta-training starts where the best baseline is */
+  ml_student_model irt = {.cfg = ml_student_defaults(ML_STUDENT_IRT1), .n_items = J, .n_skills = m->n_skills};
+  st = ml__students_fit_baseline(&irt, train);
+  if (!st) memcpy(p->items[layout_of(m->model).b].value.data, irt.b, (size_t)J * sizeof(float));
+  free(irt.b), free(irt.a);
+  if (st) return st;
+  layout L = layout_of(m->model);
+  if (L.u >= 0) {
+    ml_rng r;
+    ml_rng_init(&r, cfg->seed, 0x0b17e);
+    ml_tensor *u = &p->items[L.u].value;
+    for (int64_t i = 0; i < u->numel; i++) u->data[i] = 0.1f * ml_rng_normal(&r);
+  }
 
   int64_t *eligible = malloc((size_t)train->n_students * sizeof *eligible), n_el = 0;
   if (!eligible) return ml_error(ML_ERR_NOMEM, "students: out of memory");
