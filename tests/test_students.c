@@ -226,6 +226,29 @@ ML_TEST(protocol_a_drops_short_students_and_scores_the_rest) {
   ml_students_row r2;
   CHECK_OK(ml_students_protocol_a(m, &sub, 1, 0, 1, 1, &r2));
   CHECK(r2.n_dropped == 0);
+  /* paired comparison: the 1PL against difficulty alone on the same answers */
+  ml_student_config c1 = ml_student_defaults(ML_STUDENT_IRT1);
+  ml_student_model *m1;
+  CHECK_OK(ml_student_model_fit(&c1, d.J, 5, NULL, a, NULL, &m1));
+  ml_students_row rows[3];
+  CHECK_OK(ml_students_protocol_a(m, &sub, 3, 100, 1, 2, &rows[0]));
+  CHECK_OK(ml_students_protocol_a(m1, &sub, 3, 100, 1, 2, &rows[1]));
+  CHECK_OK(ml_students_protocol_a(m, &sub, 3, 100, 1, 2, &rows[2]));
+  snprintf(rows[0].model, sizeof rows[0].model, "difficulty");
+  snprintf(rows[1].model, sizeof rows[1].model, "irt1");
+  snprintf(rows[2].model, sizeof rows[2].model, "difficulty again");
+  bool base[3] = {true, false, false};
+  CHECK_OK(ml_students_compare(rows, 3, base, 100, 1));
+  CHECK(strcmp(rows[1].delta_vs, "difficulty") == 0 && rows[0].delta_vs[0] == 0);
+  CHECK_NEAR(rows[1].delta.value, rows[1].r.auc.value - rows[0].r.auc.value, 1e-12);
+  CHECK(rows[1].delta.lo <= rows[1].delta.value && rows[1].delta.value <= rows[1].delta.hi);
+  /* students drawn from abilities: the 1PL sees them, difficulty alone cannot */
+  CHECK(rows[1].delta.lo > 0);
+  CHECK(rows[2].delta.value == 0 && rows[2].delta.lo == 0 && rows[2].delta.hi == 0);
+  for (int i = 0; i < 3; i++) ml_students_row_free(&rows[i]);
+  ml_student_model_free(m1);
+  ml_students_row_free(&row);
+  ml_students_row_free(&r2);
   CHECK(ml_students_protocol_a(m, &sub, 1000, 0, 1, 1, &r2) == ML_ERR_ARG);
   ml_student_model_free(m);
   ml_answers_free(&sub);

@@ -130,7 +130,24 @@ typedef struct {
   ml_binary_report r;
   int64_t n_students, n_dropped;
   double fit_seconds, eval_seconds;
+  /* the predictions behind r (owned; ml_students_row_free), kept for paired comparisons; a
+   * protocol that does not keep them leaves these NULL / 0 */
+  float *pred;
+  uint8_t *label;
+  int64_t *offsets; /* n_groups + 1 */
+  int64_t n_groups;
+  /* filled by ml_students_compare: AUC minus the best baseline's in the same column (paired
+   * bootstrap over students), and that baseline's name; delta_vs[0] = 0 when not compared */
+  ml_ci delta;
+  char delta_vs[64];
 } ml_students_row;
+
+ML_API void ml_students_row_free(ml_students_row *r); /* frees the predictions; NULL-safe */
+
+/* For each column: the baseline row (is_baseline[i]) with the highest AUC, then every other row
+ * of that column with predictions on the same answers gets delta / delta_vs. */
+ML_API ml_status ml_students_compare(ml_students_row *rows, int64_t n, const bool *is_baseline, int64_t n_boot,
+                                     uint64_t seed);
 
 /* Protocol A on the test students at support size k: predictions for every query answer,
  * metrics with bootstrap CIs over students (n_boot resamples keyed by seed). out->model is left

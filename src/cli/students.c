@@ -426,6 +426,9 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         n_rows++;
       }
   }
+  bool is_base[128];
+  for (int64_t i = 0; i < n_rows; i++) is_base[i] = strncmp(rows[i].model, "meta:", 5) != 0;
+  if (!rc && (st = ml_students_compare(rows, n_rows, is_base, o.boot, (uint64_t)o.seed))) rc = fail(cmd, st);
   if (!rc) {
     ml_students_table_print(stdout, label, rows, n_rows);
     if (run) {
@@ -447,10 +450,12 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
           fprintf(mf,
                   "  {\"model\": \"%s\", \"column\": \"%s\", \"auc\": %.6f, \"auc_lo\": %.6f, \"auc_hi\": %.6f, "
                   "\"student_auc\": %.6f, \"acc\": %.6f, \"log_loss\": %.6f, \"students\": %lld, \"dropped\": %lld, "
-                  "\"answers\": %lld, \"fit_seconds\": %.2f, \"eval_seconds\": %.2f}%s\n",
+                  "\"answers\": %lld, \"fit_seconds\": %.2f, \"eval_seconds\": %.2f, \"delta_vs\": \"%s\", "
+                  "\"delta\": %.6f, \"delta_lo\": %.6f, \"delta_hi\": %.6f}%s\n",
                   r->model, r->column, r->r.auc.value, r->r.auc.lo, r->r.auc.hi, r->r.student_auc.value, r->r.acc.value,
                   r->r.log_loss.value, (long long)r->n_students, (long long)r->n_dropped, (long long)r->r.n,
-                  r->fit_seconds, r->eval_seconds, i + 1 < n_rows ? "," : "");
+                  r->fit_seconds, r->eval_seconds, r->delta_vs, r->delta_vs[0] ? r->delta.value : 0,
+                  r->delta_vs[0] ? r->delta.lo : 0, r->delta_vs[0] ? r->delta.hi : 0, i + 1 < n_rows ? "," : "");
         }
         fprintf(mf, "]}\n");
         fclose(mf);
@@ -462,6 +467,7 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
       if (st) rc = fail(cmd, st);
     }
   }
+  for (int64_t i = 0; i < n_rows; i++) ml_students_row_free(&rows[i]);
   ml_kt_dataset_free(&full);
   ml_kt_dataset_free(&fold);
   return rc;

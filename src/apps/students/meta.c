@@ -321,6 +321,7 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
     if (use_valid && ((it + 1) % cfg->eval_every == 0 || last)) {
       ml_students_row row;
       if ((st = ml_students_protocol_a(m, valid, cfg->k_train, 0, 0, cfg->threads, &row))) break;
+      ml_students_row_free(&row);
       if (cfg->verbose)
         fprintf(stderr, "  [%s K=%lld] iteration %lld  query loss %.4f  valid AUC %.4f  %.0fs\n", ml_algo_name(cfg->algo),
                 (long long)cfg->k_train, (long long)it + 1, loss_acc / (double)loss_n, row.r.auc.value, ml_now() - t0);

@@ -205,8 +205,43 @@ ml_status ml_students_protocol_a(const ml_student_model *m, const ml_answers *te
     st = ml_binary_report_compute(p, y, qoff, n_kept, n_boot, seed, &out->r);
   }
   for (int t = 0; arenas && t < threads; t++) ml_arena_free(arenas[t]);
-  free(arenas), free(status), free(p), free(y), free(kept), free(qoff);
+  free(arenas), free(status), free(kept);
+  if (!st) { /* the row keeps its predictions for paired comparisons */
+    out->pred = p, out->label = y, out->offsets = qoff, out->n_groups = n_kept;
+    return ML_OK;
+  }
+  free(p), free(y), free(qoff);
   return st;
+}
+
+void ml_students_row_free(ml_students_row *r) {
+  if (!r) return;
+  free(r->pred), free(r->label), free(r->offsets);
+  r->pred = NULL, r->label = NULL, r->offsets = NULL, r->n_groups = 0;
+}
+
+ml_status ml_students_compare(ml_students_row *rows, int64_t n, const bool *is_baseline, int64_t n_boot,
+                              uint64_t seed) {
+  for (int64_t i = 0; i < n; i++) {
+    rows[i].delta_vs[0] = 0;
+    rows[i].delta = (ml_ci){NAN, NAN, NAN};
+  }
+  for (int64_t i = 0; i < n; i++) {
+    if (is_baseline[i] || !rows[i].pred) continue;
+    const ml_students_row *best = NULL;
+    for (int64_t j = 0; j < n; j++)
+      if (is_baseline[j] && rows[j].pred && !strcmp(rows[j].column, rows[i].column) &&
+          rows[j].n_groups == rows[i].n_groups && (!best || rows[j].r.auc.value > best->r.auc.value))
+        best = &rows[j];
+    if (!best || memcmp(best->offsets, rows[i].offsets, (size_t)(best->n_groups + 1) * sizeof(int64_t)) ||
+        memcmp(best->label, rows[i].label, (size_t)best->offsets[best->n_groups]))
+      continue; /* not the same answers: nothing to pair */
+    ml_status st = ml_binary_auc_diff(rows[i].pred, best->pred, rows[i].label, rows[i].offsets, rows[i].n_groups,
+                                      n_boot, seed, &rows[i].delta);
+    if (st) return st;
+    snprintf(rows[i].delta_vs, sizeof rows[i].delta_vs, "%s", best->model);
+  }
+  return ML_OK;
 }
 
 /* ---------------------------------------------------------------- table ---- */
@@ -238,6 +273,33 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
         fprintf(f, " %.3f [%.3f, %.3f] |", r->r.auc.value, r->r.auc.lo, r->r.auc.hi);
       else
         fprintf(f, " %-21s |", "-");
+    }
+    fprintf(f, "\n");
+  }
+  bool any_delta = false;
+  for (int64_t i = 0; i < n; i++) any_delta |= rows[i].delta_vs[0] != 0;
+  if (any_delta) {
+    fprintf(f, "\nAUC minus the best baseline of the column [paired 95%% bootstrap CI over students]\n");
+    fprintf(f, "| %-40s |", "model");
+    for (int c = 0; c < nc; c++) fprintf(f, " %-24s |", cols[c]);
+    fprintf(f, "\n|%s|", "------------------------------------------");
+    for (int c = 0; c < nc; c++) fprintf(f, "%s|", "--------------------------");
+    fprintf(f, "\n");
+    for (int a = 0; a < nm; a++) {
+      bool has = false;
+      for (int64_t i = 0; i < n; i++) has |= !strcmp(rows[i].model, models[a]) && rows[i].delta_vs[0];
+      if (!has) continue;
+      fprintf(f, "| %-40s |", models[a]);
+      for (int c = 0; c < nc; c++) {
+        const ml_students_row *r = NULL;
+        for (int64_t i = 0; i < n && !r; i++)
+          if (!strcmp(rows[i].model, models[a]) && !strcmp(rows[i].column, cols[c]) && rows[i].delta_vs[0]) r = &rows[i];
+        if (r)
+          fprintf(f, " %+.3f [%+.3f, %+.3f] vs %-4.4s |", r->delta.value, r->delta.lo, r->delta.hi, r->delta_vs);
+        else
+          fprintf(f, " %-24s |", "-");
+      }
+      fprintf(f, "\n");
     }
     fprintf(f, "\n");
   }
