@@ -245,6 +245,12 @@ ML_TEST(protocol_a_drops_short_students_and_scores_the_rest) {
   /* students drawn from abilities: the 1PL sees them, difficulty alone cannot */
   CHECK(rows[1].delta.lo > 0);
   CHECK(rows[2].delta.value == 0 && rows[2].delta.lo == 0 && rows[2].delta.hi == 0);
+  /* a row built from another protocol's predictions pairs with them the same way */
+  ml_students_row ext;
+  CHECK_OK(ml_students_row_from_predictions("external", "K=3", rows[1].pred, rows[1].label, rows[1].offsets,
+                                            rows[1].n_groups, 100, 1, &ext));
+  CHECK(ext.r.auc.value == rows[1].r.auc.value && ext.r.auc.lo == rows[1].r.auc.lo);
+  ml_students_row_free(&ext);
   for (int i = 0; i < 3; i++) ml_students_row_free(&rows[i]);
   ml_student_model_free(m1);
   ml_students_row_free(&row);

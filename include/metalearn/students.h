@@ -144,6 +144,14 @@ typedef struct {
 
 ML_API void ml_students_row_free(ml_students_row *r); /* frees the predictions; NULL-safe */
 
+/* A row from any protocol's predictions (e.g. next-step knowledge tracing, column "B all" or
+ * "B 3-10"): p and y over the answers of n_groups students, student g owning rows
+ * [offsets[g], offsets[g+1]). Computes the metrics with bootstrap CIs and keeps copies of the
+ * arrays so the row can be compared and printed with the protocol A rows. */
+ML_API ml_status ml_students_row_from_predictions(const char *model, const char *column, const float *p,
+                                                  const uint8_t *y, const int64_t *offsets, int64_t n_groups,
+                                                  int64_t n_boot, uint64_t seed, ml_students_row *out);
+
 /* For each column: the baseline row (is_baseline[i]) with the highest AUC, then every other row
  * of that column with predictions on the same answers gets delta / delta_vs. */
 ML_API ml_status ml_students_compare(ml_students_row *rows, int64_t n, const bool *is_baseline, int64_t n_boot,

@@ -214,6 +214,33 @@ ml_status ml_students_protocol_a(const ml_student_model *m, const ml_answers *te
   return st;
 }
 
+ml_status ml_students_row_from_predictions(const char *model, const char *column, const float *p,
+                                           const uint8_t *y, const int64_t *offsets, int64_t n_groups,
+                                           int64_t n_boot, uint64_t seed, ml_students_row *out) {
+  memset(out, 0, sizeof *out);
+  snprintf(out->model, sizeof out->model, "%s", model);
+  snprintf(out->column, sizeof out->column, "%s", column);
+  if (n_groups < 1 || offsets[0] != 0) return ml_error(ML_ERR_ARG, "students row: %lld groups", (long long)n_groups);
+  for (int64_t g = 0; g < n_groups; g++)
+    if (offsets[g + 1] < offsets[g]) return ml_error(ML_ERR_ARG, "students row: offsets decrease at %lld", (long long)g);
+  int64_t n = offsets[n_groups];
+  out->pred = malloc((size_t)(n ? n : 1) * sizeof *out->pred);
+  out->label = malloc((size_t)(n ? n : 1));
+  out->offsets = malloc((size_t)(n_groups + 1) * sizeof *out->offsets);
+  if (!out->pred || !out->label || !out->offsets) {
+    ml_students_row_free(out);
+    return ml_error(ML_ERR_NOMEM, "students row: out of memory");
+  }
+  memcpy(out->pred, p, (size_t)n * sizeof *p);
+  memcpy(out->label, y, (size_t)n);
+  memcpy(out->offsets, offsets, (size_t)(n_groups + 1) * sizeof *offsets);
+  out->n_groups = n_groups;
+  out->n_students = n_groups;
+  ml_status st = ml_binary_report_compute(p, y, offsets, n_groups, n_boot, seed, &out->r);
+  if (st) ml_students_row_free(out);
+  return st;
+}
+
 void ml_students_row_free(ml_students_row *r) {
   if (!r) return;
   free(r->pred), free(r->label), free(r->offsets);
