@@ -3,6 +3,7 @@
 #define METALEARN_H
 
 #include "metalearn/algos.h"
+#include "metalearn/answers.h"
 #include "metalearn/autograd.h"
 #include "metalearn/base.h"
 #include "metalearn/data.h"
@@ -15,6 +16,7 @@
 #include "metalearn/optim.h"
 #include "metalearn/params.h"
 #include "metalearn/report.h"
+#include "metalearn/students.h"
 #include "metalearn/tasks.h"
 #include "metalearn/tensor.h"
 
