@@ -3,6 +3,7 @@
 #define METALEARN_H
 
 #include "metalearn/algos.h"
+#include "metalearn/answers.h"
 #include "metalearn/autograd.h"
 #include "metalearn/base.h"
 #include "metalearn/data.h"
