@@ -7,6 +7,7 @@
 #include "metalearn/autograd.h"
 #include "metalearn/base.h"
 #include "metalearn/data.h"
+#include "metalearn/dkt.h"
 #include "metalearn/dist.h"
 #include "metalearn/eval.h"
 #include "metalearn/fewshot.h"
