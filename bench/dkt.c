@@ -66,6 +66,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "dkt: %s\n", ml_last_error());
     return 2;
   }
+  ml_blas_set_threads(cfg.threads);
   printf("dataset %s items %lld train %lld valid %lld test %lld students, threads %d, gemm %s, meta %d\n", name,
          (long long)d.n_items, (long long)d.train.n_students, (long long)d.valid.n_students,
          (long long)d.test.n_students, cfg.threads, ml_gemm_backend(), cfg.meta);

@@ -295,7 +295,7 @@ static ml_status train_batch(ml_dkt *m, const ml_answers *a, const window *const
     ml_param *p = &m->params->items[m->idx[roles[k]]];
     memcpy(p->grad.data, gr[k]->value.data, (size_t)p->grad.numel * sizeof(float));
   }
-  if (getenv("DKT_DEBUG")) fprintf(stderr, "batch N %lld T %lld graph %lld nodes, arena %.1f MB reserved %.1f MB\n", (long long)bt.N, (long long)bt.T, (long long)ml_graph_size(g), ml_arena_used(m->arena) / 1e6, ml_arena_reserved(m->arena) / 1e6);
+
   *loss_sum += (double)loss->value.data[0];
   *n_pred += bt.N;
   return ml_optim_step_params(m->opt, m->params);
