@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apps/students/dkt_internal.h"
 #include "metalearn/dkt.h"
 #include "metalearn/kernels.h"
 #include "metalearn/nn.h"
@@ -207,8 +208,10 @@ static ml_node *vec(ml_graph *g, float *data, int64_t n) {
   return ml_leaf(g, t, false);
 }
 
-/* Sum over all predicted answers of the log-loss; logits[t] (n_t) receive the adapted logits. */
-static ml_node *forward(const ml_dkt *m, ml_graph *g, ml_node *const *w, const batch *bt, ml_node **logits) {
+/* Sum over all predicted answers of the log-loss; logits[t] (n_t) receive the adapted logits,
+ * l0[t] and hs[t] (when not NULL) the unadapted logits and the LSTM outputs. */
+static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, const batch *bt, ml_node **logits,
+                           ml_node **l0_out, ml_node **hs_out) {
   const ml_dkt_config *c = &m->cfg;
   int64_t V = c->n_items, T = bt->T, N = bt->N;
   ml_arena *ar = ml_graph_arena(g);
@@ -250,6 +253,7 @@ static ml_node *forward(const ml_dkt *m, ml_graph *g, ml_node *const *w, const b
       S = ml_slice(g, S, 0, 0, n), Sb = ml_slice(g, Sb, 0, 0, n);
     }
     ml_node *l0 = l;
+    if (l0_out) l0_out[t] = l0;
     if (meta && S) {
       float inv = -1.0f / (float)(t < support_steps ? t : support_steps);
       ml_node *d = ml_scale(g, ml_mul(g, S, w[P_RATE_D]), inv);
@@ -261,7 +265,13 @@ static ml_node *forward(const ml_dkt *m, ml_graph *g, ml_node *const *w, const b
     ml_node *lt = ml_sum(g, ml_sub(g, ml_softplus(g, l), ml_mul(g, l, y)));
     loss = loss ? ml_add(g, loss, lt) : lt;
   }
+  if (hs_out)
+    for (int64_t t = 0; t < T; t++) hs_out[t] = hs[t];
   return loss;
+}
+
+static ml_node *forward(const ml_dkt *m, ml_graph *g, ml_node *const *w, const batch *bt, ml_node **logits) {
+  return forward_ex(m, g, w, bt, logits, NULL, NULL);
 }
 
 /* One leaf per parameter, in role order (NULL for absent roles). */
@@ -530,5 +540,55 @@ ml_status ml_dkt_influence(ml_dkt *m, float *J) {
     for (int64_t i = 0; i < V; i++) col += yv[i * V + j];
     for (int64_t i = 0; i < V; i++) J[i * V + j] = (float)(yv[i * V + j] / col);
   }
+  return ML_OK;
+}
+
+/* ------------------------------------------------------------------ test hook */
+ml_status ml__dkt_check_inner(ml_dkt *m, const ml_answers *a, int64_t s, double *max_diff) {
+  *max_diff = NAN;
+  if (!m->cfg.meta) return ml_error(ML_ERR_ARG, "dkt: the inner-step check needs a meta-DKT");
+  if (s < 0 || s >= a->n_students || ml_answers_len(a, s) < 3)
+    return ml_error(ML_ERR_ARG, "dkt: student %lld has fewer than 3 answers", (long long)s);
+  int64_t H = m->cfg.hidden, L = ml_answers_len(a, s);
+  window win = {s, 0, L < m->cfg.window ? L : m->cfg.window};
+  const window *wp = &win;
+  ml_arena_reset(m->arena);
+  ml_graph *g = ml_graph_new(m->arena);
+  batch bt;
+  ml_status st = g ? make_batch(m->arena, a, m->cfg.n_items, &wp, 1, &bt) : ML_ERR_NOMEM;
+  if (st) return st;
+  ml_node *w[P_MAX];
+  leaves(m, g, true, w);
+  ml_node **logits = ml_arena_alloc(m->arena, (size_t)bt.T * 3 * sizeof(ml_node *));
+  if (!logits) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
+  ml_node **l0 = logits + bt.T, **hs = logits + 2 * bt.T;
+  if (!forward_ex(m, g, w, &bt, logits, l0, hs)) return ml_graph_status(g);
+  int64_t support_steps = m->cfg.adapt_window > 1 ? m->cfg.adapt_window - 1 : INT64_MAX;
+  double worst = 0;
+  for (int64_t t = 1; t < bt.T; t++) {
+    /* the support loss as a function of explicit fast weights d (1, H), b (1), at zero */
+    float *dz = ml_arena_calloc(m->arena, (size_t)(H + 1) * sizeof(float));
+    if (!dz) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
+    ml_node *d = ml_leaf(g, (ml_tensor){dz, {1, H, 1, 1}, 2, H}, true);
+    ml_node *b = ml_leaf(g, (ml_tensor){dz + H, {1, 1, 1, 1}, 1, 1}, true);
+    int64_t cnt = t < support_steps ? t : support_steps;
+    ml_node *loss = NULL;
+    for (int64_t k = 0; k < cnt; k++) {
+      ml_node *l = ml_add(g, ml_add(g, l0[k], ml_sum_rows(g, ml_mul(g, hs[k], d))), b);
+      ml_node *y = vec(g, bt.y + bt.off[k], 1);
+      ml_node *lk = ml_sum(g, ml_sub(g, ml_softplus(g, l), ml_mul(g, l, y)));
+      loss = loss ? ml_add(g, loss, lk) : lk;
+    }
+    loss = ml_scale(g, loss, 1.0f / (float)cnt);
+    ml_node *gr[2], *in[2] = {d, b};
+    if (!loss || ml_grad(g, &loss, 1, NULL, in, 2, true, gr)) return ml_graph_status(g);
+    ml_node *d1 = ml_neg(g, ml_mul(g, gr[0], w[P_RATE_D]));
+    ml_node *b1 = ml_neg(g, ml_mul(g, gr[1], w[P_RATE_B]));
+    ml_node *l = ml_add(g, ml_add(g, l0[t], ml_sum_rows(g, ml_mul(g, hs[t], d1))), b1);
+    if (!l) return ml_graph_status(g);
+    double diff = fabs((double)l->value.data[0] - (double)logits[t]->value.data[0]);
+    if (diff > worst) worst = diff;
+  }
+  *max_diff = worst;
   return ML_OK;
 }
