@@ -22,7 +22,9 @@ typedef enum {
 ML_API const char *ml_algo_name(ml_algo_kind k); /* "maml", "fomaml", "metasgd", ... */
 ML_API ml_status ml_algo_parse(const char *name, ml_algo_kind *out);
 
-typedef enum { ML_TASK_CLASSIFY, ML_TASK_REGRESS } ml_task_type;
+/* ML_TASK_BINARY: one logit per example (n, 1), 0/1 targets in the episode's ts / tq, binary
+ * cross-entropy on the logits; accuracy counts logit > 0 as predicting 1. */
+typedef enum { ML_TASK_CLASSIFY, ML_TASK_REGRESS, ML_TASK_BINARY } ml_task_type;
 
 typedef struct {
   ml_algo_kind kind;

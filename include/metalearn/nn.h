@@ -40,9 +40,14 @@ typedef struct {
 
 ML_API ml_conv4_config ml_conv4_defaults(void); /* 1 channel, 28x28, 64 filters, 4 blocks, BN, pool */
 
-typedef enum { ML_MODEL_MLP, ML_MODEL_CONV4 } ml_model_kind;
+typedef enum { ML_MODEL_MLP, ML_MODEL_CONV4, ML_MODEL_CUSTOM } ml_model_kind;
 
 typedef struct ml_model ml_model;
+/* ML_MODEL_CUSTOM: an application's own model (students, ...). forward computes the outputs
+ * from all the weights w and the input x; for it ml_model_features returns x unchanged and
+ * ml_model_head runs forward, so ANIL adapts exactly params [head_first, count): the
+ * parameters the application treats as per-task (a student's abilities). */
+typedef ml_node *(*ml_model_forward_fn)(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *x);
 struct ml_model {
   ml_model_kind kind;
   ml_params *params;   /* owned */
@@ -50,12 +55,17 @@ struct ml_model {
   int64_t feature_dim; /* size of the features fed to the head */
   ml_mlp_config mlp;
   ml_conv4_config conv;
+  ml_model_forward_fn custom_forward; /* ML_MODEL_CUSTOM only */
+  void *custom_ctx;                   /* for custom_forward; not owned */
 };
 
 /* Create with seeded initialization; the caller frees with ml_model_free. */
 ML_API ml_status ml_mlp_new(const ml_mlp_config *cfg, uint64_t seed, ml_model **out);
 ML_API ml_status ml_conv4_new(const ml_conv4_config *cfg, uint64_t seed, ml_model **out);
 ML_API void ml_model_free(ml_model *m);
+/* An ML_MODEL_CUSTOM model with no parameters yet: the caller adds them (ml_params_add) and
+ * sets head_first. Free with ml_model_free. */
+ML_API ml_status ml_model_custom_new(ml_model_forward_fn forward, void *ctx, ml_model **out);
 
 /* One leaf node per parameter (in params order), wrapping the parameter data. */
 ML_API ml_status ml_model_leaves(const ml_model *m, ml_graph *g, bool requires_grad, ml_node **w);

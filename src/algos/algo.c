@@ -140,10 +140,18 @@ ml_node *ml__task_loss(ml_algo *a, ml_graph *g, ml_node *out, const ml_episode *
     ml_node *t = ml__input(g, query ? &ep->tq : &ep->ts);
     return ml_mse(g, out, t);
   }
+  if (a->cfg.task == ML_TASK_BINARY) return ml_bce_with_logits(g, out, ml__input(g, query ? &ep->tq : &ep->ts));
   return ml_cross_entropy(g, out, query ? ep->yq : ep->ys);
 }
 
 double ml__task_acc(const ml_node *logits, const ml_episode *ep, bool query) {
+  if (logits && !(query ? ep->yq : ep->ys)) { /* binary: targets in ts / tq */
+    const ml_tensor *t = query ? &ep->tq : &ep->ts;
+    if (!t->data || t->numel != logits->value.numel) return 0;
+    int64_t right = 0;
+    for (int64_t i = 0; i < t->numel; i++) right += (logits->value.data[i] > 0) == (t->data[i] > 0.5f);
+    return t->numel ? (double)right / (double)t->numel : 0;
+  }
   if (!logits || !(query ? ep->yq : ep->ys)) return 0;
   return ml_accuracy(logits->value.data, query ? ep->yq : ep->ys, logits->value.shape[0], logits->value.shape[1]);
 }
@@ -319,6 +327,11 @@ static void eval_one(int64_t i, int thread, void *vjob) {
   if (!st) {
     if (j->a->cfg.task == ML_TASK_CLASSIFY)
       j->scores[i] = ml_accuracy(pred, ep.yq, ep.n_q, ep.n_way);
+    else if (j->a->cfg.task == ML_TASK_BINARY) {
+      int64_t right = 0;
+      for (int64_t k = 0; k < ep.n_q; k++) right += (pred[k] > 0) == (ep.tq.data[k] > 0.5f);
+      j->scores[i] = ep.n_q ? (double)right / (double)ep.n_q : 0;
+    }
     else {
       double s = 0;
       for (int64_t k = 0; k < ep.n_q; k++) s += ((double)pred[k] - ep.tq.data[k]) * ((double)pred[k] - ep.tq.data[k]);

@@ -79,7 +79,7 @@ ml_status ml__maml_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64_t i
   ml_node *lq = ml__task_loss(a, g, logits, ep, true);
   if (!lq) return ml_graph_status(g);
   out->loss_q = lq->value.data[0];
-  out->acc = a->cfg.task == ML_TASK_CLASSIFY ? ml__task_acc(logits, ep, true) : 0;
+  out->acc = a->cfg.task != ML_TASK_REGRESS ? ml__task_acc(logits, ep, true) : 0;
   if (a->cfg.inner_steps == 0) out->loss_s = out->loss_q;
   ml_node *obj = msl ? ml_scale(g, ml_add(g, msl, lq), 1.0f / (float)a->cfg.inner_steps) : lq;
   ml_node *inputs[2 * MAXP], *grads[2 * MAXP];

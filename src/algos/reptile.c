@@ -59,11 +59,11 @@ static ml_status adapt(ml_algo *a, ml_graph *g, const ml_episode *ep, float *fas
     ml_node *w[MAXP], *gr[MAXP];
     fast_leaves(a, g, fast, w);
     ml_node *x = gather_rows(g, &ep->xs, batch, b), *out = ml_model_forward(a->model, g, w, x), *loss;
-    if (a->cfg.task == ML_TASK_REGRESS) {
+    if (a->cfg.task != ML_TASK_CLASSIFY) {
       ml_node *t = ml_new(g, 2, (int64_t[]){b, 1});
       if (!t) return ml_graph_status(g);
       for (int64_t i = 0; i < b; i++) t->value.data[i] = ep->ts.data[batch[i]];
-      loss = ml_mse(g, out, t);
+      loss = a->cfg.task == ML_TASK_BINARY ? ml_bce_with_logits(g, out, t) : ml_mse(g, out, t);
     } else {
       for (int64_t i = 0; i < b; i++) yb[i] = ep->ys[batch[i]];
       loss = ml_cross_entropy(g, out, yb);
@@ -115,7 +115,7 @@ ml_status ml__reptile_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64_
   if (!y) return ml_graph_status(g);
   ml_node *lq = ml__task_loss(a, g, y, ep, true);
   out->loss_q = lq ? lq->value.data[0] : NAN;
-  out->acc = a->cfg.task == ML_TASK_CLASSIFY ? ml__task_acc(y, ep, true) : 0;
+  out->acc = a->cfg.task != ML_TASK_REGRESS ? ml__task_acc(y, ep, true) : 0;
   return ML_OK;
 }
 

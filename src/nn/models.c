@@ -165,8 +165,20 @@ static ml_node *activate(ml_graph *g, ml_node *x, ml_activation a) {
   }
 }
 
+ml_status ml_model_custom_new(ml_model_forward_fn forward, void *ctx, ml_model **out) {
+  *out = NULL;
+  if (!forward) return ml_error(ML_ERR_ARG, "custom model: no forward function");
+  ml_model *m = model_alloc(ML_MODEL_CUSTOM);
+  if (!m) return ml_error(ML_ERR_NOMEM, "custom model: out of memory");
+  m->custom_forward = forward;
+  m->custom_ctx = ctx;
+  *out = m;
+  return ML_OK;
+}
+
 ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *x) {
   if (!x) return NULL;
+  if (m->kind == ML_MODEL_CUSTOM) return x;
   if (m->kind == ML_MODEL_MLP) {
     ml_node *h = x;
     if (h->value.ndim != 2) h = ml_reshape(g, h, 2, (int64_t[]){h->value.shape[0], h->value.numel / h->value.shape[0]});
@@ -195,6 +207,7 @@ ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml
 }
 
 ml_node *ml_model_head(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *features) {
+  if (m->kind == ML_MODEL_CUSTOM) return features ? m->custom_forward(m, g, w, features) : NULL;
   if (m->head_first >= m->params->count) return features;
   return ml_linear(g, features, w[m->head_first], w[m->head_first + 1]);
 }
