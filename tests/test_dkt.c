@@ -7,6 +7,7 @@
 #include "apps/students/dkt_internal.h"
 #include "harness.h"
 #include "metalearn/base.h"
+#include "metalearn/eval.h"
 
 /* Students practise 4 skills in random order. A skill is mastered after a number of attempts
  * drawn per student and skill (1 to 6); before that a correct answer has probability 0.2 (a
@@ -48,7 +49,7 @@ static double difficulty_auc(const ml_answers *train, const ml_kt_predictions *p
     int32_t e = test->item[test->offsets[p->student[i]] + p->pos[i] - 1];
     q[i] = (float)(ok[e] / cnt[e]);
   }
-  double auc = ml_kt_auc(q, p->y, p->n);
+  double auc = ml_auc(q, p->y, p->n);
   free(q);
   return auc;
 }
@@ -117,9 +118,9 @@ ML_TEST(auc_scores_and_influence) {
   const float p[6] = {0.9f, 0.8f, 0.8f, 0.3f, 0.2f, 0.1f};
   const uint8_t y[6] = {1, 1, 0, 1, 0, 0};
   /* pairs (pos, neg): 9; ordered right: 7, tie (0.8, 0.8): 1/2 -> 7.5 / 9 */
-  CHECK_NEAR(ml_kt_auc(p, y, 6), 7.5 / 9.0, 1e-12);
+  CHECK_NEAR(ml_auc(p, y, 6), 7.5 / 9.0, 1e-12);
   const uint8_t one[3] = {1, 1, 1};
-  CHECK(isnan(ml_kt_auc(p, one, 3)));
+  CHECK(isnan(ml_auc(p, one, 3)));
   ml_dkt_config c = small_config();
   ml_dkt *m;
   CHECK_OK(ml_dkt_new(&c, &m));
@@ -143,6 +144,18 @@ ML_TEST(auc_scores_and_influence) {
   CHECK_OK(ml_dkt_predict(m, &a, &pr));
   CHECK(pr.n == 5 * 28);
   for (int64_t i = 0; i < pr.n; i++) CHECK(pr.pos[i] != 1 && pr.pos[i] != 21 && pr.pos[i] <= 30);
+  /* protocol-B rows for the students table agree with the scores of the same predictions */
+  ml_kt_scores sc;
+  ml_kt_score(&pr, &sc);
+  ml_students_row rows[3];
+  CHECK_OK(ml_dkt_protocol_b(m, &a, "DKT", 1.5, 20, 3, rows));
+  CHECK(!strcmp(rows[0].model, "DKT") && !strcmp(rows[1].column, "B 3-10") && !strcmp(rows[2].column, "B 11-15"));
+  CHECK_NEAR(rows[0].r.auc.value, sc.auc, 1e-9);
+  CHECK_NEAR(rows[1].r.auc.value, sc.auc_3_10, 1e-9);
+  CHECK_NEAR(rows[2].r.auc.value, sc.auc_11_15, 1e-9);
+  CHECK(rows[0].r.n == sc.n && rows[1].r.n == sc.n_3_10 && rows[2].r.n == 5 * 5);
+  CHECK(rows[0].r.auc.lo <= rows[0].r.auc.value && rows[0].r.auc.value <= rows[0].r.auc.hi);
+  CHECK(rows[0].n_students == 5 && rows[0].fit_seconds == 1.5);
   ml_kt_predictions_free(&pr);
   ml_answers_free(&a);
   ml_dkt_free(m);

@@ -22,6 +22,7 @@
 
 #include "metalearn/answers.h"
 #include "metalearn/params.h"
+#include "metalearn/students.h"
 
 typedef struct {
   int64_t n_items;       /* exercises (outputs); inputs are 2 * n_items */
@@ -88,9 +89,18 @@ typedef struct {
 } ml_kt_scores;
 
 ML_API void ml_kt_score(const ml_kt_predictions *p, ml_kt_scores *s);
-/* Area under the ROC curve of scores p for labels y (ties count one half); NaN when one class
- * is absent. */
-ML_API double ml_kt_auc(const float *p, const uint8_t *y, int64_t n);
+
+/* Rows of the students results table (ml_students_table_print) for protocol B: columns
+ * "B all", "B 3-10" and "B 11-15", each with AUC, per-student AUC, accuracy and log-loss and
+ * their bootstrap CIs over students (n_boot resamples keyed by seed). rows[3] receive the
+ * model name, fit_seconds and the time the predictions took. */
+ML_API ml_status ml_dkt_protocol_b(ml_dkt *m, const ml_answers *test, const char *model, double fit_seconds,
+                                   int64_t n_boot, uint64_t seed, ml_students_row rows[3]);
+/* The whole protocol for one model: a DKT (cfg.meta false) or meta-DKT trained on d's training
+ * students with early stopping on its validation students (load d with fold 1: train1 / valid1),
+ * then ml_dkt_protocol_b on its test students. cfg.n_items is set from d. */
+ML_API ml_status ml_dkt_protocol_b_run(const ml_kt_dataset *d, const ml_dkt_config *cfg, const char *model,
+                                       int64_t n_boot, uint64_t seed, ml_students_row rows[3]);
 
 /* ---- influence between exercises (Piech et al. 2015, section 5) ----
  * J[i * n_items + j] = y(j | i) / sum_k y(j | k), where y(j | i) is the predicted success on

@@ -15,6 +15,7 @@
 
 #include "apps/students/dkt_internal.h"
 #include "metalearn/dkt.h"
+#include "metalearn/eval.h"
 #include "metalearn/kernels.h"
 #include "metalearn/nn.h"
 #include "metalearn/optim.h"
@@ -405,36 +406,6 @@ ml_status ml_dkt_predict(ml_dkt *m, const ml_answers *a, ml_kt_predictions *out)
   return ML_OK;
 }
 
-static int cmp_score_desc(const void *a, const void *b) {
-  float x = **(float *const *)a, y = **(float *const *)b;
-  return x < y ? 1 : x > y ? -1 : 0;
-}
-
-double ml_kt_auc(const float *p, const uint8_t *y, int64_t n) {
-  const float **ix = malloc((size_t)(n ? n : 1) * sizeof *ix);
-  if (!ix) return NAN;
-  for (int64_t i = 0; i < n; i++) ix[i] = &p[i];
-  qsort(ix, (size_t)n, sizeof *ix, cmp_score_desc);
-  /* sweep groups of tied scores: each positive outranks the negatives below its group and
-   * half of those tied with it */
-  double pos = 0, neg = 0, area = 0;
-  for (int64_t i = 0; i < n;) {
-    int64_t j = i;
-    double gp = 0, gn = 0;
-    for (; j < n && *ix[j] == *ix[i]; j++) {
-      if (y[ix[j] - p])
-        gp++;
-      else
-        gn++;
-    }
-    area += gn * (pos + 0.5 * gp);
-    pos += gp, neg += gn;
-    i = j;
-  }
-  free(ix);
-  return pos > 0 && neg > 0 ? area / (pos * neg) : NAN;
-}
-
 void ml_kt_score(const ml_kt_predictions *p, ml_kt_scores *s) {
   memset(s, 0, sizeof *s);
   double ll = 0;
@@ -449,7 +420,7 @@ void ml_kt_score(const ml_kt_predictions *p, ml_kt_scores *s) {
   s->n = p->n;
   s->acc = p->n ? (double)hit / (double)p->n : NAN;
   s->logloss = p->n ? ll / (double)p->n : NAN;
-  s->auc = ml_kt_auc(p->p, p->y, p->n);
+  s->auc = ml_auc(p->p, p->y, p->n);
   if (!pa || !ya) {
     s->auc_3_10 = s->auc_11_15 = NAN;
   } else {
@@ -458,7 +429,7 @@ void ml_kt_score(const ml_kt_predictions *p, ml_kt_scores *s) {
       int64_t k = 0;
       for (int64_t i = 0; i < p->n; i++)
         if (p->pos[i] >= lo[w] && p->pos[i] <= hi[w]) pa[k] = p->p[i], ya[k++] = p->y[i];
-      double auc = ml_kt_auc(pa, ya, k);
+      double auc = ml_auc(pa, ya, k);
       if (w == 0)
         s->auc_3_10 = auc, s->n_3_10 = k;
       else
@@ -466,6 +437,70 @@ void ml_kt_score(const ml_kt_predictions *p, ml_kt_scores *s) {
     }
   }
   free(pa), free(ya);
+}
+
+/* Predictions regrouped by student (stable), the layout ml_binary_report_compute wants; only
+ * those with keep(pos) when lo > 0. */
+static ml_status group_by_student(const ml_kt_predictions *p, int64_t n_students, int64_t lo, int64_t hi, float *pg,
+                                  uint8_t *yg, int64_t *offsets) {
+  int64_t *cnt = calloc((size_t)n_students + 1, sizeof(int64_t));
+  if (!cnt) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
+  for (int64_t i = 0; i < p->n; i++)
+    if (lo == 0 || (p->pos[i] >= lo && p->pos[i] <= hi)) cnt[p->student[i] + 1]++;
+  for (int64_t s = 0; s < n_students; s++) cnt[s + 1] += cnt[s];
+  memcpy(offsets, cnt, (size_t)(n_students + 1) * sizeof(int64_t));
+  for (int64_t i = 0; i < p->n; i++)
+    if (lo == 0 || (p->pos[i] >= lo && p->pos[i] <= hi)) {
+      int64_t k = cnt[p->student[i]]++;
+      pg[k] = p->p[i], yg[k] = p->y[i];
+    }
+  free(cnt);
+  return ML_OK;
+}
+
+ml_status ml_dkt_protocol_b(ml_dkt *m, const ml_answers *test, const char *model, double fit_seconds,
+                            int64_t n_boot, uint64_t seed, ml_students_row rows[3]) {
+  double t0 = ml_now();
+  ml_kt_predictions p;
+  ml_status st = ml_dkt_predict(m, test, &p);
+  if (st) return st;
+  double eval_s = ml_now() - t0;
+  int64_t S = test->n_students;
+  float *pg = malloc((size_t)(p.n ? p.n : 1) * sizeof(float));
+  uint8_t *yg = malloc((size_t)(p.n ? p.n : 1));
+  int64_t *off = malloc((size_t)(S + 1) * sizeof(int64_t));
+  if (!pg || !yg || !off) st = ml_error(ML_ERR_NOMEM, "dkt: out of memory");
+  static const char *cols[3] = {"B all", "B 3-10", "B 11-15"};
+  const int64_t lo[3] = {0, 3, 11}, hi[3] = {0, 10, 15};
+  for (int c = 0; c < 3 && !st; c++) {
+    ml_students_row *r = &rows[c];
+    memset(r, 0, sizeof *r);
+    snprintf(r->model, sizeof r->model, "%s", model);
+    snprintf(r->column, sizeof r->column, "%s", cols[c]);
+    st = group_by_student(&p, S, lo[c], hi[c], pg, yg, off);
+    if (!st) st = ml_binary_report_compute(pg, yg, off, S, n_boot, seed, &r->r);
+    for (int64_t s = 0; s < S; s++) r->n_students += off[s + 1] > off[s];
+    r->n_dropped = S - r->n_students;
+    r->fit_seconds = fit_seconds;
+    r->eval_seconds = eval_s;
+  }
+  free(pg), free(yg), free(off);
+  ml_kt_predictions_free(&p);
+  return st;
+}
+
+ml_status ml_dkt_protocol_b_run(const ml_kt_dataset *d, const ml_dkt_config *cfg, const char *model,
+                                int64_t n_boot, uint64_t seed, ml_students_row rows[3]) {
+  ml_dkt_config c = *cfg;
+  c.n_items = d->n_items;
+  ml_dkt *m;
+  ml_status st = ml_dkt_new(&c, &m);
+  if (st) return st;
+  ml_dkt_stats stats;
+  st = ml_dkt_train(m, &d->train, &d->valid, &stats);
+  if (!st) st = ml_dkt_protocol_b(m, &d->test, model, stats.seconds, n_boot, seed, rows);
+  ml_dkt_free(m);
+  return st;
 }
 
 /* ------------------------------------------------------------------ training with early stopping */
@@ -490,7 +525,7 @@ ml_status ml_dkt_train(ml_dkt *m, const ml_answers *train, const ml_answers *val
       ml_kt_predictions p;
       s = ml_dkt_predict(m, valid, &p);
       if (s) break;
-      auc = ml_kt_auc(p.p, p.y, p.n);
+      auc = ml_auc(p.p, p.y, p.n);
       ml_kt_predictions_free(&p);
     }
     bool better = !have_valid || (auc == auc && auc > st.best_valid_auc);
