@@ -4,7 +4,8 @@
  * runs it beside bench/dkt_torch.py at the same thread count.
  *
  * Usage: dkt DATASET [--epochs N] [--patience N] [--threads N] [--seed N] [--meta] [--window N]
- *            [--adapt-window N] [--max-seconds S] [--influence FILE] [--data DIR]
+ *            [--adapt-window N] [--max-seconds S] [--influence FILE] [--data DIR] [--lr X]
+ *            [--inner-lr X] [--cold-weight X]
  * DATASET: assist2009_updated | assist2015 | STATICS (a folder of $METALEARN_DATA/knowledge-tracing).
  * Prints one line "key value ..." per result; exit 2 on bad usage or data. */
 #include <getopt.h>
@@ -27,6 +28,7 @@ int main(int argc, char **argv) {
                                  {"influence", required_argument, 0, 'i'},
                                  {"data", required_argument, 0, 'd'},    {"lr", required_argument, 0, 'l'},
                                  {"inner-lr", required_argument, 0, 'r'},
+                                 {"cold-weight", required_argument, 0, 'c'},
                                  {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -43,6 +45,7 @@ int main(int argc, char **argv) {
       case 'd': data = optarg; break;
       case 'l': cfg.lr = atof(optarg); break;
       case 'r': cfg.inner_lr_init = atof(optarg); break;
+      case 'c': cfg.cold_weight = atof(optarg); break;
       default: fprintf(stderr, "usage: dkt DATASET [options] (see bench/dkt.c)\n"); return 2;
     }
   }
@@ -67,9 +70,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   ml_blas_set_threads(cfg.threads);
-  printf("dataset %s items %lld train %lld valid %lld test %lld students, threads %d, gemm %s, meta %d\n", name,
+  printf("dataset %s items %lld train %lld valid %lld test %lld students, threads %d, gemm %s, meta %d, adapt_window %lld, cold_weight %g\n", name,
          (long long)d.n_items, (long long)d.train.n_students, (long long)d.valid.n_students,
-         (long long)d.test.n_students, cfg.threads, ml_gemm_backend(), cfg.meta);
+         (long long)d.test.n_students, cfg.threads, ml_gemm_backend(), cfg.meta, (long long)cfg.adapt_window,
+         cfg.cold_weight);
   fflush(stdout);
   ml_dkt_stats st;
   if (ml_dkt_train(m, &d.train, &d.valid, &st)) {

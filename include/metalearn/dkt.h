@@ -41,6 +41,8 @@ typedef struct {
   bool meta;             /* per-student fast head weights and a learned initial state */
   int64_t adapt_window;  /* support = answers 2..min(t, adapt_window) of the window; 0 = all */
   double inner_lr_init;  /* initial Meta-SGD rates (0.1) */
+  double cold_weight;    /* training loss weight of each student's answers 3-15 (the cold-start
+                            windows) relative to the others (1: the plain next-step loss) */
 } ml_dkt_config;
 
 ML_API ml_dkt_config ml_dkt_defaults(void);

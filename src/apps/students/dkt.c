@@ -33,7 +33,7 @@ struct ml_dkt {
 ml_dkt_config ml_dkt_defaults(void) {
   return (ml_dkt_config){.n_items = 0, .emb = 100, .hidden = 200, .window = 200, .batch = 64, .lr = 1e-3,
                          .max_epochs = 50, .patience = 5, .seed = 1, .threads = 1, .adapt_window = 0,
-                         .inner_lr_init = 0.1};
+                         .inner_lr_init = 0.1, .cold_weight = 1.0};
 }
 
 ml_params *ml_dkt_params(ml_dkt *m) { return m->params; }
@@ -49,7 +49,7 @@ void ml_dkt_free(ml_dkt *m) {
 ml_status ml_dkt_new(const ml_dkt_config *cfg, ml_dkt **out) {
   *out = NULL;
   if (cfg->n_items < 1 || cfg->n_items > (INT32_MAX - 1) / 2 || cfg->emb < 1 || cfg->hidden < 1 || cfg->window < 2 ||
-      cfg->batch < 1 || !(cfg->lr > 0) || cfg->max_epochs < 1 || cfg->patience < 1 || cfg->adapt_window < 0)
+      cfg->batch < 1 || !(cfg->lr > 0) || !(cfg->cold_weight > 0) || cfg->max_epochs < 1 || cfg->patience < 1 || cfg->adapt_window < 0)
     return ml_error(ML_ERR_ARG, "dkt: bad configuration (items %lld, emb %lld, hidden %lld, window %lld, batch %lld)",
                     (long long)cfg->n_items, (long long)cfg->emb, (long long)cfg->hidden, (long long)cfg->window,
                     (long long)cfg->batch);
@@ -149,6 +149,8 @@ typedef struct {
   int64_t *n_t, *off; /* rows of step t and their offset in the time-major arrays */
   int32_t *in, *tgt;  /* answer kind read at each step, exercise asked next */
   float *y;           /* its correctness */
+  float *wt;          /* weight of its loss term (cold_weight on answers 3-15 of a student) */
+  double wsum;
   int64_t *student;   /* per row, for predictions */
   int32_t *pos;
 } batch;
@@ -159,8 +161,8 @@ static int cmp_len_desc(const void *a, const void *b) {
   return x < y ? -1 : x > y; /* stable: by position in the window list */
 }
 
-static ml_status make_batch(ml_arena *ar, const ml_answers *a, int64_t V, const window *const *ws, int64_t B,
-                            batch *bt) {
+static ml_status make_batch(ml_arena *ar, const ml_answers *a, int64_t V, float cold_weight, const window *const *ws,
+                            int64_t B, batch *bt) {
   window const **w = ml_arena_alloc(ar, (size_t)B * sizeof *w);
   if (!w) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
   memcpy(w, ws, (size_t)B * sizeof *w);
@@ -168,6 +170,7 @@ static ml_status make_batch(ml_arena *ar, const ml_answers *a, int64_t V, const 
   bt->B = B;
   bt->T = w[0]->len - 1;
   bt->N = 0;
+  bt->wsum = 0;
   for (int64_t b = 0; b < B; b++) bt->N += w[b]->len - 1;
   int64_t T = bt->T, N = bt->N;
   bt->len = ml_arena_alloc(ar, (size_t)B * sizeof(int64_t));
@@ -176,9 +179,10 @@ static ml_status make_batch(ml_arena *ar, const ml_answers *a, int64_t V, const 
   bt->in = ml_arena_alloc(ar, (size_t)N * sizeof(int32_t));
   bt->tgt = ml_arena_alloc(ar, (size_t)N * sizeof(int32_t));
   bt->y = ml_arena_alloc(ar, (size_t)N * sizeof(float));
+  bt->wt = ml_arena_alloc(ar, (size_t)N * sizeof(float));
   bt->student = ml_arena_alloc(ar, (size_t)N * sizeof(int64_t));
   bt->pos = ml_arena_alloc(ar, (size_t)N * sizeof(int32_t));
-  if (!bt->len || !bt->n_t || !bt->off || !bt->in || !bt->tgt || !bt->y || !bt->student || !bt->pos)
+  if (!bt->len || !bt->n_t || !bt->off || !bt->in || !bt->tgt || !bt->y || !bt->wt || !bt->student || !bt->pos)
     return ml_error(ML_ERR_NOMEM, "dkt: out of memory for a batch of %lld steps", (long long)N);
   for (int64_t b = 0; b < B; b++) bt->len[b] = w[b]->len - 1;
   ml_status st = ml_rnn_batch_sizes(bt->len, B, T, bt->n_t);
@@ -195,6 +199,9 @@ static ml_status make_batch(ml_arena *ar, const ml_answers *a, int64_t V, const 
       bt->in[r] = e + (a->correct[i] ? (int32_t)V : 0);
       bt->tgt[r] = e2;
       bt->y[r] = a->correct[i + 1];
+      int64_t pos = w[b]->start + t + 2;
+      bt->wt[r] = pos >= 3 && pos <= 15 ? cold_weight : 1.0f;
+      bt->wsum += bt->wt[r];
       bt->student[r] = w[b]->student;
       bt->pos[r] = (int32_t)(w[b]->start + t + 2);
     }
@@ -263,7 +270,9 @@ static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, cons
     }
     if (meta && t < support_steps) prev_err = ml_sub(g, ml_sigmoid(g, l0), y);
     logits[t] = l;
-    ml_node *lt = ml_sum(g, ml_sub(g, ml_softplus(g, l), ml_mul(g, l, y)));
+    ml_node *terms = ml_sub(g, ml_softplus(g, l), ml_mul(g, l, y));
+    if (c->cold_weight != 1.0) terms = ml_mul(g, terms, vec(g, bt->wt + o, n));
+    ml_node *lt = ml_sum(g, terms);
     loss = loss ? ml_add(g, loss, lt) : lt;
   }
   if (hs_out)
@@ -289,14 +298,14 @@ static ml_status train_batch(ml_dkt *m, const ml_answers *a, const window *const
   ml_graph *g = ml_graph_new(m->arena);
   if (!g) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
   batch bt;
-  ml_status st = make_batch(m->arena, a, m->cfg.n_items, ws, B, &bt);
+  ml_status st = make_batch(m->arena, a, m->cfg.n_items, (float)m->cfg.cold_weight, ws, B, &bt);
   if (st) return st;
   ml_node *w[P_MAX], *gr[P_MAX], *in[P_MAX];
   leaves(m, g, true, w);
   ml_node **logits = ml_arena_alloc(m->arena, (size_t)bt.T * sizeof *logits);
   if (!logits) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
   ml_node *loss = forward(m, g, w, &bt, logits);
-  ml_node *mean = ml_scale(g, loss, 1.0f / (float)bt.N);
+  ml_node *mean = ml_scale(g, loss, (float)(1.0 / bt.wsum));
   int n_in = 0;
   int roles[P_MAX];
   for (int r = 0; r < P_MAX; r++)
@@ -379,7 +388,7 @@ ml_status ml_dkt_predict(ml_dkt *m, const ml_answers *a, ml_kt_predictions *out)
     ml_graph *g = ml_graph_new(m->arena);
     batch bt;
     if (!g) st = ml_error(ML_ERR_NOMEM, "dkt: out of memory");
-    if (!st) st = make_batch(m->arena, a, m->cfg.n_items, bw, B, &bt);
+    if (!st) st = make_batch(m->arena, a, m->cfg.n_items, (float)m->cfg.cold_weight, bw, B, &bt);
     if (st) break;
     ml_node *w[P_MAX];
     leaves(m, g, false, w);
@@ -590,7 +599,7 @@ ml_status ml__dkt_check_inner(ml_dkt *m, const ml_answers *a, int64_t s, double 
   ml_arena_reset(m->arena);
   ml_graph *g = ml_graph_new(m->arena);
   batch bt;
-  ml_status st = g ? make_batch(m->arena, a, m->cfg.n_items, &wp, 1, &bt) : ML_ERR_NOMEM;
+  ml_status st = g ? make_batch(m->arena, a, m->cfg.n_items, (float)m->cfg.cold_weight, &wp, 1, &bt) : ML_ERR_NOMEM;
   if (st) return st;
   ml_node *w[P_MAX];
   leaves(m, g, true, w);
