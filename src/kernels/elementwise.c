@@ -84,24 +84,27 @@ MULTI(simple_unary, (ml_un_op op, float *out, const float *x, int64_t n), (op, o
 
 /* exp for x <= 0 without libm, so that sigmoid and tanh loops vectorize (they dominate
  * recurrent nets): Cephes' expf, range reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-6
- * polynomial (relative error about 1e-7), 2^n put into the exponent bits; x < -87.3 gives 0.
+ * polynomial (relative error about 1e-7), 2^n put into the exponent bits; below about -87.3
+ * (where exp leaves the normal range) the result is 0.
  * No floorf, fmaxf or float selects on computed values: GCC 12 does not vectorize loops with
  * those (fmaxf's NaN rules, -ftrapping-math), so rounding and masks are arithmetic. */
 INLINE float step0(float v) { return copysignf(0.5f, v) + 0.5f; } /* 1 for v >= +0, else 0 */
 
 INLINE float exp_nonpos(float x) {
-  float xc = x > -87.3f ? x : -87.3f;
-  float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-  float r = xc - n * 0.693359375f;
+  x = x < -100.0f ? -100.0f : x; /* -inf too; NaN stays NaN */
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+  float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   float z = r * r;
   float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
              1.6666665459e-1f) * r + 5.0000001201e-1f;
   y = y * z + r + 1.0f;
-  int32_t bits = ((int32_t)n + 127) << 23;
+  int32_t k = (int32_t)n;
+  k = k < -127 ? -127 : k; /* 2^-127 would be denormal: exponent bits 0 give +0 instead */
+  int32_t bits = (k + 127) << 23;
   float p2;
   memcpy(&p2, &bits, sizeof p2);
-  return y * p2 * step0(x + 87.3f);
+  return y * p2;
 }
 
 /* exp of a non-positive number only, so neither side overflows: 1 / (1 + e^-x) for x >= 0,
