@@ -16,7 +16,8 @@
  * which is exactly the inner-loop gradient of the support log-loss (tests check it against
  * ml_grad with create_graph). It also learns the initial LSTM state. Meta-training minimizes
  * the loss of every next answer through the inner step (second order), like MAML with one
- * inner step per prefix. adapt_window bounds the support to the first answers of a window. */
+ * inner step per prefix. adapt_window W > 1 bounds the support to answers 2..W of a window and
+ * gives each support size its own rates (a learned schedule); 0 = unbounded, one set of rates. */
 #ifndef METALEARN_DKT_H
 #define METALEARN_DKT_H
 

@@ -58,6 +58,7 @@ ml_status ml_dkt_new(const ml_dkt_config *cfg, ml_dkt **out) {
   m->cfg = *cfg;
   for (int i = 0; i < P_MAX; i++) m->idx[i] = -1;
   int64_t V = cfg->n_items, E = cfg->emb, H = cfg->hidden;
+  int64_t R = cfg->adapt_window > 1 ? cfg->adapt_window - 1 : 1; /* one rate row per support size */
   m->params = ml_params_new();
   ml_status st = m->params ? ML_OK : ML_ERR_NOMEM;
   struct {
@@ -74,8 +75,8 @@ ml_status ml_dkt_new(const ml_dkt_config *cfg, ml_dkt **out) {
               {P_OUTB, "out.bias", 1, {V, 0}, false},
               {P_H0, "meta.h0", 2, {1, H}, true},
               {P_C0, "meta.c0", 2, {1, H}, true},
-              {P_RATE_D, "meta.rate_head", 1, {H, 0}, true},
-              {P_RATE_B, "meta.rate_bias", 1, {1, 0}, true}};
+              {P_RATE_D, "meta.rate_head", 2, {R, H}, true},
+              {P_RATE_B, "meta.rate_bias", 2, {R, 1}, true}};
   for (size_t i = 0; i < sizeof spec / sizeof spec[0] && !st; i++) {
     if (spec[i].meta_only && !cfg->meta) continue;
     m->idx[spec[i].role] = m->params->count;
@@ -216,6 +217,14 @@ static ml_node *vec(ml_graph *g, float *data, int64_t n) {
   return ml_leaf(g, t, false);
 }
 
+/* The Meta-SGD rates for a support of cnt answers: row cnt - 1 when the support is bounded (a
+ * learned schedule: one noisy answer deserves a smaller step than ten), else the only row. */
+static ml_node *rate_row(ml_graph *g, ml_node *rate, int64_t cnt) {
+  int64_t R = rate->value.shape[0], D = rate->value.shape[1];
+  ml_node *r = R == 1 ? rate : ml_slice(g, rate, 0, (cnt < R ? cnt : R) - 1, 1);
+  return ml_reshape(g, r, 1, (int64_t[]){D});
+}
+
 /* Sum over all predicted answers of the log-loss; logits[t] (n_t) receive the adapted logits,
  * l0[t] and hs[t] (when not NULL) the unadapted logits and the LSTM outputs. */
 static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, const batch *bt, ml_node **logits,
@@ -263,9 +272,10 @@ static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, cons
     ml_node *l0 = l;
     if (l0_out) l0_out[t] = l0;
     if (meta && S) {
-      float inv = -1.0f / (float)(t < support_steps ? t : support_steps);
-      ml_node *d = ml_scale(g, ml_mul(g, S, w[P_RATE_D]), inv);
-      ml_node *bb = ml_scale(g, ml_mul(g, ml_reshape(g, Sb, 1, (int64_t[]){n}), w[P_RATE_B]), inv);
+      int64_t cnt = t < support_steps ? t : support_steps;
+      float inv = -1.0f / (float)cnt;
+      ml_node *d = ml_scale(g, ml_mul(g, S, rate_row(g, w[P_RATE_D], cnt)), inv);
+      ml_node *bb = ml_scale(g, ml_mul(g, ml_reshape(g, Sb, 1, (int64_t[]){n}), rate_row(g, w[P_RATE_B], cnt)), inv);
       l = ml_add(g, ml_add(g, l, ml_sum_rows(g, ml_mul(g, hs[t], d))), bb);
     }
     if (meta && t < support_steps) prev_err = ml_sub(g, ml_sigmoid(g, l0), y);
@@ -626,8 +636,8 @@ ml_status ml__dkt_check_inner(ml_dkt *m, const ml_answers *a, int64_t s, double 
     loss = ml_scale(g, loss, 1.0f / (float)cnt);
     ml_node *gr[2], *in[2] = {d, b};
     if (!loss || ml_grad(g, &loss, 1, NULL, in, 2, true, gr)) return ml_graph_status(g);
-    ml_node *d1 = ml_neg(g, ml_mul(g, gr[0], w[P_RATE_D]));
-    ml_node *b1 = ml_neg(g, ml_mul(g, gr[1], w[P_RATE_B]));
+    ml_node *d1 = ml_neg(g, ml_mul(g, gr[0], rate_row(g, w[P_RATE_D], cnt)));
+    ml_node *b1 = ml_neg(g, ml_mul(g, gr[1], rate_row(g, w[P_RATE_B], cnt)));
     ml_node *l = ml_add(g, ml_add(g, l0[t], ml_sum_rows(g, ml_mul(g, hs[t], d1))), b1);
     if (!l) return ml_graph_status(g);
     double diff = fabs((double)l->value.data[0] - (double)logits[t]->value.data[0]);
