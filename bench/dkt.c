@@ -103,8 +103,15 @@ int main(int argc, char **argv) {
       fprintf(stderr, "dkt: cannot write the influence matrix to %s: %s\n", influence, ml_last_error());
       return 1;
     }
-    for (int64_t i = 0; i < V; i++)
-      for (int64_t j = 0; j < V; j++) fprintf(f, "%.6g%c", J[i * V + j], j + 1 < V ? ',' : '\n');
+    /* header: the exercises' original ids; row i: influence of i on every j */
+    fprintf(f, "id");
+    for (int64_t j = 0; j < V; j++) fprintf(f, ",%s", d.items.names[j]);
+    fprintf(f, "\n");
+    for (int64_t i = 0; i < V; i++) {
+      fprintf(f, "%s", d.items.names[i]);
+      for (int64_t j = 0; j < V; j++) fprintf(f, ",%.6g", J[i * V + j]);
+      fprintf(f, "\n");
+    }
     fclose(f);
     free(J);
   }
