@@ -10,6 +10,7 @@ answer, and over each student's answers 3-10 and 11-15 only.
 
 Usage: dkt_torch.py DATASET [--threads N] [--epochs N] [--patience N] [--seed N] [--data DIR]
                     [--packed]   (pack_padded_sequence instead of padding: no padded steps run)
+                    [--max-seconds S]   (stop training after S seconds, as bench/dkt.c does)
 Prints the same "key value" lines as bench/dkt.c.
 """
 import argparse
@@ -132,6 +133,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--window", type=int, default=200)
     ap.add_argument("--packed", action="store_true")
+    ap.add_argument("--max-seconds", type=float, default=0, help="stop training after this long (0: no limit)")
     ap.add_argument("--data", default=os.environ.get("METALEARN_DATA", "../shared/data"))
     o = ap.parse_args()
     torch.set_num_threads(o.threads)
@@ -179,6 +181,8 @@ def main():
             since += 1
         print(f"torch epoch {ep + 1}: train loss {tot / n:.4f}, valid AUC {a:.4f}{mark} ({dt:.1f} s)", flush=True)
         if since >= o.patience:
+            break
+        if o.max_seconds > 0 and time.perf_counter() - t_all >= o.max_seconds:
             break
     total = time.perf_counter() - t_all
     model.load_state_dict(best_state)
