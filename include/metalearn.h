@@ -17,6 +17,7 @@
 #include "metalearn/optim.h"
 #include "metalearn/params.h"
 #include "metalearn/report.h"
+#include "metalearn/students.h"
 #include "metalearn/tasks.h"
 #include "metalearn/tensor.h"
 

@@ -352,5 +352,14 @@ ML_TEST(kt_real_datasets_match_facts) {
     ml_kt_dataset_free(&d1);
     ml_kt_dataset_free(&d);
   }
+  /* the DKT paper's copy: same format, ids from 0, no folds (its duplicated rows are kept as they are) */
+  char dkt[4096];
+  snprintf(dkt, sizeof dkt, "%s/knowledge-tracing/assistments-dkt", root ? root : "");
+  ml_kt_dataset d;
+  if (root && ml_kt_dataset_load(dkt, "builder", 0, &d) != ML_ERR_NOTFOUND) {
+    CHECK(d.train.n_students == 3361 && d.test.n_students == 856 && d.ids_are_skills);
+    CHECK(ml_idmap_find(&d.items, "0", 1) >= 0);
+    ml_kt_dataset_free(&d);
+  }
   if (!found) printf("  (knowledge-tracing data absent: skipped)\n");
 }

@@ -156,6 +156,7 @@ ML_TEST(auc_scores_and_influence) {
   CHECK(rows[0].r.n == sc.n && rows[1].r.n == sc.n_3_10 && rows[2].r.n == 5 * 5);
   CHECK(rows[0].r.auc.lo <= rows[0].r.auc.value && rows[0].r.auc.value <= rows[0].r.auc.hi);
   CHECK(rows[0].n_students == 5 && rows[0].fit_seconds == 1.5);
+  for (int k = 0; k < 3; k++) ml_students_row_free(&rows[k]);
   ml_kt_predictions_free(&pr);
   ml_answers_free(&a);
   ml_dkt_free(m);

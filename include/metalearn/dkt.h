@@ -95,8 +95,10 @@ ML_API void ml_kt_score(const ml_kt_predictions *p, ml_kt_scores *s);
 
 /* Rows of the students results table (ml_students_table_print) for protocol B: columns
  * "B all", "B 3-10" and "B 11-15", each with AUC, per-student AUC, accuracy and log-loss and
- * their bootstrap CIs over students (n_boot resamples keyed by seed). rows[3] receive the
- * model name, fit_seconds and the time the predictions took. */
+ * their bootstrap CIs over students (n_boot resamples keyed by seed), built with
+ * ml_students_row_from_predictions (they keep the predictions: free each row with
+ * ml_students_row_free). rows[3] also receive fit_seconds and the time the predictions took;
+ * n_students counts the students with an answer in the column. */
 ML_API ml_status ml_dkt_protocol_b(ml_dkt *m, const ml_answers *test, const char *model, double fit_seconds,
                                    int64_t n_boot, uint64_t seed, ml_students_row rows[3]);
 /* The whole protocol for one model: a DKT (cfg.meta false) or meta-DKT trained on d's training

@@ -34,6 +34,11 @@ typedef struct {
   int64_t n, n_groups, n_student_auc;
 } ml_binary_report;
 
+/* Paired bootstrap of AUC(pa) - AUC(pb) on the same rows and labels: each resample draws the same
+ * students for both (the draws of ml_binary_report_compute with that seed), so the interval
+ * reflects the difference itself, not two independent intervals. */
+ML_API ml_status ml_binary_auc_diff(const float *pa, const float *pb, const uint8_t *y, const int64_t *offsets,
+                                    int64_t n_groups, int64_t n_boot, uint64_t seed, ml_ci *out);
 ML_API ml_status ml_binary_report_compute(const float *p, const uint8_t *y, const int64_t *offsets, int64_t n_groups,
                                           int64_t n_boot, uint64_t seed, ml_binary_report *out);
 

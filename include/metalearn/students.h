@@ -36,20 +36,23 @@ typedef struct {
   int64_t sweeps;
   float elo_alpha, elo_beta; /* 1, 0.05 */
   /* Meta-learned model: logit = theta0 + <theta, u_j> + theta_s[skill] - b_j - c_skill
-   *   + w . (log1p of the student's earlier successes / failures on the skill in the support,
-   *          log1p of the answer's position)
+   *   + (w + w_s[skill]) . (log1p of the student's earlier successes / failures on the skill in
+   *          the support, log1p of the answer's position) + theta_pos log1p(position)
    * with shared b, u, c, w and per-student fast weights theta0, theta (dim), theta_s
    * (one per skill). The pieces can be switched off to measure what each buys. */
   ml_algo_kind algo;
   int64_t dim;          /* ability vector size; 0 = none */
   bool skill_abilities; /* theta_s */
   bool order_features;  /* w . (support counts, position) */
+  bool skill_order;     /* the order weights per skill too (shared, not per student) */
+  bool skill_loadings;  /* loadings u per skill instead of per exercise */
+  bool learning_slope;  /* a per-student slope over log1p(position) among the fast weights */
   int64_t k_train;      /* support size of the training tasks (the K that will be tested) */
   int64_t max_query;    /* query answers per training task (a random subset of the rest) */
   bool weight_by_length; /* draw training students in proportion to their query length (the
                             pooled AUC weighs students by their answers); false = uniform */
   int64_t iterations, meta_batch, inner_steps, inner_steps_test;
-  float inner_lr, outer_lr;
+  float inner_lr, outer_lr; /* Reptile: inner Adam rate, outer SGD step (0.1 and 1 suit it) */
   int64_t eval_every;   /* validation AUC every this many iterations; the best is kept (0 = off) */
   int threads;          /* 0 = ml_num_threads() */
   uint64_t seed;
@@ -80,6 +83,19 @@ ML_API void ml_student_model_free(ml_student_model *m);
 ML_API const ml_student_config *ml_student_model_config(const ml_student_model *m);
 /* The meta-learned model's parameters (NULL for baselines): save / load with io's checkpoints. */
 ML_API ml_params *ml_student_model_params(ml_student_model *m);
+/* One file (safetensors, readable by PyTorch tools) holding the configuration as metadata, the
+ * exercise-to-skill map and the fitted tables (baselines) or the meta-learned parameters and
+ * Meta-SGD rates. ml_student_model_load gives a model ready to predict (threads: for its algo,
+ * 0 = all cores); errors name the file. */
+ML_API ml_status ml_student_model_save(const ml_student_model *m, const char *path);
+ML_API ml_status ml_student_model_load(const char *path, int threads, ml_student_model **out);
+/* The exercises' fitted difficulties (n_items floats; for the meta model its shared b_item):
+ * grading exercises into levels for adaptive practice. */
+ML_API void ml_student_model_difficulties(const ml_student_model *m, float *b);
+ML_API int64_t ml_student_model_n_items(const ml_student_model *m);
+ML_API int64_t ml_student_model_n_skills(const ml_student_model *m);
+/* Meta-training iterations behind the kept parameters: the validation pick, else all. */
+ML_API int64_t ml_student_model_best_iteration(const ml_student_model *m);
 /* Meta-SGD's learned inner rates (same layout as the parameters), or NULL. */
 ML_API ml_params *ml_student_model_rates(ml_student_model *m);
 
@@ -109,12 +125,37 @@ ML_API ml_status ml_students_dataset_open(const char *name, const char *data_roo
  * One cell: a model under one column ("K=1", ..., or another protocol's "B all", "B 3-10").
  * A protocol fills rows; ml_students_table_print pivots them into models x columns. */
 typedef struct {
-  char model[48];
+  char model[64];
   char column[24];
   ml_binary_report r;
   int64_t n_students, n_dropped;
   double fit_seconds, eval_seconds;
+  /* the predictions behind r (owned; ml_students_row_free), kept for paired comparisons; a
+   * protocol that does not keep them leaves these NULL / 0 */
+  float *pred;
+  uint8_t *label;
+  int64_t *offsets; /* n_groups + 1 */
+  int64_t n_groups;
+  /* filled by ml_students_compare: AUC minus the best baseline's in the same column (paired
+   * bootstrap over students), and that baseline's name; delta_vs[0] = 0 when not compared */
+  ml_ci delta;
+  char delta_vs[64];
 } ml_students_row;
+
+ML_API void ml_students_row_free(ml_students_row *r); /* frees the predictions; NULL-safe */
+
+/* A row from any protocol's predictions (e.g. next-step knowledge tracing, column "B all" or
+ * "B 3-10"): p and y over the answers of n_groups students, student g owning rows
+ * [offsets[g], offsets[g+1]). Computes the metrics with bootstrap CIs and keeps copies of the
+ * arrays so the row can be compared and printed with the protocol A rows. */
+ML_API ml_status ml_students_row_from_predictions(const char *model, const char *column, const float *p,
+                                                  const uint8_t *y, const int64_t *offsets, int64_t n_groups,
+                                                  int64_t n_boot, uint64_t seed, ml_students_row *out);
+
+/* For each column: the baseline row (is_baseline[i]) with the highest AUC, then every other row
+ * of that column with predictions on the same answers gets delta / delta_vs. */
+ML_API ml_status ml_students_compare(ml_students_row *rows, int64_t n, const bool *is_baseline, int64_t n_boot,
+                                     uint64_t seed);
 
 /* Protocol A on the test students at support size k: predictions for every query answer,
  * metrics with bootstrap CIs over students (n_boot resamples keyed by seed). out->model is left

@@ -18,7 +18,8 @@ typedef struct {
   char dataset[512], data_dir[1024], models[256], algos[256], ks[128];
   int64_t fold, iterations, meta_batch, inner_steps, inner_steps_test, dim, max_query, eval_every, boot, seed, threads;
   double inner_lr, meta_lr; /* < 0: the algorithm's default */
-  bool skill_abilities, order_features, weight_by_length;
+  bool skill_abilities, order_features, weight_by_length, skill_order, learning_slope, skill_loadings, refit;
+  int64_t k_train; /* 0 = each tested K */
 } opts;
 
 static opts opts_defaults(void) {
@@ -28,10 +29,12 @@ static opts opts_defaults(void) {
   snprintf(o.algos, sizeof o.algos, "metasgd");
   snprintf(o.ks, sizeof o.ks, "1,3,5,10");
   ml_student_config d = ml_student_defaults(ML_STUDENT_META);
-  o.fold = 1, o.iterations = d.iterations, o.meta_batch = d.meta_batch, o.inner_steps = d.inner_steps;
-  o.inner_steps_test = d.inner_steps_test, o.dim = d.dim, o.max_query = d.max_query, o.eval_every = d.eval_every;
+  o.fold = 1, o.iterations = d.iterations, o.meta_batch = d.meta_batch, o.inner_steps = -1;
+  o.inner_steps_test = -1, o.dim = d.dim, o.max_query = d.max_query, o.eval_every = d.eval_every;
   o.boot = 200, o.seed = 1, o.threads = 0, o.inner_lr = -1, o.meta_lr = -1;
   o.skill_abilities = d.skill_abilities, o.order_features = d.order_features, o.weight_by_length = d.weight_by_length;
+  o.skill_order = d.skill_order, o.learning_slope = d.learning_slope, o.k_train = 0;
+  o.skill_loadings = d.skill_loadings, o.refit = true;
   return o;
 }
 
@@ -45,7 +48,7 @@ typedef struct {
   const char *help;
 } optdef;
 
-enum { NOPTS = 21 };
+enum { NOPTS = 26 };
 static void opt_table(opts *o, optdef *t) {
   optdef d[NOPTS] = {
       {"dataset", 's', o->dataset, sizeof o->dataset, "assist2009 | assist2015 | statics | assistments-dkt | kt:DIR"},
@@ -56,13 +59,18 @@ static void opt_table(opts *o, optdef *t) {
       {"ks", 's', o->ks, sizeof o->ks, "support sizes K of protocol A (comma list)"},
       {"iterations", 'i', &o->iterations, 0, "meta-training iterations per (algorithm, K)"},
       {"meta_batch", 'i', &o->meta_batch, 0, "students per meta-iteration"},
-      {"inner_steps", 'i', &o->inner_steps, 0, "inner steps in meta-training"},
-      {"inner_steps_test", 'i', &o->inner_steps_test, 0, "inner steps at test"},
+      {"inner_steps", 'i', &o->inner_steps, 0, "inner steps in meta-training (< 0: 1, Reptile 5)"},
+      {"inner_steps_test", 'i', &o->inner_steps_test, 0, "inner steps at test (< 0: as in training)"},
       {"inner_lr", 'f', &o->inner_lr, 0, "inner rate (Meta-SGD: initial rates; Reptile: inner Adam rate); < 0 = default"},
       {"meta_lr", 'f', &o->meta_lr, 0, "outer Adam rate; < 0 = default"},
       {"dim", 'i', &o->dim, 0, "ability vector size (0 = none)"},
       {"skill_abilities", 'b', &o->skill_abilities, 0, "per-skill abilities among the fast weights (true/false)"},
       {"order_features", 'b', &o->order_features, 0, "support order features: earlier successes/failures, position"},
+      {"refit", 'b', &o->refit, 0, "after the validation pick, meta-train again on the full training file"},
+      {"skill_loadings", 'b', &o->skill_loadings, 0, "ability loadings per skill instead of per exercise"},
+      {"skill_order", 'b', &o->skill_order, 0, "order weights per skill (shared)"},
+      {"learning_slope", 'b', &o->learning_slope, 0, "a per-student learning slope over position (fast weight)"},
+      {"k_train", 'i', &o->k_train, 0, "support size of the training tasks (0 = the K that is tested)"},
       {"max_query", 'i', &o->max_query, 0, "query answers per training task"},
       {"weight_by_length", 'b', &o->weight_by_length, 0, "draw training students in proportion to their query length"},
       {"eval_every", 'i', &o->eval_every, 0, "validation every N iterations, the best kept (0 = off)"},
@@ -92,7 +100,7 @@ static int set_opt(opts *o, const char *key, const char *val, const char *where)
         return 0;
       case 'i': {
         long long v = strtoll(val, &end, 10);
-        if (*end || end == val || errno || v < 0) break;
+        if (*end || end == val || errno) break;
         *(int64_t *)t[i].p = v;
         return 0;
       }
@@ -208,8 +216,12 @@ static int split_list(const char *s, char (*items)[32], int max) {
 }
 
 static void meta_label(char *buf, size_t cap, const char *algo, const opts *o) {
-  snprintf(buf, cap, "meta:%s d%lld%s%s", algo, (long long)o->dim, o->skill_abilities ? " +skill" : "",
-           o->order_features ? " +order" : "");
+  char kt[32] = "";
+  if (o->k_train > 0) snprintf(kt, sizeof kt, " k%lld", (long long)o->k_train);
+  snprintf(buf, cap, "meta:%s d%lld%s%s%s%s%s%s%s", algo, (long long)o->dim, o->skill_loadings ? "s" : "",
+           o->skill_abilities ? " +skill" : "",
+           o->order_features ? " +order" : "", o->skill_order ? " +sorder" : "", o->learning_slope ? " +slope" : "",
+           o->weight_by_length ? "" : " -lw", kt);
 }
 
 static int fail(const char *cmd, ml_status st) {
@@ -262,6 +274,10 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
   }
   char models[8][32], algos[8][32], kstr[8][32];
   int n_models = split_list(o.models, models, 8), n_algos = split_list(o.algos, algos, 8), n_ks = split_list(o.ks, kstr, 8);
+  if (o.boot < 0 || o.iterations < 0 || o.meta_batch < 1 || o.dim < 0 || o.max_query < 1 || o.fold < 0 || o.fold > 5) {
+    fprintf(stderr, "metalearn %s: --boot, --iterations, --dim must be >= 0, --meta_batch and --max_query >= 1, --fold 0..5\n", cmd);
+    return 2;
+  }
   if (n_models < 1 || n_algos < 1 || n_ks < 1) {
     fprintf(stderr, "metalearn %s: --models, --algos and --ks must be non-empty comma lists (at most 8 items)\n", cmd);
     return 2;
@@ -307,11 +323,11 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
   char label[256];
   if ((st = ml_students_dataset_open(o.dataset, o.data_dir, 0, &full, label, sizeof label))) return fail(cmd, st);
   memset(&fold, 0, sizeof fold);
-  if (want_meta && o.fold > 0 && (st = ml_students_dataset_open(o.dataset, o.data_dir, (int)o.fold, &fold, NULL, 0))) {
+  if (train && want_meta && o.fold > 0 && (st = ml_students_dataset_open(o.dataset, o.data_dir, (int)o.fold, &fold, NULL, 0))) {
     ml_kt_dataset_free(&full);
     return fail(cmd, st);
   }
-  const ml_kt_dataset *mtrain = o.fold > 0 && want_meta ? &fold : &full;
+  const ml_kt_dataset *mtrain = train && o.fold > 0 && want_meta ? &fold : &full;
   if (!quiet)
     fprintf(stderr, "metalearn: %s: %lld training students (%lld answers), %lld test students, %lld exercises, %lld skills\n",
             label, (long long)full.train.n_students, (long long)full.train.n_answers, (long long)full.test.n_students,
@@ -331,6 +347,15 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         break;
       }
       double fit_s = ml_now() - t0;
+      if (run && train) { /* saved for other tools (adaptive practice); eval refits them */
+        char path[ML_PATH_MAX + 64];
+        snprintf(path, sizeof path, "%s/%s.safetensors", run, ml_student_kind_name(kinds[mi]));
+        if ((st = ml_student_model_save(m, path))) {
+          ml_student_model_free(m);
+          rc = fail(cmd, st);
+          break;
+        }
+      }
       for (int ki = 0; ki < n_ks && !rc; ki++) {
         ml_students_row *r = &rows[n_rows];
         if ((st = ml_students_protocol_a(m, &full.test, ks[ki], o.boot, (uint64_t)o.seed, (int)o.threads, r))) {
@@ -348,40 +373,46 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
       for (int ki = 0; ki < n_ks && !rc; ki++) {
         ml_student_config c = ml_student_defaults(ML_STUDENT_META);
         c.algo = akinds[ai];
-        c.k_train = ks[ki];
+        c.k_train = o.k_train > 0 ? o.k_train : ks[ki];
+        c.skill_order = o.skill_order, c.learning_slope = o.learning_slope, c.skill_loadings = o.skill_loadings;
         c.dim = o.dim, c.skill_abilities = o.skill_abilities, c.order_features = o.order_features;
         c.iterations = train ? o.iterations : 0;
-        c.meta_batch = o.meta_batch, c.inner_steps = o.inner_steps, c.inner_steps_test = o.inner_steps_test;
+        c.meta_batch = o.meta_batch;
         c.max_query = o.max_query, c.weight_by_length = o.weight_by_length, c.eval_every = train ? o.eval_every : 0;
         c.threads = (int)o.threads, c.seed = (uint64_t)o.seed, c.verbose = !quiet;
-        if (c.algo == ML_ALGO_REPTILE) c.inner_lr = 0.1f;
+        /* per-algorithm defaults, chosen on assist2009's valid1 at K = 10 */
+        if (c.algo == ML_ALGO_MAML || c.algo == ML_ALGO_FOMAML) c.inner_lr = 0.3f;
+        if (c.algo == ML_ALGO_REPTILE) c.inner_lr = 0.01f, c.outer_lr = 0.1f, c.inner_steps = 5;
+        if (o.inner_steps >= 0) c.inner_steps = o.inner_steps;
+        c.inner_steps_test = o.inner_steps_test >= 0 ? o.inner_steps_test : c.inner_steps;
         if (o.inner_lr >= 0) c.inner_lr = (float)o.inner_lr;
         if (o.meta_lr >= 0) c.outer_lr = (float)o.meta_lr;
         ml_student_model *m;
         double t0 = ml_now();
-        st = ml_student_model_fit(&c, mtrain->n_items, mtrain->n_skills, &mtrain->q, &mtrain->train, &mtrain->valid, &m);
+        char ck[ML_PATH_MAX + 64];
+        if (run) snprintf(ck, sizeof ck, "%s/meta_%s_k%lld.safetensors", run, algos[ai], (long long)ks[ki]);
+        if (train) st = ml_student_model_fit(&c, mtrain->n_items, mtrain->n_skills, &mtrain->q, &mtrain->train, &mtrain->valid, &m);
+        else st = ml_student_model_load(ck, (int)o.threads, &m);
         if (st) {
           rc = fail(cmd, st);
           break;
         }
-        double fit_s = ml_now() - t0;
-        char ck[ML_PATH_MAX + 64], ckl[ML_PATH_MAX + 64];
-        if (run) {
-          snprintf(ck, sizeof ck, "%s/meta_%s_k%lld.safetensors", run, algos[ai], (long long)ks[ki]);
-          snprintf(ckl, sizeof ckl, "%s/meta_%s_k%lld_rates.safetensors", run, algos[ai], (long long)ks[ki]);
-          ml_params *lr = ml_student_model_rates(m);
-          if (train) {
-            st = ml_checkpoint_save(ck, ml_student_model_params(m), NULL, NULL, 0);
-            if (!st && lr) st = ml_checkpoint_save(ckl, lr, NULL, NULL, 0);
-          } else {
-            st = ml_checkpoint_load(ck, ml_student_model_params(m), NULL);
-            if (!st && lr) st = ml_checkpoint_load(ckl, lr, NULL);
-          }
+        if (train && o.refit && o.fold > 0) {
+          /* the fold chose the number of iterations; the full training file (what the baselines
+           * fit on) gets the same schedule from scratch */
+          c.iterations = ml_student_model_best_iteration(m), c.eval_every = 0;
+          ml_student_model_free(m);
+          st = ml_student_model_fit(&c, full.n_items, full.n_skills, &full.q, &full.train, NULL, &m);
           if (st) {
-            ml_student_model_free(m);
             rc = fail(cmd, st);
             break;
           }
+        }
+        double fit_s = ml_now() - t0;
+        if (run && train && (st = ml_student_model_save(m, ck))) {
+          ml_student_model_free(m);
+          rc = fail(cmd, st);
+          break;
         }
         ml_students_row *r = &rows[n_rows];
         st = ml_students_protocol_a(m, &full.test, ks[ki], o.boot, (uint64_t)o.seed, (int)o.threads, r);
@@ -395,6 +426,9 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         n_rows++;
       }
   }
+  bool is_base[128];
+  for (int64_t i = 0; i < n_rows; i++) is_base[i] = strncmp(rows[i].model, "meta:", 5) != 0;
+  if (!rc && (st = ml_students_compare(rows, n_rows, is_base, o.boot, (uint64_t)o.seed))) rc = fail(cmd, st);
   if (!rc) {
     ml_students_table_print(stdout, label, rows, n_rows);
     if (run) {
@@ -416,10 +450,12 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
           fprintf(mf,
                   "  {\"model\": \"%s\", \"column\": \"%s\", \"auc\": %.6f, \"auc_lo\": %.6f, \"auc_hi\": %.6f, "
                   "\"student_auc\": %.6f, \"acc\": %.6f, \"log_loss\": %.6f, \"students\": %lld, \"dropped\": %lld, "
-                  "\"answers\": %lld, \"fit_seconds\": %.2f, \"eval_seconds\": %.2f}%s\n",
+                  "\"answers\": %lld, \"fit_seconds\": %.2f, \"eval_seconds\": %.2f, \"delta_vs\": \"%s\", "
+                  "\"delta\": %.6f, \"delta_lo\": %.6f, \"delta_hi\": %.6f}%s\n",
                   r->model, r->column, r->r.auc.value, r->r.auc.lo, r->r.auc.hi, r->r.student_auc.value, r->r.acc.value,
                   r->r.log_loss.value, (long long)r->n_students, (long long)r->n_dropped, (long long)r->r.n,
-                  r->fit_seconds, r->eval_seconds, i + 1 < n_rows ? "," : "");
+                  r->fit_seconds, r->eval_seconds, r->delta_vs, r->delta_vs[0] ? r->delta.value : 0,
+                  r->delta_vs[0] ? r->delta.lo : 0, r->delta_vs[0] ? r->delta.hi : 0, i + 1 < n_rows ? "," : "");
         }
         fprintf(mf, "]}\n");
         fclose(mf);
@@ -431,6 +467,7 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
       if (st) rc = fail(cmd, st);
     }
   }
+  for (int64_t i = 0; i < n_rows; i++) ml_students_row_free(&rows[i]);
   ml_kt_dataset_free(&full);
   ml_kt_dataset_free(&fold);
   return rc;

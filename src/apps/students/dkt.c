@@ -491,18 +491,21 @@ ml_status ml_dkt_protocol_b(ml_dkt *m, const ml_answers *test, const char *model
   if (!pg || !yg || !off) st = ml_error(ML_ERR_NOMEM, "dkt: out of memory");
   static const char *cols[3] = {"B all", "B 3-10", "B 11-15"};
   const int64_t lo[3] = {0, 3, 11}, hi[3] = {0, 10, 15};
+  for (int c = 0; c < 3; c++) memset(&rows[c], 0, sizeof rows[c]);
   for (int c = 0; c < 3 && !st; c++) {
     ml_students_row *r = &rows[c];
-    memset(r, 0, sizeof *r);
-    snprintf(r->model, sizeof r->model, "%s", model);
-    snprintf(r->column, sizeof r->column, "%s", cols[c]);
     st = group_by_student(&p, S, lo[c], hi[c], pg, yg, off);
-    if (!st) st = ml_binary_report_compute(pg, yg, off, S, n_boot, seed, &r->r);
+    if (!st) st = ml_students_row_from_predictions(model, cols[c], pg, yg, off, S, n_boot, seed, r);
+    if (st) break;
+    /* students with an answer in this column; the others have none to predict there */
+    r->n_students = 0;
     for (int64_t s = 0; s < S; s++) r->n_students += off[s + 1] > off[s];
     r->n_dropped = S - r->n_students;
     r->fit_seconds = fit_seconds;
     r->eval_seconds = eval_s;
   }
+  if (st)
+    for (int c = 0; c < 3; c++) ml_students_row_free(&rows[c]);
   free(pg), free(yg), free(off);
   ml_kt_predictions_free(&p);
   return st;

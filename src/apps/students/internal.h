@@ -19,12 +19,14 @@ struct ml_student_model {
   /* meta-learned */
   ml_model *model;
   ml_algo *algo;
+  int64_t best_iteration; /* iterations of the kept parameters (the validation pick) */
 };
 
 ml_status ml__students_fit_baseline(ml_student_model *m, const ml_answers *train);
 void ml__students_predict_baseline(const ml_student_model *m, const ml_student_log *support,
                                    const ml_student_log *query, float *p);
 ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, const ml_answers *valid);
+ml_status ml__students_build_meta(ml_student_model *m);
 ml_status ml__students_predict_meta(const ml_student_model *m, const ml_student_log *support,
                                     const ml_student_log *query, ml_arena *arena, float *p);
 /* Fills rows (n, ML__SX_COLS): support rows see only earlier support answers, query rows the

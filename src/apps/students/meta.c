@@ -1,12 +1,16 @@
 /* The meta-learned student model: an ML_MODEL_CUSTOM model trained through ml_algo with one
  * student per task (ML_TASK_BINARY). Parameters, shared ones first:
  *   b_item (J, 1)     exercise difficulty, initialized from a 1PL fit
- *   u_item (J, dim)   exercise loading on the ability vector
- *   w_order (3, 1)    weights of log1p(earlier successes on the skill in the support),
- *                     log1p(earlier failures), log1p(position)
+ *   u_item (J, dim)   exercise loading on the ability vector (or (S + 1, dim), one per skill,
+ *                     with skill_loadings: far fewer parameters when exercises are many)
+ *   w_order (3, 1)    weights of the order features f: log1p(earlier successes on the skill in
+ *                     the support), log1p(earlier failures), log1p(position)
+ *   w_order_skill (S + 1, 3)  the same weights per skill (skill_order)
  * and the per-student head (ANIL adapts only these; MAML and Meta-SGD adapt all):
- *   theta0 (1), theta (dim, 1), theta_skill (S + 1, 1)  (row S: answers without a skill)
- * logit = theta0 + u_j . theta + theta_skill[s] - b_j + w_order . order_features. */
+ *   theta0 (1), theta (dim, 1), theta_skill (S + 1, 1)  (row S: answers without a skill),
+ *   theta_pos (1)  the student's own learning slope over log1p(position) (learning_slope)
+ * logit = theta0 + u_j . theta + theta_skill[s] - b_j + (w_order + w_order_skill[s]) . f
+ *         + theta_pos log1p(position). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +18,14 @@
 #include "apps/students/internal.h"
 
 typedef struct {
-  int64_t b, u, w, t0, t, ts; /* parameter indices, -1 = absent */
+  int64_t b, u, w, ws, t0, t, ts, tp; /* parameter indices, -1 = absent */
 } layout;
 
 static layout layout_of(const ml_model *model) {
   const ml_params *p = model->params;
-  return (layout){ml_params_find(p, "b_item"), ml_params_find(p, "u_item"), ml_params_find(p, "w_order"),
-                  ml_params_find(p, "theta0"), ml_params_find(p, "theta"), ml_params_find(p, "theta_skill")};
+  return (layout){ml_params_find(p, "b_item"),      ml_params_find(p, "u_item"), ml_params_find(p, "w_order"),
+                  ml_params_find(p, "w_order_skill"), ml_params_find(p, "theta0"), ml_params_find(p, "theta"),
+                  ml_params_find(p, "theta_skill"), ml_params_find(p, "theta_pos")};
 }
 
 /* x: (N, ML__SX_COLS) constant rows. */
@@ -41,14 +46,26 @@ static ml_node *forward(const ml_model *model, ml_graph *g, ml_node *const *w, m
   }
   ml_node *logit = ml_neg(g, ml_embedding(g, w[L.b], item, N));
   logit = ml_add(g, logit, w[L.t0]);
-  if (L.u >= 0) logit = ml_add(g, logit, ml_matmul(g, ml_embedding(g, w[L.u], item, N), w[L.t], false, false));
+  if (L.u >= 0)
+    logit = ml_add(g, logit,
+                   ml_matmul(g, ml_embedding(g, w[L.u], m->cfg.skill_loadings ? skill : item, N), w[L.t], false, false));
   if (L.ts >= 0) logit = ml_add(g, logit, ml_embedding(g, w[L.ts], skill, N));
-  if (L.w >= 0) {
+  if (L.w >= 0 || L.ws >= 0) {
     ml_node *f = ml_new(g, 2, (int64_t[]){N, 3});
     if (!f) return NULL;
     for (int64_t i = 0; i < N; i++)
       for (int c = 0; c < 3; c++) f->value.data[i * 3 + c] = xd[i * ML__SX_COLS + ML__SX_SUCC + c];
-    logit = ml_add(g, logit, ml_matmul(g, f, w[L.w], false, false));
+    if (L.w >= 0) logit = ml_add(g, logit, ml_matmul(g, f, w[L.w], false, false));
+    if (L.ws >= 0) {
+      ml_node *ws = ml_embedding(g, w[L.ws], skill, N);
+      logit = ml_add(g, logit, ml_reshape(g, ml_sum_rows(g, ml_mul(g, ws, f)), 2, (int64_t[]){N, 1}));
+    }
+  }
+  if (L.tp >= 0) {
+    ml_node *pos = ml_new(g, 2, (int64_t[]){N, 1});
+    if (!pos) return NULL;
+    for (int64_t i = 0; i < N; i++) pos->value.data[i] = xd[i * ML__SX_COLS + ML__SX_POS];
+    logit = ml_add(g, logit, ml_mul(g, pos, w[L.tp]));
   }
   return logit;
 }
@@ -189,6 +206,17 @@ static ml_status sample_task(void *vctx, int64_t iteration, int64_t index, ml_ar
   ml_status st = make_episode(c->m, &sup, &qry, ar, out);
   if (st) return st;
   for (int64_t i = 0; i < nq; i++) out->xq.data[i * ML__SX_COLS + ML__SX_POS] = log1pf((float)(k + pick[i]));
+  if (cfg->algo == ML_ALGO_REPTILE) {
+    /* Reptile never scores a query: its inner loop fits the task's data, which for a training
+     * student is the support and the query together (at test it adapts on the support alone) */
+    ml_tensor xs = ml_tensor_new(ar, 2, (int64_t[]){k + nq, ML__SX_COLS}), ts = ml_tensor_new(ar, 2, (int64_t[]){k + nq, 1});
+    if (!xs.data || !ts.data) return ml_error(ML_ERR_NOMEM, "students: out of memory");
+    memcpy(xs.data, out->xs.data, (size_t)(k * ML__SX_COLS) * sizeof(float));
+    memcpy(xs.data + k * ML__SX_COLS, out->xq.data, (size_t)(nq * ML__SX_COLS) * sizeof(float));
+    memcpy(ts.data, out->ts.data, (size_t)k * sizeof(float));
+    memcpy(ts.data + k, out->tq.data, (size_t)nq * sizeof(float));
+    out->xs = xs, out->ts = ts, out->n_s = out->k_shot = k + nq;
+  }
   return ML_OK;
 }
 
@@ -196,11 +224,13 @@ typedef struct {
   float *data, *lr;
 } snapshot;
 
-ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, const ml_answers *valid) {
+/* The parameter list (zeros) and the algorithm around it, from m->cfg, m->n_items, m->n_skills. */
+ml_status ml__students_build_meta(ml_student_model *m) {
   const ml_student_config *cfg = &m->cfg;
   if (cfg->k_train < 1 || cfg->max_query < 1 || cfg->iterations < 0 || cfg->dim < 0 || cfg->dim > 256)
     return ml_error(ML_ERR_ARG, "students: k_train and max_query must be >= 1, dim 0..256");
-  if (cfg->algo == ML_ALGO_PROTONET || cfg->algo == ML_ALGO_MATCHINGNET || cfg->algo == ML_ALGO_FINETUNE)
+  if (cfg->algo == ML_ALGO_PROTONET || cfg->algo == ML_ALGO_MATCHINGNET || cfg->algo == ML_ALGO_FINETUNE ||
+      cfg->algo >= ML_ALGO_COUNT)
     return ml_error(ML_ERR_ARG, "students: %s does not apply to student models (maml, fomaml, metasgd, anil, reptile)",
                     ml_algo_name(cfg->algo));
   ml_status st = ml_model_custom_new(forward, m, &m->model);
@@ -208,14 +238,38 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
   ml_params *p = m->model->params;
   int64_t J = m->n_items, S = m->n_skills + 1, d = cfg->dim;
   st = ml_params_add(p, "b_item", 2, (int64_t[]){J, 1});
-  if (!st && d) st = ml_params_add(p, "u_item", 2, (int64_t[]){J, d});
+  if (!st && d) st = ml_params_add(p, "u_item", 2, (int64_t[]){cfg->skill_loadings ? S : J, d});
   if (!st && cfg->order_features) st = ml_params_add(p, "w_order", 2, (int64_t[]){3, 1});
+  if (!st && cfg->skill_order) st = ml_params_add(p, "w_order_skill", 2, (int64_t[]){S, 3});
   m->model->head_first = p->count;
   if (!st) st = ml_params_add(p, "theta0", 1, (int64_t[]){1});
   if (!st && d) st = ml_params_add(p, "theta", 2, (int64_t[]){d, 1});
   if (!st && cfg->skill_abilities) st = ml_params_add(p, "theta_skill", 2, (int64_t[]){S, 1});
+  if (!st && cfg->learning_slope) st = ml_params_add(p, "theta_pos", 1, (int64_t[]){1});
   if (!st) st = ml_params_finalize(p);
   if (st) return st;
+  ml_algo_config ac = ml_algo_defaults(cfg->algo);
+  ac.task = ML_TASK_BINARY;
+  ac.meta_batch = cfg->meta_batch;
+  ac.inner_steps = cfg->inner_steps;
+  ac.inner_steps_test = cfg->inner_steps_test;
+  ac.inner_lr = cfg->inner_lr;
+  ac.threads = cfg->threads;
+  ac.outer.lr = cfg->outer_lr; /* Reptile: the SGD step towards the adapted weights */
+  if (cfg->algo == ML_ALGO_REPTILE) {
+    ac.reptile_inner_batch = 32;
+    ac.anneal_iterations = cfg->iterations;
+  }
+  if ((st = ml_algo_new(&ac, m->model, &m->algo))) return st;
+  return ML_OK;
+}
+
+ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, const ml_answers *valid) {
+  const ml_student_config *cfg = &m->cfg;
+  ml_status st = ml__students_build_meta(m);
+  if (st) return st;
+  ml_params *p = m->model->params;
+  int64_t J = m->n_items;
   /* difficulties from a 1PL fit: meta-training starts where the best baseline is */
   ml_student_model irt = {.cfg = ml_student_defaults(ML_STUDENT_IRT1), .n_items = J, .n_skills = m->n_skills};
   st = ml__students_fit_baseline(&irt, train);
@@ -229,20 +283,6 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
     ml_tensor *u = &p->items[L.u].value;
     for (int64_t i = 0; i < u->numel; i++) u->data[i] = 0.1f * ml_rng_normal(&r);
   }
-  ml_algo_config ac = ml_algo_defaults(cfg->algo);
-  ac.task = ML_TASK_BINARY;
-  ac.meta_batch = cfg->meta_batch;
-  ac.inner_steps = cfg->inner_steps;
-  ac.inner_steps_test = cfg->inner_steps_test;
-  ac.inner_lr = cfg->inner_lr;
-  ac.threads = cfg->threads;
-  if (cfg->algo == ML_ALGO_REPTILE) {
-    ac.reptile_inner_batch = cfg->k_train;
-    ac.anneal_iterations = cfg->iterations;
-  } else {
-    ac.outer.lr = cfg->outer_lr;
-  }
-  if ((st = ml_algo_new(&ac, m->model, &m->algo))) return st;
 
   int64_t *eligible = malloc((size_t)train->n_students * sizeof *eligible), n_el = 0;
   if (!eligible) return ml_error(ML_ERR_NOMEM, "students: out of memory");
@@ -269,6 +309,7 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
     best.lr = lr ? malloc((size_t)lr->numel * sizeof(float)) : NULL;
     if (!best.data || (lr && !best.lr)) st = ml_error(ML_ERR_NOMEM, "students: out of memory");
   }
+  m->best_iteration = cfg->iterations;
   double t0 = ml_now(), loss_acc = 0;
   int64_t loss_n = 0;
   for (int64_t it = 0; it < cfg->iterations && !st; it++) {
@@ -280,12 +321,14 @@ ml_status ml__students_fit_meta(ml_student_model *m, const ml_answers *train, co
     if (use_valid && ((it + 1) % cfg->eval_every == 0 || last)) {
       ml_students_row row;
       if ((st = ml_students_protocol_a(m, valid, cfg->k_train, 0, 0, cfg->threads, &row))) break;
+      ml_students_row_free(&row);
       if (cfg->verbose)
         fprintf(stderr, "  [%s K=%lld] iteration %lld  query loss %.4f  valid AUC %.4f  %.0fs\n", ml_algo_name(cfg->algo),
                 (long long)cfg->k_train, (long long)it + 1, loss_acc / (double)loss_n, row.r.auc.value, ml_now() - t0);
       loss_acc = 0, loss_n = 0;
       if (row.r.auc.value > best_auc) {
         best_auc = row.r.auc.value;
+        m->best_iteration = it + 1;
         memcpy(best.data, p->data, (size_t)p->numel * sizeof(float));
         if (lr) memcpy(best.lr, lr->data, (size_t)lr->numel * sizeof(float));
       }

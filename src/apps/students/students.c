@@ -23,7 +23,7 @@ ml_student_config ml_student_defaults(ml_student_kind kind) {
   ml_student_config c = {.kind = kind, .item_sd = 2.0f, .disc_sd = 0.5f, .sweeps = 30, .elo_alpha = 1.0f,
                          .elo_beta = 0.05f, .algo = ML_ALGO_METASGD, .dim = 4, .skill_abilities = true,
                          .order_features = true, .k_train = 10, .max_query = 100, .weight_by_length = true, .iterations = 3000,
-                         .meta_batch = 32, .inner_steps = 3, .inner_steps_test = 3, .inner_lr = 1.0f,
+                         .meta_batch = 32, .inner_steps = 1, .inner_steps_test = 1, .skill_order = true, .inner_lr = 1.0f,
                          .outer_lr = 3e-3f, .eval_every = 500, .threads = 0, .seed = 1};
   return c;
 }
@@ -82,6 +82,7 @@ void ml_student_model_free(ml_student_model *m) {
 
 const ml_student_config *ml_student_model_config(const ml_student_model *m) { return &m->cfg; }
 ml_params *ml_student_model_params(ml_student_model *m) { return m->model ? m->model->params : NULL; }
+int64_t ml_student_model_best_iteration(const ml_student_model *m) { return m->best_iteration; }
 ml_params *ml_student_model_rates(ml_student_model *m) { return m->algo ? ml_algo_extra_params(m->algo) : NULL; }
 
 static ml_status check_log(const ml_student_model *m, const ml_student_log *l, const char *what) {
@@ -204,8 +205,70 @@ ml_status ml_students_protocol_a(const ml_student_model *m, const ml_answers *te
     st = ml_binary_report_compute(p, y, qoff, n_kept, n_boot, seed, &out->r);
   }
   for (int t = 0; arenas && t < threads; t++) ml_arena_free(arenas[t]);
-  free(arenas), free(status), free(p), free(y), free(kept), free(qoff);
+  free(arenas), free(status), free(kept);
+  if (!st) { /* the row keeps its predictions for paired comparisons */
+    out->pred = p, out->label = y, out->offsets = qoff, out->n_groups = n_kept;
+    return ML_OK;
+  }
+  free(p), free(y), free(qoff);
   return st;
+}
+
+ml_status ml_students_row_from_predictions(const char *model, const char *column, const float *p,
+                                           const uint8_t *y, const int64_t *offsets, int64_t n_groups,
+                                           int64_t n_boot, uint64_t seed, ml_students_row *out) {
+  memset(out, 0, sizeof *out);
+  snprintf(out->model, sizeof out->model, "%s", model);
+  snprintf(out->column, sizeof out->column, "%s", column);
+  if (n_groups < 1 || offsets[0] != 0) return ml_error(ML_ERR_ARG, "students row: %lld groups", (long long)n_groups);
+  for (int64_t g = 0; g < n_groups; g++)
+    if (offsets[g + 1] < offsets[g]) return ml_error(ML_ERR_ARG, "students row: offsets decrease at %lld", (long long)g);
+  int64_t n = offsets[n_groups];
+  out->pred = malloc((size_t)(n ? n : 1) * sizeof *out->pred);
+  out->label = malloc((size_t)(n ? n : 1));
+  out->offsets = malloc((size_t)(n_groups + 1) * sizeof *out->offsets);
+  if (!out->pred || !out->label || !out->offsets) {
+    ml_students_row_free(out);
+    return ml_error(ML_ERR_NOMEM, "students row: out of memory");
+  }
+  memcpy(out->pred, p, (size_t)n * sizeof *p);
+  memcpy(out->label, y, (size_t)n);
+  memcpy(out->offsets, offsets, (size_t)(n_groups + 1) * sizeof *offsets);
+  out->n_groups = n_groups;
+  out->n_students = n_groups;
+  ml_status st = ml_binary_report_compute(p, y, offsets, n_groups, n_boot, seed, &out->r);
+  if (st) ml_students_row_free(out);
+  return st;
+}
+
+void ml_students_row_free(ml_students_row *r) {
+  if (!r) return;
+  free(r->pred), free(r->label), free(r->offsets);
+  r->pred = NULL, r->label = NULL, r->offsets = NULL, r->n_groups = 0;
+}
+
+ml_status ml_students_compare(ml_students_row *rows, int64_t n, const bool *is_baseline, int64_t n_boot,
+                              uint64_t seed) {
+  for (int64_t i = 0; i < n; i++) {
+    rows[i].delta_vs[0] = 0;
+    rows[i].delta = (ml_ci){NAN, NAN, NAN};
+  }
+  for (int64_t i = 0; i < n; i++) {
+    if (is_baseline[i] || !rows[i].pred) continue;
+    const ml_students_row *best = NULL;
+    for (int64_t j = 0; j < n; j++)
+      if (is_baseline[j] && rows[j].pred && !strcmp(rows[j].column, rows[i].column) &&
+          rows[j].n_groups == rows[i].n_groups && (!best || rows[j].r.auc.value > best->r.auc.value))
+        best = &rows[j];
+    if (!best || memcmp(best->offsets, rows[i].offsets, (size_t)(best->n_groups + 1) * sizeof(int64_t)) ||
+        memcmp(best->label, rows[i].label, (size_t)best->offsets[best->n_groups]))
+      continue; /* not the same answers: nothing to pair */
+    ml_status st = ml_binary_auc_diff(rows[i].pred, best->pred, rows[i].label, rows[i].offsets, rows[i].n_groups,
+                                      n_boot, seed, &rows[i].delta);
+    if (st) return st;
+    snprintf(rows[i].delta_vs, sizeof rows[i].delta_vs, "%s", best->model);
+  }
+  return ML_OK;
 }
 
 /* ---------------------------------------------------------------- table ---- */
@@ -222,13 +285,13 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
     if (b == nc && nc < 16) cols[nc++] = rows[i].column;
   }
   fprintf(f, "%s: AUC over all query answers [95%% bootstrap CI over students]\n", dataset);
-  fprintf(f, "| %-22s |", "model");
+  fprintf(f, "| %-40s |", "model");
   for (int c = 0; c < nc; c++) fprintf(f, " %-21s |", cols[c]);
-  fprintf(f, "\n|%s|", "------------------------");
+  fprintf(f, "\n|%s|", "------------------------------------------");
   for (int c = 0; c < nc; c++) fprintf(f, "%s|", "-----------------------");
   fprintf(f, "\n");
   for (int a = 0; a < nm; a++) {
-    fprintf(f, "| %-22s |", models[a]);
+    fprintf(f, "| %-40s |", models[a]);
     for (int c = 0; c < nc; c++) {
       const ml_students_row *r = NULL;
       for (int64_t i = 0; i < n && !r; i++)
@@ -237,6 +300,33 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
         fprintf(f, " %.3f [%.3f, %.3f] |", r->r.auc.value, r->r.auc.lo, r->r.auc.hi);
       else
         fprintf(f, " %-21s |", "-");
+    }
+    fprintf(f, "\n");
+  }
+  bool any_delta = false;
+  for (int64_t i = 0; i < n; i++) any_delta |= rows[i].delta_vs[0] != 0;
+  if (any_delta) {
+    fprintf(f, "\nAUC minus the best baseline of the column [paired 95%% bootstrap CI over students]\n");
+    fprintf(f, "| %-40s |", "model");
+    for (int c = 0; c < nc; c++) fprintf(f, " %-24s |", cols[c]);
+    fprintf(f, "\n|%s|", "------------------------------------------");
+    for (int c = 0; c < nc; c++) fprintf(f, "%s|", "--------------------------");
+    fprintf(f, "\n");
+    for (int a = 0; a < nm; a++) {
+      bool has = false;
+      for (int64_t i = 0; i < n; i++) has |= !strcmp(rows[i].model, models[a]) && rows[i].delta_vs[0];
+      if (!has) continue;
+      fprintf(f, "| %-40s |", models[a]);
+      for (int c = 0; c < nc; c++) {
+        const ml_students_row *r = NULL;
+        for (int64_t i = 0; i < n && !r; i++)
+          if (!strcmp(rows[i].model, models[a]) && !strcmp(rows[i].column, cols[c]) && rows[i].delta_vs[0]) r = &rows[i];
+        if (r)
+          fprintf(f, " %+.3f [%+.3f, %+.3f] vs %s |", r->delta.value, r->delta.lo, r->delta.hi, r->delta_vs);
+        else
+          fprintf(f, " %-24s |", "-");
+      }
+      fprintf(f, "\n");
     }
     fprintf(f, "\n");
   }
