@@ -378,7 +378,9 @@ ml_status ml_dkt_predict(ml_dkt *m, const ml_answers *a, ml_kt_predictions *out)
   if (st) return st;
   int64_t total = 0;
   for (int64_t i = 0; i < nw; i++) total += ws[i].len - 1;
-  const int64_t BB = 256; /* no gradients: larger batches, fewer steps */
+  /* the training batch size: the arena then never grows past what training needed (fresh
+   * pages cost page faults, about a tenth of an epoch on STATICS) */
+  const int64_t BB = m->cfg.batch;
   const window **bw = malloc((size_t)BB * sizeof *bw);
   out->p = malloc((size_t)(total ? total : 1) * sizeof(float));
   out->y = malloc((size_t)(total ? total : 1));
