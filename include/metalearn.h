@@ -7,6 +7,7 @@
 #include "metalearn/autograd.h"
 #include "metalearn/base.h"
 #include "metalearn/data.h"
+#include "metalearn/dkt.h"
 #include "metalearn/dist.h"
 #include "metalearn/eval.h"
 #include "metalearn/fewshot.h"
@@ -16,6 +17,7 @@
 #include "metalearn/optim.h"
 #include "metalearn/params.h"
 #include "metalearn/report.h"
+#include "metalearn/students.h"
 #include "metalearn/tasks.h"
 #include "metalearn/tensor.h"
 

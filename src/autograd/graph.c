@@ -126,13 +126,98 @@ ml_node *ml_zeros(ml_graph *g, int ndim, const int64_t *shape) { return ml_full(
 
 static ml_node *accumulate(ml_graph *g, ml_node *acc, ml_node *x) { return acc ? ml_add(g, acc, x) : x; }
 
+/* Eager sweeps (no create_graph) sum gradients in place. A node's gradient buffer is private
+ * ("owned") once the sweep allocated it for that node; until then it may alias another node's
+ * gradient or a forward value, and is copied before the first write. Writing into a buffer is
+ * safe because every contribution to node i arrives before i itself is processed (inputs have
+ * lower ids), and only then is gr[i] handed to i's inputs. This keeps a recurrent net's weight
+ * gradients to one buffer per weight instead of one tensor per step. */
+typedef struct {
+  ml_node **gr;
+  uint8_t *owned;
+} eager;
+
+static ml_node *own(ml_graph *g, eager *e, ml_node *x) {
+  ml_node *acc = e->gr[x->id];
+  if (acc && e->owned[x->id]) return acc;
+  ml_node *n = ml_new(g, x->value.ndim, x->value.shape);
+  if (!n) return NULL;
+  if (acc)
+    memcpy(n->value.data, acc->value.data, (size_t)n->value.numel * sizeof(float));
+  else
+    memset(n->value.data, 0, (size_t)n->value.numel * sizeof(float));
+  e->gr[x->id] = n;
+  e->owned[x->id] = 1;
+  return n;
+}
+
+static void eager_add(ml_graph *g, eager *e, ml_node *x, ml_node *v) {
+  if (!v) return;
+  ml_node *acc = e->gr[x->id];
+  if (!acc) {
+    e->gr[x->id] = v;
+    return;
+  }
+  if (!(acc = own(g, e, x))) return;
+  ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, v->value.data, 1, acc->value.numel, 1);
+}
+
+/* Backward rules that write straight into the inputs' buffers: slices (a band of the input),
+ * embeddings (a scatter-add) and matmul (GEMM with beta = 1). false: use the generic rule. */
+static bool eager_backward(ml_graph *g, eager *e, ml_node *n, ml_node *go, const bool *need) {
+  switch (n->op) {
+    case ML_OP_SLICE: {
+      ml_node *acc = own(g, e, n->in[0]);
+      if (!acc) return true;
+      int64_t P = n->p, C = n->c, Q = n->q, len = go->value.numel / (P * Q);
+      for (int64_t p = 0; p < P; p++) {
+        float *dst = acc->value.data + (p * C + n->start) * Q;
+        ml_binary(ML_BIN_ADD, dst, dst, go->value.data + p * len * Q, 1, len * Q, 1);
+      }
+      return true;
+    }
+    case ML_OP_EMBEDDING: {
+      ml_node *acc = own(g, e, n->in[0]);
+      if (acc) ml_embedding_scatter_add(acc->value.data, go->value.data, n->idx, n->p, acc->value.shape[1]);
+      return true;
+    }
+    case ML_OP_MATMUL: {
+      ml_node *a = n->in[0], *b = n->in[1];
+      const float *G = go->value.data, *A = a->value.data, *Bv = b->value.data;
+      int64_t M = n->value.shape[0], N = n->value.shape[1], K = n->ta ? a->value.shape[0] : a->value.shape[1];
+      int64_t lda = a->value.shape[1], ldb = b->value.shape[1];
+      if (need[0]) { /* dA (stored as a): op(A) = G op(B)^T, transposed back when ta */
+        ml_node *acc = own(g, e, a);
+        if (!acc) return true;
+        if (n->ta) /* A^T (K x M) = op(B) G^T */
+          ml_gemm(n->tb, true, K, M, N, 1.0f, Bv, ldb, G, N, 1.0f, acc->value.data, lda);
+        else /* A (M x K) = G op(B)^T */
+          ml_gemm(false, !n->tb, M, K, N, 1.0f, G, N, Bv, ldb, 1.0f, acc->value.data, lda);
+      }
+      if (need[1]) {
+        ml_node *acc = own(g, e, b);
+        if (!acc) return true;
+        if (n->tb) /* B^T (N x K) = G^T op(A) */
+          ml_gemm(true, n->ta, N, K, M, 1.0f, G, N, A, lda, 1.0f, acc->value.data, ldb);
+        else /* B (K x N) = op(A)^T G */
+          ml_gemm(!n->ta, false, K, N, M, 1.0f, A, lda, G, N, 1.0f, acc->value.data, ldb);
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
 ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *const *grad_outputs,
                   ml_node *const *inputs, int64_t n_in, bool create_graph, ml_node **grads) {
   if (g->status) return g->status;
   const int64_t N = g->n;
   uint8_t *need = ml_arena_calloc(g->arena, (size_t)N);
   ml_node **gr = ml_arena_calloc(g->arena, (size_t)N * sizeof(ml_node *));
-  if (!need || !gr) return ml_error(g->status = ML_ERR_NOMEM, "ml_grad: out of memory");
+  uint8_t *owned = create_graph ? NULL : ml_arena_calloc(g->arena, (size_t)N);
+  if (!need || !gr || (!create_graph && !owned)) return ml_error(g->status = ML_ERR_NOMEM, "ml_grad: out of memory");
+  eager e = {gr, owned};
   for (int64_t j = 0; j < n_in; j++) {
     if (!inputs[j]) return ml_error(g->status = ML_ERR_ARG, "ml_grad: input %lld is NULL", (long long)j);
     need[inputs[j]->id] = 1;
@@ -156,7 +241,10 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
     }
     if (!need[o->id]) continue;
     ml_node *seed = grad_outputs && grad_outputs[i] ? grad_outputs[i] : ml_full(g, o->value.ndim, o->value.shape, 1.0f);
-    gr[o->id] = accumulate(g, gr[o->id], seed);
+    if (create_graph)
+      gr[o->id] = accumulate(g, gr[o->id], seed);
+    else
+      eager_add(g, &e, o, seed);
     if (o->id > hi) hi = o->id;
   }
   for (int64_t i = hi; i >= lo && !g->status; i--) {
@@ -169,10 +257,16 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
       any |= needin[k];
     }
     if (!any) continue;
+    if (!create_graph && eager_backward(g, &e, n, gr[i], needin)) continue;
     ml_node *gin[3] = {NULL, NULL, NULL};
     ml__backward(g, n, gr[i], gin, needin);
-    for (int k = 0; k < n->n_in; k++)
-      if (needin[k] && gin[k]) gr[n->in[k]->id] = accumulate(g, gr[n->in[k]->id], gin[k]);
+    for (int k = 0; k < n->n_in; k++) {
+      if (!needin[k] || !gin[k]) continue;
+      if (create_graph)
+        gr[n->in[k]->id] = accumulate(g, gr[n->in[k]->id], gin[k]);
+      else
+        eager_add(g, &e, n->in[k], gin[k]);
+    }
   }
   for (int64_t j = 0; j < n_in && !g->status; j++) {
     ml_node *x = inputs[j];

@@ -322,7 +322,7 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
         for (int64_t i = 0; i < n && !r; i++)
           if (!strcmp(rows[i].model, models[a]) && !strcmp(rows[i].column, cols[c]) && rows[i].delta_vs[0]) r = &rows[i];
         if (r)
-          fprintf(f, " %+.3f [%+.3f, %+.3f] vs %-4.4s |", r->delta.value, r->delta.lo, r->delta.hi, r->delta_vs);
+          fprintf(f, " %+.3f [%+.3f, %+.3f] vs %s |", r->delta.value, r->delta.lo, r->delta.hi, r->delta_vs);
         else
           fprintf(f, " %-24s |", "-");
       }
