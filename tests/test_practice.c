@@ -215,6 +215,29 @@ ML_TEST(learning_path_follows_the_true_ability) {
   ml_answers_free(&train);
 }
 
+ML_TEST(skill_graph_pools_ranks_and_exports) {
+  /* 4 exercises, 2 skills (0, 0, 1, 1): the item matrix pooled by skill, columns sum to one */
+  float ij[16], sj[4];
+  for (int i = 0; i < 16; i++) ij[i] = 0.1f;
+  ij[0 * 4 + 2] = ij[1 * 4 + 3] = 0.5f; /* skill 0 strongly raises skill 1 */
+  int32_t sk[4] = {0, 0, 1, 1};
+  CHECK_OK(ml_practice_skill_matrix(ij, 4, sk, 2, sj));
+  CHECK_NEAR(sj[0] + sj[2], 1.0, 1e-6);
+  CHECK_NEAR(sj[1] + sj[3], 1.0, 1e-6);
+  CHECK(sj[0 * 2 + 1] > sj[1 * 2 + 1]); /* 0 -> 1 stronger than 1 -> 1 */
+  ml_practice_link l[4];
+  CHECK(ml_practice_top_links(sj, 2, 4, l) == 2 && l[0].from == 0 && l[0].to == 1 && l[0].weight >= l[1].weight);
+  char dot[4096], js[4096];
+  snprintf(dot, sizeof dot, "%s/g.dot", ml_test_tmpdir());
+  snprintf(js, sizeof js, "%s/g.json", ml_test_tmpdir());
+  const char *names[2] = {"fractions", "ratio \"x\""};
+  CHECK_OK(ml_practice_graph_write(dot, js, sj, 2, names, 1));
+  char *d = ml_test_read_file(dot, NULL), *j = ml_test_read_file(js, NULL);
+  CHECK(d && strstr(d, "digraph") && strstr(d, "s0 -> s1") && !strstr(d, "s1 -> s0"));
+  CHECK(j && strstr(j, "\"from\": \"fractions\"") && strstr(j, "ratio \\\"x\\\"") && strstr(j, "strongest_prerequisite"));
+  free(d), free(j);
+}
+
 /* ------------------------------------------------------------------- CLI ---- */
 
 static char out[1 << 17];
@@ -324,6 +347,15 @@ ML_TEST(cli_next_on_synthetic_run) {
   snprintf(args, sizeof args, "practice-eval --dataset kt:%s/psynth --resamples 2 --ns 1,5 --threads 2 --quiet", tmp);
   rc = run_cli(args);
   CHECK_MSG(rc == 0 && strstr(out, "target+cal+bal") && strstr(out, "n=5 AUC"), "exit %d: %s", rc, out);
+  snprintf(args, sizeof args, "skill-graph --run %s --out %s/graph --top 5", run, tmp);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 0 && strstr(out, "strongest links"), "exit %d: %s", rc, out);
+  snprintf(args, sizeof args, "%s/graph.dot", tmp);
+  char *g = ml_test_read_file(args, NULL);
+  CHECK(g && strstr(g, "digraph skills") && strstr(g, " -> "));
+  free(g);
+  snprintf(args, sizeof args, "skill-graph --run %s", run);
+  CHECK(run_cli(args) == 2);
   ml_answers_free(&train), ml_answers_free(&test);
 }
 

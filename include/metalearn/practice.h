@@ -147,4 +147,26 @@ ML_API int64_t ml_practice_path_step(const ml_practice_levels *l, const float *p
 ML_API ml_status ml_practice_skill_influence(const ml_student_model *m, const int32_t *item_skill,
                                              const float *difficulty, ml_arena *arena, float *out);
 
+/* ---- skill graph ----
+ * An exercise-level influence matrix (item_J: n_items x n_items, e.g. ml_dkt_influence's) pooled
+ * into skills: skill_J[a][b] = mean of item_J[i][j] over exercises i of skill a and j of skill b
+ * (each exercise counted under its first skill), each column then renormalised to sum to one. */
+ML_API ml_status ml_practice_skill_matrix(const float *item_J, int64_t n_items, const int32_t *item_skill,
+                                          int64_t n_skills, float *skill_J);
+
+typedef struct {
+  int32_t from, to; /* from is a prerequisite of to: answering from right raises to the most */
+  float weight;     /* J[from][to] */
+} ml_practice_link;
+
+/* The strongest off-diagonal links of J (K x K), strongest first; rows or columns of skills with
+ * no data (all zero) are skipped. Returns the count (<= top). */
+ML_API int64_t ml_practice_top_links(const float *J, int64_t K, int64_t top, ml_practice_link *out);
+
+/* Writes the graph as Graphviz DOT (dot_path) and JSON (json_path; either may be NULL), atomically:
+ * the top links as edges weighted by J, every skill that has one as a node named names[k] (NULL =
+ * the index); the JSON also holds, for each skill, its strongest prerequisite. */
+ML_API ml_status ml_practice_graph_write(const char *dot_path, const char *json_path, const float *J, int64_t K,
+                                         const char *const *names, int64_t top);
+
 #endif

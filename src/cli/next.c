@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "metalearn/dkt.h"
 #include "metalearn/io.h"
 #include "metalearn/practice.h"
 
@@ -712,6 +713,126 @@ out:
   ml_arena_free(arena);
   ml_student_model_free(m);
   free(lg.item), free(lg.skill), free(lg.correct);
+  ml_kt_dataset_free(&d);
+  return rc;
+}
+
+/* ------------------------------------------------------------ skill-graph ---- */
+
+int ml_cli_skill_graph(int argc, char **argv) {
+  const char *cmd = "skill-graph", *dataset = NULL, *data_dir = NULL, *run = NULL, *model_name = "irt1", *out = NULL;
+  double top = 30, epochs = 10, max_seconds = 300, hidden = 100, threads = 1, seed = 1;
+  bool quiet = false;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      printf("usage: metalearn skill-graph (--dataset NAME | --run DIR [--model NAME]) --out PREFIX [options]\n\n"
+             "The influence of each skill on the others (Piech et al. 2015): J[a][b] = predicted success on b after\n"
+             "one correct answer on a, normalised over a. With --dataset, from a DKT trained here on train1 (early\n"
+             "stop on valid1); with --run, from the run's student model. Writes PREFIX.dot and PREFIX.json (the\n"
+             "strongest links and each skill's strongest prerequisite) and prints the strongest links.\n\n"
+             "options:\n"
+             "  --top N          links kept (30)\n"
+             "  --epochs N       DKT epochs at most (10); --max-seconds S (300); --hidden N (100)\n"
+             "  --data_dir DIR, --threads N (1), --seed N, --quiet\n");
+      return 0;
+    }
+    if (!strcmp(a, "--quiet")) {
+      quiet = true;
+      continue;
+    }
+    if (i + 1 >= argc || strncmp(a, "--", 2)) {
+      fprintf(stderr, "metalearn %s: unexpected argument '%s' (see --help)\n", cmd, a);
+      return 2;
+    }
+    const char *v = argv[++i];
+    int rc = 0;
+    if (!strcmp(a, "--dataset")) dataset = v;
+    else if (!strcmp(a, "--data_dir")) data_dir = v;
+    else if (!strcmp(a, "--run")) run = v;
+    else if (!strcmp(a, "--model")) model_name = v;
+    else if (!strcmp(a, "--out")) out = v;
+    else if (!strcmp(a, "--top")) rc = parse_num(cmd, "top", v, 1, 100000, &top);
+    else if (!strcmp(a, "--epochs")) rc = parse_num(cmd, "epochs", v, 1, 10000, &epochs);
+    else if (!strcmp(a, "--max-seconds")) rc = parse_num(cmd, "max-seconds", v, 0, 1e7, &max_seconds);
+    else if (!strcmp(a, "--hidden")) rc = parse_num(cmd, "hidden", v, 1, 4096, &hidden);
+    else if (!strcmp(a, "--threads")) rc = parse_num(cmd, "threads", v, 1, 1024, &threads);
+    else if (!strcmp(a, "--seed")) rc = parse_num(cmd, "seed", v, 0, 1e15, &seed);
+    else {
+      fprintf(stderr, "metalearn %s: unknown option '%s' (see --help)\n", cmd, a);
+      return 2;
+    }
+    if (rc) return rc;
+  }
+  if (!out || (!dataset == !run)) {
+    fprintf(stderr, "metalearn %s: --out and one of --dataset or --run are required\n", cmd);
+    return 2;
+  }
+  char ds[512], dd[1024];
+  if (run) {
+    if (ini_value(run, "dataset", ds, sizeof ds) || ini_value(run, "data_dir", dd, sizeof dd)) return 2;
+    dataset = ds, data_dir = dd[0] ? dd : NULL;
+  }
+  ml_kt_dataset d;
+  char label[256];
+  ml_status st = ml_students_dataset_open(dataset, data_dir, run ? 0 : 1, &d, label, sizeof label);
+  if (st) return fail(cmd, st);
+  int64_t J = d.n_items, K = d.n_skills;
+  float *ij = NULL, *sj = malloc((size_t)(K * K + 1) * sizeof *sj), *b = malloc((size_t)J * sizeof *b);
+  int32_t *item_skill = malloc((size_t)J * sizeof *item_skill);
+  const char **names = calloc((size_t)(K + 1), sizeof *names);
+  char (*nbuf)[32] = calloc((size_t)(K + 1), sizeof *nbuf);
+  ml_student_model *m = NULL;
+  ml_dkt *dk = NULL;
+  double t0 = ml_now();
+  if (!sj || !b || !item_skill || !names || !nbuf) st = ml_error(ML_ERR_NOMEM, "skill graph: out of memory");
+  for (int64_t j = 0; !st && j < J; j++)
+    item_skill[j] = d.q.offsets && d.q.offsets[j + 1] > d.q.offsets[j] ? d.q.skills[d.q.offsets[j]] : -1;
+  for (int64_t k = 0; !st && k < K; k++) names[k] = skill_name(&d, k, nbuf[k], sizeof nbuf[k]);
+  if (!st && run) {
+    char mpath[ML_PATH_MAX + 64];
+    if (strchr(model_name, '/') || strstr(model_name, ".safetensors")) snprintf(mpath, sizeof mpath, "%s", model_name);
+    else snprintf(mpath, sizeof mpath, "%s/%s.safetensors", run, model_name);
+    st = ml_student_model_load(mpath, (int)threads, &m);
+    if (!st && ml_student_model_n_items(m) != J)
+      st = ml_error(ML_ERR_FORMAT, "%s: %lld exercises, the dataset has %lld", mpath,
+                    (long long)ml_student_model_n_items(m), (long long)J);
+    if (!st) {
+      ml_student_model_difficulties(m, b);
+      st = ml_practice_skill_influence(m, item_skill, b, NULL, sj);
+    }
+  } else if (!st) {
+    ml_dkt_config c = ml_dkt_defaults();
+    c.n_items = J, c.hidden = (int64_t)hidden, c.max_epochs = (int64_t)epochs, c.max_seconds = max_seconds;
+    c.threads = (int)threads, c.seed = (uint64_t)seed, c.verbose = !quiet;
+    ml_dkt_stats ds_;
+    if (!(ij = malloc((size_t)(J * J) * sizeof *ij))) st = ml_error(ML_ERR_NOMEM, "skill graph: out of memory");
+    if (!st) st = ml_dkt_new(&c, &dk);
+    if (!st) st = ml_dkt_train(dk, &d.train, &d.valid, &ds_);
+    if (!st && !quiet)
+      fprintf(stderr, "metalearn %s: DKT %lld epochs, best valid AUC %.4f (epoch %lld), %.1f s\n", cmd,
+              (long long)ds_.epochs, ds_.best_valid_auc, (long long)ds_.best_epoch, ds_.seconds);
+    if (!st) st = ml_dkt_influence(dk, ij);
+    if (!st) st = ml_practice_skill_matrix(ij, J, item_skill, K, sj);
+  }
+  char dot[ML_PATH_MAX + 16], js[ML_PATH_MAX + 16];
+  snprintf(dot, sizeof dot, "%s.dot", out);
+  snprintf(js, sizeof js, "%s.json", out);
+  if (!st) st = ml_practice_graph_write(dot, js, sj, K, names, (int64_t)top);
+  int rc = 0;
+  if (st) rc = fail(cmd, st);
+  else {
+    ml_practice_link links[10];
+    int64_t n = ml_practice_top_links(sj, K, 10, links);
+    printf("%s: skill influence from %s (%.1f s); strongest links (a -> b: a correct answer on a raises b):\n", label,
+           run ? "the student model" : "DKT", ml_now() - t0);
+    for (int64_t i = 0; i < n; i++)
+      printf("  %-12s -> %-12s %.4f\n", names[links[i].from], names[links[i].to], links[i].weight);
+    printf("wrote %s and %s\n", dot, js);
+  }
+  ml_dkt_free(dk);
+  ml_student_model_free(m);
+  free(ij), free(sj), free(b), free(item_skill), free(names), free(nbuf);
   ml_kt_dataset_free(&d);
   return rc;
 }
