@@ -151,12 +151,13 @@ ML_TEST(target_mode_observed_success_converges_to_the_target) {
   ml_practice_protocol_config pc = ml_practice_protocol_defaults();
   pc.resamples = 2, pc.threads = 2, pc.target = 0.7f;
   pc.ns[0] = 3, pc.ns[1] = 10, pc.n_ns = 2;
-  ml_practice_calib cal;
+  ml_practice_calib_steps cal;
   CHECK_OK(ml_practice_fit_target_calibration(m, &train, &pc, 200, &cal));
+  CHECK(cal.n == 10);
   ml_practice_variant v[3] = {{ML_PRACTICE_RANDOM, false, false}, {ML_PRACTICE_INFO, false, false},
                               {ML_PRACTICE_TARGET, true, true}};
   ml_practice_cell cells[6];
-  CHECK_OK(ml_practice_protocol(m, &test, &pc, v, 3, cal, cells));
+  CHECK_OK(ml_practice_protocol(m, &test, &pc, v, 3, &cal, cells));
   const ml_practice_cell *tg = &cells[2 * 2 + 1]; /* target, n = 10 */
   CHECK_MSG(fabs(tg->picked_success - 0.7) < 0.05, "observed %.3f", tg->picked_success);
   CHECK(tg->target_dist < 0.1);

@@ -36,6 +36,21 @@ ML_API float ml_practice_calibrate(ml_practice_calib c, float p);
 /* Logistic regression of y on logit(p) (Newton, a weak N(1, 1) / N(0, 1) prior keeps it finite on
  * one-class data). */
 ML_API ml_status ml_practice_calib_fit(const float *p, const uint8_t *y, int64_t n, ml_practice_calib *out);
+/* The same with the prior N(prior, 1 / precision) on (slope, intercept). */
+ML_API ml_status ml_practice_calib_fit_prior(const float *p, const uint8_t *y, int64_t n, ml_practice_calib prior,
+                                             double precision, ml_practice_calib *out);
+
+/* One recalibration per number of answers the model has seen (0, 1, ..., n - 1; the last also
+ * for more): a model that has seen no answer of the student errs differently from one that has
+ * seen ten. */
+#define ML_PRACTICE_CALIB_STEPS 16
+typedef struct {
+  ml_practice_calib step[ML_PRACTICE_CALIB_STEPS];
+  int n; /* 1..ML_PRACTICE_CALIB_STEPS */
+} ml_practice_calib_steps;
+
+ML_API ml_practice_calib_steps ml_practice_calib_steps_identity(void);
+ML_API ml_practice_calib ml_practice_calib_at(const ml_practice_calib_steps *c, int64_t seen);
 
 /* Scores of the n candidates (higher = better) under a policy: p are the model's predictions
  * (target mode calibrates them with c), rng draws the random policy's scores. */
@@ -97,15 +112,16 @@ typedef struct {
  * the first attempt of each exercise is used either way). */
 ML_API ml_status ml_practice_protocol(const ml_student_model *m, const ml_answers *test,
                                       const ml_practice_protocol_config *cfg, const ml_practice_variant *variants,
-                                      int n_variants, ml_practice_calib cal, ml_practice_cell *cells);
+                                      int n_variants, const ml_practice_calib_steps *cal, ml_practice_cell *cells);
 
 /* Calibration for target mode: runs the target policy through the protocol on (up to
- * max_students of) the given students -- training students, never the test ones -- and fits
- * the recalibration on the picked exercises' (prediction, answer) pairs; two rounds, since the
- * calibrated policy picks different exercises. */
+ * max_students of) the given students -- training or validation students, never the test ones --
+ * and fits one recalibration per pick (the model having seen t answers) on the picked exercises'
+ * (prediction, answer) pairs, shrunk towards the one fitted on all picks (prior sd 0.3: a step
+ * has few picks); two rounds, since the calibrated policy picks different exercises. */
 ML_API ml_status ml_practice_fit_target_calibration(const ml_student_model *m, const ml_answers *students,
                                                     const ml_practice_protocol_config *cfg, int64_t max_students,
-                                                    ml_practice_calib *out);
+                                                    ml_practice_calib_steps *out);
 
 /* Prints the table variants x n (AUC +- sd, accuracy; target rows with distance and observed
  * success) in Markdown. */

@@ -165,7 +165,7 @@ int ml_cli_practice_eval(int argc, char **argv) {
       break;
     }
     double fit_s = ml_now() - t0;
-    ml_practice_calib cal;
+    ml_practice_calib_steps cal;
     t0 = ml_now();
     /* Cross-fitted calibration: the same kind of model fitted on fold 1's training students,
      * calibrated on its validation students (a model calibrated on the students it was fitted on
@@ -188,7 +188,7 @@ int ml_cli_practice_eval(int argc, char **argv) {
     double cal_s = ml_now() - t0;
     ml_practice_cell cells[5 * 8];
     t0 = ml_now();
-    st = ml_practice_protocol(m, &d.test, &pc, vars, NV, cal, cells);
+    st = ml_practice_protocol(m, &d.test, &pc, vars, NV, &cal, cells);
     double eval_s = ml_now() - t0;
     ml_student_model_free(m);
     if (st) {
@@ -198,13 +198,15 @@ int ml_cli_practice_eval(int argc, char **argv) {
     char title[ML_PATH_MAX + 512];
     snprintf(title, sizeof title, "%s, %s, %lld resamples, target %.2f", label, name, (long long)pc.resamples, target);
     ml_practice_table_print(stdout, title, cells, NV, pc.n_ns);
-    printf("\ncalibration p' = sigmoid(%.3f logit(p) %+.3f); wall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n",
-           cal.slope, cal.intercept, fit_s, cal_s, eval_s);
+    printf("\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
+    for (int t = 0; t < cal.n; t++) printf(" %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
+    printf("\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
     fflush(stdout);
     if (tf) {
       ml_practice_table_print(tf, title, cells, NV, pc.n_ns);
-      fprintf(tf, "\ncalibration p' = sigmoid(%.3f logit(p) %+.3f); wall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n",
-              cal.slope, cal.intercept, fit_s, cal_s, eval_s);
+      fprintf(tf, "\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
+      for (int t = 0; t < cal.n; t++) fprintf(tf, " %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
+      fprintf(tf, "\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
     }
     if (!quiet) fprintf(stderr, "metalearn %s: %s done in %.1f s\n", cmd, name, fit_s + cal_s + eval_s);
   }
@@ -592,7 +594,9 @@ int ml_cli_next(int argc, char **argv) {
   if (pol == ML_PRACTICE_TARGET) { /* on training students, as practice-eval does */
     ml_practice_protocol_config pc = ml_practice_protocol_defaults();
     pc.target = (float)target, pc.threads = 1;
-    if ((st = ml_practice_fit_target_calibration(m, &d.train, &pc, 300, &cal))) goto out;
+    ml_practice_calib_steps cs;
+    if ((st = ml_practice_fit_target_calibration(m, &d.train, &pc, 300, &cs))) goto out;
+    cal = ml_practice_calib_at(&cs, lg.n);
   }
   /* candidates: exercises at their group's current level, not yet answered correctly (all of
    * the level's exercises when the student has answered every one of them correctly) */

@@ -30,15 +30,28 @@ static float logitf(float p) {
   return logf(p / (1 - p));
 }
 
+ml_practice_calib_steps ml_practice_calib_steps_identity(void) {
+  ml_practice_calib_steps c;
+  for (int i = 0; i < ML_PRACTICE_CALIB_STEPS; i++) c.step[i] = ml_practice_calib_identity();
+  c.n = 1;
+  return c;
+}
+
+ml_practice_calib ml_practice_calib_at(const ml_practice_calib_steps *c, int64_t seen) {
+  int n = c->n < 1 ? 1 : c->n > ML_PRACTICE_CALIB_STEPS ? ML_PRACTICE_CALIB_STEPS : c->n;
+  return c->step[seen < 0 ? 0 : seen >= n ? n - 1 : seen];
+}
+
 float ml_practice_calibrate(ml_practice_calib c, float p) {
   return 1.0f / (1.0f + expf(-(c.slope * logitf(p) + c.intercept)));
 }
 
-ml_status ml_practice_calib_fit(const float *p, const uint8_t *y, int64_t n, ml_practice_calib *out) {
-  double w0 = 1, w1 = 0; /* slope, intercept */
+ml_status ml_practice_calib_fit_prior(const float *p, const uint8_t *y, int64_t n, ml_practice_calib prior,
+                                      double precision, ml_practice_calib *out) {
+  double m0 = prior.slope, m1 = prior.intercept, w0 = m0, w1 = m1; /* slope, intercept */
   for (int it = 0; it < 50; it++) {
-    /* gradient and Hessian of the log-likelihood plus the N(1, 1) / N(0, 1) priors */
-    double g0 = -(w0 - 1), g1 = -w1, h00 = -1, h01 = 0, h11 = -1;
+    /* gradient and Hessian of the log-likelihood plus the Gaussian priors */
+    double g0 = -(w0 - m0) * precision, g1 = -(w1 - m1) * precision, h00 = -precision, h01 = 0, h11 = -precision;
     for (int64_t i = 0; i < n; i++) {
       double x = logitf(p[i]), q = 1 / (1 + exp(-(w0 * x + w1))), r = y[i] - q, v = q * (1 - q);
       g0 += r * x, g1 += r;
@@ -53,6 +66,10 @@ ml_status ml_practice_calib_fit(const float *p, const uint8_t *y, int64_t n, ml_
   if (!isfinite(w0) || !isfinite(w1)) return ml_error(ML_ERR_NUMERIC, "practice: calibration diverged");
   out->slope = (float)w0, out->intercept = (float)w1;
   return ML_OK;
+}
+
+ml_status ml_practice_calib_fit(const float *p, const uint8_t *y, int64_t n, ml_practice_calib *out) {
+  return ml_practice_calib_fit_prior(p, y, n, ml_practice_calib_identity(), 1.0, out);
 }
 
 void ml_practice_scores(ml_practice_policy pol, const float *p, int64_t n, float target, ml_practice_calib c,

@@ -23,7 +23,7 @@ typedef struct {
   const int64_t *kept, *hoff; /* kept students, held-out offsets (n_kept + 1) */
   int64_t n_kept, maxn, r;
   ml_practice_variant v;
-  ml_practice_calib cal;
+  const ml_practice_calib_steps *cal;
   float *pred;      /* n_ns x n_heldout */
   double *stats;    /* n_kept x n_ns x 4: sum |p' - target|, sum y, sum p', picks */
   float *pick_p;    /* n_kept x maxn (or NULL): the picks' calibrated predictions */
@@ -70,7 +70,7 @@ static void one_student(int64_t i, int thread, void *vj) {
       J->status[i] = st;
       goto done;
     }
-    ml_practice_calib cal = J->v.calibrated ? J->cal : ml_practice_calib_identity();
+    ml_practice_calib cal = J->v.calibrated ? ml_practice_calib_at(J->cal, t) : ml_practice_calib_identity();
     float aim = J->v.balanced ? ml_practice_balanced_target(c->target, t, expected) : c->target;
     int64_t k = ml_practice_pick(J->v.policy, p, n_avail, aim, cal, &prng);
     int64_t e = avail[k];
@@ -142,7 +142,7 @@ static int64_t max_n(const ml_practice_protocol_config *c) {
 }
 
 ml_status ml_practice_protocol(const ml_student_model *m, const ml_answers *test, const ml_practice_protocol_config *cfg,
-                               const ml_practice_variant *variants, int n_variants, ml_practice_calib cal,
+                               const ml_practice_variant *variants, int n_variants, const ml_practice_calib_steps *cal,
                                ml_practice_cell *cells) {
   if (cfg->n_ns < 1 || cfg->n_ns > 8 || cfg->resamples < 1 || !(cfg->pool_frac > 0 && cfg->pool_frac < 1))
     return ml_error(ML_ERR_ARG, "practice protocol: bad configuration");
@@ -225,7 +225,7 @@ ml_status ml_practice_protocol(const ml_student_model *m, const ml_answers *test
 
 ml_status ml_practice_fit_target_calibration(const ml_student_model *m, const ml_answers *students,
                                              const ml_practice_protocol_config *cfg, int64_t max_students,
-                                             ml_practice_calib *out) {
+                                             ml_practice_calib_steps *out) {
   ml_answers fa;
   ml_status st = ml_practice_first_attempts(students, &fa);
   if (st) return st;
@@ -241,28 +241,39 @@ ml_status ml_practice_fit_target_calibration(const ml_student_model *m, const ml
     K = max_students;
   }
   float *pp = malloc((size_t)(K * maxn + 1) * sizeof *pp), *praw = malloc((size_t)(K * maxn + 1) * sizeof *praw);
-  uint8_t *py = malloc((size_t)(K * maxn + 1));
+  uint8_t *py = malloc((size_t)(K * maxn + 1)), *pyr = malloc((size_t)(K * maxn + 1));
   double *stats = calloc((size_t)(K * nn * 4 + 1), sizeof *stats);
-  *out = ml_practice_calib_identity();
+  *out = ml_practice_calib_steps_identity();
+  out->n = (int)(maxn < ML_PRACTICE_CALIB_STEPS ? maxn : ML_PRACTICE_CALIB_STEPS);
   if (K == 0) st = ml_error(ML_ERR_ARG, "practice calibration: no student has %lld distinct exercises", (long long)cfg->min_items);
-  if (!st && (!pp || !praw || !py || !stats)) st = ml_error(ML_ERR_NOMEM, "practice: out of memory");
+  if (!st && (!pp || !praw || !py || !pyr || !stats)) st = ml_error(ML_ERR_NOMEM, "practice: out of memory");
   for (int round = 0; !st && round < 2; round++) {
     for (int64_t i = 0; i < K * maxn; i++) pp[i] = NAN;
     ml_practice_variant v = {ML_PRACTICE_TARGET, true, false};
-    job_t J = {m, &fa, cfg, kept, hoff, K, maxn, 0, v, *out, NULL, stats, pp, py, NULL, NULL};
+    job_t J = {m, &fa, cfg, kept, hoff, K, maxn, 0, v, out, NULL, stats, pp, py, NULL, NULL};
     if ((st = run(&J, cfg->threads))) break;
-    /* refit on the raw predictions: undo the current calibration (an invertible map) */
-    int64_t n = 0;
-    float a = out->slope, b = out->intercept;
-    for (int64_t i = 0; i < K * maxn; i++) {
-      if (isnan(pp[i])) continue;
-      float z = pp[i] < 1e-6f ? 1e-6f : pp[i] > 1 - 1e-6f ? 1 - 1e-6f : pp[i];
-      float raw = (logf(z / (1 - z)) - b) / a;
-      praw[n] = 1.0f / (1.0f + expf(-raw)), py[n] = py[i], n++;
+    /* refit each step on the raw predictions: undo the current calibration (an invertible map);
+     * the last step also takes the later picks */
+    ml_practice_calib_steps next = *out;
+    ml_practice_calib pooled = ml_practice_calib_identity();
+    for (int t = -1; !st && t < out->n; t++) { /* t = -1: all picks pooled, the prior of the steps */
+      int64_t n = 0;
+      for (int64_t i = 0; i < K; i++)
+        for (int64_t u = t < 0 ? 0 : t; u < (t < 0 || t + 1 == out->n ? maxn : t + 1); u++) {
+          float q = pp[i * maxn + u];
+          if (isnan(q)) continue;
+          ml_practice_calib c = out->step[u < out->n ? u : out->n - 1];
+          float z = q < 1e-6f ? 1e-6f : q > 1 - 1e-6f ? 1 - 1e-6f : q;
+          float raw = (logf(z / (1 - z)) - c.intercept) / c.slope;
+          praw[n] = 1.0f / (1.0f + expf(-raw)), pyr[n] = py[i * maxn + u], n++;
+        }
+      if (t < 0) st = ml_practice_calib_fit(praw, pyr, n, &pooled);
+      else st = ml_practice_calib_fit_prior(praw, pyr, n, pooled, 1 / (0.3 * 0.3), &next.step[t]);
     }
-    if ((st = ml_practice_calib_fit(praw, py, n, out))) break;
+    if (st) break;
+    *out = next;
   }
-  free(kept), free(hoff), free(pp), free(praw), free(py), free(stats);
+  free(kept), free(hoff), free(pp), free(praw), free(py), free(pyr), free(stats);
   ml_answers_free(&fa);
   return st;
 }
