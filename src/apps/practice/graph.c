@@ -75,11 +75,6 @@ static void put_name(FILE *f, const char *const *names, int64_t k) {
   fputc('"', f);
 }
 
-static ml_status write_mem(const char *path, FILE *f, char *buf, size_t len) {
-  (void)f;
-  return ml_write_file_atomic(path, buf, len);
-}
-
 ml_status ml_practice_graph_write(const char *dot_path, const char *json_path, const float *J, int64_t K,
                                   const char *const *names, int64_t top) {
   ml_practice_link *links = malloc((size_t)(top > 0 ? top : 1) * sizeof *links);
@@ -112,7 +107,7 @@ ml_status ml_practice_graph_write(const char *dot_path, const char *json_path, c
                 links[i].weight, 0.5 + 4.0 * links[i].weight / links[0].weight, links[i].weight);
       fprintf(f, "}\n");
       fclose(f);
-      st = write_mem(dot_path, f, buf, len);
+      st = ml_write_file_atomic(dot_path, buf, len);
       free(buf), buf = NULL;
     }
   }
@@ -144,7 +139,7 @@ ml_status ml_practice_graph_write(const char *dot_path, const char *json_path, c
       }
       fprintf(f, "]}\n");
       fclose(f);
-      st = write_mem(json_path, f, buf, len);
+      st = ml_write_file_atomic(json_path, buf, len);
       free(buf);
     }
   }
