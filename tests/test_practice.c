@@ -345,9 +345,9 @@ ML_TEST(cli_next_on_synthetic_run) {
   int rc = run_cli(args);
   CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
   next_checks(run, "4\n1,2,3,4\n1,0,1,1\n", "synthetic");
-  snprintf(args, sizeof args, "practice-eval --dataset kt:%s/psynth --resamples 2 --ns 1,5 --threads 2 --quiet", tmp);
+  snprintf(args, sizeof args, "practice-eval --dataset kt:%s/psynth --resamples 2 --ns 1,5 --threads 2 --meta-iterations 30 --quiet", tmp);
   rc = run_cli(args);
-  CHECK_MSG(rc == 0 && strstr(out, "target+cal+bal") && strstr(out, "n=5 AUC"), "exit %d: %s", rc, out);
+  CHECK_MSG(rc == 0 && strstr(out, "target+cal+bal") && strstr(out, "n=5 AUC") && strstr(out, "on protocol tasks"), "exit %d: %s", rc, out);
   snprintf(args, sizeof args, "skill-graph --run %s --out %s/graph --top 5", run, tmp);
   rc = run_cli(args);
   CHECK_MSG(rc == 0 && strstr(out, "strongest links"), "exit %d: %s", rc, out);

@@ -44,10 +44,43 @@ static int parse_num(const char *cmd, const char *name, const char *v, double lo
 
 /* ------------------------------------------------------------ practice-eval ---- */
 
+/* copies x a's students, each copy's answers in a seeded random order */
+static ml_status shuffled_copies(const ml_answers *a, int copies, uint64_t seed, ml_answers *out) {
+  int64_t S = a->n_students * copies, N = a->n_answers * copies, k = 0;
+  memset(out, 0, sizeof *out);
+  out->offsets = malloc((size_t)(S + 1) * sizeof *out->offsets);
+  out->item = malloc((size_t)(N + 1) * sizeof *out->item);
+  out->skill = malloc((size_t)(N + 1) * sizeof *out->skill);
+  out->correct = malloc((size_t)(N + 1));
+  int64_t maxlen = 1;
+  for (int64_t s = 0; s < a->n_students; s++) maxlen = ml_answers_len(a, s) > maxlen ? ml_answers_len(a, s) : maxlen;
+  int64_t *idx = malloc((size_t)maxlen * sizeof *idx);
+  if (!out->offsets || !out->item || !out->skill || !out->correct || !idx) {
+    free(idx);
+    ml_answers_free(out);
+    return ml_error(ML_ERR_NOMEM, "practice: out of memory");
+  }
+  out->offsets[0] = 0;
+  for (int c = 0; c < copies; c++)
+    for (int64_t s = 0; s < a->n_students; s++) {
+      int64_t n = ml_answers_len(a, s), o = a->offsets[s];
+      ml_rng r;
+      ml_rng_init(&r, ml_rng_key(seed, (uint64_t)c, (uint64_t)s), 7);
+      for (int64_t i = 0; i < n; i++) idx[i] = i;
+      ml_rng_shuffle(&r, idx, n);
+      for (int64_t i = 0; i < n; i++, k++)
+        out->item[k] = a->item[o + idx[i]], out->skill[k] = a->skill[o + idx[i]], out->correct[k] = a->correct[o + idx[i]];
+      out->offsets[c * a->n_students + s + 1] = k;
+    }
+  free(idx);
+  out->n_students = S, out->n_answers = k;
+  return ML_OK;
+}
+
 int ml_cli_practice_eval(int argc, char **argv) {
   const char *cmd = "practice-eval", *dataset = NULL, *data_dir = NULL, *models = "irt1", *model_file = NULL;
   const char *ns_s = "1,3,5,10", *out_path = NULL;
-  double resamples = 5, target = 0.7, seed = 1, threads = 0, cal_students = 1000;
+  double resamples = 5, target = 0.7, seed = 1, threads = 0, cal_students = 1000, meta_iters = 0, meta_dim = 4;
   bool quiet = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -67,6 +100,9 @@ int ml_cli_practice_eval(int argc, char **argv) {
              "  --resamples N       paired resamples of the split (5)\n"
              "  --target P          target success (0.7)\n"
              "  --calib-students N  training students for the calibration (1000)\n"
+             "  --meta-iterations N also a Meta-SGD student model meta-trained on this protocol's tasks: each\n"
+             "                      training student's first attempts in 3 random orders, support = 5 of them (0 = off)\n"
+             "  --meta-dim N        its ability vector size (4)\n"
              "  --seed N, --threads N, --out FILE (the Markdown table), --quiet\n");
       return 0;
     }
@@ -91,6 +127,8 @@ int ml_cli_practice_eval(int argc, char **argv) {
     else if (!strcmp(a, "--seed")) rc = parse_num(cmd, "seed", v, 0, 1e15, &seed);
     else if (!strcmp(a, "--threads")) rc = parse_num(cmd, "threads", v, 0, 1024, &threads);
     else if (!strcmp(a, "--calib-students")) rc = parse_num(cmd, "calib-students", v, 1, 1e9, &cal_students);
+    else if (!strcmp(a, "--meta-iterations")) rc = parse_num(cmd, "meta-iterations", v, 0, 1e9, &meta_iters);
+    else if (!strcmp(a, "--meta-dim")) rc = parse_num(cmd, "meta-dim", v, 0, 256, &meta_dim);
     else {
       fprintf(stderr, "metalearn %s: unknown option '%s' (see --help)\n", cmd, a);
       return 2;
@@ -147,11 +185,27 @@ int ml_cli_practice_eval(int argc, char **argv) {
   size_t tlen = 0;
   FILE *tf = open_memstream(&tbuf, &tlen);
   int rc = 0;
-  for (int mi = 0; mi < n_kinds + (model_file ? 1 : 0) && !rc; mi++) {
+  int n_meta = meta_iters > 0 ? 1 : 0;
+  for (int mi = 0; mi < n_kinds + n_meta + (model_file ? 1 : 0) && !rc; mi++) {
     ml_student_model *m = NULL;
     char name[ML_PATH_MAX + 64];
     double t0 = ml_now();
-    if (mi < n_kinds) {
+    if (mi == n_kinds && n_meta) {
+      /* meta-trained on the protocol's tasks: the support is a random subset of a student's first
+       * attempts (what the random policy picks), so each training student's first attempts are
+       * replicated in 3 seeded random orders and the support is the first 5 of an order; order
+       * features are off (the order is random) */
+      ml_answers sh;
+      memset(&sh, 0, sizeof sh);
+      st = shuffled_copies(&fa, 3, pc.seed, &sh);
+      ml_student_config c = ml_student_defaults(ML_STUDENT_META);
+      c.dim = (int64_t)meta_dim, c.order_features = false, c.skill_order = false, c.k_train = 5;
+      c.iterations = (int64_t)meta_iters, c.eval_every = 0, c.threads = pc.threads, c.seed = pc.seed, c.verbose = !quiet;
+      snprintf(name, sizeof name, "meta:metasgd d%lld on protocol tasks (%lld iterations)", (long long)c.dim,
+               (long long)c.iterations);
+      if (!st) st = ml_student_model_fit(&c, d.n_items, d.n_skills, &d.q, &sh, NULL, &m);
+      ml_answers_free(&sh);
+    } else if (mi < n_kinds) {
       ml_student_config c = ml_student_defaults(kinds[mi]);
       c.threads = pc.threads;
       snprintf(name, sizeof name, "%s (first attempts)", ml_student_kind_name(kinds[mi]));
