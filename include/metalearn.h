@@ -16,6 +16,7 @@
 #include "metalearn/nn.h"
 #include "metalearn/optim.h"
 #include "metalearn/params.h"
+#include "metalearn/practice.h"
 #include "metalearn/report.h"
 #include "metalearn/students.h"
 #include "metalearn/tasks.h"
