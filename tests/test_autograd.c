@@ -529,6 +529,28 @@ ML_TEST(grad_embedding) {
   check(c, 2e-3, 2e-2);
 }
 
+/* Column and row bands recombined nonlinearly, so each band's gradient is distinct. */
+static ml_node *f_slice(ml_graph *g, ml_node **x, void *ctx) {
+  int axis = *(int *)ctx;
+  ml_node *a = ml_slice(g, x[0], axis, 1, 2), *b = ml_slice(g, x[0], axis, 0, 2);
+  return weighted_sum(g, ml_tanh(g, ml_mul(g, a, ml_sigmoid(g, b))), 18);
+}
+
+ML_TEST(grad_slice) {
+  static int axes[2] = {0, 1};
+  for (int i = 0; i < 2; i++) {
+    gcase c = {.name = i ? "slice columns" : "slice rows", .n_in = 1, .shape = {ml_shape2(4, 5)}, .lo = {-1},
+               .hi = {1}, .f = f_slice, .ctx = &axes[i], .second = true, .wrapped = true};
+    check(c, 2e-3, 2e-2);
+  }
+  ml_arena *ar = ml_arena_new(0, NULL);
+  ml_graph *g = ml_graph_new(ar);
+  ml_node *x = ml_zeros(g, 2, (int64_t[]){3, 4});
+  CHECK(ml_slice(g, x, 1, 3, 2) == NULL); /* past the end */
+  CHECK(ml_graph_status(g) == ML_ERR_SHAPE);
+  ml_arena_free(ar);
+}
+
 ML_TEST(sticky_errors_and_shapes) {
   ml_arena *ar = ml_arena_new(0, NULL);
   ml_graph *g = ml_graph_new(ar);

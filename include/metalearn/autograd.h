@@ -44,10 +44,12 @@ struct ml_node {
   const int32_t *idx;     /* pool argmax, labels, embedding ids */
   float *saved0, *saved1; /* batch-norm mean and invstd */
   /* memory bookkeeping of gradient sweeps: the node whose buffer holds value.data (itself when
-   * it allocated it, the source for a reshape, NULL for wrapped external data) and, during a
+   * it allocated it, the source's owner for a view such as a reshape or a slice: every op that
+   * shares another node's buffer must set it; NULL for wrapped external data) and, during a
    * sweep without create_graph, how many gradient slots refer to that buffer */
   ml_node *owner;
   int32_t refs;
+  int64_t start;          /* slice: first index along the sliced axis */
 };
 
 typedef struct ml_graph ml_graph;
@@ -143,6 +145,11 @@ ML_API ml_node *ml_log_softmax(ml_graph *g, ml_node *x);
 ML_API ml_node *ml_pick(ml_graph *g, ml_node *x, const int32_t *idx);
 /* Rows table[idx[i]] of table (V, D): (n, D). */
 ML_API ml_node *ml_embedding(ml_graph *g, ml_node *table, const int32_t *idx, int64_t n);
+
+/* Indices [start, start + len) along axis 0 (rows) or 1 (columns) of a 2-D x: (len, C) or (N, len).
+ * A row slice shares x's data (rows are contiguous); a column slice copies. The recurrent layers
+ * use it to split fused gates and to drop finished sequences from a packed batch. */
+ML_API ml_node *ml_slice(ml_graph *g, ml_node *x, int axis, int64_t start, int64_t len);
 
 /* ---- losses (composites of the ops above; mean over the batch) ---- */
 ML_API ml_node *ml_cross_entropy(ml_graph *g, ml_node *logits, const int32_t *labels);

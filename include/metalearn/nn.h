@@ -76,4 +76,35 @@ ML_API ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const
 /* The head only, on features. Returns features unchanged when the model has no head. */
 ML_API ml_node *ml_model_head(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *features);
 
+/* ---- recurrent layers (src/nn/rnn.c) ----
+ * Built from differentiable ops (matmul, sigmoid, tanh, mul, add, slice), so gradients of any
+ * order flow through them and an inner loop can adapt their weights or initial state. The four
+ * (LSTM) or three (GRU) gate products with the state are one GEMM per step; the input side
+ * xw = x W_ih^T + b is the caller's, computed for all steps at once (one GEMM, or one gather
+ * from a projected embedding table). Weights use PyTorch's layout and gate order. */
+typedef enum { ML_RNN_LSTM, ML_RNN_GRU } ml_rnn_kind;
+
+ML_API int64_t ml_rnn_gates(ml_rnn_kind kind); /* 4 (LSTM: i, f, g, o) or 3 (GRU: r, z, n) */
+
+/* One LSTM step: z = xw + h W_hh^T; c' = s(f) c + s(i) tanh(g); h' = s(o) tanh(c').
+ * xw (n, 4H) holds x W_ih^T + b_ih + b_hh; h, c (m, H) with m >= n: only the first n rows step
+ * (a packed batch, longest sequences first). w_hh (4H, H). Returns h' (n, H), c' in *c_out. */
+ML_API ml_node *ml_lstm_cell(ml_graph *g, ml_node *xw, ml_node *h, ml_node *c, ml_node *w_hh, ml_node **c_out);
+/* One GRU step: r, z = s(xw_rz + h W_hr,hz^T + b_hr,hz); n = tanh(xw_n + r (h W_hn^T + b_hn));
+ * h' = (1 - z) n + z h. xw (n, 3H) holds x W_ih^T + b_ih; b_hh (3H) or NULL. Rows as above. */
+ML_API ml_node *ml_gru_cell(ml_graph *g, ml_node *xw, ml_node *h, ml_node *w_hh, ml_node *b_hh);
+
+/* n_t[t] = number of sequences longer than t, for t < T, from lengths sorted longest first.
+ * ML_ERR_ARG when len is not non-increasing or a length is outside [0, T]. */
+ML_API ml_status ml_rnn_batch_sizes(const int64_t *len, int64_t B, int64_t T, int64_t *n_t);
+
+/* Runs a cell over a padded batch of B sequences, lengths len[] (longest first, see above), T
+ * steps. Step t of sequence b is padding when t >= len[b]: it neither changes that sequence's
+ * state nor produces an output, and the batch shrinks instead of computing it (packed).
+ * xw[t] (n_t, G*H); h0, c0 (B, H) or (1, H) (shared, e.g. a learned initial state) or NULL for
+ * zeros (c0 unused by the GRU); w_hh (G*H, H); b_hh (G*H) or NULL, GRU only (fold the LSTM's into
+ * xw). hs[t] receives the output of step t, (n_t, H), NULL past the longest. Check ml_graph_status afterwards. */
+ML_API ml_status ml_rnn_run(ml_graph *g, ml_rnn_kind kind, ml_node *const *xw, const int64_t *len, int64_t B,
+                            int64_t T, ml_node *h0, ml_node *c0, ml_node *w_hh, ml_node *b_hh, ml_node **hs);
+
 #endif

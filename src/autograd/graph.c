@@ -155,51 +155,118 @@ ml_node *ml_full(ml_graph *g, int ndim, const int64_t *shape, float v) {
 
 ml_node *ml_zeros(ml_graph *g, int ndim, const int64_t *shape) { return ml_full(g, ndim, shape, 0.0f); }
 
-/* Reference counts of the buffers held by gradient slots, for nodes this sweep created (id >=
- * first_new): only those buffers may be reused or updated in place. */
+/* Summing gradient contributions. With create_graph every sum is an ADD node (differentiable).
+ * Without it ("eager" sweeps) sums are done in place, and dead buffers are reused:
+ *  - a slot's buffer is private ("owned") once the sweep allocated it for that slot; until then
+ *    it may alias another slot's gradient or a forward value, and is copied before the first
+ *    write. Writing is safe because every contribution to node i arrives before i itself is
+ *    processed (inputs have lower ids), and only then is gr[i] handed to i's inputs. A recurrent
+ *    net's weight gradients then take one buffer per weight instead of one tensor per step.
+ *  - slots count references to the buffers this sweep created (through ml_node.owner, so views
+ *    count too); a buffer no slot holds any more once its node's backward has run goes to the
+ *    graph's free lists and is handed to the next new node of the same size. A sweep then holds
+ *    a few layers of gradients at a time instead of all of them (the arena itself never frees). */
+static ml_node *accumulate(ml_graph *g, ml_node *acc, ml_node *x) { return acc ? ml_add(g, acc, x) : x; }
+
 typedef struct {
   ml_graph *g;
-  int64_t first_new;
-  bool track; /* sweep without create_graph */
-} sweep;
+  ml_node **gr;
+  uint8_t *owned;
+  int64_t first_new; /* nodes with id >= first_new were created by this sweep */
+} eager;
 
-static ml_node *own(const sweep *w, ml_node *x) {
+static ml_node *owner_of(const eager *e, ml_node *x) {
   ml_node *o = x ? x->owner : NULL;
-  return w->track && o && o->id >= w->first_new && o->owner == o ? o : NULL;
+  return o && o->id >= e->first_new && o->owner == o ? o : NULL;
 }
-static void ref(const sweep *w, ml_node *x) {
-  ml_node *o = own(w, x);
+static void ref(const eager *e, ml_node *x) {
+  ml_node *o = owner_of(e, x);
   if (o) o->refs++;
 }
-static void unref(const sweep *w, ml_node *x) {
-  ml_node *o = own(w, x);
-  if (o && --o->refs <= 0) release(w->g, o);
+static void unref(const eager *e, ml_node *x) {
+  ml_node *o = owner_of(e, x);
+  if (o && --o->refs <= 0) release(e->g, o);
+}
+/* a contribution that was added into a slot is dead unless some slot shares its buffer */
+static void drop_if_unheld(const eager *e, ml_node *x) {
+  ml_node *o = owner_of(e, x);
+  if (o && o->refs <= 0) release(e->g, o);
 }
 
-/* slot += x. Without create_graph, a sum this sweep created and only this slot holds is added
- * to in place: a node with many consumers (weights reused by every inner step) then costs one
- * buffer, not one per consumer. */
-static void accumulate(const sweep *w, ml_node **slot, ml_node *x) {
-  ml_graph *g = w->g;
-  ml_node *acc = *slot;
-  if (!acc) {
-    *slot = x;
-    ref(w, x);
+static ml_node *own(ml_graph *g, eager *e, ml_node *x) {
+  ml_node *acc = e->gr[x->id];
+  if (acc && e->owned[x->id]) return acc;
+  ml_node *n = ml_new(g, x->value.ndim, x->value.shape);
+  if (!n) return NULL;
+  if (acc)
+    memcpy(n->value.data, acc->value.data, (size_t)n->value.numel * sizeof(float));
+  else
+    memset(n->value.data, 0, (size_t)n->value.numel * sizeof(float));
+  e->gr[x->id] = n;
+  e->owned[x->id] = 1;
+  ref(e, n);
+  if (acc) unref(e, acc);
+  return n;
+}
+
+static void eager_add(ml_graph *g, eager *e, ml_node *x, ml_node *v) {
+  if (!v) return;
+  if (!e->gr[x->id]) {
+    e->gr[x->id] = v;
+    ref(e, v);
     return;
   }
-  ml_node *o = own(w, acc);
-  if (o == acc && acc->op == ML_OP_ADD && acc->refs == 1 && x->value.numel == acc->value.numel) {
-    ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, x->value.data, 1, acc->value.numel, 1);
-  } else {
-    ml_node *sum = ml_add(g, acc, x);
-    if (!sum) return;
-    *slot = sum;
-    ref(w, sum);
-    unref(w, acc);
+  ml_node *acc = own(g, e, x);
+  if (!acc) return;
+  ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, v->value.data, 1, acc->value.numel, 1);
+  drop_if_unheld(e, v);
+}
+
+/* Backward rules that write straight into the inputs' buffers: slices (a band of the input),
+ * embeddings (a scatter-add) and matmul (GEMM with beta = 1). false: use the generic rule. */
+static bool eager_backward(ml_graph *g, eager *e, ml_node *n, ml_node *go, const bool *need) {
+  switch (n->op) {
+    case ML_OP_SLICE: {
+      ml_node *acc = own(g, e, n->in[0]);
+      if (!acc) return true;
+      int64_t P = n->p, C = n->c, Q = n->q, len = go->value.numel / (P * Q);
+      for (int64_t p = 0; p < P; p++) {
+        float *dst = acc->value.data + (p * C + n->start) * Q;
+        ml_binary(ML_BIN_ADD, dst, dst, go->value.data + p * len * Q, 1, len * Q, 1);
+      }
+      return true;
+    }
+    case ML_OP_EMBEDDING: {
+      ml_node *acc = own(g, e, n->in[0]);
+      if (acc) ml_embedding_scatter_add(acc->value.data, go->value.data, n->idx, n->p, acc->value.shape[1]);
+      return true;
+    }
+    case ML_OP_MATMUL: {
+      ml_node *a = n->in[0], *b = n->in[1];
+      const float *G = go->value.data, *A = a->value.data, *Bv = b->value.data;
+      int64_t M = n->value.shape[0], N = n->value.shape[1], K = n->ta ? a->value.shape[0] : a->value.shape[1];
+      int64_t lda = a->value.shape[1], ldb = b->value.shape[1];
+      if (need[0]) { /* dA (stored as a): op(A) = G op(B)^T, transposed back when ta */
+        ml_node *acc = own(g, e, a);
+        if (!acc) return true;
+        if (n->ta) /* A^T (K x M) = op(B) G^T */
+          ml_gemm(n->tb, true, K, M, N, 1.0f, Bv, ldb, G, N, 1.0f, acc->value.data, lda);
+        else /* A (M x K) = G op(B)^T */
+          ml_gemm(false, !n->tb, M, K, N, 1.0f, G, N, Bv, ldb, 1.0f, acc->value.data, lda);
+      }
+      if (need[1]) {
+        ml_node *acc = own(g, e, b);
+        if (!acc) return true;
+        if (n->tb) /* B^T (N x K) = G^T op(A) */
+          ml_gemm(true, n->ta, N, K, M, 1.0f, G, N, A, lda, 1.0f, acc->value.data, ldb);
+        else /* B (K x N) = op(A)^T G */
+          ml_gemm(!n->ta, false, K, N, M, 1.0f, A, lda, G, N, 1.0f, acc->value.data, ldb);
+      }
+      return true;
+    }
+    default:
+      return false;
   }
-  /* the contribution itself is dead unless a slot shares its buffer */
-  ml_node *ox = own(w, x);
-  if (ox && ox->refs <= 0) release(g, ox);
 }
 
 ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *const *grad_outputs,
@@ -208,10 +275,15 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
   const int64_t N = g->n;
   uint8_t *need = ml_arena_calloc(g->arena, (size_t)N);
   ml_node **gr = ml_arena_calloc(g->arena, (size_t)N * sizeof(ml_node *));
-  if (!need || !gr) return ml_error(g->status = ML_ERR_NOMEM, "ml_grad: out of memory");
+  uint8_t *owned = create_graph ? NULL : ml_arena_calloc(g->arena, (size_t)N);
+  uint8_t *is_input = ml_arena_calloc(g->arena, (size_t)N);
+  if (!need || !gr || !is_input || (!create_graph && !owned))
+    return ml_error(g->status = ML_ERR_NOMEM, "ml_grad: out of memory");
+  eager e = {g, gr, owned, N};
   for (int64_t j = 0; j < n_in; j++) {
     if (!inputs[j]) return ml_error(g->status = ML_ERR_ARG, "ml_grad: input %lld is NULL", (long long)j);
     need[inputs[j]->id] = 1;
+    is_input[inputs[j]->id] = 1;
   }
   /* need[i]: node i depends on some input, so gradients must flow through it. */
   int64_t lo = N;
@@ -224,15 +296,7 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
   }
   bool prev = ml_graph_set_recording(g, create_graph);
   bool prev_recycle = g->recycle;
-  sweep w = {g, N, !create_graph};
   g->recycle = !create_graph;
-  uint8_t *is_input = ml_arena_calloc(g->arena, (size_t)N);
-  if (!is_input) {
-    ml_graph_set_recording(g, prev);
-    g->recycle = prev_recycle;
-    return ml_error(g->status = ML_ERR_NOMEM, "ml_grad: out of memory");
-  }
-  for (int64_t j = 0; j < n_in; j++) is_input[inputs[j]->id] = 1;
   int64_t hi = -1;
   for (int64_t i = 0; i < n_out; i++) {
     ml_node *o = outputs[i];
@@ -243,7 +307,10 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
     }
     if (!need[o->id]) continue;
     ml_node *seed = grad_outputs && grad_outputs[i] ? grad_outputs[i] : ml_full(g, o->value.ndim, o->value.shape, 1.0f);
-    if (seed) accumulate(&w, &gr[o->id], seed);
+    if (create_graph)
+      gr[o->id] = accumulate(g, gr[o->id], seed);
+    else
+      eager_add(g, &e, o, seed);
     if (o->id > hi) hi = o->id;
   }
   for (int64_t i = hi; i >= lo && !g->status; i--) {
@@ -256,22 +323,26 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
       any |= needin[k];
     }
     if (!any) continue;
-    ml_node *gin[3] = {NULL, NULL, NULL};
-    ml__backward(g, n, gr[i], gin, needin);
-    for (int k = 0; k < n->n_in; k++)
-      if (needin[k] && gin[k]) accumulate(&w, &gr[n->in[k]->id], gin[k]);
-    /* node i's gradient is consumed: its buffer is free unless another slot shares it or it is
-     * an answer */
-    if (!is_input[i]) unref(&w, gr[i]);
+    if (create_graph || !eager_backward(g, &e, n, gr[i], needin)) {
+      ml_node *gin[3] = {NULL, NULL, NULL};
+      ml__backward(g, n, gr[i], gin, needin);
+      for (int k = 0; k < n->n_in; k++) {
+        if (!needin[k] || !gin[k]) continue;
+        if (create_graph)
+          gr[n->in[k]->id] = accumulate(g, gr[n->in[k]->id], gin[k]);
+        else
+          eager_add(g, &e, n->in[k], gin[k]);
+      }
+    }
+    /* node i's gradient is consumed: its buffer is free unless a slot shares it or it is an
+     * answer */
+    if (!create_graph && !is_input[i]) unref(&e, gr[i]);
   }
   for (int64_t j = 0; j < n_in && !g->status; j++) {
     ml_node *x = inputs[j];
     grads[j] = gr[x->id] ? gr[x->id] : ml_zeros(g, x->value.ndim, x->value.shape);
   }
-  /* the answers' nodes stay owned by the caller: nothing may reuse their buffers later */
-  for (int64_t j = 0; j < n_in && !g->status; j++)
-    if (grads[j] && grads[j]->owner) grads[j]->owner->refs++;
-  memset(g->free, 0, sizeof g->free);
+  memset(g->free, 0, sizeof g->free); /* reuse stays inside one sweep */
   g->recycle = prev_recycle;
   ml_graph_set_recording(g, prev);
   return g->status;

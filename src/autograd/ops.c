@@ -740,6 +740,68 @@ static void bw_embedding(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, co
     gin[0] = embedding(g, go, n->idx, n->p);
 }
 
+/* ------------------------------------------------------------------ slice and its adjoint */
+/* Both view x as (P, C, Q) and move the band [start, start + len) of C: slice reads it out,
+ * slice_pad writes it into zeros. Each is the other's adjoint, so both are linear and closed
+ * under differentiation. */
+static ml_node *slice_pad(ml_graph *g, ml_node *go, const ml_node *src);
+
+static ml_node *slice_raw(ml_graph *g, ml_node *x, int ndim, const int64_t *shape, int64_t P, int64_t C, int64_t Q,
+                          int64_t start, int64_t len) {
+  bool view = P == 1;
+  ml_node *n = ml__node(g, ML_OP_SLICE, ndim, shape, x, NULL, NULL, !view);
+  if (!n) return NULL;
+  n->p = P, n->c = C, n->q = Q, n->start = start;
+  if (view) {
+    n->value.data = x->value.data + start * Q;
+    n->owner = x->owner; /* a view: x's buffer, so gradient sweeps keep it alive */
+  } else {
+    for (int64_t p = 0; p < P; p++)
+      memcpy(n->value.data + p * len * Q, x->value.data + (p * C + start) * Q, (size_t)(len * Q) * sizeof(float));
+  }
+  return n;
+}
+
+ml_node *ml_slice(ml_graph *g, ml_node *x, int axis, int64_t start, int64_t len) {
+  GUARD1(x);
+  if (x->value.ndim != 2 || axis < 0 || axis > 1 || start < 0 || len < 1 || start > x->value.shape[axis] - len) {
+    char b1[64];
+    return ml__fail(g, ML_ERR_SHAPE, "slice: [%lld, %lld + %lld) along axis %d of %s", (long long)start,
+                    (long long)start, (long long)len, axis, shp(x, b1));
+  }
+  int64_t N = x->value.shape[0], C = x->value.shape[1];
+  if (axis == 0) return slice_raw(g, x, 2, (int64_t[]){len, C}, 1, N, C, start, len);
+  return slice_raw(g, x, 2, (int64_t[]){N, len}, N, C, 1, start, len);
+}
+
+static ml_node *slice_pad(ml_graph *g, ml_node *go, const ml_node *src) {
+  GUARD1(go);
+  const ml_node *x = src->op == ML_OP_SLICE ? src->in[0] : src; /* the full-size tensor's shape */
+  int64_t P = src->p, C = src->c, Q = src->q, start = src->start, len = go->value.numel / (P * Q);
+  ml_node *n = ml__node(g, ML_OP_SLICE_PAD, x->value.ndim, x->value.shape, go, NULL, NULL, true);
+  if (!n) return NULL;
+  n->p = P, n->c = C, n->q = Q, n->start = start;
+  float *out = n->value.data;
+  for (int64_t p = 0; p < P; p++) {
+    float *row = out + p * C * Q;
+    memset(row, 0, (size_t)(start * Q) * sizeof(float));
+    memcpy(row + start * Q, go->value.data + p * len * Q, (size_t)(len * Q) * sizeof(float));
+    memset(row + (start + len) * Q, 0, (size_t)((C - start - len) * Q) * sizeof(float));
+  }
+  return n;
+}
+
+static void bw_slice(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (!need[0]) return;
+  if (n->op == ML_OP_SLICE) {
+    gin[0] = slice_pad(g, go, n);
+  } else {
+    const ml_node *in = n->in[0]; /* the band's shape */
+    int64_t len = in->value.numel / (n->p * n->q);
+    gin[0] = slice_raw(g, go, in->value.ndim, in->value.shape, n->p, n->c, n->q, n->start, len);
+  }
+}
+
 /* ------------------------------------------------------------------ reshape backward */
 static void bw_reshape(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
   if (need[0]) gin[0] = reshape_like(g, go, n->in[0]);
@@ -820,6 +882,8 @@ static const bw_fn backward_table[ML_OP_COUNT] = {
     [ML_OP_PICK_SCATTER] = bw_pick,
     [ML_OP_EMBEDDING] = bw_embedding,
     [ML_OP_EMBEDDING_SCATTER] = bw_embedding,
+    [ML_OP_SLICE] = bw_slice,
+    [ML_OP_SLICE_PAD] = bw_slice,
 };
 
 void ml__backward(ml_graph *g, ml_node *n, ml_node *gout, ml_node **gin, const bool *needin) {

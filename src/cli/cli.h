@@ -19,6 +19,9 @@ int ml_cli_eval(int argc, char **argv);
 int ml_cli_adapt(int argc, char **argv);
 int ml_cli_demo(int argc, char **argv);
 int ml_cli_report(int argc, char **argv);
+int ml_cli_next(int argc, char **argv);          /* src/cli/next.c */
+int ml_cli_practice_eval(int argc, char **argv); /* src/cli/next.c */
+int ml_cli_skill_graph(int argc, char **argv);   /* src/cli/next.c */
 /* Students datasets (--dataset assist2009 | assist2015 | statics | assistments-dkt | kt:DIR, or
  * --run DIR holding students.ini) go to the students command of cmd ("train" or "eval"). */
 bool ml_cli_is_students(int argc, char **argv);

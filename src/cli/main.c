@@ -11,6 +11,9 @@ static const ml_cli_command commands[] = {
     {"adapt", "adapt a trained run to your own labelled images and classify new ones", ml_cli_adapt},
     {"demo", "the main job: meta-train on Omniglot (or sinusoids) and compare with no meta-learning", ml_cli_demo},
     {"report", "write an HTML report (training curves, evaluation, config) of one or more runs", ml_cli_report},
+    {"next", "a student's next exercises from their answer log (adaptive practice)", ml_cli_next},
+    {"practice-eval", "score exercise-selection policies with BOBCAT's protocol on a students dataset", ml_cli_practice_eval},
+    {"skill-graph", "the influence of each skill on the others (DKT or a student model) as DOT and JSON", ml_cli_skill_graph},
     {"info", "print version, CPU SIMD level, BLAS backend and threads", ml_cli_info},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])

@@ -121,12 +121,53 @@ INLINE void simple_unary_body(ml_un_op op, float *out, const float *x, int64_t n
 }
 MULTI(simple_unary, (ml_un_op op, float *out, const float *x, int64_t n), (op, out, x, n))
 
-static float sigmoidf(float v) {
-  /* exp of a non-positive number only, so neither branch overflows */
-  if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
-  float e = expf(v);
-  return e / (1.0f + e);
+/* exp for x <= 0 without libm, so that sigmoid and tanh loops vectorize (they dominate
+ * recurrent nets): Cephes' expf, range reduction x = n ln2 + r, |r| <= ln2 / 2, a degree-6
+ * polynomial (relative error about 1e-7), 2^n put into the exponent bits; below about -87.3
+ * (where exp leaves the normal range) the result is 0.
+ * No floorf, fmaxf or float selects on computed values: GCC 12 does not vectorize loops with
+ * those (fmaxf's NaN rules, -ftrapping-math), so rounding and masks are arithmetic. */
+INLINE float step0(float v) { return copysignf(0.5f, v) + 0.5f; } /* 1 for v >= +0, else 0 */
+
+INLINE float exp_nonpos(float x) {
+  x = x < -100.0f ? -100.0f : x; /* -inf too; NaN stays NaN */
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float z = r * r;
+  float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+             1.6666665459e-1f) * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  int32_t k = (int32_t)n;
+  k = k < -127 ? -127 : k; /* 2^-127 would be denormal: exponent bits 0 give +0 instead */
+  int32_t bits = (k + 127) << 23;
+  float p2;
+  memcpy(&p2, &bits, sizeof p2);
+  return y * p2;
 }
+
+/* exp of a non-positive number only, so neither side overflows: 1 / (1 + e^-x) for x >= 0,
+ * e^x / (1 + e^x) below */
+INLINE void sigmoid_body(float *out, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i], e = exp_nonpos(-fabsf(v)), d = 1.0f / (1.0f + e), pos = step0(v);
+    out[i] = d * (pos + (1.0f - pos) * e);
+  }
+}
+MULTI(sigmoid, (float *out, const float *x, int64_t n), (out, x, n))
+
+/* Cephes' tanhf: an odd polynomial below 0.625 (where 1 - 2/(e^2x + 1) would cancel), else
+ * (1 - e) / (1 + e) with e = exp(-2|x|) <= 1 and x's sign. */
+INLINE void tanh_body(float *out, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i], a = fabsf(v), z = v * v;
+    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
+                    1.33314422036e-1f) * z - 3.33332819422e-1f) * z * v + v;
+    float e = exp_nonpos(-2.0f * a), big = copysignf((1.0f - e) / (1.0f + e), v), lo = step0(0.625f - a);
+    out[i] = lo * small + (1.0f - lo) * big;
+  }
+}
+MULTI(tanh, (float *out, const float *x, int64_t n), (out, x, n))
 
 void ml_unary(ml_un_op op, float *out, const float *x, int64_t n) {
   switch (op) {
@@ -141,12 +182,8 @@ void ml_unary(ml_un_op op, float *out, const float *x, int64_t n) {
     case ML_UN_LOG:
       for (int64_t i = 0; i < n; i++) out[i] = logf(x[i]);
       return;
-    case ML_UN_SIGMOID:
-      for (int64_t i = 0; i < n; i++) out[i] = sigmoidf(x[i]);
-      return;
-    case ML_UN_TANH:
-      for (int64_t i = 0; i < n; i++) out[i] = tanhf(x[i]);
-      return;
+    case ML_UN_SIGMOID: sigmoid_dispatch(out, x, n); return;
+    case ML_UN_TANH: tanh_dispatch(out, x, n); return;
     case ML_UN_SOFTPLUS:
       /* max(x,0) + log1p(exp(-|x|)): no overflow for large x, no loss for very negative x */
       for (int64_t i = 0; i < n; i++) out[i] = fmaxf(x[i], 0.0f) + log1pf(expf(-fabsf(x[i])));

@@ -1,0 +1,188 @@
+/* practice: adaptive practice on top of a student model (students.h). Given what a student has
+ * answered, choose the next exercise: at random, by maximum information (predicted success
+ * closest to 0.5: maximal Fisher information under 1PL, the computerized-adaptive-testing rule)
+ * or at a target difficulty (predicted success closest to a target, 0.7 by default), with a
+ * logistic recalibration so that the observed success on the picked exercises sits at the target.
+ *
+ * Also: the BOBCAT protocol (Ghosh and Lan 2021) that scores a policy by how well the student
+ * model, adapted on the n exercises the policy picked, predicts the student's held-out answers;
+ * a learning hierarchy (exercises graded into difficulty levels, a per-group level that moves up
+ * when mastery passes a threshold and back when it falls); and a skill-influence graph measured
+ * from the student model as Piech et al. 2015 did with DKT. */
+#ifndef METALEARN_PRACTICE_H
+#define METALEARN_PRACTICE_H
+
+#include <stdio.h>
+
+#include "metalearn/students.h"
+
+typedef enum {
+  ML_PRACTICE_RANDOM,
+  ML_PRACTICE_INFO,   /* max p (1 - p): predicted success closest to 0.5 */
+  ML_PRACTICE_TARGET, /* calibrated predicted success closest to the target */
+  ML_PRACTICE_POLICY_COUNT
+} ml_practice_policy;
+
+ML_API const char *ml_practice_policy_name(ml_practice_policy p); /* "random", "info", "target" */
+ML_API ml_status ml_practice_policy_parse(const char *name, ml_practice_policy *out);
+
+/* Recalibration p' = sigmoid(slope * logit(p) + intercept); {1, 0} is the identity. */
+typedef struct {
+  float slope, intercept;
+} ml_practice_calib;
+
+ML_API ml_practice_calib ml_practice_calib_identity(void);
+ML_API float ml_practice_calibrate(ml_practice_calib c, float p);
+/* Logistic regression of y on logit(p) (Newton, a weak N(1, 1) / N(0, 1) prior keeps it finite on
+ * one-class data). */
+ML_API ml_status ml_practice_calib_fit(const float *p, const uint8_t *y, int64_t n, ml_practice_calib *out);
+/* The same with the prior N(prior, 1 / precision) on (slope, intercept). */
+ML_API ml_status ml_practice_calib_fit_prior(const float *p, const uint8_t *y, int64_t n, ml_practice_calib prior,
+                                             double precision, ml_practice_calib *out);
+
+/* One recalibration per number of answers the model has seen (0, 1, ..., n - 1; the last also
+ * for more): a model that has seen no answer of the student errs differently from one that has
+ * seen ten. */
+#define ML_PRACTICE_CALIB_STEPS 16
+typedef struct {
+  ml_practice_calib step[ML_PRACTICE_CALIB_STEPS];
+  int n; /* 1..ML_PRACTICE_CALIB_STEPS */
+} ml_practice_calib_steps;
+
+ML_API ml_practice_calib_steps ml_practice_calib_steps_identity(void);
+ML_API ml_practice_calib ml_practice_calib_at(const ml_practice_calib_steps *c, int64_t seen);
+
+/* Scores of the n candidates (higher = better) under a policy: p are the model's predictions
+ * (target mode calibrates them with c), rng draws the random policy's scores. */
+ML_API void ml_practice_scores(ml_practice_policy pol, const float *p, int64_t n, float target, ml_practice_calib c,
+                               ml_rng *rng, float *score);
+/* Index of the best-scoring candidate (the first on ties), -1 when n == 0. */
+ML_API int64_t ml_practice_pick(ml_practice_policy pol, const float *p, int64_t n, float target, ml_practice_calib c,
+                                ml_rng *rng);
+
+/* Target mode kept on target over a session: the success to aim the next pick at so that the
+ * expected success (sum of the calibrated predictions of the picks so far, `expected`) over all
+ * picks plus this one equals the target (clamped to [0.05, 0.95]); with a small pool the
+ * exercises near the target run out, and this moves the next pick to the other side instead of
+ * letting the session drift. */
+ML_API float ml_practice_balanced_target(float target, int64_t picks, double expected);
+
+/* Each student's answers reduced to first attempts: one answer per distinct exercise, in order
+ * of the first attempt (what BOBCAT's protocol labels each exercise by). */
+ML_API ml_status ml_practice_first_attempts(const ml_answers *a, ml_answers *out);
+
+/* ---- BOBCAT protocol ----
+ * For each student with at least min_items distinct exercises (first attempts): pool = a random
+ * pool_frac of them, held-out = the rest. A policy picks exercises from the pool one at a time,
+ * seeing each answer before the next pick; after n picks (n capped at the pool size) the model
+ * adapts on them and predicts the held-out answers. AUC and accuracy pooled over students, per
+ * resample; resamples are paired (the same splits for every policy). */
+typedef struct {
+  int64_t resamples;  /* 5 */
+  float pool_frac;    /* 0.8 */
+  int64_t min_items;  /* 10 */
+  float target;       /* 0.7 */
+  int64_t ns[8];      /* 1, 3, 5, 10 */
+  int n_ns;
+  uint64_t seed;
+  int threads;        /* 0 = ml_num_threads() */
+} ml_practice_protocol_config;
+
+ML_API ml_practice_protocol_config ml_practice_protocol_defaults(void);
+
+/* One policy variant scored by the protocol: target mode with or without the calibration, and
+ * with or without the balanced target. */
+typedef struct {
+  ml_practice_policy policy;
+  bool calibrated, balanced;
+} ml_practice_variant;
+
+typedef struct {
+  ml_practice_variant v;
+  int64_t n;
+  double auc, auc_sd, acc, acc_sd; /* mean and standard deviation over resamples */
+  double target_dist;              /* mean |p' - target| over picked exercises (p' calibrated if used) */
+  double picked_success;           /* observed success rate on the picked exercises */
+  double picked_pred;              /* mean predicted (calibrated if used) success of the picks */
+  int64_t students, heldout;       /* per resample */
+  double seconds;                  /* wall time of the variant's picks and predictions */
+} ml_practice_cell;
+
+/* cells: n_variants x cfg->n_ns, variant-major. test holds first attempts (or whole logs: only
+ * the first attempt of each exercise is used either way). */
+ML_API ml_status ml_practice_protocol(const ml_student_model *m, const ml_answers *test,
+                                      const ml_practice_protocol_config *cfg, const ml_practice_variant *variants,
+                                      int n_variants, const ml_practice_calib_steps *cal, ml_practice_cell *cells);
+
+/* Calibration for target mode: runs the target policy through the protocol on (up to
+ * max_students of) the given students -- training or validation students, never the test ones --
+ * and fits one recalibration per pick (the model having seen t answers) on the picked exercises'
+ * (prediction, answer) pairs, shrunk towards the one fitted on all picks (prior sd 0.3: a step
+ * has few picks); two rounds, since the calibrated policy picks different exercises. */
+ML_API ml_status ml_practice_fit_target_calibration(const ml_student_model *m, const ml_answers *students,
+                                                    const ml_practice_protocol_config *cfg, int64_t max_students,
+                                                    ml_practice_calib_steps *out);
+
+/* Prints the table variants x n (AUC +- sd, accuracy; target rows with distance and observed
+ * success) in Markdown. */
+ML_API void ml_practice_table_print(FILE *f, const char *title, const ml_practice_cell *cells, int n_variants,
+                                    int n_ns);
+
+/* ---- learning hierarchy ----
+ * Exercises graded into n_levels difficulty levels. A skill with at least n_levels exercises is
+ * its own group, graded by its exercises' difficulty quantiles; the exercises of the other skills
+ * (all of them when ids are skills, one exercise each) form one shared group graded by quantiles
+ * over that group. Level 0 is the easiest. */
+typedef struct {
+  int64_t n_items, n_skills, n_levels, n_groups;
+  int32_t *item_level; /* n_items */
+  int32_t *item_group; /* n_items */
+  int32_t *group_skill; /* n_groups: the group's skill, -1 for the shared group */
+  int64_t *count;      /* n_groups x n_levels exercises per level */
+} ml_practice_levels;
+
+ML_API ml_status ml_practice_levels_build(const float *difficulty, const int32_t *item_skill, int64_t n_items,
+                                          int64_t n_skills, int64_t n_levels, ml_practice_levels *out);
+ML_API void ml_practice_levels_free(ml_practice_levels *l);
+
+/* Mastery of each (group, level): the mean predicted success over its exercises (NAN if none);
+ * out holds n_groups x n_levels. */
+ML_API void ml_practice_level_mastery(const ml_practice_levels *l, const float *p_item, float *out);
+
+/* One step of the learning path for every group: level[g] moves up one when the mastery of its
+ * current level reaches up, and back one when the mastery of the level below falls under down
+ * (down < up gives hysteresis). Returns the number of groups that moved. */
+ML_API int64_t ml_practice_path_step(const ml_practice_levels *l, const float *p_item, float up, float down,
+                                     int32_t *level);
+
+/* ---- skill influence (Piech et al. 2015) ----
+ * J[i][j] = P(correct on skill j | one correct answer on skill i) / sum_k P(correct on j | one
+ * correct answer on k): the adapted model's mastery of j after a single correct answer on a
+ * representative exercise of i (its median-difficulty exercise). out: n_skills x n_skills;
+ * rows of skills with no exercise are 0. */
+ML_API ml_status ml_practice_skill_influence(const ml_student_model *m, const int32_t *item_skill,
+                                             const float *difficulty, ml_arena *arena, float *out);
+
+/* ---- skill graph ----
+ * An exercise-level influence matrix (item_J: n_items x n_items, e.g. ml_dkt_influence's) pooled
+ * into skills: skill_J[a][b] = mean of item_J[i][j] over exercises i of skill a and j of skill b
+ * (each exercise counted under its first skill), each column then renormalised to sum to one. */
+ML_API ml_status ml_practice_skill_matrix(const float *item_J, int64_t n_items, const int32_t *item_skill,
+                                          int64_t n_skills, float *skill_J);
+
+typedef struct {
+  int32_t from, to; /* from is a prerequisite of to: answering from right raises to the most */
+  float weight;     /* J[from][to] */
+} ml_practice_link;
+
+/* The strongest off-diagonal links of J (K x K), strongest first; rows or columns of skills with
+ * no data (all zero) are skipped. Returns the count (<= top). */
+ML_API int64_t ml_practice_top_links(const float *J, int64_t K, int64_t top, ml_practice_link *out);
+
+/* Writes the graph as Graphviz DOT (dot_path) and JSON (json_path; either may be NULL), atomically:
+ * the top links as edges weighted by J, every skill that has one as a node named names[k] (NULL =
+ * the index); the JSON also holds, for each skill, its strongest prerequisite. */
+ML_API ml_status ml_practice_graph_write(const char *dot_path, const char *json_path, const float *J, int64_t K,
+                                         const char *const *names, int64_t top);
+
+#endif

@@ -1,0 +1,388 @@
+/* practice: selection policies, calibration, the learning path and `metalearn next`, on synthetic
+ * students drawn from a known 2PL model (the right answers are computable): the information
+ * policy picks the exercise of highest true information far more often than random, target
+ * mode's observed success converges to the target, the learning path follows a rising (then
+ * falling) true ability; `metalearn next` on a student log (real test file when the data is
+ * present), the feedback loop, and bad input giving a one-line error and exit 2. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+#include "metalearn/practice.h"
+
+enum { J = 40, NTRAIN = 400, NTEST = 300 };
+
+typedef struct {
+  float a[J], b[J];
+} irt2;
+
+static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static void make_items(irt2 *t, uint64_t seed) {
+  ml_rng r;
+  ml_rng_init(&r, seed, 0);
+  for (int j = 0; j < J; j++) t->a[j] = 0.8f + 0.8f * ml_rng_uniform(&r), t->b[j] = 1.2f * ml_rng_normal(&r);
+}
+
+/* n students, each answering every exercise once in a random order (first attempts). */
+static void make_students(const irt2 *t, int64_t n, uint64_t seed, ml_answers *a, float *theta) {
+  ml_rng r;
+  ml_rng_init(&r, seed, 1);
+  memset(a, 0, sizeof *a);
+  a->n_students = n, a->n_answers = n * J;
+  a->offsets = malloc((size_t)(n + 1) * sizeof *a->offsets);
+  a->item = malloc((size_t)(n * J) * sizeof *a->item);
+  a->skill = malloc((size_t)(n * J) * sizeof *a->skill);
+  a->correct = malloc((size_t)(n * J));
+  int64_t idx[J];
+  for (int64_t s = 0; s < n; s++) {
+    float th = ml_rng_normal(&r);
+    if (theta) theta[s] = th;
+    a->offsets[s] = s * J;
+    for (int j = 0; j < J; j++) idx[j] = j;
+    ml_rng_shuffle(&r, idx, J);
+    for (int j = 0; j < J; j++) {
+      int64_t k = s * J + j, e = idx[j];
+      a->item[k] = (int32_t)e, a->skill[k] = (int32_t)(e % 4);
+      a->correct[k] = ml_rng_uniform(&r) < sigm(t->a[e] * (th - t->b[e]));
+    }
+  }
+  a->offsets[n] = n * J;
+}
+
+static ml_student_model *fit_irt1(const ml_answers *train) {
+  ml_student_config c = ml_student_defaults(ML_STUDENT_IRT1);
+  c.threads = 1;
+  ml_student_model *m = NULL;
+  CHECK_OK(ml_student_model_fit(&c, J, 4, NULL, train, NULL, &m));
+  return m;
+}
+
+ML_TEST(policies_and_calibration_basics) {
+  float p[5] = {0.1f, 0.45f, 0.69f, 0.9f, 0.52f};
+  ml_rng r;
+  ml_rng_init(&r, 1, 0);
+  ml_practice_calib id = ml_practice_calib_identity();
+  CHECK(ml_practice_pick(ML_PRACTICE_INFO, p, 5, 0.7f, id, &r) == 4);
+  CHECK(ml_practice_pick(ML_PRACTICE_TARGET, p, 5, 0.7f, id, &r) == 2);
+  CHECK(ml_practice_pick(ML_PRACTICE_TARGET, p, 5, 0.95f, id, &r) == 3);
+  CHECK(ml_practice_pick(ML_PRACTICE_INFO, p, 0, 0.7f, id, &r) == -1);
+  ml_practice_policy pol;
+  CHECK(ml_practice_policy_parse("info", &pol) == ML_OK && pol == ML_PRACTICE_INFO);
+  CHECK(ml_practice_policy_parse("greedy", &pol) != ML_OK);
+  /* calibration recovers a known distortion: true logit = 0.5 logit(p) + 0.8 */
+  enum { N = 20000 };
+  float *pp = malloc(N * sizeof *pp);
+  uint8_t *y = malloc(N);
+  for (int i = 0; i < N; i++) {
+    float z = 3 * ml_rng_normal(&r);
+    pp[i] = sigm(z);
+    y[i] = ml_rng_uniform(&r) < sigm(0.5f * z + 0.8f);
+  }
+  ml_practice_calib c;
+  CHECK_OK(ml_practice_calib_fit(pp, y, N, &c));
+  CHECK_NEAR(c.slope, 0.5, 0.06);
+  CHECK_NEAR(c.intercept, 0.8, 0.08);
+  free(pp), free(y);
+  /* balanced target: after picks expected to succeed 0.9 on average, aim lower */
+  CHECK(ml_practice_balanced_target(0.7f, 2, 1.8) < 0.7f);
+  CHECK_NEAR(ml_practice_balanced_target(0.7f, 0, 0), 0.7, 1e-6);
+}
+
+ML_TEST(info_policy_picks_the_most_informative_exercise) {
+  irt2 t;
+  make_items(&t, 5);
+  ml_answers train, test;
+  float theta[NTEST];
+  make_students(&t, NTRAIN, 6, &train, NULL);
+  make_students(&t, NTEST, 7, &test, theta);
+  ml_student_model *m = fit_irt1(&train);
+  ml_rng r;
+  ml_rng_init(&r, 9, 0);
+  int hit_info = 0, hit_rand = 0;
+  float p[J];
+  for (int64_t s = 0; s < NTEST; s++) {
+    /* after 20 answers, the exercise with the highest true information a^2 P (1 - P) at the
+     * true ability among the 20 not yet answered */
+    ml_student_log all = ml_student_log_of(&test, s), sup = all;
+    sup.n = 20;
+    ml_student_log q = {all.item + 20, all.skill + 20, NULL, J - 20};
+    CHECK_OK(ml_student_model_predict(m, &sup, &q, NULL, p));
+    float tinfo[J], third;
+    for (int64_t k = 0; k < q.n; k++) {
+      int e = q.item[k];
+      float P = sigm(t.a[e] * (theta[s] - t.b[e]));
+      tinfo[k] = t.a[e] * t.a[e] * P * (1 - P);
+    }
+    { /* the third-highest true information */
+      float s3[J];
+      memcpy(s3, tinfo, sizeof s3);
+      for (int i = 0; i < 3; i++)
+        for (int64_t k = i + 1; k < q.n; k++)
+          if (s3[k] > s3[i]) {
+            float x = s3[i];
+            s3[i] = s3[k], s3[k] = x;
+          }
+      third = s3[2];
+    }
+    /* a hit: the pick is among the 3 exercises of highest true information */
+    int64_t ki = ml_practice_pick(ML_PRACTICE_INFO, p, q.n, 0.7f, ml_practice_calib_identity(), &r);
+    int64_t kr = ml_practice_pick(ML_PRACTICE_RANDOM, p, q.n, 0.7f, ml_practice_calib_identity(), &r);
+    hit_info += tinfo[ki] >= third;
+    hit_rand += tinfo[kr] >= third;
+  }
+  printf("  info policy in the top 3 by true information: %d of %d, random %d\n", hit_info, NTEST, hit_rand);
+  CHECK_MSG(hit_info >= 2 * hit_rand && hit_info - hit_rand >= NTEST / 5, "info %d vs random %d of %d", hit_info,
+            hit_rand, NTEST);
+  ml_student_model_free(m);
+  ml_answers_free(&train), ml_answers_free(&test);
+}
+
+ML_TEST(target_mode_observed_success_converges_to_the_target) {
+  irt2 t;
+  make_items(&t, 11);
+  ml_answers train, test;
+  make_students(&t, NTRAIN, 12, &train, NULL);
+  make_students(&t, NTEST, 13, &test, NULL);
+  ml_student_model *m = fit_irt1(&train);
+  ml_practice_protocol_config pc = ml_practice_protocol_defaults();
+  pc.resamples = 2, pc.threads = 2, pc.target = 0.7f;
+  pc.ns[0] = 3, pc.ns[1] = 10, pc.n_ns = 2;
+  ml_practice_calib_steps cal;
+  CHECK_OK(ml_practice_fit_target_calibration(m, &train, &pc, 200, &cal));
+  CHECK(cal.n == 10);
+  ml_practice_variant v[3] = {{ML_PRACTICE_RANDOM, false, false}, {ML_PRACTICE_INFO, false, false},
+                              {ML_PRACTICE_TARGET, true, true}};
+  ml_practice_cell cells[6];
+  CHECK_OK(ml_practice_protocol(m, &test, &pc, v, 3, &cal, cells));
+  const ml_practice_cell *tg = &cells[2 * 2 + 1]; /* target, n = 10 */
+  CHECK_MSG(fabs(tg->picked_success - 0.7) < 0.05, "observed %.3f", tg->picked_success);
+  CHECK(tg->target_dist < 0.1);
+  CHECK(cells[0 * 2 + 1].picked_success > 0 && fabs(cells[1 * 2 + 1].picked_success - 0.7) > 0.05); /* info aims at 0.5 */
+  CHECK(tg->students == NTEST && tg->heldout == NTEST * (J - 32));
+  /* more picks, better held-out predictions */
+  CHECK(cells[1 * 2 + 1].auc > cells[1 * 2 + 0].auc - 0.01 && cells[0].auc > 0.6);
+  ml_student_model_free(m);
+  ml_answers_free(&train), ml_answers_free(&test);
+}
+
+ML_TEST(learning_path_follows_the_true_ability) {
+  irt2 t;
+  make_items(&t, 21);
+  ml_answers train;
+  make_students(&t, NTRAIN, 22, &train, NULL);
+  ml_student_model *m = fit_irt1(&train);
+  float b[J], p[J];
+  int32_t skill[J];
+  for (int j = 0; j < J; j++) skill[j] = 0; /* one skill: one group graded by difficulty */
+  ml_student_model_difficulties(m, b);
+  ml_practice_levels lv;
+  CHECK_OK(ml_practice_levels_build(b, skill, J, 1, 3, &lv));
+  CHECK(lv.n_groups == 1 && lv.count[0] + lv.count[1] + lv.count[2] == J);
+  for (int j = 0; j < J; j++) /* levels follow difficulty */
+    for (int k = 0; k < J; k++)
+      if (b[j] < b[k]) CHECK(lv.item_level[j] <= lv.item_level[k]);
+  /* a student whose true ability rises from -2 to 2 over 300 answers, then falls back to -2;
+   * practice at the current level, the model adapted on the last 30 answers */
+  enum { T = 600, W = 30 };
+  int32_t item[T], sk[T], level = 0, lev_at[4] = {0};
+  uint8_t y[T];
+  ml_rng r;
+  ml_rng_init(&r, 23, 0);
+  ml_practice_calib id = ml_practice_calib_identity();
+  for (int step = 0; step < T; step++) {
+    float th = step < 300 ? -2 + 4 * step / 300.0f : 2 - 4 * (step - 300) / 300.0f;
+    int64_t from = step > W ? step - W : 0;
+    ml_student_log sup = {item + from, sk + from, y + from, step - from};
+    CHECK_OK(ml_student_model_predict_pool(m, &sup, NULL, p, NULL));
+    if (step > 0) ml_practice_path_step(&lv, p, 0.75f, 0.6f, &level);
+    float cp[J];
+    int32_t ci[J];
+    int64_t nc = 0;
+    for (int j = 0; j < J; j++)
+      if (lv.item_level[j] == level) cp[nc] = p[j], ci[nc] = j, nc++;
+    int32_t e = ci[ml_practice_pick(ML_PRACTICE_TARGET, cp, nc, 0.7f, id, &r)];
+    item[step] = e, sk[step] = 0, y[step] = ml_rng_uniform(&r) < sigm(t.a[e] * (th - t.b[e]));
+    if (step == 40) lev_at[0] = level;
+    if (step == 299) lev_at[1] = level;
+    if (step == 599) lev_at[2] = level;
+  }
+  CHECK_MSG(lev_at[0] == 0 && lev_at[1] == 2 && lev_at[2] == 0, "levels %d %d %d", lev_at[0], lev_at[1], lev_at[2]);
+  ml_practice_levels_free(&lv);
+  ml_student_model_free(m);
+  ml_answers_free(&train);
+}
+
+ML_TEST(skill_graph_pools_ranks_and_exports) {
+  /* 4 exercises, 2 skills (0, 0, 1, 1): the item matrix pooled by skill, columns sum to one */
+  float ij[16], sj[4];
+  for (int i = 0; i < 16; i++) ij[i] = 0.1f;
+  ij[0 * 4 + 2] = ij[1 * 4 + 3] = 0.5f; /* skill 0 strongly raises skill 1 */
+  int32_t sk[4] = {0, 0, 1, 1};
+  CHECK_OK(ml_practice_skill_matrix(ij, 4, sk, 2, sj));
+  CHECK_NEAR(sj[0] + sj[2], 1.0, 1e-6);
+  CHECK_NEAR(sj[1] + sj[3], 1.0, 1e-6);
+  CHECK(sj[0 * 2 + 1] > sj[1 * 2 + 1]); /* 0 -> 1 stronger than 1 -> 1 */
+  ml_practice_link l[4];
+  CHECK(ml_practice_top_links(sj, 2, 4, l) == 2 && l[0].from == 0 && l[0].to == 1 && l[0].weight >= l[1].weight);
+  char dot[4096], js[4096];
+  snprintf(dot, sizeof dot, "%s/g.dot", ml_test_tmpdir());
+  snprintf(js, sizeof js, "%s/g.json", ml_test_tmpdir());
+  const char *names[2] = {"fractions", "ratio \"x\""};
+  CHECK_OK(ml_practice_graph_write(dot, js, sj, 2, names, 1));
+  char *d = ml_test_read_file(dot, NULL), *j = ml_test_read_file(js, NULL);
+  CHECK(d && strstr(d, "digraph") && strstr(d, "s0 -> s1") && !strstr(d, "s1 -> s0"));
+  CHECK(j && strstr(j, "\"from\": \"fractions\"") && strstr(j, "ratio \\\"x\\\"") && strstr(j, "strongest_prerequisite"));
+  free(d), free(j);
+}
+
+/* ------------------------------------------------------------------- CLI ---- */
+
+static char out[1 << 17];
+
+static int run_cli(const char *args) {
+  char cmd[8192];
+  const char *bdir = getenv("ML_BINARY_DIR");
+  snprintf(cmd, sizeof cmd, "%s/metalearn %s 2>&1", bdir && *bdir ? bdir : ".", args);
+  FILE *pp = popen(cmd, "r");
+  if (!pp) return -1;
+  size_t k = fread(out, 1, sizeof out - 1, pp);
+  out[k] = 0;
+  int st = pclose(pp);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void write_kt(const char *dir, const char *name, const char *which, const ml_answers *a) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  mkdir(path, 0755);
+  snprintf(path, sizeof path, "%s/%s/%s_%s.csv", dir, name, name, which);
+  size_t cap = 1 << 22, len = 0;
+  char *buf = malloc(cap);
+  for (int64_t s = 0; s < a->n_students; s++) {
+    int64_t o = a->offsets[s], L = ml_answers_len(a, s);
+    len += (size_t)snprintf(buf + len, cap - len, "%lld\n", (long long)L);
+    for (int64_t i = 0; i < L; i++) len += (size_t)snprintf(buf + len, cap - len, "%d%s", a->item[o + i] + 1, i + 1 < L ? "," : "\n");
+    for (int64_t i = 0; i < L; i++) len += (size_t)snprintf(buf + len, cap - len, "%d%s", a->correct[o + i], i + 1 < L ? "," : "\n");
+  }
+  ml_test_write_file(path, buf, len);
+  free(buf);
+}
+
+/* The first recommended exercise id in `out` (text output), into id. */
+static int first_rec(char *id, size_t cap) {
+  const char *s = strstr(out, "next exercises");
+  if (!s || !(s = strstr(s, "exercise "))) return -1;
+  s += 9;
+  while (*s == ' ') s++;
+  size_t n = strcspn(s, " ");
+  if (n == 0 || n >= cap) return -1;
+  memcpy(id, s, n);
+  id[n] = 0;
+  return 0;
+}
+
+static void next_checks(const char *run, const char *log, const char *what) {
+  char args[8192], path[4096];
+  const char *tmp = ml_test_tmpdir();
+  snprintf(path, sizeof path, "%s/log.txt", tmp);
+  ml_test_write_file(path, log, strlen(log));
+  snprintf(args, sizeof args, "next --run %s --answers %s --count 3", run, path);
+  int rc = run_cli(args);
+  CHECK_MSG(rc == 0 && strstr(out, "mastery per skill") && strstr(out, "predicted"), "%s: exit %d: %s", what, rc, out);
+  char id[64], id2[64];
+  CHECK_MSG(first_rec(id, sizeof id) == 0, "%s: %s", what, out);
+  /* feedback loop: the student answers the recommended exercise right five times */
+  size_t cap = strlen(log) + 512;
+  char *more = malloc(cap);
+  snprintf(more, cap, "%s5\n%s,%s,%s,%s,%s\n1,1,1,1,1\n", log, id, id, id, id, id);
+  ml_test_write_file(path, more, strlen(more));
+  free(more);
+  rc = run_cli(args);
+  CHECK(rc == 0 && first_rec(id2, sizeof id2) == 0);
+  CHECK_MSG(strcmp(id, id2) != 0, "%s: the recommendation did not move (%s)", what, id);
+  snprintf(args, sizeof args, "next --run %s --answers %s --json --policy info --count 2", run, path);
+  rc = run_cli(args);
+  CHECK(rc == 0 && strstr(out, "\"next\": [") && strstr(out, "\"strongest\""));
+  /* empty log: population recommendations at level 0 */
+  ml_test_write_file(path, "", 0);
+  snprintf(args, sizeof args, "next --run %s --answers %s", run, path);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 0 && strstr(out, "population") && strstr(out, "level 0"), "%s: empty log: %s", what, out);
+  /* bad input: one line naming the file and line, exit 2 */
+  const char *bad[][2] = {{"2\n1,987654321\n0,1\n", "log.txt:2: unknown exercise id"},
+                          {"2\n1,2\n0,7\n", "log.txt:3:"},
+                          {"x2\n1,2\n0,1\n", "log.txt:1:"},
+                          {"3\n1,2\n0,1\n", "log.txt:2:"},
+                          {"99999999999\n1\n1\n", "log.txt:2:"},
+                          {"2\n1,2\n", "log.txt:1:"}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    ml_test_write_file(path, bad[i][0], strlen(bad[i][0]));
+    rc = run_cli(args);
+    CHECK_MSG(rc == 2 && strstr(out, bad[i][1]) && strchr(out, '\n') == out + strlen(out) - 1,
+              "%s: bad input %zu: exit %d: %s", what, i, rc, out);
+  }
+  snprintf(args, sizeof args, "next --run %s --answers %s --policy greedy", run, path);
+  CHECK(run_cli(args) == 2);
+}
+
+ML_TEST(cli_next_on_synthetic_run) {
+  irt2 t;
+  make_items(&t, 31);
+  ml_answers train, test;
+  make_students(&t, 200, 32, &train, NULL);
+  make_students(&t, 20, 33, &test, NULL);
+  const char *tmp = ml_test_tmpdir();
+  write_kt(tmp, "psynth", "train", &train);
+  write_kt(tmp, "psynth", "test", &test);
+  char args[8192], run[4096];
+  snprintf(run, sizeof run, "%s/run_practice", tmp);
+  snprintf(args, sizeof args, "train --dataset kt:%s/psynth --fold 0 --models irt1 --ks 5 --boot 10 --threads 2 --quiet --run %s",
+           tmp, run);
+  int rc = run_cli(args);
+  CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
+  next_checks(run, "4\n1,2,3,4\n1,0,1,1\n", "synthetic");
+  snprintf(args, sizeof args, "practice-eval --dataset kt:%s/psynth --resamples 2 --ns 1,5 --threads 2 --meta-iterations 30 --quiet", tmp);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 0 && strstr(out, "target+cal+bal") && strstr(out, "n=5 AUC") && strstr(out, "on protocol tasks"), "exit %d: %s", rc, out);
+  snprintf(args, sizeof args, "skill-graph --run %s --out %s/graph --top 5", run, tmp);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 0 && strstr(out, "strongest links"), "exit %d: %s", rc, out);
+  snprintf(args, sizeof args, "%s/graph.dot", tmp);
+  char *g = ml_test_read_file(args, NULL);
+  CHECK(g && strstr(g, "digraph skills") && strstr(g, " -> "));
+  free(g);
+  snprintf(args, sizeof args, "skill-graph --run %s", run);
+  CHECK(run_cli(args) == 2);
+  ml_answers_free(&train), ml_answers_free(&test);
+}
+
+ML_TEST(cli_next_on_a_real_student) {
+  const char *data = ml_test_data_dir();
+  char path[4096];
+  if (data) snprintf(path, sizeof path, "%s/knowledge-tracing/assist2009_updated/assist2009_updated_test.csv", data);
+  struct stat sb;
+  if (!data || stat(path, &sb) != 0) {
+    printf("  (skipped: no assist2009_updated data)\n");
+    return;
+  }
+  size_t n;
+  char *buf = ml_test_read_file(path, &n);
+  CHECK(buf != NULL);
+  if (!buf) return;
+  /* the first test student: three lines */
+  char *e = buf;
+  for (int i = 0; i < 3 && e; i++) e = strchr(e, '\n') ? strchr(e, '\n') + 1 : NULL;
+  if (e) *e = 0;
+  char args[8192], run[4096];
+  snprintf(run, sizeof run, "%s/run_assist", ml_test_tmpdir());
+  snprintf(args, sizeof args, "train --dataset assist2009 --data_dir %s --fold 0 --models irt1 --ks 10 --boot 10 --threads 2 --quiet --run %s",
+           data, run);
+  int rc = run_cli(args);
+  CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
+  next_checks(run, buf, "assist2009");
+  free(buf);
+}
