@@ -4,6 +4,7 @@
 # times and keeping each side's fastest epoch: on a machine shared with other jobs the minimum is
 # the measurement least disturbed by them. Same files, hyperparameters and thread count as
 # bench/dkt.sh. Usage: sh bench/dkt_speed.sh [BUILD_DIR] [DATASET] [THREADS] [REPEAT]
+# PACKED=0 skips the packed PyTorch variant (several times slower than the padded one on CPU).
 set -eu
 BUILD=${1:-build}
 DATASET=${2:-assist2009_updated}
@@ -19,7 +20,8 @@ r=0
 while [ $r -lt "$REPEAT" ]; do
   a=$(OMP_NUM_THREADS=$THREADS "$BUILD/bench/dkt" "$DATASET" --threads "$THREADS" --epochs 1 --data "$DATA" 2>/dev/null | spe)
   b=$(OMP_NUM_THREADS=$THREADS "$PY" "$HERE/dkt_torch.py" "$DATASET" --threads "$THREADS" --epochs 1 --data "$DATA" | spe)
-  c=$(OMP_NUM_THREADS=$THREADS "$PY" "$HERE/dkt_torch.py" "$DATASET" --threads "$THREADS" --epochs 1 --packed --data "$DATA" | spe)
+  c=999999
+  [ "${PACKED:-1}" = 0 ] || c=$(OMP_NUM_THREADS=$THREADS "$PY" "$HERE/dkt_torch.py" "$DATASET" --threads "$THREADS" --epochs 1 --packed --data "$DATA" | spe)
   echo "run $((r + 1)): s/epoch metalearn $a pytorch $b pytorch-packed $c"
   ml=$(awk -v x="$ml" -v y="$a" 'BEGIN { print (y < x ? y : x) }')
   pt=$(awk -v x="$pt" -v y="$b" 'BEGIN { print (y < x ? y : x) }')
