@@ -29,5 +29,6 @@ while [ $r -lt "$REPEAT" ]; do
   r=$((r + 1))
 done
 awk -v d="$DATASET" -v t="$THREADS" -v ml="$ml" -v pt="$pt" -v pk="$pk" 'BEGIN {
-  printf "speed %s threads %s: best s/epoch metalearn %.2f, pytorch %.2f (%.2fx), pytorch packed %.2f (%.2fx)\n",
-    d, t, ml, pt, pt / ml, pk, pk / ml }'
+  printf "speed %s threads %s: best s/epoch metalearn %.2f, pytorch %.2f (%.2fx)", d, t, ml, pt, pt / ml
+  if (pk < 999999) printf ", pytorch packed %.2f (%.2fx)", pk, pk / ml
+  printf "\n" }'
