@@ -449,11 +449,14 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
           const ml_students_row *r = &rows[i];
           fprintf(mf,
                   "  {\"model\": \"%s\", \"column\": \"%s\", \"auc\": %.6f, \"auc_lo\": %.6f, \"auc_hi\": %.6f, "
-                  "\"student_auc\": %.6f, \"acc\": %.6f, \"log_loss\": %.6f, \"students\": %lld, \"dropped\": %lld, "
+                  "\"student_auc\": %.6f, \"student_auc_lo\": %.6f, \"student_auc_hi\": %.6f, \"acc\": %.6f, "
+                  "\"acc_lo\": %.6f, \"acc_hi\": %.6f, \"log_loss\": %.6f, \"log_loss_lo\": %.6f, \"log_loss_hi\": %.6f, "
+                  "\"students\": %lld, \"dropped\": %lld, "
                   "\"answers\": %lld, \"fit_seconds\": %.2f, \"eval_seconds\": %.2f, \"delta_vs\": \"%s\", "
                   "\"delta\": %.6f, \"delta_lo\": %.6f, \"delta_hi\": %.6f}%s\n",
-                  r->model, r->column, r->r.auc.value, r->r.auc.lo, r->r.auc.hi, r->r.student_auc.value, r->r.acc.value,
-                  r->r.log_loss.value, (long long)r->n_students, (long long)r->n_dropped, (long long)r->r.n,
+                  r->model, r->column, r->r.auc.value, r->r.auc.lo, r->r.auc.hi, r->r.student_auc.value,
+                  r->r.student_auc.lo, r->r.student_auc.hi, r->r.acc.value, r->r.acc.lo, r->r.acc.hi, r->r.log_loss.value,
+                  r->r.log_loss.lo, r->r.log_loss.hi, (long long)r->n_students, (long long)r->n_dropped, (long long)r->r.n,
                   r->fit_seconds, r->eval_seconds, r->delta_vs, r->delta_vs[0] ? r->delta.value : 0,
                   r->delta_vs[0] ? r->delta.lo : 0, r->delta_vs[0] ? r->delta.hi : 0, i + 1 < n_rows ? "," : "");
         }

@@ -333,10 +333,11 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
   for (int64_t i = 0; i < n; i++) {
     const ml_students_row *r = &rows[i];
     fprintf(f,
-            "  %s %s: auc %.4f [%.4f, %.4f]  student-auc %.4f (%lld students)  acc %.4f  log-loss %.4f  "
-            "students %lld (dropped %lld)  answers %lld  fit %.1fs  eval %.1fs\n",
-            r->model, r->column, r->r.auc.value, r->r.auc.lo, r->r.auc.hi, r->r.student_auc.value,
-            (long long)r->r.n_student_auc, r->r.acc.value, r->r.log_loss.value, (long long)r->n_students,
-            (long long)r->n_dropped, (long long)r->r.n, r->fit_seconds, r->eval_seconds);
+            "  %s %s: auc %.4f [%.4f, %.4f]  student-auc %.4f [%.4f, %.4f] (%lld students)  acc %.4f [%.4f, %.4f]  "
+            "log-loss %.4f [%.4f, %.4f]  students %lld (dropped %lld)  answers %lld  fit %.1fs  eval %.1fs\n",
+            r->model, r->column, r->r.auc.value, r->r.auc.lo, r->r.auc.hi, r->r.student_auc.value, r->r.student_auc.lo,
+            r->r.student_auc.hi, (long long)r->r.n_student_auc, r->r.acc.value, r->r.acc.lo, r->r.acc.hi,
+            r->r.log_loss.value, r->r.log_loss.lo, r->r.log_loss.hi, (long long)r->n_students, (long long)r->n_dropped,
+            (long long)r->r.n, r->fit_seconds, r->eval_seconds);
   }
 }
