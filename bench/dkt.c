@@ -89,9 +89,9 @@ int main(int argc, char **argv) {
   double pred_s = ml_now() - t0;
   ml_kt_scores s;
   ml_kt_score(&p, &s);
-  printf("epochs %lld best_epoch %lld valid_auc %.4f s_per_epoch %.3f train_s %.1f total_s %.1f\n",
+  printf("epochs %lld best_epoch %lld valid_auc %.4f s_per_epoch %.3f last_epoch_s %.3f train_s %.1f total_s %.1f\n",
          (long long)st.epochs, (long long)st.best_epoch, st.best_valid_auc, st.train_seconds / (double)st.epochs,
-         st.train_seconds, st.seconds);
+         st.last_epoch_seconds, st.train_seconds, st.seconds);
   printf("test auc %.4f auc_3_10 %.4f auc_11_15 %.4f acc %.4f logloss %.4f n %lld n_3_10 %lld n_11_15 %lld predict_s %.2f\n",
          s.auc, s.auc_3_10, s.auc_11_15, s.acc, s.logloss, (long long)s.n, (long long)s.n_3_10, (long long)s.n_11_15,
          pred_s);

@@ -153,7 +153,7 @@ def main():
     model = DKT(n_items)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     lossf = nn.BCEWithLogitsLoss()
-    best, best_state, best_epoch, since, train_s, epochs = -1.0, None, 0, 0, 0.0, 0
+    best, best_state, best_epoch, since, train_s, epochs, last_s = -1.0, None, 0, 0, 0.0, 0, 0.0
     t_all = time.perf_counter()
     for ep in range(o.epochs):
         t0 = time.perf_counter()
@@ -170,6 +170,7 @@ def main():
             n += int(mask.sum())
         dt = time.perf_counter() - t0
         train_s += dt
+        last_s = dt
         epochs = ep + 1
         p, y, _ = predict(model, valid, n_items, o.packed)
         a = auc(p, y)
@@ -195,7 +196,7 @@ def main():
     w1 = (pos >= 3) & (pos <= 10)
     w2 = (pos >= 11) & (pos <= 15)
     print(f"epochs {epochs} best_epoch {best_epoch} valid_auc {best:.4f} s_per_epoch {train_s / epochs:.3f} "
-          f"train_s {train_s:.1f} total_s {total:.1f}")
+          f"last_epoch_s {last_s:.3f} train_s {train_s:.1f} total_s {total:.1f}")
     print(f"test auc {auc(p, y):.4f} auc_3_10 {auc(p[w1], y[w1]):.4f} auc_11_15 {auc(p[w2], y[w2]):.4f} "
           f"acc {acc:.4f} logloss {ll:.4f} n {len(p)} n_3_10 {int(w1.sum())} n_11_15 {int(w2.sum())} "
           f"predict_s {pred_s:.2f}")

@@ -61,6 +61,7 @@ typedef struct {
   double best_valid_auc;
   double seconds;         /* training wall time, validation included */
   double train_seconds;   /* time in training steps only */
+  double last_epoch_seconds; /* the last epoch's training steps (warm: no first-touch costs) */
   double last_loss;       /* mean training loss of the last epoch */
 } ml_dkt_stats;
 

@@ -541,7 +541,8 @@ ml_status ml_dkt_train(ml_dkt *m, const ml_answers *train, const ml_answers *val
   for (int64_t e = 0; e < m->cfg.max_epochs; e++) {
     double t1 = ml_now();
     s = ml_dkt_train_epoch(m, train, e, &st.last_loss);
-    st.train_seconds += ml_now() - t1;
+    st.last_epoch_seconds = ml_now() - t1;
+    st.train_seconds += st.last_epoch_seconds;
     if (s) break;
     st.epochs = e + 1;
     double auc = NAN;
