@@ -421,6 +421,18 @@ ML_TEST(unary_extremes) {
   for (int64_t i = 0; i < n; i++) CHECK(isfinite(o[i]) && o[i] >= 0.0f && o[i] <= 1.0f);
   CHECK_CLOSE(o, r, n, 1e-30, 1e-5);
   CHECK(o[0] == 0.0f && o[n - 1] == 1.0f);
+  /* infinities saturate, NaN propagates, at every SIMD level */
+  const float inf[] = {INFINITY, -INFINITY, NAN, -0.3f};
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    ml__simd_force(l);
+    ml_unary(ML_UN_TANH, o, inf, 4);
+    CHECK_MSG(o[0] == 1.0f && o[1] == -1.0f && isnan(o[2]) && fabsf(o[3] - tanhf(-0.3f)) < 1e-6f,
+              "tanh(inf, -inf, nan, -0.3) = %g %g %g %g at level %d", o[0], o[1], o[2], o[3], l);
+    ml_unary(ML_UN_SIGMOID, o, inf, 4);
+    CHECK_MSG(o[0] == 1.0f && o[1] == 0.0f && isnan(o[2]), "sigmoid(inf, -inf, nan) = %g %g %g at level %d", o[0],
+              o[1], o[2], l);
+  }
+  ml__simd_force(-1);
 }
 
 ML_TEST(reduce_and_expand_each_level) {

@@ -160,9 +160,13 @@ MULTI(sigmoid, (float *out, const float *x, int64_t n), (out, x, n))
  * (1 - e) / (1 + e) with e = exp(-2|x|) <= 1 and x's sign. */
 INLINE void tanh_body(float *out, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
-    float v = x[i], a = fabsf(v), z = v * v;
+    /* the polynomial branch sees v clamped to [-1, 1] (it is only used below 0.625), so an
+     * infinite v gives +-1 rather than 0 * inf = NaN; NaN stays NaN */
+    float v = x[i], a = fabsf(v), vc = v < -1.0f ? -1.0f : v;
+    vc = vc > 1.0f ? 1.0f : vc;
+    float z = vc * vc;
     float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
-                    1.33314422036e-1f) * z - 3.33332819422e-1f) * z * v + v;
+                    1.33314422036e-1f) * z - 3.33332819422e-1f) * z * vc + vc;
     float e = exp_nonpos(-2.0f * a), big = copysignf((1.0f - e) / (1.0f + e), v), lo = step0(0.625f - a);
     out[i] = lo * small + (1.0f - lo) * big;
   }
