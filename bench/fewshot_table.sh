@@ -3,7 +3,7 @@
 # characters with rotations, 423 test), 5-way and 20-way, 1-shot and 5-shot, each meta-trained
 # for a fixed wall-time budget on this machine, then scored on 600 fixed test episodes (mean
 # accuracy with 95% CI). Settings follow each paper where the budget allows.
-#   [CONFIGS="5:1 20:5"] bench/fewshot_table.sh [budget_seconds=300] [algos...]
+#   [CONFIGS="5:1 20:5"] [RESUME=1] bench/fewshot_table.sh [budget_seconds=300] [algos...]
 # Writes runs/table/<algo>-<N>w<K>s/ and prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +31,13 @@ for a in $algos; do
       finetune) extra="--pretrain_way 64 --q_query 5 --finetune_steps 100" ;;
     esac
     run=runs/table/$a-${n}w${k}s
+    # a finished cell is kept (RESUME=1): the table can be built over several sessions
+    if [ "${RESUME:-0}" = 1 ] && [ -f "$run/eval.json" ]; then :; else
+    rm -rf "$run"
     $bin train --dataset omniglot --algo "$a" --n_way "$n" --k_shot "$k" --iterations 100000000 \
       --max_seconds "$budget" --eval_episodes 600 --log_every 50 --quiet $extra --run "$run" > "$run.out" 2>&1 || {
       row="$row failed |"; continue; }
+    fi
     acc=$(sed -n 's/.*"test_acc": \([0-9.e-]*\).*"ci95": \([0-9.e-]*\).*/\1 \2/p' "$run/eval.json")
     it=$(grep -o '"iter": [0-9]*' "$run/metrics.jsonl" | tail -1 | grep -o '[0-9]*$')
     row="$row $(awk -v a="${acc% *}" -v c="${acc#* }" -v i="$it" 'BEGIN{printf "%.1f +- %.1f (%d it)", 100*a, 100*c, i}') |"
