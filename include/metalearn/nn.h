@@ -40,7 +40,7 @@ typedef struct {
 
 ML_API ml_conv4_config ml_conv4_defaults(void); /* 1 channel, 28x28, 64 filters, 4 blocks, BN, pool */
 
-typedef enum { ML_MODEL_MLP, ML_MODEL_CONV4 } ml_model_kind;
+typedef enum { ML_MODEL_MLP, ML_MODEL_CONV4, ML_MODEL_CUSTOM } ml_model_kind;
 
 typedef struct ml_model ml_model;
 struct ml_model {
@@ -50,11 +50,21 @@ struct ml_model {
   int64_t feature_dim; /* size of the features fed to the head */
   ml_mlp_config mlp;
   ml_conv4_config conv;
+  /* ML_MODEL_CUSTOM: the application's forward on weights w and inputs x (rows of features),
+   * with its own data in user. Its "features" are the inputs themselves, so head-only
+   * adaptation (ANIL, adapt_head_only) runs the whole forward with the body weights fixed. */
+  ml_node *(*forward_fn)(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *x);
+  void *user;
 };
 
 /* Create with seeded initialization; the caller frees with ml_model_free. */
 ML_API ml_status ml_mlp_new(const ml_mlp_config *cfg, uint64_t seed, ml_model **out);
 ML_API ml_status ml_conv4_new(const ml_conv4_config *cfg, uint64_t seed, ml_model **out);
+/* A custom model over a finalized parameter list (taken over: freed with the model); params
+ * [head_first, count) are the head. */
+ML_API ml_status ml_custom_model_new(ml_params *params, int64_t head_first,
+                                     ml_node *(*forward_fn)(const ml_model *, ml_graph *, ml_node *const *, ml_node *),
+                                     void *user, ml_model **out);
 ML_API void ml_model_free(ml_model *m);
 
 /* One leaf node per parameter (in params order), wrapping the parameter data. */

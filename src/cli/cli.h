@@ -19,6 +19,10 @@ int ml_cli_eval(int argc, char **argv);
 int ml_cli_adapt(int argc, char **argv);
 int ml_cli_demo(int argc, char **argv);
 int ml_cli_report(int argc, char **argv);
+int ml_cli_recommend(int argc, char **argv);
+/* The MovieLens application behind train / eval --dataset movielens (src/cli/recommend.c). */
+bool ml_cli_is_movielens(int argc, char **argv);
+int ml_cli_rec_train(int argc, char **argv, const char *cmd);
 
 /* Options a command takes besides the configuration keys. */
 typedef struct {

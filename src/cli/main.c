@@ -11,6 +11,7 @@ static const ml_cli_command commands[] = {
     {"adapt", "adapt a trained run to your own labelled images and classify new ones", ml_cli_adapt},
     {"demo", "the main job: meta-train on Omniglot (or sinusoids) and compare with no meta-learning", ml_cli_demo},
     {"report", "write an HTML report (training curves, evaluation, config) of one or more runs", ml_cli_report},
+    {"recommend", "adapt a trained MovieLens recommender to a new user's ratings and list top movies", ml_cli_recommend},
     {"info", "print version, CPU SIMD level, BLAS backend and threads", ml_cli_info},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])

@@ -39,6 +39,7 @@ static int train(int argc, char **argv, ml_dist *d);
  * rank 0 prints and writes the run directory, and a failure on any rank ends the whole job
  * (MPI_Abort) rather than leaving the others waiting for it. */
 int ml_cli_train(int argc, char **argv) {
+  if (ml_cli_is_movielens(argc, argv)) return ml_cli_rec_train(argc, argv, "train");
   ml_dist *d;
   if (ml_dist_init(&argc, &argv, &d)) {
     fprintf(stderr, "metalearn train: %s\n", ml_last_error());

@@ -23,6 +23,20 @@ static ml_model *model_alloc(ml_model_kind kind) {
   return m;
 }
 
+ml_status ml_custom_model_new(ml_params *params, int64_t head_first,
+                               ml_node *(*forward_fn)(const ml_model *, ml_graph *, ml_node *const *, ml_node *),
+                               void *user, ml_model **out) {
+  *out = NULL;
+  if (!params || !params->finalized || !forward_fn || head_first < 0 || head_first > params->count)
+    return ml_error(ML_ERR_ARG, "custom model: needs finalized parameters, a forward function and 0 <= head_first <= count");
+  ml_model *m = calloc(1, sizeof *m);
+  if (!m) return ml_error(ML_ERR_NOMEM, "custom model: out of memory");
+  m->kind = ML_MODEL_CUSTOM, m->params = params, m->head_first = head_first;
+  m->forward_fn = forward_fn, m->user = user;
+  *out = m;
+  return ML_OK;
+}
+
 void ml_model_free(ml_model *m) {
   if (!m) return;
   ml_params_free(m->params);
@@ -167,6 +181,7 @@ static ml_node *activate(ml_graph *g, ml_node *x, ml_activation a) {
 
 ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *x) {
   if (!x) return NULL;
+  if (m->kind == ML_MODEL_CUSTOM) return x;
   if (m->kind == ML_MODEL_MLP) {
     ml_node *h = x;
     if (h->value.ndim != 2) h = ml_reshape(g, h, 2, (int64_t[]){h->value.shape[0], h->value.numel / h->value.shape[0]});
@@ -195,6 +210,7 @@ ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml
 }
 
 ml_node *ml_model_head(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *features) {
+  if (m->kind == ML_MODEL_CUSTOM) return features ? m->forward_fn(m, g, w, features) : NULL;
   if (m->head_first >= m->params->count) return features;
   return ml_linear(g, features, w[m->head_first], w[m->head_first + 1]);
 }
