@@ -54,6 +54,8 @@ typedef struct {
   uint8_t *train_mask;  /* per rating: training may see it */
   int64_t *test, *val, *train; /* user lists */
   int64_t n_test, n_val, n_train;
+  uint8_t *meta_query;  /* per rating: a training user's fixed query (n_query seeded usable ratings), kept out
+                         * of the item tables metarec starts from, so meta-training queries are unseen */
   int64_t *train_tasks; /* training users with >= min_ratings usable ratings (meta-training tasks) */
   int64_t n_train_tasks;
   double mu;            /* mean training rating */
@@ -85,6 +87,7 @@ typedef struct {
   int64_t k_choices[8];
   int64_t n_k;
   uint64_t seed;
+  bool fixed_query;     /* query = the user's meta_query ratings, support drawn from the others */
 } ml_rec_task_source;
 ML_API ml_status ml_rec_task(void *ctx, int64_t iteration, int64_t index, ml_arena *arena, ml_episode *out);
 
@@ -95,7 +98,8 @@ typedef struct {
   int64_t emb_dim;    /* 32: one embedding per feature field */
   int64_t hidden;     /* 64: MLP 64-64-1 */
   /* metarec pieces (ablations) */
-  bool item_id;       /* meta-learned item-id embedding, bias and factors */
+  bool item_id;       /* item-identity bias and factors (and the item id as an MLP field) */
+  bool learn_items;   /* meta-learn the item bias / factors too (else they stay at their MF start) */
   bool user_bias;     /* a per-user bias adapted in the inner loop */
   int64_t factors;    /* per-user vector (adapted) against item factors; 0 = none */
   bool trust;         /* learned K-dependent trust sigmoid(a log(1+K) + c) on the user terms */
@@ -110,6 +114,13 @@ ML_API ml_rec_model_config ml_rec_model_defaults(ml_rec_model_kind kind);
 ML_API ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, double mu, const float *item_mean,
                                   uint64_t seed, ml_model **out);
 ML_API void ml_rec_model_free(ml_model *m);
+/* Sets the item bias and factor tables (item i at row i + 1; factors f wide, ignored unless f
+ * matches the model's), e.g. from matrix factorization on the training ratings. */
+ML_API void ml_rec_model_set_items(ml_model *m, const float *bias, const float *factors, int64_t f);
+/* Fits biased MF (the model's factor count, 30 epochs) on the split's training ratings without
+ * the meta-training queries and sets the model's item tables from it: metarec's start, which a
+ * saved run recomputes (the same seed gives the same tables). */
+ML_API ml_status ml_rec_model_fit_items(ml_model *m, const ml_rec_split *s, uint64_t seed);
 
 /* ---- metrics ---- */
 typedef struct {
@@ -131,6 +142,9 @@ typedef struct {
   ml_algo_kind algo;        /* for melu / metarec */
   int64_t iterations, meta_batch, inner_steps, inner_steps_test;
   float inner_lr, outer_lr, clip;
+  float metarec_lr;         /* metarec's initial Meta-SGD rates */
+  int64_t metarec_steps;    /* metarec's inner steps (train and test) */
+  float metarec_outer_lr;   /* metarec's Adam rate (its few meta-parameters move faster than MeLU's) */
   int64_t eval_every;       /* validation check for early stopping */
   int threads;
   bool quiet;

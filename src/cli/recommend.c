@@ -45,7 +45,8 @@ static void rec_usage(FILE *f, const char *cmd) {
           "  --inner_lr X          MeLU's inner rate (0.01)       --outer_lr X (Adam, 1e-3)  --clip X (10)\n"
           "  --eval_every N        validation check for early stopping (50)\n"
           "  --seed N  --threads N  --cache_dir DIR ('none' = no cache)  --quiet\n"
-          "  metarec ablations: --factors N (8)  --no_item_id  --no_user_bias  --no_trust  --no_mlp  --adapt_mlp\n",
+          "  metarec ablations: --factors N (16)  --metarec_lr X (0.1)  --metarec_steps N (5)\n"
+          "                        --metarec_outer_lr X (1e-2)  --mlp (add the MeLU feature MLP)  --no_item_id  --no_user_bias  --no_trust  --learn_items  --adapt_mlp\n",
           cmd);
 }
 
@@ -75,7 +76,7 @@ static int write_config(const ml_rec_experiment *e) {
                    "item_id = %d\nuser_bias = %d\ntrust = %d\nmlp = %d\nadapt_mlp = %d\n",
                    e->data_dir, (unsigned long long)e->protocol.seed, (long long)e->protocol.n_folds,
                    e->protocol.val_frac, (long long)e->protocol.min_ratings, (long long)e->protocol.max_ratings,
-                   (long long)e->protocol.n_query, (long long)e->inner_steps_test, (long long)m->emb_dim,
+                   (long long)e->protocol.n_query, (long long)e->metarec_steps, (long long)m->emb_dim,
                    (long long)m->hidden, (long long)m->factors, m->item_id, m->user_bias, m->trust, m->mlp,
                    m->adapt_mlp);
   snprintf(path, sizeof path, "%s/config.ini", e->run_dir);
@@ -105,6 +106,8 @@ int ml_cli_rec_train(int argc, char **argv, const char *cmd) {
     else if (!strcmp(k, "--no_user_bias")) e.metarec.user_bias = false;
     else if (!strcmp(k, "--no_trust")) e.metarec.trust = false;
     else if (!strcmp(k, "--no_mlp")) e.metarec.mlp = false;
+    else if (!strcmp(k, "--mlp")) e.metarec.mlp = true;
+    else if (!strcmp(k, "--learn_items")) e.metarec.learn_items = true;
     else if (!strcmp(k, "--adapt_mlp")) e.metarec.adapt_mlp = true;
     else flag = false;
     if (flag) continue;
@@ -131,6 +134,9 @@ int ml_cli_rec_train(int argc, char **argv, const char *cmd) {
     else if (!strcmp(k, "--threads")) ok = parse_int(v, 0, 1024, &x) && ((e.threads = (int)x), true);
     else if (!strcmp(k, "--seed")) ok = parse_int(v, 0, INT64_MAX, &x) && ((e.protocol.seed = (uint64_t)x), true);
     else if (!strcmp(k, "--inner_lr")) ok = parse_float(v, &e.inner_lr) && e.inner_lr >= 0;
+    else if (!strcmp(k, "--metarec_lr")) ok = parse_float(v, &e.metarec_lr) && e.metarec_lr >= 0;
+    else if (!strcmp(k, "--metarec_outer_lr")) ok = parse_float(v, &e.metarec_outer_lr) && e.metarec_outer_lr > 0;
+    else if (!strcmp(k, "--metarec_steps")) ok = parse_int(v, 0, 1000, &e.metarec_steps);
     else if (!strcmp(k, "--outer_lr")) ok = parse_float(v, &e.outer_lr) && e.outer_lr > 0;
     else if (!strcmp(k, "--clip")) ok = parse_float(v, &fx) && fx >= 0 && ((e.clip = fx), true);
     else if (!strcmp(k, "--algo")) {
@@ -420,6 +426,7 @@ int ml_cli_recommend(int argc, char **argv) {
     /* the same split as training: its item statistics are the model's */
     st = ml_rec_split_new(&r, &rc.p, &s);
     if (!st) st = ml_rec_model_new(&rc.m, &r, s.mu, s.item_mean, 0, &model);
+    if (!st) st = ml_rec_model_fit_items(model, &s, rc.p.seed);
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", run);
     if (!st) st = ml_checkpoint_load(path, model->params, NULL);

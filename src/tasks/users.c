@@ -22,7 +22,7 @@ int64_t ml_rec_row_width(const ml_ratings *r) { return ML_REC_COLS + r->n_genres
 void ml_rec_split_free(ml_rec_split *s) {
   if (!s) return;
   free(s->role), free(s->item_new), free(s->train_mask), free(s->test), free(s->val), free(s->train);
-  free(s->train_tasks), free(s->item_mean);
+  free(s->train_tasks), free(s->item_mean), free(s->meta_query);
   memset(s, 0, sizeof *s);
 }
 
@@ -45,6 +45,7 @@ ml_status ml_rec_split_new(const ml_ratings *r, const ml_rec_protocol *p, ml_rec
   out->role = calloc((size_t)nu + 1, 1);
   out->item_new = calloc((size_t)ni + 1, 1);
   out->train_mask = calloc((size_t)r->n_ratings + 1, 1);
+  out->meta_query = calloc((size_t)r->n_ratings + 1, 1);
   out->test = malloc(((size_t)nu + 1) * sizeof(int64_t));
   out->val = malloc(((size_t)nu + 1) * sizeof(int64_t));
   out->train = malloc(((size_t)nu + 1) * sizeof(int64_t));
@@ -52,7 +53,7 @@ ml_status ml_rec_split_new(const ml_ratings *r, const ml_rec_protocol *p, ml_rec
   out->item_mean = malloc(((size_t)ni + 1) * sizeof(float));
   int64_t *elig = malloc(((size_t)nu + 1) * sizeof(int64_t)), *items = malloc(((size_t)ni + 1) * sizeof(int64_t));
   if (!out->role || !out->item_new || !out->train_mask || !out->test || !out->val || !out->train || !out->train_tasks ||
-      !out->item_mean || !elig || !items) {
+      !out->item_mean || !out->meta_query || !elig || !items) {
     free(elig), free(items);
     ml_rec_split_free(out);
     return ml_error(ML_ERR_NOMEM, "recommend split: out of memory");
@@ -89,7 +90,15 @@ ml_status ml_rec_split_new(const ml_ratings *r, const ml_rec_protocol *p, ml_rec
   for (int64_t t = 0; t < out->n_train; t++) {
     int64_t u = out->train[t], m = 0;
     for (int64_t k = r->user_offset[u]; k < r->user_offset[u + 1]; k++) m += out->train_mask[k];
-    if (m >= p->min_ratings) out->train_tasks[out->n_train_tasks++] = u;
+    if (m < p->min_ratings) continue;
+    out->train_tasks[out->n_train_tasks++] = u;
+    int64_t *ord = elig; /* scratch: the eligible list is no longer needed */
+    m = 0;
+    for (int64_t k = r->user_offset[u]; k < r->user_offset[u + 1]; k++)
+      if (out->train_mask[k]) ord[m++] = k;
+    ml_rng_init(&rg, p->seed, ml_rng_key((uint64_t)r->user_id[u], 0x6d71, 0));
+    ml_rng_shuffle(&rg, ord, m);
+    for (int64_t k = 0; k < p->n_query; k++) out->meta_query[ord[k]] = 1;
   }
   out->mu = ml_ratings_item_means(r, out->train_mask, 0, out->item_mean);
   free(elig), free(items);
@@ -196,10 +205,21 @@ ml_status ml_rec_task(void *ctx, int64_t iteration, int64_t index, ml_arena *are
   int64_t n = n_ratings_of(r, u), off = r->user_offset[u], m = 0;
   int64_t *ord = ml_arena_alloc(arena, (size_t)n * sizeof(int64_t) + 8);
   if (!ord) return ml_error(ML_ERR_NOMEM, "recommend task: arena exhausted");
-  for (int64_t k = 0; k < n; k++)
-    if (s->train_mask[off + k]) ord[m++] = off + k;
-  ml_rng_shuffle(&rg, ord, m);
-  int64_t nq = s->p.n_query < m - 1 ? s->p.n_query : m - 1, ns = m - nq;
+  int64_t nq;
+  if (src->fixed_query) { /* the fixed query first, then the other usable ratings */
+    for (int64_t k = 0; k < n; k++)
+      if (s->meta_query[off + k]) ord[m++] = off + k;
+    nq = m;
+    for (int64_t k = 0; k < n; k++)
+      if (s->train_mask[off + k] && !s->meta_query[off + k]) ord[m++] = off + k;
+    ml_rng_shuffle(&rg, ord + nq, m - nq);
+  } else {
+    for (int64_t k = 0; k < n; k++)
+      if (s->train_mask[off + k]) ord[m++] = off + k;
+    ml_rng_shuffle(&rg, ord, m);
+    nq = s->p.n_query < m - 1 ? s->p.n_query : m - 1;
+  }
+  int64_t ns = m - nq;
   if (ns > TRAIN_SUPPORT_MAX) ns = TRAIN_SUPPORT_MAX;
   if (src->n_k > 0) {
     int64_t k = src->k_choices[ml_rng_below(&rg, (uint32_t)src->n_k)];

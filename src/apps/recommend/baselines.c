@@ -84,7 +84,7 @@ void ml__mf_free(rec_mf *m) {
 }
 
 /* SGD over the training ratings in a seeded order each epoch (Funk's biased MF). */
-ml_status ml__mf_train(const ml_rec_split *s, int64_t f, int64_t epochs, float lr, float reg, uint64_t seed, rec_mf *m) {
+ml_status ml__mf_train(const ml_rec_split *s, const uint8_t *exclude, int64_t f, int64_t epochs, float lr, float reg, uint64_t seed, rec_mf *m) {
   const ml_ratings *r = s->r;
   int64_t ni = r->n_items, nu = r->n_users, n = 0;
   memset(m, 0, sizeof *m);
@@ -103,7 +103,7 @@ ml_status ml__mf_train(const ml_rec_split *s, int64_t f, int64_t epochs, float l
   for (int64_t k = 0; k < ni * f; k++) m->q[k] = 0.1f * ml_rng_normal(&rg);
   for (int64_t k = 0; k < nu * f; k++) p[k] = 0.1f * ml_rng_normal(&rg);
   for (int64_t k = 0; k < r->n_ratings; k++)
-    if (s->train_mask[k]) idx[n++] = k, cnt[r->item[k]]++;
+    if (s->train_mask[k] && !(exclude && exclude[k])) idx[n++] = k, cnt[r->item[k]]++;
   for (int64_t e = 0; e < epochs; e++) {
     ml_rng_shuffle(&rg, idx, n);
     for (int64_t t = 0; t < n; t++) {

@@ -24,7 +24,8 @@ static const int64_t Ks[NK] = {1, 3, 5, 10, ML_REC_K_FULL};
 ml_rec_experiment ml_rec_experiment_defaults(void) {
   ml_rec_experiment e = {.protocol = ml_rec_protocol_defaults(), .folds_run = 5, .methods = "all",
                          .algo = ML_ALGO_MAML, .iterations = 600, .meta_batch = 32, .inner_steps = 5,
-                         .inner_steps_test = 5, .inner_lr = 0.01f, .outer_lr = 1e-3f, .clip = 10.0f,
+                         .inner_steps_test = 5, .inner_lr = 0.01f, .metarec_lr = 0.1f, .metarec_steps = 5,
+                         .metarec_outer_lr = 1e-2f, .outer_lr = 1e-3f, .clip = 10.0f,
                          .eval_every = 50, .threads = 0, .metarec = ml_rec_model_defaults(ML_REC_METAREC)};
   for (int s = 0; s < ML_REC_SCENARIOS; s++) e.scenarios[s] = true;
   return e;
@@ -159,6 +160,17 @@ static ml_status val_mae(eval_ctx *base, int m, int threads, double *out) {
   ml_status st = run_eval(&c, c.s->val, c.s->n_val, threads, &o);
   if (st) return st;
   *out = mean_mae(&o, m);
+  if (getenv("ML_REC_DEBUG")) {
+    fprintf(stderr, "   val per K:");
+    for (int k = 0; k < NK; k++) {
+      double a = 0, b = 0;
+      int64_t cnt = 0;
+      for (int64_t i = 0; i < o.n; i++)
+        if (o.valid[i * NK + k]) a += o.met[(i * NK + k) * REC_METHODS + m].mae, b += pow(o.met[(i * NK + k) * REC_METHODS + m].rmse, 2), cnt++;
+      fprintf(stderr, " MAE %.4f MSE %.4f |", a / (double)cnt, b / (double)cnt);
+    }
+    fprintf(stderr, "\n");
+  }
   eval_out_free(&o);
   return ML_OK;
 }
@@ -177,10 +189,12 @@ static void net_free(net *n) {
 
 static ml_status train_net(const ml_rec_experiment *e, eval_ctx *ec, int m, const ml_rec_model_config *mc,
                            const ml_algo_config *ac, const ml_rec_task_source *src, int64_t iterations, uint64_t seed,
-                           net *out) {
+                           bool fit_items, net *out) {
   const ml_rec_split *s = ec->s;
   memset(out, 0, sizeof *out);
   ml_status st = ml_rec_model_new(mc, s->r, s->mu, s->item_mean, seed, &out->model);
+  /* item tables start from matrix factorization on the same training ratings */
+  if (!st && fit_items) st = ml_rec_model_fit_items(out->model, s, s->p.seed);
   if (!st) st = ml_algo_new(ac, out->model, &out->algo);
   if (st) {
     net_free(out);
@@ -192,14 +206,18 @@ static ml_status train_net(const ml_rec_experiment *e, eval_ctx *ec, int m, cons
     net_free(out);
     return ml_error(ML_ERR_NOMEM, "training: out of memory");
   }
-  double best_mae = INFINITY;
+  double best_mae = INFINITY, sum_s = 0, sum_q = 0;
+  int64_t n_sum = 0;
   ec->algo[m] = out->algo;
   for (int64_t it = 0; it <= iterations && !st; it++) {
     if (e->eval_every > 0 && s->n_val > 0 && (it % e->eval_every == 0 || it == iterations)) {
       double v;
       st = val_mae(ec, m, e->threads, &v);
       if (st) break;
-      if (!e->quiet) fprintf(stderr, "  %s iteration %lld: validation MAE %.4f\n", method_names[m], (long long)it, v);
+      if (!e->quiet)
+        fprintf(stderr, "  %s iteration %lld: training MSE support %.4f query %.4f, validation MAE %.4f\n",
+                method_names[m], (long long)it, n_sum ? sum_s / (double)n_sum : NAN, n_sum ? sum_q / (double)n_sum : NAN, v);
+      sum_s = sum_q = 0, n_sum = 0;
       if (v < best_mae) {
         best_mae = v;
         memcpy(best, p->data, (size_t)p->numel * sizeof(float));
@@ -209,6 +227,7 @@ static ml_status train_net(const ml_rec_experiment *e, eval_ctx *ec, int m, cons
     if (it == iterations) break;
     ml_step_stats stats;
     st = ml_algo_train_step(out->algo, ml_rec_task, (void *)src, it, &stats);
+    sum_s += stats.loss_support, sum_q += stats.loss_query, n_sum++;
   }
   if (!st && isfinite(best_mae)) {
     memcpy(p->data, best, (size_t)p->numel * sizeof(float));
@@ -272,7 +291,7 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
   }
   if (!st && on[REC_MF]) {
     t0 = ml_now();
-    st = ml__mf_train(&s, 16, 30, 0.01f, 0.05f, p.seed, &mf);
+    st = ml__mf_train(&s, NULL, e->metarec.factors > 0 ? e->metarec.factors : 16, 30, 0.01f, 0.05f, p.seed, &mf);
     res->train_s[REC_MF] += ml_now() - t0;
     ec.mf = &mf;
     double best = INFINITY, v;
@@ -284,20 +303,25 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
   }
   uint64_t seed = ml_rng_key(p.seed, (uint64_t)fold, new_items);
   ml_rec_task_source full = {.split = &s, .n_k = 0, .seed = seed};
-  ml_rec_task_source kmix = {.split = &s, .k_choices = {1, 3, 5, 10, ML_REC_K_FULL}, .n_k = 5, .seed = seed};
+  ml_rec_task_source kmix = {.split = &s, .k_choices = {1, 3, 5, 10, ML_REC_K_FULL}, .n_k = 5, .seed = seed,
+                             .fixed_query = true};
   if (!st && on[REC_MELU]) {
     if (!e->quiet) fprintf(stderr, "fold %lld%s: MeLU (%s)\n", (long long)fold, new_items ? " new items" : "", ml_algo_name(e->algo));
     ml_rec_model_config mc = ml_rec_model_defaults(ML_REC_MELU);
     ml_algo_config ac = algo_cfg(e, e->algo, e->inner_lr);
     t0 = ml_now();
-    st = train_net(e, &ec, REC_MELU, &mc, &ac, &full, e->iterations, seed, &nets[REC_MELU]);
+    st = train_net(e, &ec, REC_MELU, &mc, &ac, &full, e->iterations, seed, false, &nets[REC_MELU]);
     res->train_s[REC_MELU] += ml_now() - t0;
   }
   if (!st && on[REC_METAREC]) {
     if (!e->quiet) fprintf(stderr, "fold %lld%s: metarec (metasgd)\n", (long long)fold, new_items ? " new items" : "");
-    ml_algo_config ac = algo_cfg(e, ML_ALGO_METASGD, 0.1f);
+    ml_algo_config ac = algo_cfg(e, ML_ALGO_METASGD, e->metarec_lr);
+    ac.inner_steps = ac.inner_steps_test = e->metarec_steps;
+    ac.outer.lr = e->metarec_outer_lr;
     t0 = ml_now();
-    st = train_net(e, &ec, REC_METAREC, &e->metarec, &ac, &kmix, e->iterations, seed, &nets[REC_METAREC]);
+    /* its item tables start from MF fitted without the training users' meta-training queries */
+    if (!st) st = train_net(e, &ec, REC_METAREC, &e->metarec, &ac, &kmix, e->iterations, seed,
+                   true, &nets[REC_METAREC]);
     res->train_s[REC_METAREC] += ml_now() - t0;
   }
   if (!st && on[REC_FINETUNE]) {
@@ -308,7 +332,7 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     ml_algo_config ac = algo_cfg(e, ML_ALGO_FOMAML, 0.01f);
     ac.inner_steps = 0, ac.inner_steps_test = 0;
     t0 = ml_now();
-    st = train_net(e, &ec, REC_FINETUNE, &mc, &ac, &full, e->iterations, seed, &nets[REC_FINETUNE]);
+    st = train_net(e, &ec, REC_FINETUNE, &mc, &ac, &full, e->iterations, seed, false, &nets[REC_FINETUNE]);
     static const float lrs[] = {0.001f, 0.003f, 0.01f, 0.03f, 0.1f};
     double best = INFINITY, v;
     ml_algo *chosen = NULL;

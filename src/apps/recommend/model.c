@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metalearn/recommend.h"
+#include "apps/recommend/internal.h"
 
 enum { F_ITEM, F_GENDER, F_AGE, F_OCC, F_ZIP, F_YEAR, N_FIELDS };
 
@@ -30,18 +30,22 @@ typedef struct {
   int64_t n_fields, field_col[N_FIELDS], field_off[N_FIELDS];
   /* parameter indices, -1 when absent */
   int64_t table, genre, ibias, ifac, ta, tc, fc1c, fc1g, fc1b, fc2w, fc2b, outw, outb, ub, up;
+  /* item tables held as constants when they are not meta-learned */
+  ml_tensor cbias, cfac;
 } recm;
 
 ml_rec_model_config ml_rec_model_defaults(ml_rec_model_kind kind) {
   ml_rec_model_config c = {.kind = kind, .emb_dim = 32, .hidden = 64, .mlp = true, .adapt_mlp = true};
   if (kind == ML_REC_METAREC) {
-    c.item_id = true, c.user_bias = true, c.factors = 8, c.trust = true, c.mlp = true, c.adapt_mlp = false;
+    c.item_id = true, c.user_bias = true, c.factors = 16, c.trust = true, c.mlp = false, c.adapt_mlp = false;
   }
   return c;
 }
 
 void ml_rec_model_free(ml_model *m) {
   if (!m) return;
+  recm *R = m->user;
+  if (R) free(R->cbias.data), free(R->cfac.data);
   free(m->user);
   ml_model_free(m);
 }
@@ -90,13 +94,15 @@ static ml_node *forward(const ml_model *m, ml_graph *g, ml_node *const *w, ml_no
     h = ml_relu(g, ml_linear(g, h, w[R->fc2w], w[R->fc2b]));
     pred = ml_linear(g, h, w[R->outw], w[R->outb]);
   }
+  ml_node *tb = R->ibias >= 0 ? w[R->ibias] : R->cbias.data ? ml_leaf(g, R->cbias, false) : NULL;
+  ml_node *tq = R->ifac >= 0 ? w[R->ifac] : R->cfac.data ? ml_leaf(g, R->cfac, false) : NULL;
   if (c->item_id) {
-    ml_node *bi = ml_embedding(g, w[R->ibias], item, n);
+    ml_node *bi = ml_embedding(g, tb, item, n);
     pred = pred ? ml_add(g, pred, bi) : bi;
   }
   ml_node *ut = NULL;
   if (c->factors > 0) {
-    ml_node *q = ml_embedding(g, w[R->ifac], item, n);
+    ml_node *q = ml_embedding(g, tq, item, n);
     ut = ml_matmul(g, q, ml_reshape(g, w[R->up], 2, (int64_t[]){c->factors, 1}), false, false);
   }
   if (c->user_bias) {
@@ -117,6 +123,26 @@ static ml_node *forward(const ml_model *m, ml_graph *g, ml_node *const *w, ml_no
   return ml_affine(g, pred, 1.0f, R->mu);
 }
 
+void ml_rec_model_set_items(ml_model *m, const float *bias, const float *factors, int64_t f) {
+  recm *R = m->user;
+  ml_tensor *tb = R->ibias >= 0 ? val(m, R->ibias) : R->cbias.data ? &R->cbias : NULL;
+  ml_tensor *tq = R->ifac >= 0 ? val(m, R->ifac) : R->cfac.data ? &R->cfac : NULL;
+  /* each factor column scaled to unit RMS over the items: predictions after adaptation are the
+   * same up to the user vector's scale, but the inner loop's curvature is ~1 in every direction,
+   * so one step size fits all (the user vector starts at zero, so the start is unchanged) */
+  double scale[256];
+  for (int64_t j = 0; j < f && j < 256; j++) {
+    double ss = 0;
+    for (int64_t i = 0; factors && i < R->n_items; i++) ss += (double)factors[i * f + j] * factors[i * f + j];
+    scale[j] = ss > 0 ? 1.0 / sqrt(ss / (double)R->n_items) : 1.0;
+  }
+  for (int64_t i = 0; i < R->n_items; i++) {
+    if (tb && bias) tb->data[i + 1] = bias[i];
+    if (tq && factors && f == R->cfg.factors)
+      for (int64_t j = 0; j < f; j++) tq->data[(i + 1) * f + j] = (float)(factors[i * f + j] * scale[j]);
+  }
+}
+
 ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, double mu, const float *item_mean,
                            uint64_t seed, ml_model **out) {
   *out = NULL;
@@ -135,7 +161,9 @@ ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, 
   const int64_t sizes[N_FIELDS] = {r->n_items + 1, ML_RATINGS_N_GENDER, ML_RATINGS_N_AGE, ML_RATINGS_N_OCC,
                                    ML_RATINGS_N_ZIP, ML_RATINGS_N_YEAR};
   int64_t rows = 0;
-  for (int f = cfg->item_id ? 0 : 1; f < N_FIELDS; f++) {
+  /* the item id joins the MLP's fields only when item tables are meta-learned: a fixed per-item
+   * embedding there memorizes the meta-training queries */
+  for (int f = cfg->item_id && cfg->learn_items ? 0 : 1; f < N_FIELDS; f++) {
     R->field_col[R->n_fields] = cols[f], R->field_off[R->n_fields] = rows;
     rows += sizes[f];
     R->n_fields++;
@@ -149,8 +177,16 @@ ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, 
     R->table = add(p, &st, "emb.fields", 2, rows, d);
     if (G > 0) R->genre = add(p, &st, "emb.genre", 2, G, d);
   }
-  if (cfg->item_id) R->ibias = add(p, &st, "item.bias", 2, r->n_items + 1, 1);
-  if (cfg->factors > 0) R->ifac = add(p, &st, "item.factors", 2, r->n_items + 1, cfg->factors);
+  if (cfg->item_id && cfg->learn_items) R->ibias = add(p, &st, "item.bias", 2, r->n_items + 1, 1);
+  if (cfg->factors > 0 && cfg->learn_items) R->ifac = add(p, &st, "item.factors", 2, r->n_items + 1, cfg->factors);
+  if (cfg->item_id && !cfg->learn_items) {
+    R->cbias = ml_shape2(r->n_items + 1, 1);
+    if (!(R->cbias.data = calloc((size_t)R->cbias.numel, sizeof(float)))) st = ml_error(ML_ERR_NOMEM, "out of memory");
+  }
+  if (cfg->factors > 0 && !cfg->learn_items) {
+    R->cfac = ml_shape2(r->n_items + 1, cfg->factors);
+    if (!(R->cfac.data = calloc((size_t)R->cfac.numel, sizeof(float)))) st = ml_error(ML_ERR_NOMEM, "out of memory");
+  }
   if (cfg->trust && (cfg->user_bias || cfg->factors > 0)) {
     R->ta = add(p, &st, "trust.a", 1, 1, 1);
     R->tc = add(p, &st, "trust.c", 1, 1, 1);
@@ -178,6 +214,7 @@ ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, 
   ml_model *m = NULL;
   if (!st) st = ml_custom_model_new(p, head_first, forward, R, &m);
   if (st) {
+    free(R->cbias.data), free(R->cfac.data);
     free(R), ml_params_free(p);
     return st;
   }
@@ -194,11 +231,27 @@ ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, 
     ml_init_fan_in_uniform(val(m, R->fc2w), h, &rg), ml_init_fan_in_uniform(val(m, R->fc2b), h, &rg);
     ml_init_fan_in_uniform(val(m, R->outw), h, &rg), ml_init_fan_in_uniform(val(m, R->outb), h, &rg);
   }
-  if (R->ibias >= 0 && item_mean) /* start from the training items' mean deviations */
-    for (int64_t i = 0; i < r->n_items; i++) val(m, R->ibias)->data[i + 1] = item_mean[i] - (float)mu;
-  if (R->ifac >= 0) ml_tensor_randn(val(m, R->ifac), &rg, 0.1f);
+  ml_tensor *tb = R->ibias >= 0 ? val(m, R->ibias) : R->cbias.data ? &R->cbias : NULL;
+  ml_tensor *tq = R->ifac >= 0 ? val(m, R->ifac) : R->cfac.data ? &R->cfac : NULL;
+  if (tb && item_mean) /* start from the training items' mean deviations */
+    for (int64_t i = 0; i < r->n_items; i++) tb->data[i + 1] = item_mean[i] - (float)mu;
+  if (tq) ml_tensor_randn(tq, &rg, 0.1f);
+  /* trust starts low for one rating and grows with K (0.42 at K = 1, 1.2 at 10, 1.85 at 90):
+   * the damped-baseline shape, which meta-training then bends */
+  if (R->ta >= 0) val(m, R->ta)->data[0] = 1.0f, val(m, R->tc)->data[0] = -2.0f;
   if (cfg->kind == ML_REC_METAREC && R->outw >= 0) /* the MLP starts as a small correction */
     ml_tensor_fill(val(m, R->outw), 0.0f), ml_tensor_fill(val(m, R->outb), 0.0f);
   *out = m;
+  return ML_OK;
+}
+
+ml_status ml_rec_model_fit_items(ml_model *m, const ml_rec_split *s, uint64_t seed) {
+  recm *R = m->user;
+  if (!R->cfg.item_id && R->cfg.factors == 0) return ML_OK;
+  rec_mf mf;
+  ml_status st = ml__mf_train(s, s->meta_query, R->cfg.factors > 0 ? R->cfg.factors : 16, 30, 0.01f, 0.05f, seed, &mf);
+  if (st) return st;
+  ml_rec_model_set_items(m, mf.bi, mf.q, mf.f);
+  ml__mf_free(&mf);
   return ML_OK;
 }
