@@ -14,6 +14,8 @@
 #include "metalearn/nn.h"
 #include "metalearn/optim.h"
 #include "metalearn/params.h"
+#include "metalearn/ratings.h"
+#include "metalearn/recommend.h"
 #include "metalearn/report.h"
 #include "metalearn/tasks.h"
 #include "metalearn/tensor.h"

@@ -236,7 +236,7 @@ ML_TEST(meta_learning_recovers_taste_clusters) {
   mc.factors = 4;
   ml_model *m;
   CHECK_OK(ml_rec_model_new(&mc, &r, s.mu, s.item_mean, 1, &m));
-  CHECK_OK(ml_rec_model_fit_items(m, &s, 1));
+  CHECK_OK(ml_rec_model_fit_items(m, &s, false, 1));
   ml_algo_config ac = reg_cfg(ML_ALGO_METASGD, 0.1f);
   ml_algo *a;
   CHECK_OK(ml_algo_new(&ac, m, &a));
@@ -339,7 +339,7 @@ ML_TEST(no_test_rating_reaches_training) {
     mc.factors = 4, mc.mlp = true;
     ml_model *m;
     CHECK_OK(ml_rec_model_new(&mc, &r, s.mu, s.item_mean, 1, &m));
-    CHECK_OK(ml_rec_model_fit_items(m, &s, 1));
+    CHECK_OK(ml_rec_model_fit_items(m, &s, false, 1));
     ml_algo_config ac = reg_cfg(ML_ALGO_METASGD, 0.1f);
     ml_algo *a;
     CHECK_OK(ml_algo_new(&ac, m, &a));

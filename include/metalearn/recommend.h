@@ -117,10 +117,12 @@ ML_API void ml_rec_model_free(ml_model *m);
 /* Sets the item bias and factor tables (item i at row i + 1; factors f wide, ignored unless f
  * matches the model's), e.g. from matrix factorization on the training ratings. */
 ML_API void ml_rec_model_set_items(ml_model *m, const float *bias, const float *factors, int64_t f);
-/* Fits biased MF (the model's factor count, 30 epochs) on the split's training ratings without
- * the meta-training queries and sets the model's item tables from it: metarec's start, which a
- * saved run recomputes (the same seed gives the same tables). */
-ML_API ml_status ml_rec_model_fit_items(ml_model *m, const ml_rec_split *s, uint64_t seed);
+/* Fits biased MF (the model's factor count, 30 epochs) on the split's training ratings and sets
+ * the model's item tables from it. Meta-training starts from tables fitted without the training
+ * users' meta-training queries (all_ratings false), so its queries are unseen as at test time;
+ * for testing the tables are refitted on all training ratings (all_ratings true). A saved run
+ * recomputes them (the same seed gives the same tables). */
+ML_API ml_status ml_rec_model_fit_items(ml_model *m, const ml_rec_split *s, bool all_ratings, uint64_t seed);
 
 /* ---- metrics ---- */
 typedef struct {
@@ -150,6 +152,8 @@ typedef struct {
   bool quiet;
   ml_rec_model_config metarec;
   const char *run_dir;      /* NULL = no files */
+  const char *export_dir;   /* NULL, or write each fold's users and test sets there (fold<f>.txt) for
+                             * the PyTorch reference in bench/ to run the same folds */
 } ml_rec_experiment;
 ML_API ml_rec_experiment ml_rec_experiment_defaults(void);
 /* Runs it and prints the table to out. */

@@ -44,8 +44,9 @@ static void rec_usage(FILE *f, const char *cmd) {
           "  --meta_batch N        users per meta-batch (32)      --inner_steps N (5)  --inner_steps_test N (5)\n"
           "  --inner_lr X          MeLU's inner rate (0.01)       --outer_lr X (Adam, 1e-3)  --clip X (10)\n"
           "  --eval_every N        validation check for early stopping (50)\n"
+          "  --export DIR          write each fold's users and test sets for bench/melu_torch.py\n"
           "  --seed N  --threads N  --cache_dir DIR ('none' = no cache)  --quiet\n"
-          "  metarec ablations: --factors N (16)  --metarec_lr X (0.1)  --metarec_steps N (5)\n"
+          "  metarec ablations: --factors N (16)  --metarec_lr X (0.3)  --metarec_steps N (10)\n"
           "                        --metarec_outer_lr X (1e-2)  --mlp (add the MeLU feature MLP)  --no_item_id  --no_user_bias  --no_trust  --learn_items  --adapt_mlp\n",
           cmd);
 }
@@ -122,6 +123,7 @@ int ml_cli_rec_train(int argc, char **argv, const char *cmd) {
     if (!strcmp(k, "--dataset")) ok = !strcmp(v, "movielens");
     else if (!strcmp(k, "--data")) e.data_dir = v;
     else if (!strcmp(k, "--run")) e.run_dir = v;
+    else if (!strcmp(k, "--export")) e.export_dir = v;
     else if (!strcmp(k, "--cache_dir")) e.cache_dir = strcmp(v, "none") ? v : "";
     else if (!strcmp(k, "--methods")) e.methods = v;
     else if (!strcmp(k, "--folds")) ok = parse_int(v, 1, 5, &e.folds_run);
@@ -426,7 +428,7 @@ int ml_cli_recommend(int argc, char **argv) {
     /* the same split as training: its item statistics are the model's */
     st = ml_rec_split_new(&r, &rc.p, &s);
     if (!st) st = ml_rec_model_new(&rc.m, &r, s.mu, s.item_mean, 0, &model);
-    if (!st) st = ml_rec_model_fit_items(model, &s, rc.p.seed);
+    if (!st) st = ml_rec_model_fit_items(model, &s, true, rc.p.seed);
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", run);
     if (!st) st = ml_checkpoint_load(path, model->params, NULL);

@@ -24,7 +24,7 @@ static const int64_t Ks[NK] = {1, 3, 5, 10, ML_REC_K_FULL};
 ml_rec_experiment ml_rec_experiment_defaults(void) {
   ml_rec_experiment e = {.protocol = ml_rec_protocol_defaults(), .folds_run = 5, .methods = "all",
                          .algo = ML_ALGO_MAML, .iterations = 600, .meta_batch = 32, .inner_steps = 5,
-                         .inner_steps_test = 5, .inner_lr = 0.01f, .metarec_lr = 0.1f, .metarec_steps = 5,
+                         .inner_steps_test = 5, .inner_lr = 0.01f, .metarec_lr = 0.3f, .metarec_steps = 10,
                          .metarec_outer_lr = 1e-2f, .outer_lr = 1e-3f, .clip = 10.0f,
                          .eval_every = 50, .threads = 0, .metarec = ml_rec_model_defaults(ML_REC_METAREC)};
   for (int s = 0; s < ML_REC_SCENARIOS; s++) e.scenarios[s] = true;
@@ -55,6 +55,7 @@ static bool acc_push(acc_t *a, ml_rec_metrics m, double rnd) {
 typedef struct {
   acc_t acc[REC_METHODS][ML_REC_SCENARIOS][NK];
   double train_s[REC_METHODS]; /* summed over folds */
+  int64_t iters[REC_METHODS], epoch_users; /* meta-iterations run; training tasks of the last split */
   double eval_s;
   int64_t users[ML_REC_SCENARIOS];
 } results;
@@ -194,7 +195,7 @@ static ml_status train_net(const ml_rec_experiment *e, eval_ctx *ec, int m, cons
   memset(out, 0, sizeof *out);
   ml_status st = ml_rec_model_new(mc, s->r, s->mu, s->item_mean, seed, &out->model);
   /* item tables start from matrix factorization on the same training ratings */
-  if (!st && fit_items) st = ml_rec_model_fit_items(out->model, s, s->p.seed);
+  if (!st && fit_items) st = ml_rec_model_fit_items(out->model, s, false, s->p.seed);
   if (!st) st = ml_algo_new(ac, out->model, &out->algo);
   if (st) {
     net_free(out);
@@ -233,6 +234,9 @@ static ml_status train_net(const ml_rec_experiment *e, eval_ctx *ec, int m, cons
     memcpy(p->data, best, (size_t)p->numel * sizeof(float));
     if (lr) memcpy(lr->data, best + p->numel, (size_t)lr->numel * sizeof(float));
   }
+  /* the tables for testing: refitted on all training ratings (the meta-learned trust, rates and
+   * user start carry over, since factor columns are normalized the same way) */
+  if (!st && fit_items) st = ml_rec_model_fit_items(out->model, s, true, s->p.seed);
   free(best);
   if (st) net_free(out);
   return st;
@@ -259,6 +263,8 @@ static ml_algo_config algo_cfg(const ml_rec_experiment *e, ml_algo_kind kind, fl
   c.reptile_inner_batch = 1 << 20; /* the whole support per step */
   return c;
 }
+
+static ml_status export_fold(const ml_rec_experiment *e, const ml_rec_split *s, int64_t fold);
 
 /* One fold of one split: train, tune, score, accumulate. */
 static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int64_t fold, bool new_items, results *res,
@@ -302,6 +308,8 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     }
   }
   uint64_t seed = ml_rng_key(p.seed, (uint64_t)fold, new_items);
+  if (!st && e->export_dir && !new_items) st = export_fold(e, &s, fold);
+  res->epoch_users = s.n_train_tasks;
   ml_rec_task_source full = {.split = &s, .n_k = 0, .seed = seed};
   ml_rec_task_source kmix = {.split = &s, .k_choices = {1, 3, 5, 10, ML_REC_K_FULL}, .n_k = 5, .seed = seed,
                              .fixed_query = true};
@@ -312,6 +320,7 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     t0 = ml_now();
     st = train_net(e, &ec, REC_MELU, &mc, &ac, &full, e->iterations, seed, false, &nets[REC_MELU]);
     res->train_s[REC_MELU] += ml_now() - t0;
+    res->iters[REC_MELU] += e->iterations;
   }
   if (!st && on[REC_METAREC]) {
     if (!e->quiet) fprintf(stderr, "fold %lld%s: metarec (metasgd)\n", (long long)fold, new_items ? " new items" : "");
@@ -420,6 +429,37 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
   return st;
 }
 
+/* The fold for the PyTorch reference: "role <user id> <train|val|test>" per user, then per test
+ * user "test <user id> <query: item:rating,...> <support in order: item:rating,...>". */
+static ml_status export_fold(const ml_rec_experiment *e, const ml_rec_split *s, int64_t fold) {
+  const ml_ratings *r = s->r;
+  char *buf = NULL, path[4096];
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  if (!f) return ml_error(ML_ERR_NOMEM, "export: out of memory");
+  static const char *roles[3] = {"train", "val", "test"};
+  for (int64_t u = 0; u < r->n_users; u++)
+    fprintf(f, "role %lld %s %d\n", (long long)r->user_id[u], roles[s->role[u]], s->p.min_ratings <= r->user_offset[u + 1] - r->user_offset[u]);
+  int64_t *sup = malloc((size_t)r->n_ratings * sizeof(int64_t)), *qry = malloc((size_t)r->n_ratings * sizeof(int64_t));
+  for (int64_t t = 0; t < s->n_test && sup && qry; t++) {
+    int64_t u = s->test[t], ns, nq;
+    if (!ml_rec_user_sets(s, u, ML_REC_NEW_USERS, ML_REC_K_FULL, sup, &ns, qry, &nq)) continue;
+    fprintf(f, "test %lld ", (long long)r->user_id[u]);
+    for (int64_t j = 0; j < nq; j++) fprintf(f, "%s%lld:%g", j ? "," : "", (long long)r->item_id[r->item[qry[j]]], r->rating[qry[j]]);
+    fprintf(f, " ");
+    for (int64_t j = 0; j < ns; j++) fprintf(f, "%s%lld:%g", j ? "," : "", (long long)r->item_id[r->item[sup[j]]], r->rating[sup[j]]);
+    fprintf(f, "\n");
+  }
+  fclose(f);
+  ml_status st = sup && qry ? ML_OK : ml_error(ML_ERR_NOMEM, "export: out of memory");
+  free(sup), free(qry);
+  mkdir(e->export_dir, 0755);
+  snprintf(path, sizeof path, "%s/fold%lld.txt", e->export_dir, (long long)fold);
+  if (!st) st = ml_write_file_atomic(path, buf, len);
+  free(buf);
+  return st;
+}
+
 /* ---- the table ---- */
 static void print_table(const ml_rec_experiment *e, const results *res, FILE *f) {
   static const char *metric[3] = {"MAE", "RMSE", "nDCG@3"};
@@ -464,6 +504,13 @@ static void print_table(const ml_rec_experiment *e, const results *res, FILE *f)
   for (int m = 0; m < REC_METHODS; m++)
     if (res->train_s[m] > 0) fprintf(f, " %s %.1fs", method_names[m], res->train_s[m]);
   fprintf(f, "; evaluation %.1fs\n", res->eval_s);
+  if (res->iters[REC_MELU] > 0) {
+    double it_s = res->train_s[REC_MELU] / (double)res->iters[REC_MELU];
+    fprintf(f, "MeLU (%s): %.2f ms per meta-iteration of %lld users, %.2f s per epoch of %lld training users%s\n",
+            ml_algo_name(e->algo), 1e3 * it_s, (long long)e->meta_batch,
+            it_s * (double)res->epoch_users / (double)e->meta_batch, (long long)res->epoch_users,
+            e->eval_every > 0 ? " (incl. validation checks)" : "");
+  }
 }
 
 ml_status ml_rec_run(const ml_rec_experiment *e, FILE *out) {
