@@ -6,7 +6,7 @@ normalized multi-hot, i.e. the mean of their embeddings), concatenated, MLP 64-6
 a linear output offset by the training mean; the inner loop adapts only the MLP. Meta-training is
 functional second-order MAML (torch.autograd.grad with create_graph=True), inner lr 0.01, 5 steps,
 Adam 1e-3, gradient clip 10, 32 users per meta-batch; tasks = a random training user, query = 10
-random ratings, support = the rest (at most 90). Test users and their query / nested supports are
+random ratings, support = the rest; tasks come from the training users with 13-100 ratings. Test users and their query / nested supports are
 read from the fold file `metalearn train --dataset movielens --export DIR` writes, so both sides
 score the same users on the same ratings.
 
@@ -140,8 +140,9 @@ def main():
     rng = random.Random(a.seed)
     users, items, ratings = load(a.data)
     roles, tests = parse_fold(a.fold)
-    train = [u for u in ratings if roles.get(u) == "train" and len(ratings[u]) >= 13]
-    mu = float(np.mean([r for u in train for _, _, r in ratings[u]]))
+    # the training mean over every training user; tasks from those with 13-100 ratings, as metalearn
+    mu = float(np.mean([r for u in ratings if roles.get(u) == "train" for _, _, r in ratings[u]]))
+    train = [u for u in ratings if roles.get(u) == "train" and 13 <= len(ratings[u]) <= 100]
     model = MeLU(mu)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch, steps, lr = 32, 5, 0.01

@@ -40,6 +40,9 @@ typedef struct {
   int64_t n_query;                  /* 10 */
   double new_item_frac;             /* 0.2 */
   bool new_items;                   /* hold the new items out of training (the NEW_ITEMS* split) */
+  bool train_in_range;              /* meta-training tasks only from training users with min..max
+                                     * usable ratings, like the test users (item statistics, MF and
+                                     * baselines still use every training user) */
 } ml_rec_protocol;
 ML_API ml_rec_protocol ml_rec_protocol_defaults(void);
 
@@ -56,7 +59,7 @@ typedef struct {
   int64_t n_test, n_val, n_train;
   uint8_t *meta_query;  /* per rating: a training user's fixed query (n_query seeded usable ratings), kept out
                          * of the item tables metarec starts from, so meta-training queries are unseen */
-  int64_t *train_tasks; /* training users with >= min_ratings usable ratings (meta-training tasks) */
+  int64_t *train_tasks; /* training users with min..max usable ratings (meta-training tasks) */
   int64_t n_train_tasks;
   double mu;            /* mean training rating */
   float *item_mean;     /* per item, from training ratings (global mean where none) */
@@ -103,6 +106,8 @@ typedef struct {
   bool user_bias;     /* a per-user bias adapted in the inner loop */
   int64_t factors;    /* per-user vector (adapted) against item factors; 0 = none */
   bool trust;         /* learned K-dependent trust sigmoid(a log(1+K) + c) on the user terms */
+  bool demographics;  /* the user terms start from a linear map of the user's demographic
+                       * embeddings (gender, age, occupation, zip) instead of one shared start */
   bool mlp;           /* the MeLU feature MLP */
   bool adapt_mlp;     /* the MLP adapts in the inner loop (MeLU: yes) */
 } ml_rec_model_config;
@@ -146,6 +151,7 @@ typedef struct {
   float inner_lr, outer_lr, clip;
   float metarec_lr;         /* metarec's initial Meta-SGD rates */
   int64_t metarec_steps;    /* metarec's inner steps (train and test) */
+  bool metarec_full_support; /* ablation: meta-train metarec on full supports, not K drawn like the test */
   float metarec_outer_lr;   /* metarec's Adam rate (its few meta-parameters move faster than MeLU's) */
   int64_t eval_every;       /* validation check for early stopping */
   int threads;

@@ -44,10 +44,11 @@ static void rec_usage(FILE *f, const char *cmd) {
           "  --meta_batch N        users per meta-batch (32)      --inner_steps N (5)  --inner_steps_test N (5)\n"
           "  --inner_lr X          MeLU's inner rate (0.01)       --outer_lr X (Adam, 1e-3)  --clip X (10)\n"
           "  --eval_every N        validation check for early stopping (50)\n"
+          "  --train_all_users     meta-train on every training user, not only those with 13-100 ratings\n"
           "  --export DIR          write each fold's users and test sets for bench/melu_torch.py\n"
           "  --seed N  --threads N  --cache_dir DIR ('none' = no cache)  --quiet\n"
           "  metarec ablations: --factors N (16)  --metarec_lr X (0.3)  --metarec_steps N (10)\n"
-          "                        --metarec_outer_lr X (1e-2)  --mlp (add the MeLU feature MLP)  --no_item_id  --no_user_bias  --no_trust  --learn_items  --adapt_mlp\n",
+          "                        --metarec_outer_lr X (1e-2)  --mlp (add the MeLU feature MLP)  --no_item_id  --no_user_bias  --no_trust  --learn_items  --adapt_mlp  --full_support  --demographics\n",
           cmd);
 }
 
@@ -74,12 +75,12 @@ static int write_config(const ml_rec_experiment *e) {
                    "# metalearn recommend run: fold 0's metarec model (model.safetensors, rates.safetensors)\n"
                    "data = %s\nseed = %llu\nn_folds = %lld\nval_frac = %g\nmin_ratings = %lld\nmax_ratings = %lld\n"
                    "n_query = %lld\ninner_steps_test = %lld\nemb_dim = %lld\nhidden = %lld\nfactors = %lld\n"
-                   "item_id = %d\nuser_bias = %d\ntrust = %d\nmlp = %d\nadapt_mlp = %d\n",
+                   "item_id = %d\nuser_bias = %d\ntrust = %d\nmlp = %d\nadapt_mlp = %d\ndemographics = %d\n",
                    e->data_dir, (unsigned long long)e->protocol.seed, (long long)e->protocol.n_folds,
                    e->protocol.val_frac, (long long)e->protocol.min_ratings, (long long)e->protocol.max_ratings,
                    (long long)e->protocol.n_query, (long long)e->metarec_steps, (long long)m->emb_dim,
                    (long long)m->hidden, (long long)m->factors, m->item_id, m->user_bias, m->trust, m->mlp,
-                   m->adapt_mlp);
+                   m->adapt_mlp, m->demographics);
   snprintf(path, sizeof path, "%s/config.ini", e->run_dir);
   if (n < 0 || (size_t)n >= sizeof buf || ml_write_file_atomic(path, buf, (size_t)n)) {
     fprintf(stderr, "metalearn: %s\n", ml_last_error());
@@ -109,6 +110,10 @@ int ml_cli_rec_train(int argc, char **argv, const char *cmd) {
     else if (!strcmp(k, "--no_mlp")) e.metarec.mlp = false;
     else if (!strcmp(k, "--mlp")) e.metarec.mlp = true;
     else if (!strcmp(k, "--learn_items")) e.metarec.learn_items = true;
+    else if (!strcmp(k, "--full_support")) e.metarec_full_support = true;
+    else if (!strcmp(k, "--train_all_users")) e.protocol.train_in_range = false;
+    else if (!strcmp(k, "--demographics")) e.metarec.demographics = true;
+    else if (!strcmp(k, "--no_demographics")) e.metarec.demographics = false;
     else if (!strcmp(k, "--adapt_mlp")) e.metarec.adapt_mlp = true;
     else flag = false;
     if (flag) continue;
@@ -231,6 +236,7 @@ static int read_run_config(const char *run, run_config *rc) {
     else if (!strcmp(k, "trust")) rc->m.trust = x;
     else if (!strcmp(k, "mlp")) rc->m.mlp = x;
     else if (!strcmp(k, "adapt_mlp")) rc->m.adapt_mlp = x;
+    else if (!strcmp(k, "demographics")) rc->m.demographics = x;
     if (!ok) {
       fprintf(stderr, "metalearn recommend: %s:%lld: bad value '%s' for %s\n", path, (long long)ln, v, k);
       fclose(f);

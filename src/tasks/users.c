@@ -14,7 +14,7 @@ const char *ml_rec_scenario_name(ml_rec_scenario s) { return s < ML_REC_SCENARIO
 
 ml_rec_protocol ml_rec_protocol_defaults(void) {
   return (ml_rec_protocol){.seed = 1, .n_folds = 5, .fold = 0, .val_frac = 0.1, .min_ratings = 13, .max_ratings = 100,
-                           .n_query = 10, .new_item_frac = 0.2, .new_items = false};
+                           .n_query = 10, .new_item_frac = 0.2, .new_items = false, .train_in_range = true};
 }
 
 int64_t ml_rec_row_width(const ml_ratings *r) { return ML_REC_COLS + r->n_genres; }
@@ -90,7 +90,7 @@ ml_status ml_rec_split_new(const ml_ratings *r, const ml_rec_protocol *p, ml_rec
   for (int64_t t = 0; t < out->n_train; t++) {
     int64_t u = out->train[t], m = 0;
     for (int64_t k = r->user_offset[u]; k < r->user_offset[u + 1]; k++) m += out->train_mask[k];
-    if (m < p->min_ratings) continue;
+    if (m < p->min_ratings || (p->train_in_range && m > p->max_ratings)) continue;
     out->train_tasks[out->n_train_tasks++] = u;
     int64_t *ord = elig; /* scratch: the eligible list is no longer needed */
     m = 0;

@@ -329,6 +329,7 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     ac.outer.lr = e->metarec_outer_lr;
     t0 = ml_now();
     /* its item tables start from MF fitted without the training users' meta-training queries */
+    if (e->metarec_full_support) kmix.n_k = 0;
     if (!st) st = train_net(e, &ec, REC_METAREC, &e->metarec, &ac, &kmix, e->iterations, seed,
                    true, &nets[REC_METAREC]);
     res->train_s[REC_METAREC] += ml_now() - t0;

@@ -30,6 +30,7 @@ typedef struct {
   int64_t n_fields, field_col[N_FIELDS], field_off[N_FIELDS];
   /* parameter indices, -1 when absent */
   int64_t table, genre, ibias, ifac, ta, tc, fc1c, fc1g, fc1b, fc2w, fc2b, outw, outb, ub, up;
+  int64_t dtab, dbw, dbb, dpw, dpb; /* demographics: table, maps to the bias and the vector */
   /* item tables held as constants when they are not meta-learned */
   ml_tensor cbias, cfac;
 } recm;
@@ -105,6 +106,35 @@ static ml_node *forward(const ml_model *m, ml_graph *g, ml_node *const *w, ml_no
     ml_node *q = ml_embedding(g, tq, item, n);
     ut = ml_matmul(g, q, ml_reshape(g, w[R->up], 2, (int64_t[]){c->factors, 1}), false, false);
   }
+  if (c->demographics && R->dtab >= 0) {
+    /* per-row user start from the demographic fields: bias db (n, 1), vector dp (n, f) */
+    static const int64_t dcol[4] = {ML_REC_COL_GENDER, ML_REC_COL_AGE, ML_REC_COL_OCC, ML_REC_COL_ZIP};
+    static const int64_t doff[4] = {0, ML_RATINGS_N_GENDER, ML_RATINGS_N_GENDER + ML_RATINGS_N_AGE,
+                                    ML_RATINGS_N_GENDER + ML_RATINGS_N_AGE + ML_RATINGS_N_OCC};
+    static const int64_t dmax[4] = {ML_RATINGS_N_GENDER, ML_RATINGS_N_AGE, ML_RATINGS_N_OCC, ML_RATINGS_N_ZIP};
+    int32_t *didx = ml_arena_alloc(ar, (size_t)(4 * n) * sizeof(int32_t) + 8);
+    if (!didx) {
+      ml_error(ML_ERR_NOMEM, "recommend model: arena exhausted");
+      return NULL;
+    }
+    for (int64_t i = 0; i < n; i++)
+      for (int f = 0; f < 4; f++) {
+        float v = xd[i * D + dcol[f]];
+        didx[i * 4 + f] = (int32_t)(doff[f] + (v >= 0 && v < (float)dmax[f] ? (int64_t)v : 0));
+      }
+    int64_t dd = w[R->dtab]->value.shape[1];
+    ml_node *de = ml_reshape(g, ml_embedding(g, w[R->dtab], didx, 4 * n), 2, (int64_t[]){n, 4 * dd});
+    if (R->dbw >= 0) {
+      ml_node *db = ml_linear(g, de, w[R->dbw], w[R->dbb]);
+      ut = ut ? ml_add(g, ut, db) : db;
+    }
+    if (R->dpw >= 0) {
+      ml_node *q = ml_embedding(g, tq, item, n);
+      ml_node *dp = ml_linear(g, de, w[R->dpw], w[R->dpb]);
+      ml_node *dq = ml_reshape(g, ml_sum_rows(g, ml_mul(g, q, dp)), 2, (int64_t[]){n, 1});
+      ut = ut ? ml_add(g, ut, dq) : dq;
+    }
+  }
   if (c->user_bias) {
     if (!ut) {
       ut = ml_zeros(g, 2, (int64_t[]){n, 1});
@@ -172,6 +202,7 @@ ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, 
   ml_status st = ML_OK;
   R->table = R->genre = R->ibias = R->ifac = R->ta = R->tc = R->fc1c = R->fc1g = R->fc1b = -1;
   R->fc2w = R->fc2b = R->outw = R->outb = R->ub = R->up = -1;
+  R->dtab = R->dbw = R->dbb = R->dpw = R->dpb = -1;
   /* meta-learned only (never adapted) first ... */
   if (cfg->mlp) {
     R->table = add(p, &st, "emb.fields", 2, rows, d);
@@ -190,6 +221,18 @@ ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, 
   if (cfg->trust && (cfg->user_bias || cfg->factors > 0)) {
     R->ta = add(p, &st, "trust.a", 1, 1, 1);
     R->tc = add(p, &st, "trust.c", 1, 1, 1);
+  }
+  if (cfg->demographics && (cfg->user_bias || cfg->factors > 0)) {
+    const int64_t dd = 8, rows_d = ML_RATINGS_N_GENDER + ML_RATINGS_N_AGE + ML_RATINGS_N_OCC + ML_RATINGS_N_ZIP;
+    R->dtab = add(p, &st, "demo.table", 2, rows_d, dd);
+    if (cfg->user_bias) {
+      R->dbw = add(p, &st, "demo.bias.weight", 2, 1, 4 * dd);
+      R->dbb = add(p, &st, "demo.bias.bias", 1, 1, 1);
+    }
+    if (cfg->factors > 0) {
+      R->dpw = add(p, &st, "demo.vector.weight", 2, cfg->factors, 4 * dd);
+      R->dpb = add(p, &st, "demo.vector.bias", 1, cfg->factors, 1);
+    }
   }
   int64_t head_first = -1;
   for (int pass = 0; pass < 2; pass++) {
@@ -239,6 +282,8 @@ ml_status ml_rec_model_new(const ml_rec_model_config *cfg, const ml_ratings *r, 
   /* trust starts low for one rating and grows with K (0.42 at K = 1, 1.2 at 10, 1.85 at 90):
    * the damped-baseline shape, which meta-training then bends */
   if (R->ta >= 0) val(m, R->ta)->data[0] = 1.0f, val(m, R->tc)->data[0] = -2.0f;
+  /* demographics start with no effect (zero maps) and small embeddings */
+  if (R->dtab >= 0) ml_tensor_randn(val(m, R->dtab), &rg, 0.1f);
   if (cfg->kind == ML_REC_METAREC && R->outw >= 0) /* the MLP starts as a small correction */
     ml_tensor_fill(val(m, R->outw), 0.0f), ml_tensor_fill(val(m, R->outb), 0.0f);
   *out = m;
