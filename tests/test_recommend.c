@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 #include "metalearn/recommend.h"
@@ -384,4 +385,55 @@ ML_TEST(metrics_by_hand) {
   /* the random ranking's expected nDCG@3: every position holds the mean gain */
   double mean_gain = (31 + 7 + 1 + 15) / 4.0;
   CHECK_NEAR(ml_rec_ndcg_random(truth, 4, 3), mean_gain * (1 + 1 / log2(3.0) + 0.5) / ideal, 1e-9);
+}
+
+/* ---------------------------------------------------------------- the command ---- */
+
+static int run_cli(const char *args, char *out, size_t n) {
+  const char *b = getenv("ML_BINARY_DIR");
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "%s/metalearn %s 2>&1", b && *b ? b : ".", args);
+  FILE *p = popen(cmd, "r");
+  if (!p) return -1;
+  size_t k = fread(out, 1, n - 1, p);
+  out[k] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+ML_TEST(cli_train_recommend_and_bad_input) {
+  char bin[4200];
+  const char *b = getenv("ML_BINARY_DIR");
+  snprintf(bin, sizeof bin, "%s/metalearn", b && *b ? b : ".");
+  struct stat st;
+  if (stat(bin, &st) != 0) {
+    printf("  (skipped: no metalearn binary)\n");
+    return;
+  }
+  static char out[1 << 16];
+  const char *d = write_clusters(150, 45, 30);
+  char args[16384], run[2048], good[2048], bad[2048];
+  snprintf(run, sizeof run, "%s/run", ml_test_tmpdir());
+  snprintf(args, sizeof args,
+           "train --dataset movielens --data %s --folds 1 --methods item,damped,metarec --scenarios new-users "
+           "--iterations 20 --eval_every 10 --meta_batch 4 --threads 2 --cache_dir none --quiet --run %s --factors 4",
+           d, run);
+  CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
+  CHECK(strstr(out, "metarec (ours)") && strstr(out, "damped user bias") && strstr(out, "random ranking"));
+  snprintf(good, sizeof good, "%s/good.csv", ml_test_tmpdir());
+  ml_test_write_file(good, "# two ratings\n1,5\n2,1\n", 22);
+  snprintf(args, sizeof args, "recommend --run %s --ratings %s --top 3 --json", run, good);
+  CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
+  CHECK(strstr(out, "\"recommendations\"") && strstr(out, "Item "));
+  static const char *bads[][2] = {{"1,5\n2;4\n", ":2: expected"}, {"1,9\n", ":1: rating 9 outside"},
+                                  {"4242,4\n", ":1: unknown item id 4242"}, {"", ":1: no ratings"}};
+  for (int i = 0; i < 4; i++) {
+    snprintf(bad, sizeof bad, "%s/bad%d.csv", ml_test_tmpdir(), i);
+    ml_test_write_file(bad, bads[i][0], strlen(bads[i][0]));
+    snprintf(args, sizeof args, "recommend --run %s --ratings %s", run, bad);
+    int rc = run_cli(args, out, sizeof out);
+    CHECK_MSG(rc == 2 && strstr(out, bads[i][1]) && strchr(out, '\n') == out + strlen(out) - 1, "rc %d: %s", rc, out);
+  }
+  CHECK(run_cli("train --dataset movielens --bogus 1", out, sizeof out) == 2 && strstr(out, "--bogus"));
+  CHECK(run_cli("eval --dataset movielens --folds 9", out, sizeof out) == 2);
 }
