@@ -152,7 +152,9 @@ typedef struct {
   float metarec_lr;         /* metarec's initial Meta-SGD rates */
   int64_t metarec_steps;    /* metarec's inner steps (train and test) */
   bool metarec_full_support; /* ablation: meta-train metarec on full supports, not K drawn like the test */
-  float metarec_outer_lr;   /* metarec's Adam rate (its few meta-parameters move faster than MeLU's) */
+  float metarec_outer_lr;
+  int64_t metarec_meta_batch, metarec_iterations; /* its few meta-parameters want large, many batches */
+  bool metarec_tune_scale;  /* choose one scale of its learned rates by validation MAE (as MF's lambda) */   /* metarec's Adam rate (its few meta-parameters move faster than MeLU's) */
   int64_t eval_every;       /* validation check for early stopping */
   int threads;
   bool quiet;

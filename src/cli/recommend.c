@@ -48,7 +48,9 @@ static void rec_usage(FILE *f, const char *cmd) {
           "  --export DIR          write each fold's users and test sets for bench/melu_torch.py\n"
           "  --seed N  --threads N  --cache_dir DIR ('none' = no cache)  --quiet\n"
           "  metarec ablations: --factors N (16)  --metarec_lr X (0.3)  --metarec_steps N (10)\n"
-          "                        --metarec_outer_lr X (1e-2)  --mlp (add the MeLU feature MLP)  --no_item_id  --no_user_bias  --no_trust  --learn_items  --adapt_mlp  --full_support  --demographics\n",
+          "                        --metarec_outer_lr X (3e-3)  --metarec_meta_batch N (128)  --metarec_iterations N (1500)\n"
+          "                        --mlp (the MeLU feature MLP)  --no_item_id  --no_user_bias  --no_trust  --learn_items\n"
+          "                        --adapt_mlp  --full_support  --demographics  --no_rate_scale\n",
           cmd);
 }
 
@@ -112,6 +114,7 @@ int ml_cli_rec_train(int argc, char **argv, const char *cmd) {
     else if (!strcmp(k, "--learn_items")) e.metarec.learn_items = true;
     else if (!strcmp(k, "--full_support")) e.metarec_full_support = true;
     else if (!strcmp(k, "--train_all_users")) e.protocol.train_in_range = false;
+    else if (!strcmp(k, "--no_rate_scale")) e.metarec_tune_scale = false;
     else if (!strcmp(k, "--demographics")) e.metarec.demographics = true;
     else if (!strcmp(k, "--no_demographics")) e.metarec.demographics = false;
     else if (!strcmp(k, "--adapt_mlp")) e.metarec.adapt_mlp = true;
@@ -143,6 +146,8 @@ int ml_cli_rec_train(int argc, char **argv, const char *cmd) {
     else if (!strcmp(k, "--inner_lr")) ok = parse_float(v, &e.inner_lr) && e.inner_lr >= 0;
     else if (!strcmp(k, "--metarec_lr")) ok = parse_float(v, &e.metarec_lr) && e.metarec_lr >= 0;
     else if (!strcmp(k, "--metarec_outer_lr")) ok = parse_float(v, &e.metarec_outer_lr) && e.metarec_outer_lr > 0;
+    else if (!strcmp(k, "--metarec_meta_batch")) ok = parse_int(v, 1, 1024, &e.metarec_meta_batch);
+    else if (!strcmp(k, "--metarec_iterations")) ok = parse_int(v, 0, 10000000, &e.metarec_iterations);
     else if (!strcmp(k, "--metarec_steps")) ok = parse_int(v, 0, 1000, &e.metarec_steps);
     else if (!strcmp(k, "--outer_lr")) ok = parse_float(v, &e.outer_lr) && e.outer_lr > 0;
     else if (!strcmp(k, "--clip")) ok = parse_float(v, &fx) && fx >= 0 && ((e.clip = fx), true);
@@ -424,6 +429,9 @@ int ml_cli_recommend(int argc, char **argv) {
   int64_t *items = NULL, n = 0;
   float *vals = NULL;
   code = user ? parse_user(user, &r, feat) : 0;
+  if (!code && user && !rc.m.mlp && !rc.m.demographics)
+    fprintf(stderr, "metalearn recommend: note: this run's model does not use demographics (train with --demographics "
+                    "or --mlp); --user has no effect\n");
   if (!code) code = read_user_ratings(ratings, &r, &items, &vals, &n);
   ml_rec_split s;
   memset(&s, 0, sizeof s);

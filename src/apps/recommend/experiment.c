@@ -25,7 +25,8 @@ ml_rec_experiment ml_rec_experiment_defaults(void) {
   ml_rec_experiment e = {.protocol = ml_rec_protocol_defaults(), .folds_run = 5, .methods = "all",
                          .algo = ML_ALGO_MAML, .iterations = 600, .meta_batch = 32, .inner_steps = 5,
                          .inner_steps_test = 5, .inner_lr = 0.01f, .metarec_lr = 0.3f, .metarec_steps = 10,
-                         .metarec_outer_lr = 1e-2f, .outer_lr = 1e-3f, .clip = 10.0f,
+                         .metarec_outer_lr = 3e-3f, .metarec_meta_batch = 128, .metarec_iterations = 1500,
+                         .metarec_tune_scale = true, .outer_lr = 1e-3f, .clip = 10.0f,
                          .eval_every = 50, .threads = 0, .metarec = ml_rec_model_defaults(ML_REC_METAREC)};
   for (int s = 0; s < ML_REC_SCENARIOS; s++) e.scenarios[s] = true;
   return e;
@@ -68,7 +69,7 @@ typedef struct {
   bool on[REC_METHODS];
   ml_algo *algo[REC_METHODS];
   const rec_mf *mf;
-  double lam_damped, lam_mf;
+  double lam_damped, lam_mf, rate_scale;
   ml_arena **arenas;
   ml_rec_metrics *met; /* (user, k, method) */
   double *rnd;         /* (user, k) */
@@ -286,7 +287,7 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
   double t0;
   /* baselines: damping and ridge strength chosen on validation */
   static const double lam_grid[] = {0.5, 1, 2, 3, 5, 8, 12, 20, 30};
-  ec.lam_damped = 5, ec.lam_mf = 5;
+  ec.lam_damped = 5, ec.lam_mf = 5, ec.rate_scale = 1;
   if (on[REC_DAMPED] && s.n_val) {
     double best = INFINITY, v;
     for (size_t g = 0; g < sizeof lam_grid / sizeof *lam_grid && !st; g++) {
@@ -327,11 +328,30 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     ml_algo_config ac = algo_cfg(e, ML_ALGO_METASGD, e->metarec_lr);
     ac.inner_steps = ac.inner_steps_test = e->metarec_steps;
     ac.outer.lr = e->metarec_outer_lr;
+    ac.meta_batch = e->metarec_meta_batch;
     t0 = ml_now();
     /* its item tables start from MF fitted without the training users' meta-training queries */
     if (e->metarec_full_support) kmix.n_k = 0;
-    if (!st) st = train_net(e, &ec, REC_METAREC, &e->metarec, &ac, &kmix, e->iterations, seed,
+    if (!st) st = train_net(e, &ec, REC_METAREC, &e->metarec, &ac, &kmix, e->metarec_iterations, seed,
                    true, &nets[REC_METAREC]);
+    /* the meta-objective is the query MSE; the reported metric is MAE, for which MF's ridge
+     * strength is tuned on validation: metarec gets the same, one scale on its learned rates */
+    ml_params *lr = !st ? ml_algo_extra_params(nets[REC_METAREC].algo) : NULL;
+    if (lr && s.n_val && e->metarec_tune_scale) {
+      static const float scales[] = {0.5f, 0.7f, 1.0f, 1.4f, 2.0f};
+      float *base = malloc((size_t)lr->numel * sizeof(float));
+      double best = INFINITY, v;
+      float chosen = 1.0f;
+      if (!base) st = ml_error(ML_ERR_NOMEM, "out of memory");
+      else memcpy(base, lr->data, (size_t)lr->numel * sizeof(float));
+      for (size_t g = 0; g < sizeof scales / sizeof *scales && !st; g++) {
+        for (int64_t k = 0; k < lr->numel; k++) lr->data[k] = base[k] * scales[g];
+        if (!(st = val_mae(&ec, REC_METAREC, e->threads, &v)) && v < best) best = v, chosen = scales[g];
+      }
+      for (int64_t k = 0; base && k < lr->numel; k++) lr->data[k] = base[k] * chosen;
+      free(base);
+      ec.rate_scale = chosen;
+    }
     res->train_s[REC_METAREC] += ml_now() - t0;
   }
   if (!st && on[REC_FINETUNE]) {
@@ -412,8 +432,8 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     eval_out_free(&o);
   }
   if (!st && !e->quiet)
-    fprintf(stderr, "fold %lld%s done: damped lambda %.3g, mf lambda %.3g\n", (long long)fold,
-            new_items ? " (new items)" : "", ec.lam_damped, ec.lam_mf);
+    fprintf(stderr, "fold %lld%s done: damped lambda %.3g, mf lambda %.3g, metarec rate scale %.2g\n", (long long)fold,
+            new_items ? " (new items)" : "", ec.lam_damped, ec.lam_mf, ec.rate_scale);
   /* the first fold's metarec is the run's model for `metalearn recommend` */
   if (!st && e->run_dir && fold == 0 && !new_items && nets[REC_METAREC].model) {
     char path[4096];
