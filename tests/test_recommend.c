@@ -416,7 +416,8 @@ ML_TEST(cli_train_recommend_and_bad_input) {
   snprintf(run, sizeof run, "%s/run", ml_test_tmpdir());
   snprintf(args, sizeof args,
            "train --dataset movielens --data %s --folds 1 --methods item,damped,metarec --scenarios new-users "
-           "--iterations 20 --eval_every 10 --meta_batch 4 --threads 2 --cache_dir none --quiet --run %s --factors 4",
+           "--iterations 20 --eval_every 10 --meta_batch 4 --metarec_iterations 20 --metarec_meta_batch 8 --threads 2 "
+           "--cache_dir none --quiet --run %s --factors 4",
            d, run);
   CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
   CHECK(strstr(out, "metarec (ours)") && strstr(out, "damped user bias") && strstr(out, "random ranking"));
