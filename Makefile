@@ -51,3 +51,9 @@ sanitize: deps
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan
+
+# MeLU on MovieLens-100K, metalearn vs the PyTorch reference on the same fold: time per
+# meta-training epoch and MAE per K (bench/melu_bench.sh [iterations] [threads] [algo]).
+.PHONY: bench-melu
+bench-melu: build
+	sh bench/melu_bench.sh 300 2 maml

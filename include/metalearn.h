@@ -17,6 +17,8 @@
 #include "metalearn/optim.h"
 #include "metalearn/params.h"
 #include "metalearn/practice.h"
+#include "metalearn/ratings.h"
+#include "metalearn/recommend.h"
 #include "metalearn/report.h"
 #include "metalearn/students.h"
 #include "metalearn/tasks.h"

@@ -33,6 +33,8 @@ typedef struct {
   int64_t inner_steps;      /* gradient steps on the support set in meta-training */
   int64_t inner_steps_test; /* ... at meta-test */
   float inner_lr;           /* MAML's alpha; Meta-SGD's initial rates; Reptile's inner Adam lr */
+  bool adapt_head_only;     /* MAML / FO-MAML / Meta-SGD: the inner loop adapts only the head
+                             * (params [head_first, count)), as MeLU adapts only its MLP */
   bool multi_step_loss;     /* MAML++: mean of the query losses after every inner step (equal weights) */
   ml_optim_config outer;    /* the meta-optimizer */
   int64_t anneal_iterations; /* > 0: outer rate falls linearly to 0 over this many iterations

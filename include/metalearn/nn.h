@@ -62,6 +62,10 @@ struct ml_model {
 /* Create with seeded initialization; the caller frees with ml_model_free. */
 ML_API ml_status ml_mlp_new(const ml_mlp_config *cfg, uint64_t seed, ml_model **out);
 ML_API ml_status ml_conv4_new(const ml_conv4_config *cfg, uint64_t seed, ml_model **out);
+/* A custom model over a finalized parameter list (taken over: freed with the model); params
+ * [head_first, count) are the head; user becomes custom_ctx. */
+ML_API ml_status ml_custom_model_new(ml_params *params, int64_t head_first, ml_model_forward_fn forward_fn, void *user,
+                                     ml_model **out);
 ML_API void ml_model_free(ml_model *m);
 /* An ML_MODEL_CUSTOM model with no parameters yet: the caller adds them (ml_params_add) and
  * sets head_first. Free with ml_model_free. */

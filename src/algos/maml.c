@@ -15,8 +15,10 @@ typedef struct {
   int64_t first;       /* first adapted parameter */
 } adapt_state;
 
+static bool head_only(const ml_algo *a) { return a->cfg.kind == ML_ALGO_ANIL || a->cfg.adapt_head_only; }
+
 static ml_node *forward(ml_algo *a, ml_graph *g, adapt_state *s, const ml_episode *ep, bool query) {
-  if (a->cfg.kind == ML_ALGO_ANIL) return ml_model_head(a->model, g, s->w, query ? s->fq : s->fs);
+  if (head_only(a)) return ml_model_head(a->model, g, s->w, query ? s->fq : s->fs);
   return ml_model_forward(a->model, g, s->w, ml__input(g, query ? &ep->xq : &ep->xs));
 }
 
@@ -53,7 +55,7 @@ static ml_status setup(ml_algo *a, ml_graph *g, adapt_state *s, const ml_episode
   if (a->lr)
     for (int64_t i = 0; i < P; i++) s->lr[i] = ml_leaf(g, a->lr->items[i].value, requires_grad);
   s->first = 0;
-  if (a->cfg.kind == ML_ALGO_ANIL) {
+  if (head_only(a)) {
     s->first = a->model->head_first;
     s->fs = ml_model_features(a->model, g, s->w, ml__input(g, &ep->xs));
     s->fq = ml_model_features(a->model, g, s->w, ml__input(g, &ep->xq));

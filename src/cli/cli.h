@@ -26,6 +26,10 @@ int ml_cli_skill_graph(int argc, char **argv);   /* src/cli/next.c */
  * --run DIR holding students.ini) go to the students command of cmd ("train" or "eval"). */
 bool ml_cli_is_students(int argc, char **argv);
 int ml_cli_students(int argc, char **argv, const char *cmd);
+int ml_cli_recommend(int argc, char **argv);
+/* The MovieLens application behind train / eval --dataset movielens (src/cli/recommend.c). */
+bool ml_cli_is_movielens(int argc, char **argv);
+int ml_cli_rec_train(int argc, char **argv, const char *cmd);
 
 /* Options a command takes besides the configuration keys. */
 typedef struct {

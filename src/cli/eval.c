@@ -155,6 +155,7 @@ static void usage(FILE *f) {
 
 int ml_cli_eval(int argc, char **argv) {
   if (ml_cli_is_students(argc, argv)) return ml_cli_students(argc, argv, "eval");
+  if (ml_cli_is_movielens(argc, argv)) return ml_cli_rec_train(argc, argv, "eval");
   ml_fewshot_config cfg = ml_fewshot_defaults();
   const char *run = NULL, *ckpt = NULL, *bench = NULL, *cfgfile = NULL, *curve = NULL;
   bool help = false, quiet = false;

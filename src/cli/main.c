@@ -14,6 +14,7 @@ static const ml_cli_command commands[] = {
     {"next", "a student's next exercises from their answer log (adaptive practice)", ml_cli_next},
     {"practice-eval", "score exercise-selection policies with BOBCAT's protocol on a students dataset", ml_cli_practice_eval},
     {"skill-graph", "the influence of each skill on the others (DKT or a student model) as DOT and JSON", ml_cli_skill_graph},
+    {"recommend", "adapt a trained MovieLens recommender to a new user's ratings and list top movies", ml_cli_recommend},
     {"info", "print version, CPU SIMD level, BLAS backend and threads", ml_cli_info},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])

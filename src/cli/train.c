@@ -40,6 +40,7 @@ static int train(int argc, char **argv, ml_dist *d);
  * (MPI_Abort) rather than leaving the others waiting for it. */
 int ml_cli_train(int argc, char **argv) {
   if (ml_cli_is_students(argc, argv)) return ml_cli_students(argc, argv, "train");
+  if (ml_cli_is_movielens(argc, argv)) return ml_cli_rec_train(argc, argv, "train");
   ml_dist *d;
   if (ml_dist_init(&argc, &argv, &d)) {
     fprintf(stderr, "metalearn train: %s\n", ml_last_error());

@@ -23,6 +23,19 @@ static ml_model *model_alloc(ml_model_kind kind) {
   return m;
 }
 
+ml_status ml_custom_model_new(ml_params *params, int64_t head_first, ml_model_forward_fn forward_fn, void *user,
+                              ml_model **out) {
+  *out = NULL;
+  if (!params || !params->finalized || !forward_fn || head_first < 0 || head_first > params->count)
+    return ml_error(ML_ERR_ARG, "custom model: needs finalized parameters, a forward function and 0 <= head_first <= count");
+  ml_model *m = calloc(1, sizeof *m);
+  if (!m) return ml_error(ML_ERR_NOMEM, "custom model: out of memory");
+  m->kind = ML_MODEL_CUSTOM, m->params = params, m->head_first = head_first;
+  m->custom_forward = forward_fn, m->custom_ctx = user;
+  *out = m;
+  return ML_OK;
+}
+
 void ml_model_free(ml_model *m) {
   if (!m) return;
   ml_params_free(m->params);
