@@ -386,11 +386,12 @@ static int run_cli(const char *args) {
 }
 
 /* Writes synthetic students as a knowledge-tracing folder DIR/<name>/<name>_{train,test}.csv. */
-static void write_kt(const char *dir, const char *name, const ml_answers *a, int64_t first, int64_t n) {
+static void write_kt_part(const char *dir, const char *name, const char *part, const ml_answers *a, int64_t first,
+                          int64_t n) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   mkdir(path, 0755);
-  snprintf(path, sizeof path, "%s/%s/%s_%s.csv", dir, name, name, first == 0 ? "train" : "test");
+  snprintf(path, sizeof path, "%s/%s/%s_%s.csv", dir, name, name, part);
   size_t cap = 1 << 20, len = 0;
   char *buf = malloc(cap);
   for (int64_t s = first; s < first + n; s++) {
@@ -401,6 +402,10 @@ static void write_kt(const char *dir, const char *name, const ml_answers *a, int
   }
   ml_test_write_file(path, buf, len);
   free(buf);
+}
+
+static void write_kt(const char *dir, const char *name, const ml_answers *a, int64_t first, int64_t n) {
+  write_kt_part(dir, name, first == 0 ? "train" : "test", a, first, n);
 }
 
 ML_TEST(cli_train_and_eval_on_a_kt_folder) {
@@ -440,8 +445,20 @@ ML_TEST(cli_train_and_eval_on_a_kt_folder) {
   rc = run_cli(args);
   CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
   CHECK_MSG(want[0] && strstr(out, want), "eval differs from train: %s", out);
+  /* protocol B beside protocol A: DKT and meta-DKT trained on train1 with early stopping on
+   * valid1 add the columns "B all", "B 3-10" and "B 11-15" */
+  write_kt_part(tmp, "synth", "train1", &d.ans, 0, 150);
+  write_kt_part(tmp, "synth", "valid1", &d.ans, 150, 50);
+  snprintf(args, sizeof args,
+           "eval --dataset kt:%s/synth --models difficulty --ks 5 --dkt dkt,meta-dkt --dkt_epochs 2 --boot 20 --quiet", tmp);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
+  CHECK_MSG(strstr(out, "B all") && strstr(out, "B 3-10") && strstr(out, "B 11-15") && strstr(out, "| meta-DKT") &&
+                strstr(out, "| DKT"),
+            "protocol B rows missing: %s", out);
   /* bad input: exit 2 and one line naming the problem */
   const char *bad[][2] = {
+      {"eval --dataset kt:/tmp --dkt lstm", "lstm"},
       {"eval --dataset kt:/nonexistent/x", "/nonexistent/x"},
       {"eval --dataset kt:/tmp --models irt3", "irt3"},
       {"eval --dataset kt:/tmp --frobnicate 3", "frobnicate"},

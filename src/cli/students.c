@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "metalearn/io.h"
+#include "metalearn/dkt.h"
 #include "metalearn/students.h"
 
 typedef struct {
@@ -20,6 +21,8 @@ typedef struct {
   double inner_lr, meta_lr; /* < 0: the algorithm's default */
   bool skill_abilities, order_features, weight_by_length, skill_order, learning_slope, skill_loadings, refit;
   int64_t k_train; /* 0 = each tested K */
+  char dkt[64];     /* protocol B models: "dkt", "meta-dkt" (comma list; empty: none) */
+  int64_t dkt_epochs;
 } opts;
 
 static opts opts_defaults(void) {
@@ -35,6 +38,7 @@ static opts opts_defaults(void) {
   o.skill_abilities = d.skill_abilities, o.order_features = d.order_features, o.weight_by_length = d.weight_by_length;
   o.skill_order = d.skill_order, o.learning_slope = d.learning_slope, o.k_train = 0;
   o.skill_loadings = d.skill_loadings, o.refit = true;
+  o.dkt_epochs = ml_dkt_defaults().max_epochs;
   return o;
 }
 
@@ -48,7 +52,7 @@ typedef struct {
   const char *help;
 } optdef;
 
-enum { NOPTS = 26 };
+enum { NOPTS = 28 };
 static void opt_table(opts *o, optdef *t) {
   optdef d[NOPTS] = {
       {"dataset", 's', o->dataset, sizeof o->dataset, "assist2009 | assist2015 | statics | assistments-dkt | kt:DIR"},
@@ -77,6 +81,8 @@ static void opt_table(opts *o, optdef *t) {
       {"boot", 'i', &o->boot, 0, "bootstrap resamples for the confidence intervals"},
       {"seed", 'i', &o->seed, 0, "random seed"},
       {"threads", 'i', &o->threads, 0, "threads (0 = all cores)"},
+      {"dkt", 's', o->dkt, sizeof o->dkt, "protocol B rows: dkt and/or meta-dkt (trained on train1, early stop on valid1)"},
+      {"dkt_epochs", 'i', &o->dkt_epochs, 0, "most epochs of the protocol-B models"},
   };
   memcpy(t, d, sizeof d);
 }
@@ -293,6 +299,21 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
       return 2;
     }
   }
+  char dkts[4][32];
+  int n_dkt = o.dkt[0] ? split_list(o.dkt, dkts, 4) : 0;
+  for (int i = 0; i < n_dkt; i++)
+    if (strcmp(dkts[i], "dkt") && strcmp(dkts[i], "meta-dkt")) {
+      fprintf(stderr, "metalearn %s: --dkt takes dkt and/or meta-dkt, not '%s'\n", cmd, dkts[i]);
+      return 2;
+    }
+  if (o.dkt[0] && n_dkt < 1) {
+    fprintf(stderr, "metalearn %s: --dkt must be a comma list of dkt, meta-dkt\n", cmd);
+    return 2;
+  }
+  if (o.dkt_epochs < 1) {
+    fprintf(stderr, "metalearn %s: --dkt_epochs must be >= 1\n", cmd);
+    return 2;
+  }
   ml_status st;
   for (int i = 0; i < n_models; i++)
     if ((st = ml_student_kind_parse(models[i], &kinds[i]))) return fail(cmd, st);
@@ -429,6 +450,25 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
   bool is_base[128];
   for (int64_t i = 0; i < n_rows; i++) is_base[i] = strncmp(rows[i].model, "meta:", 5) != 0;
   if (!rc && (st = ml_students_compare(rows, n_rows, is_base, o.boot, (uint64_t)o.seed))) rc = fail(cmd, st);
+  /* protocol B (next-step knowledge tracing): DKT / meta-DKT on train1 with early stopping on
+   * valid1, scored on the test students, as columns "B all", "B 3-10", "B 11-15" */
+  if (!rc && n_dkt > 0) {
+    ml_kt_dataset f1;
+    memset(&f1, 0, sizeof f1);
+    if ((st = ml_students_dataset_open(o.dataset, o.data_dir, 1, &f1, NULL, 0))) rc = fail(cmd, st);
+    for (int i = 0; i < n_dkt && !rc && n_rows + 3 <= 128; i++) {
+      ml_dkt_config dc = ml_dkt_defaults();
+      dc.meta = !strcmp(dkts[i], "meta-dkt");
+      dc.max_epochs = o.dkt_epochs;
+      dc.seed = (uint64_t)o.seed;
+      if (!quiet) fprintf(stderr, "metalearn: protocol B: training %s\n", dc.meta ? "meta-DKT" : "DKT");
+      if ((st = ml_dkt_protocol_b_run(&f1, &dc, dc.meta ? "meta-DKT" : "DKT", o.boot, (uint64_t)o.seed, rows + n_rows)))
+        rc = fail(cmd, st);
+      else
+        n_rows += 3;
+    }
+    ml_kt_dataset_free(&f1);
+  }
   if (!rc) {
     ml_students_table_print(stdout, label, rows, n_rows);
     if (run) {
