@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "metalearn/base.h"
@@ -131,4 +132,24 @@ int main(int argc, char **argv) {
   }
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
+}
+
+const char *ml_test_metalearn_path(void) {
+  static char bin[4096];
+  if (!bin[0]) {
+    const char *b = getenv("ML_BINARY_DIR");
+    snprintf(bin, sizeof bin, "%s/metalearn", b && *b ? b : ".");
+  }
+  return bin;
+}
+
+int ml_test_metalearn(const char *args, char *out, size_t n) {
+  char cmd[8192];
+  snprintf(cmd, sizeof cmd, "%s %s 2>&1", ml_test_metalearn_path(), args);
+  FILE *p = popen(cmd, "r");
+  if (!p) return -1;
+  size_t k = fread(out, 1, n - 1, p);
+  out[k] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -70,6 +70,11 @@ void ml_test_write_file(const char *path, const void *data, size_t n);
 void ml_test_fill(float *x, int64_t n, uint64_t seed, float lo, float hi);
 /* A fresh empty directory for this test file (under ML_TEST_TMP or /tmp); path is static. */
 const char *ml_test_tmpdir(void);
+/* The built metalearn binary ($ML_BINARY_DIR/metalearn, else ./metalearn); path is static. */
+const char *ml_test_metalearn_path(void);
+/* Runs `metalearn args` (through the shell), stdout and stderr into out (NUL-terminated, at most
+ * n - 1 bytes); returns the exit code, -1 if it could not run or was killed. */
+int ml_test_metalearn(const char *args, char *out, size_t n);
 /* $METALEARN_DATA, else ../shared/data beside the source tree; NULL when absent. */
 const char *ml_test_data_dir(void);
 

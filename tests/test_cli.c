@@ -5,32 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "harness.h"
 #include "metalearn/base.h"
 
-static char bin[4096];
-
-static const char *metalearn(void) {
-  if (!bin[0]) {
-    const char *b = getenv("ML_BINARY_DIR");
-    snprintf(bin, sizeof bin, "%s/metalearn", b && *b ? b : ".");
-  }
-  return bin;
-}
-
-/* Runs `metalearn args`, capturing stdout+stderr into out; returns the exit code. */
-static int run(const char *args, char *out, size_t n) {
-  char cmd[8192];
-  snprintf(cmd, sizeof cmd, "%s %s 2>&1", metalearn(), args);
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t k = fread(out, 1, n - 1, p);
-  out[k] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run(const char *args, char *out, size_t n) { return ml_test_metalearn(args, out, n); }
 
 static int count_lines(const char *s) {
   int n = 0;

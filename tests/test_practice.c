@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "harness.h"
 #include "metalearn/practice.h"
@@ -243,17 +242,7 @@ ML_TEST(skill_graph_pools_ranks_and_exports) {
 
 static char out[1 << 17];
 
-static int run_cli(const char *args) {
-  char cmd[8192];
-  const char *bdir = getenv("ML_BINARY_DIR");
-  snprintf(cmd, sizeof cmd, "%s/metalearn %s 2>&1", bdir && *bdir ? bdir : ".", args);
-  FILE *pp = popen(cmd, "r");
-  if (!pp) return -1;
-  size_t k = fread(out, 1, sizeof out - 1, pp);
-  out[k] = 0;
-  int st = pclose(pp);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run_cli(const char *args) { return ml_test_metalearn(args, out, sizeof out); }
 
 static void write_kt(const char *dir, const char *name, const char *which, const ml_answers *a) {
   char path[4096];

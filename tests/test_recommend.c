@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "harness.h"
 #include "metalearn/recommend.h"
@@ -389,17 +388,7 @@ ML_TEST(metrics_by_hand) {
 
 /* ---------------------------------------------------------------- the command ---- */
 
-static int run_cli(const char *args, char *out, size_t n) {
-  const char *b = getenv("ML_BINARY_DIR");
-  char cmd[8192];
-  snprintf(cmd, sizeof cmd, "%s/metalearn %s 2>&1", b && *b ? b : ".", args);
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t k = fread(out, 1, n - 1, p);
-  out[k] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run_cli(const char *args, char *out, size_t n) { return ml_test_metalearn(args, out, n); }
 
 ML_TEST(cli_train_recommend_and_bad_input) {
   char bin[4200];

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "harness.h"
 #include "metalearn/students.h"
@@ -373,17 +372,7 @@ ML_TEST(save_and_load_give_the_same_predictions) {
 
 static char out[1 << 16];
 
-static int run_cli(const char *args) {
-  char cmd[8192];
-  const char *b = getenv("ML_BINARY_DIR");
-  snprintf(cmd, sizeof cmd, "%s/metalearn %s 2>&1", b && *b ? b : ".", args);
-  FILE *p = popen(cmd, "r");
-  if (!p) return -1;
-  size_t k = fread(out, 1, sizeof out - 1, p);
-  out[k] = 0;
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run_cli(const char *args) { return ml_test_metalearn(args, out, sizeof out); }
 
 /* Writes synthetic students as a knowledge-tracing folder DIR/<name>/<name>_{train,test}.csv. */
 static void write_kt_part(const char *dir, const char *name, const char *part, const ml_answers *a, int64_t first,
