@@ -327,7 +327,7 @@ ML_TEST(cli_next_on_synthetic_run) {
   const char *tmp = ml_test_tmpdir();
   write_kt(tmp, "psynth", "train", &train);
   write_kt(tmp, "psynth", "test", &test);
-  char args[8192], run[4096];
+  char args[16384], run[4096];
   snprintf(run, sizeof run, "%s/run_practice", tmp);
   snprintf(args, sizeof args, "train --dataset kt:%s/psynth --fold 0 --models irt1 --ks 5 --boot 10 --threads 2 --quiet --run %s",
            tmp, run);
@@ -337,6 +337,24 @@ ML_TEST(cli_next_on_synthetic_run) {
   snprintf(args, sizeof args, "practice-eval --dataset kt:%s/psynth --resamples 2 --ns 1,5 --threads 2 --meta-iterations 30 --quiet", tmp);
   rc = run_cli(args);
   CHECK_MSG(rc == 0 && strstr(out, "target+cal+bal") && strstr(out, "n=5 AUC") && strstr(out, "on protocol tasks"), "exit %d: %s", rc, out);
+  /* the learned policy: trained by practice-eval, saved, then used by next */
+  snprintf(args, sizeof args,
+           "practice-eval --dataset kt:%s/psynth --resamples 2 --ns 1,5 --threads 2 --learned 2 --selector-hidden 4 "
+           "--save-selector %s/sel.safetensors --quiet", tmp, tmp);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 0 && strstr(out, "| learned") && strstr(out, "learned policy: epoch"), "exit %d: %s", rc, out);
+  char logp[1024];
+  snprintf(logp, sizeof logp, "%s/log_sel.txt", tmp);
+  ml_test_write_file(logp, "3\n1,2,3\n1,0,1\n", 14);
+  snprintf(args, sizeof args, "next --run %s --answers %s --selector %s/sel.safetensors --count 3", run, logp, tmp);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 0 && strstr(out, "policy learned") && first_rec(args, 64) == 0, "exit %d: %s", rc, out);
+  snprintf(args, sizeof args, "next --run %s --answers %s --policy learned", run, logp);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 2 && strstr(out, "needs --selector"), "exit %d: %s", rc, out);
+  snprintf(args, sizeof args, "next --run %s --answers %s --selector %s/run_practice/irt1.safetensors", run, logp, tmp);
+  rc = run_cli(args);
+  CHECK_MSG(rc == 2 && strstr(out, "irt1.safetensors: not a metalearn selection"), "exit %d: %s", rc, out);
   snprintf(args, sizeof args, "skill-graph --run %s --out %s/graph --top 5", run, tmp);
   rc = run_cli(args);
   CHECK_MSG(rc == 0 && strstr(out, "strongest links"), "exit %d: %s", rc, out);
@@ -374,4 +392,172 @@ ML_TEST(cli_next_on_a_real_student) {
   CHECK_MSG(rc == 0, "exit %d: %s", rc, out);
   next_checks(run, buf, "assist2009");
   free(buf);
+}
+
+/* ---------------------------------------------------- learned policy ---- */
+
+/* Exercises of two kinds: half nearly uninformative (discrimination 0.15), half sharp (2.5), at
+ * the same spread of difficulty. A 1PL student model cannot tell them apart, so maximum information
+ * picks either kind; a learned policy can learn to ask the sharp ones. */
+static void make_mixed_items(irt2 *t, uint64_t seed) {
+  ml_rng r;
+  ml_rng_init(&r, seed, 0);
+  for (int j = 0; j < J; j++) t->a[j] = j % 2 ? 2.5f : 0.15f, t->b[j] = 1.0f * ml_rng_normal(&r);
+}
+
+static ml_practice_protocol_config small_protocol(void) {
+  ml_practice_protocol_config pc = ml_practice_protocol_defaults();
+  pc.ns[0] = 3, pc.ns[1] = 6, pc.n_ns = 2, pc.resamples = 3, pc.threads = 2;
+  return pc;
+}
+
+static ml_practice_selector *train_selector(const ml_student_model *m, const ml_answers *train, const ml_answers *valid,
+                                            int64_t epochs, int threads) {
+  ml_practice_protocol_config pc = small_protocol();
+  ml_practice_selector_config sc = ml_practice_selector_defaults();
+  sc.epochs = epochs, sc.threads = threads, sc.hidden = 8, sc.lr = 0.05f;
+  ml_practice_selector *s = NULL;
+  CHECK_OK(ml_practice_selector_train(m, train, valid, &pc, &sc, &s));
+  return s;
+}
+
+ML_TEST(learned_policy_score_function_matches_finite_differences) {
+  irt2 t;
+  make_items(&t, 41);
+  ml_answers train;
+  make_students(&t, 60, 42, &train, NULL);
+  ml_student_model *m = fit_irt1(&train);
+  ml_practice_selector *s = train_selector(m, &train, NULL, 0, 1);
+  if (!s) return;
+  ml_params *P = ml_practice_selector_params(s);
+  ml_rng r;
+  ml_rng_init(&r, 43, 0);
+  for (int64_t i = 0; i < P->numel; i++) P->data[i] = 0.5f * ml_rng_normal(&r); /* every term live */
+  /* a student who answered 5 exercises (two of them twice: the state sums every answer) */
+  int32_t ai[6] = {3, 7, 3, 11, 20, 7}, as[6] = {0};
+  uint8_t ay[6] = {1, 0, 0, 1, 1, 1};
+  ml_student_log answered = {ai, as, ay, 6};
+  int32_t cand[5] = {1, 5, 11, 30, 39};
+  float p[5] = {0.2f, 0.45f, 0.6f, 0.8f, 0.95f};
+  float *g = calloc((size_t)P->numel, sizeof *g);
+  double lp;
+  CHECK_OK(ml_practice_selector_log_prob(s, &answered, cand, p, 5, 2, g, &lp));
+  CHECK(lp < 0 && isfinite(lp));
+  int checked = 0, nonzero = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < P->numel; i++) {
+    /* central differences in float: eps 1e-2 keeps the rounding error near 1e-5 / 1e-2 */
+    float keep = P->data[i];
+    double up, dn;
+    P->data[i] = keep + 1e-2f;
+    CHECK_OK(ml_practice_selector_log_prob(s, &answered, cand, p, 5, 2, NULL, &up));
+    P->data[i] = keep - 1e-2f;
+    CHECK_OK(ml_practice_selector_log_prob(s, &answered, cand, p, 5, 2, NULL, &dn));
+    P->data[i] = keep;
+    double num = (up - dn) / 2e-2, err = fabs(num - g[i]) / (1e-3 + fabs(num));
+    checked++, nonzero += g[i] != 0;
+    if (err > worst) worst = err;
+    CHECK_MSG(err < 2e-2, "parameter %lld: analytic %.6f, numeric %.6f", (long long)i, g[i], num);
+  }
+  printf("  %d parameters checked (%d with a nonzero gradient), worst relative error %.2g\n", checked, nonzero, worst);
+  /* a, 5 biases, 5 embedding rows, 6 state rows (3 and 7 answered both right and wrong; 11, 20
+   * right), b */
+  CHECK_MSG(nonzero == 2 + 5 + 5 * 8 + 6 * 8 + 8, "%d nonzero", nonzero);
+  /* bad input */
+  CHECK(ml_practice_selector_log_prob(s, &answered, cand, p, 5, 5, NULL, &lp) == ML_ERR_ARG);
+  cand[0] = J;
+  CHECK(ml_practice_selector_log_prob(s, &answered, cand, p, 5, 0, NULL, &lp) == ML_ERR_ARG);
+  free(g);
+  ml_practice_selector_free(s);
+  ml_student_model_free(m);
+  ml_answers_free(&train);
+}
+
+ML_TEST(learned_policy_learns_to_ask_the_sharp_exercises) {
+  irt2 t;
+  make_mixed_items(&t, 51);
+  ml_answers train, valid, test;
+  make_students(&t, NTRAIN, 52, &train, NULL);
+  make_students(&t, 150, 53, &valid, NULL);
+  make_students(&t, NTEST, 54, &test, NULL);
+  ml_student_model *m = fit_irt1(&train);
+  double t0 = ml_now();
+  ml_practice_selector *s = train_selector(m, &train, &valid, 8, 2);
+  double train_s = ml_now() - t0;
+  if (!s) return;
+  ml_practice_protocol_config pc = small_protocol();
+  pc.selector = s;
+  ml_practice_variant v[2] = {{ML_PRACTICE_INFO, false, false}, {ML_PRACTICE_LEARNED, false, false}};
+  ml_practice_cell cells[4];
+  CHECK_OK(ml_practice_protocol(m, &test, &pc, v, 2, NULL, cells));
+  printf("  held-out AUC after 3 / 6 picks: info %.4f / %.4f, learned %.4f / %.4f (epoch %lld kept, %.1f s)\n",
+         cells[0].auc, cells[1].auc, cells[2].auc, cells[3].auc, (long long)ml_practice_selector_best_epoch(s), train_s);
+  CHECK(ml_practice_selector_best_epoch(s) > 0);
+  CHECK_MSG(cells[3].auc > cells[1].auc + 0.01, "n=6: learned %.4f vs info %.4f", cells[3].auc, cells[1].auc);
+  /* the learned policy prefers the sharp exercises: share of sharp ones among 6 greedy picks */
+  int sharp = 0, total = 0;
+  for (int64_t st = 0; st < 50; st++) {
+    ml_student_log lg = ml_student_log_of(&test, st);
+    int32_t ai[6], as[6] = {0}, cand[J];
+    uint8_t ay[6];
+    float p[J], score[J];
+    bool used[J] = {false};
+    for (int k = 0; k < 6; k++) {
+      int64_t n = 0;
+      for (int j = 0; j < J; j++)
+        if (!used[j]) cand[n++] = j;
+      ml_student_log sup = {ai, as, ay, k}, q = {cand, as, NULL, n};
+      int32_t qs[J] = {0};
+      q.skill = qs;
+      CHECK_OK(ml_student_model_predict(m, &sup, &q, NULL, p));
+      CHECK_OK(ml_practice_selector_scores(s, &sup, cand, p, n, score));
+      int64_t b = 0;
+      for (int64_t i = 1; i < n; i++)
+        if (score[i] > score[b]) b = i;
+      int e = cand[b];
+      used[e] = true, ai[k] = e;
+      for (int64_t i = 0; i < lg.n; i++)
+        if (lg.item[i] == e) ay[k] = lg.correct[i];
+      sharp += e % 2, total++;
+    }
+  }
+  printf("  sharp exercises among the learned policy's picks: %d of %d\n", sharp, total);
+  CHECK_MSG(sharp > total * 3 / 4, "%d of %d", sharp, total);
+  /* the same network at 1 thread: training is independent of the thread count */
+  ml_practice_selector *s1 = train_selector(m, &train, &valid, 2, 1), *s2 = train_selector(m, &train, &valid, 2, 2);
+  if (s1 && s2) {
+    ml_params *p1 = ml_practice_selector_params(s1), *p2 = ml_practice_selector_params(s2);
+    CHECK(p1->numel == p2->numel && !memcmp(p1->data, p2->data, (size_t)p1->numel * sizeof *p1->data));
+  }
+  ml_practice_selector_free(s1), ml_practice_selector_free(s2);
+  /* save / load round trip; hostile files get an error naming them */
+  char path[4096], bad[4096];
+  snprintf(path, sizeof path, "%s/selector.safetensors", ml_test_tmpdir());
+  CHECK_OK(ml_practice_selector_save(s, path));
+  ml_practice_selector *l = NULL;
+  CHECK_OK(ml_practice_selector_load(path, &l));
+  if (l) {
+    ml_params *a = ml_practice_selector_params(s), *b = ml_practice_selector_params(l);
+    CHECK(a->numel == b->numel && !memcmp(a->data, b->data, (size_t)a->numel * sizeof *a->data));
+    CHECK(ml_practice_selector_best_epoch(l) == ml_practice_selector_best_epoch(s));
+    CHECK(ml_practice_selector_n_items(l) == J);
+  }
+  ml_practice_selector_free(l);
+  size_t n;
+  char *buf = ml_test_read_file(path, &n);
+  snprintf(bad, sizeof bad, "%s/selector_bad.safetensors", ml_test_tmpdir());
+  ml_test_write_file(bad, buf, n / 2); /* truncated */
+  l = NULL;
+  CHECK(ml_practice_selector_load(bad, &l) != ML_OK && !l && strstr(ml_last_error(), "selector_bad"));
+  /* not a selector: the student model's own checkpoint */
+  snprintf(bad, sizeof bad, "%s/irt1.safetensors", ml_test_tmpdir());
+  CHECK_OK(ml_student_model_save(m, bad));
+  CHECK(ml_practice_selector_load(bad, &l) == ML_ERR_FORMAT && strstr(ml_last_error(), "not a metalearn selection"));
+  free(buf);
+  /* the protocol refuses the learned policy without a network */
+  pc.selector = NULL;
+  CHECK(ml_practice_protocol(m, &test, &pc, v + 1, 1, NULL, cells) == ML_ERR_ARG);
+  ml_practice_selector_free(s);
+  ml_student_model_free(m);
+  ml_answers_free(&train), ml_answers_free(&valid), ml_answers_free(&test);
 }

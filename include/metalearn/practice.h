@@ -20,10 +20,11 @@ typedef enum {
   ML_PRACTICE_RANDOM,
   ML_PRACTICE_INFO,   /* max p (1 - p): predicted success closest to 0.5 */
   ML_PRACTICE_TARGET, /* calibrated predicted success closest to the target */
+  ML_PRACTICE_LEARNED, /* a meta-learned selection network (ml_practice_selector, BOBCAT) */
   ML_PRACTICE_POLICY_COUNT
 } ml_practice_policy;
 
-ML_API const char *ml_practice_policy_name(ml_practice_policy p); /* "random", "info", "target" */
+ML_API const char *ml_practice_policy_name(ml_practice_policy p); /* "random", "info", "target", "learned" */
 ML_API ml_status ml_practice_policy_parse(const char *name, ml_practice_policy *out);
 
 /* Recalibration p' = sigmoid(slope * logit(p) + intercept); {1, 0} is the identity. */
@@ -52,8 +53,10 @@ typedef struct {
 ML_API ml_practice_calib_steps ml_practice_calib_steps_identity(void);
 ML_API ml_practice_calib ml_practice_calib_at(const ml_practice_calib_steps *c, int64_t seen);
 
-/* Scores of the n candidates (higher = better) under a policy: p are the model's predictions
- * (target mode calibrates them with c), rng draws the random policy's scores. */
+/* Scores of the n candidates (higher = better) under a rule policy (random, info, target): p are
+ * the model's predictions (target mode calibrates them with c), rng draws the random policy's
+ * scores. The learned policy needs its network: ml_practice_selector_scores; here it scores NAN
+ * and picks -1. */
 ML_API void ml_practice_scores(ml_practice_policy pol, const float *p, int64_t n, float target, ml_practice_calib c,
                                ml_rng *rng, float *score);
 /* Index of the best-scoring candidate (the first on ties), -1 when n == 0. */
@@ -86,6 +89,7 @@ typedef struct {
   int n_ns;
   uint64_t seed;
   int threads;        /* 0 = ml_num_threads() */
+  const struct ml_practice_selector *selector; /* the learned policy's network (NULL: not scored) */
 } ml_practice_protocol_config;
 
 ML_API ml_practice_protocol_config ml_practice_protocol_defaults(void);
@@ -127,6 +131,65 @@ ML_API ml_status ml_practice_fit_target_calibration(const ml_student_model *m, c
  * success) in Markdown. */
 ML_API void ml_practice_table_print(FILE *f, const char *title, const ml_practice_cell *cells, int n_variants,
                                     int n_ns);
+
+/* ---- learned selection policy (BOBCAT, Ghosh and Lan 2021) ----
+ * A selection network scores every exercise of the pool from the student's answers so far and
+ * the student model's current predictions:
+ *   score_j = a . (4 p_j (1 - p_j), 2 p_j - 1) + c_j + e_j . h,
+ *   h = tanh(b + sum of U_right[i] over the exercises i answered right + sum of U_wrong[i] over
+ *       those answered wrong),
+ * with p_j the adapted student model's predicted success, so it starts as maximum information
+ * (a = (a0, 0), c = e = 0) and learns which exercises tell most about a student's other answers.
+ * Bilevel training on the protocol's tasks (training students' first attempts, random pool /
+ * held-out splits): the policy samples n picks from softmax(score) over the remaining pool, the
+ * student model adapts on the picked answers (inner level), and the outer objective is the
+ * held-out log-likelihood after every pick 1..n; its gradient with respect to the discrete picks
+ * is BOBCAT's unbiased estimator (REINFORCE, baseline = the mean return of the other rollouts of
+ * the same student and split). The student model is the given one, fixed: only the selector is
+ * learned (BOBCAT also updates the student model's global parameters). The validation students
+ * (greedy picks through the protocol, mean held-out AUC over the ns) pick the kept epoch; epoch 0
+ * is maximum information itself. */
+typedef struct ml_practice_selector ml_practice_selector;
+
+typedef struct {
+  int64_t hidden;   /* size of h and e_j (16) */
+  int64_t epochs;   /* passes over the training students (20) */
+  int64_t batch;    /* students per update (32) */
+  int64_t rollouts; /* sampled pick sequences per student and split (4, >= 2) */
+  float lr;         /* Adam (0.01) */
+  float info_init;  /* initial weight of the information feature (5) */
+  int64_t max_students; /* training students used per epoch (0 = all) */
+  uint64_t seed;
+  int threads;      /* 0 = ml_num_threads() */
+  bool verbose;     /* one line per epoch on stderr */
+} ml_practice_selector_config;
+
+ML_API ml_practice_selector_config ml_practice_selector_defaults(void);
+/* Trains on `train` (answers; first attempts are taken) with the protocol's pool fraction, min_items
+ * and largest n from pc; valid (may be NULL or empty: keep the last epoch) picks the epoch. */
+ML_API ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers *train,
+                                            const ml_answers *valid, const ml_practice_protocol_config *pc,
+                                            const ml_practice_selector_config *c, ml_practice_selector **out);
+ML_API void ml_practice_selector_free(ml_practice_selector *s);
+ML_API int64_t ml_practice_selector_n_items(const ml_practice_selector *s);
+/* Kept epoch (0 = the maximum-information start) and its validation score (NAN without valid). */
+ML_API int64_t ml_practice_selector_best_epoch(const ml_practice_selector *s);
+ML_API double ml_practice_selector_valid_score(const ml_practice_selector *s);
+/* Scores of n candidate exercises cand (with the model's predictions p) for a student whose
+ * answers so far are `answered` (items must be < n_items; skills ignored). */
+ML_API ml_status ml_practice_selector_scores(const ml_practice_selector *s, const ml_student_log *answered,
+                                             const int32_t *cand, const float *p, int64_t n, float *score);
+/* log pi(pick) of the policy's softmax over the n candidates, and (grad: NULL or numel floats of the
+ * parameter block) grad += its gradient with respect to the parameters: the score function of the
+ * policy-gradient estimator, exposed for checking and for users who train it their own way. */
+ML_API ml_status ml_practice_selector_log_prob(const ml_practice_selector *s, const ml_student_log *answered,
+                                               const int32_t *cand, const float *p, int64_t n, int64_t pick,
+                                               float *grad, double *out);
+/* Its parameters (info_weight, item_bias, item_emb, state_right, state_wrong, state_bias). */
+ML_API ml_params *ml_practice_selector_params(ml_practice_selector *s);
+/* safetensors with metadata (format "metalearn-selector"); load validates shapes and names the file. */
+ML_API ml_status ml_practice_selector_save(const ml_practice_selector *s, const char *path);
+ML_API ml_status ml_practice_selector_load(const char *path, ml_practice_selector **out);
 
 /* ---- learning hierarchy ----
  * Exercises graded into n_levels difficulty levels. A skill with at least n_levels exercises is

@@ -80,7 +80,10 @@ static ml_status shuffled_copies(const ml_answers *a, int copies, uint64_t seed,
 int ml_cli_practice_eval(int argc, char **argv) {
   const char *cmd = "practice-eval", *dataset = NULL, *data_dir = NULL, *models = "irt1", *model_file = NULL;
   const char *ns_s = "1,3,5,10", *out_path = NULL;
+  const char *selector_out = NULL, *selector_in = NULL;
   double resamples = 5, target = 0.7, seed = 1, threads = 0, cal_students = 1000, meta_iters = 0, meta_dim = 4;
+  ml_practice_selector_config sc = ml_practice_selector_defaults();
+  double sel_epochs = 0, sel_hidden = (double)sc.hidden, sel_lr = sc.lr, sel_rollouts = (double)sc.rollouts;
   bool quiet = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -103,6 +106,13 @@ int ml_cli_practice_eval(int argc, char **argv) {
              "  --meta-iterations N also a Meta-SGD student model meta-trained on this protocol's tasks: each\n"
              "                      training student's first attempts in 3 random orders, support = 5 of them (0 = off)\n"
              "  --meta-dim N        its ability vector size (4)\n"
+             "  --learned N         also the learned policy (BOBCAT): a selection network trained for N epochs on\n"
+             "                      the training students (fold 1's train; its valid students pick the epoch) for\n"
+             "                      each student model (0 = off)\n"
+             "  --selector-hidden N, --selector-lr X, --selector-rollouts N   its size (16), Adam rate (0.01),\n"
+             "                      sampled pick sequences per student (4)\n"
+             "  --save-selector F   write the (last model's) trained selection network, for metalearn next\n"
+             "  --selector F        score the learned policy with a saved network instead of training one\n"
              "  --seed N, --threads N, --out FILE (the Markdown table), --quiet\n");
       return 0;
     }
@@ -129,11 +139,24 @@ int ml_cli_practice_eval(int argc, char **argv) {
     else if (!strcmp(a, "--calib-students")) rc = parse_num(cmd, "calib-students", v, 1, 1e9, &cal_students);
     else if (!strcmp(a, "--meta-iterations")) rc = parse_num(cmd, "meta-iterations", v, 0, 1e9, &meta_iters);
     else if (!strcmp(a, "--meta-dim")) rc = parse_num(cmd, "meta-dim", v, 0, 256, &meta_dim);
+    else if (!strcmp(a, "--learned")) rc = parse_num(cmd, "learned", v, 0, 100000, &sel_epochs);
+    else if (!strcmp(a, "--selector-hidden")) rc = parse_num(cmd, "selector-hidden", v, 1, 256, &sel_hidden);
+    else if (!strcmp(a, "--selector-lr")) rc = parse_num(cmd, "selector-lr", v, 1e-6, 10, &sel_lr);
+    else if (!strcmp(a, "--selector-rollouts")) rc = parse_num(cmd, "selector-rollouts", v, 2, 1000, &sel_rollouts);
+    else if (!strcmp(a, "--save-selector")) selector_out = v;
+    else if (!strcmp(a, "--selector")) selector_in = v;
     else {
       fprintf(stderr, "metalearn %s: unknown option '%s' (see --help)\n", cmd, a);
       return 2;
     }
     if (rc) return rc;
+  }
+  sc.epochs = (int64_t)sel_epochs, sc.hidden = (int64_t)sel_hidden, sc.lr = (float)sel_lr;
+  sc.rollouts = (int64_t)sel_rollouts, sc.seed = (uint64_t)seed, sc.threads = (int)threads, sc.verbose = !quiet;
+  bool learned = sel_epochs > 0 || selector_in;
+  if (selector_out && sel_epochs <= 0) {
+    fprintf(stderr, "metalearn %s: --save-selector needs --learned N\n", cmd);
+    return 2;
   }
   if (!dataset) {
     fprintf(stderr, "metalearn %s: --dataset is required\n", cmd);
@@ -179,8 +202,9 @@ int ml_cli_practice_eval(int argc, char **argv) {
                                       {ML_PRACTICE_INFO, false, false},
                                       {ML_PRACTICE_TARGET, false, false},
                                       {ML_PRACTICE_TARGET, true, false},
-                                      {ML_PRACTICE_TARGET, true, true}};
-  const int NV = 5;
+                                      {ML_PRACTICE_TARGET, true, true},
+                                      {ML_PRACTICE_LEARNED, false, false}};
+  const int NV = learned ? 6 : 5;
   char *tbuf = NULL;
   size_t tlen = 0;
   FILE *tf = open_memstream(&tbuf, &tlen);
@@ -240,10 +264,32 @@ int ml_cli_practice_eval(int argc, char **argv) {
       break;
     }
     double cal_s = ml_now() - t0;
-    ml_practice_cell cells[5 * 8];
+    /* the learned policy: trained for this student model on training students only (fold 1's
+     * train, fold 1's valid picking the epoch), or loaded */
+    ml_practice_selector *sel = NULL;
+    t0 = ml_now();
+    if (selector_in) {
+      st = ml_practice_selector_load(selector_in, &sel);
+      if (!st && ml_practice_selector_n_items(sel) != d.n_items)
+        st = ml_error(ML_ERR_FORMAT, "%s: %lld exercises, the dataset has %lld", selector_in,
+                      (long long)ml_practice_selector_n_items(sel), (long long)d.n_items);
+    } else if (learned) {
+      bool f1 = fold.valid.n_students > 0;
+      st = ml_practice_selector_train(m, f1 ? &fold.train : &d.train, f1 ? &fold.valid : NULL, &pc, &sc, &sel);
+      if (!st && selector_out) st = ml_practice_selector_save(sel, selector_out);
+    }
+    double sel_s = ml_now() - t0;
+    if (st) {
+      ml_practice_selector_free(sel), ml_student_model_free(m);
+      rc = fail(cmd, st);
+      break;
+    }
+    pc.selector = sel;
+    ml_practice_cell cells[6 * 8];
     t0 = ml_now();
     st = ml_practice_protocol(m, &d.test, &pc, vars, NV, &cal, cells);
     double eval_s = ml_now() - t0;
+    pc.selector = NULL;
     ml_student_model_free(m);
     if (st) {
       rc = fail(cmd, st);
@@ -254,15 +300,22 @@ int ml_cli_practice_eval(int argc, char **argv) {
     ml_practice_table_print(stdout, title, cells, NV, pc.n_ns);
     printf("\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
     for (int t = 0; t < cal.n; t++) printf(" %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
+    if (sel)
+      printf("\nlearned policy: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
+             (long long)ml_practice_selector_best_epoch(sel), ml_practice_selector_valid_score(sel), sel_s);
     printf("\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
     fflush(stdout);
     if (tf) {
       ml_practice_table_print(tf, title, cells, NV, pc.n_ns);
       fprintf(tf, "\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
       for (int t = 0; t < cal.n; t++) fprintf(tf, " %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
+      if (sel)
+        fprintf(tf, "\nlearned policy: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
+                (long long)ml_practice_selector_best_epoch(sel), ml_practice_selector_valid_score(sel), sel_s);
       fprintf(tf, "\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
     }
-    if (!quiet) fprintf(stderr, "metalearn %s: %s done in %.1f s\n", cmd, name, fit_s + cal_s + eval_s);
+    if (!quiet) fprintf(stderr, "metalearn %s: %s done in %.1f s\n", cmd, name, fit_s + cal_s + sel_s + eval_s);
+    ml_practice_selector_free(sel);
   }
   if (tf) fclose(tf);
   if (!rc && out_path && tbuf && (st = ml_write_file_atomic(out_path, tbuf, tlen))) rc = fail(cmd, st);
@@ -513,13 +566,14 @@ static void json_str(FILE *f, const char *s) {
 
 int ml_cli_next(int argc, char **argv) {
   const char *cmd = "next", *run = NULL, *answers = NULL, *model_name = "irt1", *policy_s = "target";
-  const char *item_col = NULL;
+  const char *item_col = NULL, *selector_path = NULL;
+  bool policy_given = false;
   double target = 0.7, count = 5, levels_n = 3, up = 0.75, down = 0.6, seed = 1;
   bool json = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      printf("usage: metalearn next --run DIR --answers FILE [--target 0.7] [--count 5] [--policy random|info|target] [--json]\n\n"
+      printf("usage: metalearn next --run DIR --answers FILE [--target 0.7] [--count 5] [--policy random|info|target|learned] [--json]\n\n"
              "Reads one student's answer log (the three-line knowledge-tracing format: length, exercise ids, 0/1\n"
              "answers, any number of such triples appended in order; or a CSV with a header naming the exercise\n"
              "column and 'correct'), adapts the run's student model to it and prints the student's mastery per\n"
@@ -530,7 +584,9 @@ int ml_cli_next(int argc, char **argv) {
              "  --run DIR        a students run (metalearn train --dataset ... --run DIR)\n"
              "  --answers FILE   the student's answer log\n"
              "  --model NAME     DIR/NAME.safetensors (irt1; irt2, elo, meta_metasgd_k10, ...) or a path\n"
-             "  --policy P       random | info | target (target)\n"
+             "  --policy P       random | info | target | learned (target)\n"
+             "  --selector FILE  the learned policy's network (metalearn practice-eval --learned N --save-selector\n"
+             "                   FILE); implies --policy learned\n"
              "  --target P       success to aim at (0.7); target mode is calibrated on training students\n"
              "  --count N        exercises to recommend (5)\n"
              "  --levels N       difficulty levels (3); --up 0.75 / --down 0.6 mastery thresholds\n"
@@ -551,7 +607,8 @@ int ml_cli_next(int argc, char **argv) {
     if (!strcmp(a, "--run")) run = v;
     else if (!strcmp(a, "--answers")) answers = v;
     else if (!strcmp(a, "--model")) model_name = v;
-    else if (!strcmp(a, "--policy")) policy_s = v;
+    else if (!strcmp(a, "--policy")) policy_s = v, policy_given = true;
+    else if (!strcmp(a, "--selector")) selector_path = v;
     else if (!strcmp(a, "--item-col")) item_col = v;
     else if (!strcmp(a, "--target")) rc = parse_num(cmd, "target", v, 0.01, 0.99, &target);
     else if (!strcmp(a, "--count")) rc = parse_num(cmd, "count", v, 1, 100000, &count);
@@ -569,9 +626,16 @@ int ml_cli_next(int argc, char **argv) {
     fprintf(stderr, "metalearn %s: --run and --answers are required\n", cmd);
     return 2;
   }
+  if (selector_path && !policy_given) policy_s = "learned";
   ml_practice_policy pol;
   ml_status st = ml_practice_policy_parse(policy_s, &pol);
   if (st) return fail(cmd, st);
+  if ((pol == ML_PRACTICE_LEARNED) != (selector_path != NULL)) {
+    fprintf(stderr, "metalearn %s: %s\n", cmd,
+            selector_path ? "--selector is the learned policy's network: use it with --policy learned"
+                          : "--policy learned needs --selector FILE (metalearn practice-eval --learned N --save-selector FILE)");
+    return 2;
+  }
   char dataset[512], data_dir[1024];
   if (ini_value(run, "dataset", dataset, sizeof dataset) || ini_value(run, "data_dir", data_dir, sizeof data_dir))
     return 2;
@@ -587,6 +651,7 @@ int ml_cli_next(int argc, char **argv) {
   if (strchr(model_name, '/') || strstr(model_name, ".safetensors")) snprintf(mpath, sizeof mpath, "%s", model_name);
   else snprintf(mpath, sizeof mpath, "%s/%s.safetensors", run, model_name);
   ml_student_model *m = NULL;
+  ml_practice_selector *sel = NULL;
   log_t lg;
   memset(&lg, 0, sizeof lg);
   int rc = read_log(answers, &d, item_col ? item_col : d.ids_are_skills ? "skill_id" : "problem_id", &lg);
@@ -622,6 +687,14 @@ int ml_cli_next(int argc, char **argv) {
     st = ml_error(ML_ERR_FORMAT, "%s: %lld exercises, the dataset %s has %lld", mpath, (long long)J, label,
                   (long long)d.n_items);
     goto out;
+  }
+  if (selector_path) {
+    if ((st = ml_practice_selector_load(selector_path, &sel))) goto out;
+    if (ml_practice_selector_n_items(sel) != J) {
+      st = ml_error(ML_ERR_FORMAT, "%s: %lld exercises, the dataset %s has %lld", selector_path,
+                    (long long)ml_practice_selector_n_items(sel), label, (long long)J);
+      goto out;
+    }
   }
   for (int64_t j = 0; j < J; j++)
     item_skill[j] = d.q.offsets && d.q.offsets[j + 1] > d.q.offsets[j] ? d.q.skills[d.q.offsets[j]] : -1;
@@ -660,9 +733,20 @@ int ml_cli_next(int argc, char **argv) {
       if (lv.item_level[j] == level[lv.item_group[j]] && (pass || !done_right[j])) cand[nc].j = (int32_t)j, nc++;
   ml_rng rng;
   ml_rng_init(&rng, (uint64_t)seed, (uint64_t)lg.n);
-  for (int64_t c = 0; c < nc; c++) {
-    float pp = p[cand[c].j];
-    ml_practice_scores(pol, &pp, 1, (float)target, cal, &rng, &cand[c].score);
+  if (sel) { /* the learned policy scores the candidates from the whole log */
+    int32_t *ci = malloc((size_t)(nc ? nc : 1) * sizeof *ci);
+    float *cp = malloc((size_t)(nc ? nc : 1) * sizeof *cp), *cs = malloc((size_t)(nc ? nc : 1) * sizeof *cs);
+    if (!ci || !cp || !cs) st = ml_error(ML_ERR_NOMEM, "next: out of memory");
+    for (int64_t c = 0; !st && c < nc; c++) ci[c] = cand[c].j, cp[c] = p[cand[c].j];
+    if (!st) st = ml_practice_selector_scores(sel, &sup, ci, cp, nc, cs);
+    for (int64_t c = 0; !st && c < nc; c++) cand[c].score = cs[c];
+    free(ci), free(cp), free(cs);
+    if (st) goto out;
+  } else {
+    for (int64_t c = 0; c < nc; c++) {
+      float pp = p[cand[c].j];
+      ml_practice_scores(pol, &pp, 1, (float)target, cal, &rng, &cand[c].score);
+    }
   }
   qsort(cand, (size_t)nc, sizeof *cand, cmp_cand);
   int64_t show = nc < (int64_t)count ? nc : (int64_t)count;
@@ -770,6 +854,7 @@ out:
   free(level), free(item_skill), free(b), free(p), free(mast), free(n_ans), free(n_right), free(done_right), free(cand);
   ml_arena_free(arena);
   ml_student_model_free(m);
+  ml_practice_selector_free(sel);
   free(lg.item), free(lg.skill), free(lg.correct);
   ml_kt_dataset_free(&d);
   return rc;

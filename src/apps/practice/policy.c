@@ -5,7 +5,7 @@
 
 #include "metalearn/practice.h"
 
-static const char *policy_names[ML_PRACTICE_POLICY_COUNT] = {"random", "info", "target"};
+static const char *policy_names[ML_PRACTICE_POLICY_COUNT] = {"random", "info", "target", "learned"};
 
 const char *ml_practice_policy_name(ml_practice_policy p) {
   return (unsigned)p < ML_PRACTICE_POLICY_COUNT ? policy_names[p] : "?";
@@ -17,7 +17,7 @@ ml_status ml_practice_policy_parse(const char *name, ml_practice_policy *out) {
       *out = (ml_practice_policy)i;
       return ML_OK;
     }
-  return ml_error(ML_ERR_ARG, "unknown policy '%s' (random, info, target)", name);
+  return ml_error(ML_ERR_ARG, "unknown policy '%s' (random, info, target, learned)", name);
 }
 
 ml_practice_calib ml_practice_calib_identity(void) {
@@ -78,14 +78,15 @@ void ml_practice_scores(ml_practice_policy pol, const float *p, int64_t n, float
     switch (pol) {
       case ML_PRACTICE_RANDOM: score[i] = ml_rng_uniform(rng); break;
       case ML_PRACTICE_INFO: score[i] = p[i] * (1 - p[i]); break;
-      default: score[i] = -fabsf(ml_practice_calibrate(c, p[i]) - target); break;
+      case ML_PRACTICE_TARGET: score[i] = -fabsf(ml_practice_calibrate(c, p[i]) - target); break;
+      default: score[i] = NAN; break; /* the learned policy scores with its network */
     }
   }
 }
 
 int64_t ml_practice_pick(ml_practice_policy pol, const float *p, int64_t n, float target, ml_practice_calib c,
                          ml_rng *rng) {
-  if (n <= 0) return -1;
+  if (n <= 0 || (pol != ML_PRACTICE_RANDOM && pol != ML_PRACTICE_INFO && pol != ML_PRACTICE_TARGET)) return -1;
   if (pol == ML_PRACTICE_RANDOM) return (int64_t)ml_rng_below(rng, (uint32_t)n);
   int64_t best = 0;
   float bs = -INFINITY;

@@ -46,8 +46,8 @@ static void one_student(int64_t i, int thread, void *vj) {
   int64_t *idx = malloc((size_t)n * sizeof *idx);
   int32_t *buf_i = malloc((size_t)n * 4 * sizeof *buf_i); /* support items, skills; query items, skills */
   uint8_t *sup_y = malloc((size_t)n);
-  float *p = malloc((size_t)n * sizeof *p);
-  if (!idx || !buf_i || !sup_y || !p) {
+  float *p = malloc((size_t)n * sizeof *p), *score = malloc((size_t)n * sizeof *score);
+  if (!idx || !buf_i || !sup_y || !p || !score) {
     J->status[i] = ml_error(ML_ERR_NOMEM, "practice: out of memory");
     goto done;
   }
@@ -72,7 +72,18 @@ static void one_student(int64_t i, int thread, void *vj) {
     }
     ml_practice_calib cal = J->v.calibrated ? ml_practice_calib_at(J->cal, t) : ml_practice_calib_identity();
     float aim = J->v.balanced ? ml_practice_balanced_target(c->target, t, expected) : c->target;
-    int64_t k = ml_practice_pick(J->v.policy, p, n_avail, aim, cal, &prng);
+    int64_t k = 0;
+    if (J->v.policy == ML_PRACTICE_LEARNED) { /* greedy on the selection network's scores */
+      ml_student_log answered = {s_item, s_skill, sup_y, t};
+      if ((st = ml_practice_selector_scores(c->selector, &answered, q_item, p, n_avail, score))) {
+        J->status[i] = st;
+        goto done;
+      }
+      for (int64_t q = 1; q < n_avail; q++)
+        if (score[q] > score[k]) k = q;
+    } else {
+      k = ml_practice_pick(J->v.policy, p, n_avail, aim, cal, &prng);
+    }
     int64_t e = avail[k];
     float pc = ml_practice_calibrate(cal, p[k]);
     s_item[t] = item[e], s_skill[t] = skill[e], sup_y[t] = y[e];
@@ -100,7 +111,7 @@ static void one_student(int64_t i, int thread, void *vj) {
      * because avail only ever spans idx[0 .. n_avail) */
   }
 done:
-  free(idx), free(buf_i), free(sup_y), free(p);
+  free(idx), free(buf_i), free(sup_y), free(p), free(score);
 }
 
 /* Kept students (>= min_items distinct exercises) of first attempts fa, and held-out offsets. */
@@ -148,6 +159,14 @@ ml_status ml_practice_protocol(const ml_student_model *m, const ml_answers *test
     return ml_error(ML_ERR_ARG, "practice protocol: bad configuration");
   for (int i = 0; i < cfg->n_ns; i++)
     if (cfg->ns[i] < 1) return ml_error(ML_ERR_ARG, "practice protocol: n = %lld", (long long)cfg->ns[i]);
+  for (int v = 0; v < n_variants; v++) {
+    if ((unsigned)variants[v].policy >= ML_PRACTICE_POLICY_COUNT)
+      return ml_error(ML_ERR_ARG, "practice protocol: unknown policy %d", (int)variants[v].policy);
+    if (variants[v].policy == ML_PRACTICE_LEARNED && !cfg->selector)
+      return ml_error(ML_ERR_ARG, "practice protocol: the learned policy needs a selection network");
+    if (variants[v].calibrated && !cal)
+      return ml_error(ML_ERR_ARG, "practice protocol: a calibrated variant needs the calibration");
+  }
   ml_answers fa;
   ml_status st = ml_practice_first_attempts(test, &fa);
   if (st) return st;
