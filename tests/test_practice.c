@@ -342,7 +342,7 @@ ML_TEST(cli_next_on_synthetic_run) {
            "practice-eval --dataset kt:%s/psynth --resamples 2 --ns 1,5 --threads 2 --learned 2 --selector-hidden 4 "
            "--save-selector %s/sel.safetensors --quiet", tmp, tmp);
   rc = run_cli(args);
-  CHECK_MSG(rc == 0 && strstr(out, "| learned") && strstr(out, "learned policy: epoch"), "exit %d: %s", rc, out);
+  CHECK_MSG(rc == 0 && strstr(out, "| learned") && strstr(out, "learned policy (trained jointly with its 1PL): epoch"), "exit %d: %s", rc, out);
   char logp[1024];
   snprintf(logp, sizeof logp, "%s/log_sel.txt", tmp);
   ml_test_write_file(logp, "3\n1,2,3\n1,0,1\n", 14);
@@ -558,6 +558,101 @@ ML_TEST(learned_policy_learns_to_ask_the_sharp_exercises) {
   pc.selector = NULL;
   CHECK(ml_practice_protocol(m, &test, &pc, v + 1, 1, NULL, cells) == ML_ERR_ARG);
   ml_practice_selector_free(s);
+  ml_student_model_free(m);
+  ml_answers_free(&train), ml_answers_free(&valid), ml_answers_free(&test);
+}
+
+ML_TEST(joint_training_outer_gradient_matches_finite_differences) {
+  /* the held-out NLL after MAP adaptation, differentiated through the adaptation */
+  float b[J];
+  ml_rng r;
+  ml_rng_init(&r, 61, 0);
+  for (int j = 0; j < J; j++) b[j] = ml_rng_normal(&r);
+  int32_t si[5] = {2, 9, 14, 9, 30}, hi[4] = {1, 2, 17, 25}, sk[5] = {0};
+  uint8_t sy[5] = {1, 0, 1, 1, 0}, hy[4] = {0, 1, 1, 0};
+  ml_student_log sup = {si, sk, sy, 5}, held = {hi, sk, hy, 4};
+  float g[J] = {0};
+  double nll, up, dn;
+  CHECK_OK(ml_practice_1pl_outer(b, J, &sup, &held, g, &nll));
+  CHECK(nll > 0 && isfinite(nll));
+  double worst = 0;
+  int nonzero = 0;
+  for (int j = 0; j < J; j++) {
+    float keep = b[j];
+    b[j] = keep + 1e-2f;
+    CHECK_OK(ml_practice_1pl_outer(b, J, &sup, &held, NULL, &up));
+    b[j] = keep - 1e-2f;
+    CHECK_OK(ml_practice_1pl_outer(b, J, &sup, &held, NULL, &dn));
+    b[j] = keep;
+    double num = (up - dn) / 2e-2, err = fabs(num - g[j]) / (1e-3 + fabs(num));
+    nonzero += g[j] != 0;
+    if (err > worst) worst = err;
+    CHECK_MSG(err < 2e-2, "difficulty %d: analytic %.6f, numeric %.6f", j, g[j], num);
+  }
+  printf("  outer gradient: %d nonzero, worst relative error %.2g\n", nonzero, worst);
+  CHECK(nonzero == 7); /* support 2, 9, 14, 30 and held-out 1, 17, 25 (2 in both) */
+  hi[0] = J;
+  CHECK(ml_practice_1pl_outer(b, J, &sup, &held, g, &nll) == ML_ERR_ARG);
+}
+
+ML_TEST(joint_training_learns_the_difficulties_with_the_selector) {
+  irt2 t;
+  make_mixed_items(&t, 71);
+  ml_answers train, valid, test;
+  make_students(&t, NTRAIN, 72, &train, NULL);
+  make_students(&t, 150, 73, &valid, NULL);
+  make_students(&t, NTEST, 74, &test, NULL);
+  ml_student_model *m = fit_irt1(&train);
+  ml_practice_protocol_config pc = small_protocol();
+  ml_practice_selector_config sc = ml_practice_selector_defaults();
+  sc.epochs = 6, sc.threads = 2, sc.hidden = 8, sc.lr = 0.05f, sc.joint = true;
+  ml_practice_selector *s = NULL;
+  CHECK_OK(ml_practice_selector_train(m, &train, &valid, &pc, &sc, &s));
+  if (!s) return;
+  CHECK(ml_practice_selector_joint(s));
+  ml_student_model *jm = NULL;
+  CHECK_OK(ml_practice_selector_student(s, m, &jm));
+  CHECK(jm != NULL);
+  if (!jm) return;
+  float b0[J], b1[J];
+  ml_student_model_difficulties(m, b0);
+  ml_student_model_difficulties(jm, b1);
+  double moved = 0;
+  for (int j = 0; j < J; j++) moved += fabs(b1[j] - b0[j]);
+  printf("  mean |change| of the difficulties: %.4f (epoch %lld kept)\n", moved / J, (long long)ml_practice_selector_best_epoch(s));
+  CHECK(ml_practice_selector_best_epoch(s) == 0 || moved > 0);
+  pc.selector = s, pc.selector_model = jm;
+  ml_practice_variant v[2] = {{ML_PRACTICE_INFO, false, false}, {ML_PRACTICE_LEARNED, false, false}};
+  ml_practice_cell cells[4];
+  CHECK_OK(ml_practice_protocol(m, &test, &pc, v, 2, NULL, cells));
+  printf("  held-out AUC after 3 / 6 picks: info %.4f / %.4f, joint learned %.4f / %.4f\n", cells[0].auc, cells[1].auc,
+         cells[2].auc, cells[3].auc);
+  CHECK_MSG(cells[3].auc > cells[1].auc + 0.01, "n=6: joint %.4f vs info %.4f", cells[3].auc, cells[1].auc);
+  /* round trip keeps the learned difficulties */
+  char path[4096];
+  snprintf(path, sizeof path, "%s/joint.safetensors", ml_test_tmpdir());
+  CHECK_OK(ml_practice_selector_save(s, path));
+  ml_practice_selector *l = NULL;
+  ml_student_model *lm = NULL;
+  CHECK_OK(ml_practice_selector_load(path, &l));
+  if (l) {
+    CHECK(ml_practice_selector_joint(l));
+    CHECK_OK(ml_practice_selector_student(l, m, &lm));
+    float b2[J];
+    if (lm) ml_student_model_difficulties(lm, b2);
+    CHECK(lm && !memcmp(b1, b2, sizeof b1));
+  }
+  /* joint training needs a 1PL */
+  ml_student_config c2 = ml_student_defaults(ML_STUDENT_IRT2);
+  c2.threads = 1;
+  ml_student_model *m2 = NULL, *j2 = NULL;
+  CHECK_OK(ml_student_model_fit(&c2, J, 4, NULL, &train, NULL, &m2));
+  ml_practice_selector *s2 = NULL;
+  CHECK(ml_practice_selector_train(m2, &train, NULL, &pc, &sc, &s2) == ML_ERR_ARG && !s2);
+  CHECK(ml_practice_selector_student(s, m2, &j2) == ML_ERR_ARG && !j2);
+  ml_student_model_free(m2);
+  ml_student_model_free(lm), ml_practice_selector_free(l);
+  ml_student_model_free(jm), ml_practice_selector_free(s);
   ml_student_model_free(m);
   ml_answers_free(&train), ml_answers_free(&valid), ml_answers_free(&test);
 }

@@ -90,6 +90,8 @@ typedef struct {
   uint64_t seed;
   int threads;        /* 0 = ml_num_threads() */
   const struct ml_practice_selector *selector; /* the learned policy's network (NULL: not scored) */
+  const ml_student_model *selector_model; /* the learned policy's student model (NULL: the protocol's);
+                                             see ml_practice_selector_student */
 } ml_practice_protocol_config;
 
 ML_API ml_practice_protocol_config ml_practice_protocol_defaults(void);
@@ -159,6 +161,8 @@ typedef struct {
   float lr;         /* Adam (0.01) */
   float info_init;  /* initial weight of the information feature (5) */
   int64_t max_students; /* training students used per epoch (0 = all) */
+  bool joint;       /* BOBCAT's joint training: the 1PL's difficulties are learned too (irt1 only) */
+  float student_l2; /* with an L2 pull towards the fitted difficulties (0.01) */
   uint64_t seed;
   int threads;      /* 0 = ml_num_threads() */
   bool verbose;     /* one line per epoch on stderr */
@@ -172,6 +176,12 @@ ML_API ml_status ml_practice_selector_train(const ml_student_model *m, const ml_
                                             const ml_practice_selector_config *c, ml_practice_selector **out);
 ML_API void ml_practice_selector_free(ml_practice_selector *s);
 ML_API int64_t ml_practice_selector_n_items(const ml_practice_selector *s);
+/* Trained jointly with its student model (config joint)? Then the learned policy must be scored
+ * with that model: a copy of the fitted 1PL base with the learned difficulties (*out NULL when not
+ * joint; the caller frees it), passed as the protocol's selector_model. */
+ML_API bool ml_practice_selector_joint(const ml_practice_selector *s);
+ML_API ml_status ml_practice_selector_student(const ml_practice_selector *s, const ml_student_model *base,
+                                              ml_student_model **out);
 /* Kept epoch (0 = the maximum-information start) and its validation score (NAN without valid). */
 ML_API int64_t ml_practice_selector_best_epoch(const ml_practice_selector *s);
 ML_API double ml_practice_selector_valid_score(const ml_practice_selector *s);
@@ -187,6 +197,12 @@ ML_API ml_status ml_practice_selector_log_prob(const ml_practice_selector *s, co
                                                float *grad, double *out);
 /* Its parameters (info_weight, item_bias, item_emb, state_right, state_wrong, state_bias). */
 ML_API ml_params *ml_practice_selector_params(ml_practice_selector *s);
+/* BOBCAT's outer level for a 1PL with difficulties b (n_items): the held-out NLL (mean over
+ * held->n answers) after the MAP ability (N(0, 1) prior) is adapted on the support, and (grad:
+ * NULL or n_items floats) grad += its gradient with respect to b, through the adaptation by
+ * implicit differentiation. What joint training descends. */
+ML_API ml_status ml_practice_1pl_outer(const float *b, int64_t n_items, const ml_student_log *support,
+                                       const ml_student_log *held, float *grad, double *nll);
 /* safetensors with metadata (format "metalearn-selector"); load validates shapes and names the file. */
 ML_API ml_status ml_practice_selector_save(const ml_practice_selector *s, const char *path);
 ML_API ml_status ml_practice_selector_load(const char *path, ml_practice_selector **out);

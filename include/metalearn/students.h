@@ -92,6 +92,10 @@ ML_API ml_status ml_student_model_load(const char *path, int threads, ml_student
 /* The exercises' fitted difficulties (n_items floats; for the meta model its shared b_item):
  * grading exercises into levels for adaptive practice. */
 ML_API void ml_student_model_difficulties(const ml_student_model *m, float *b);
+/* A copy of a baseline (difficulty, IRT, Elo) with other difficulties b (n_items floats): the
+ * student model of a selection policy trained jointly with it (practice.h). */
+ML_API ml_status ml_student_model_with_difficulties(const ml_student_model *m, const float *b,
+                                                    ml_student_model **out);
 ML_API int64_t ml_student_model_n_items(const ml_student_model *m);
 ML_API int64_t ml_student_model_n_skills(const ml_student_model *m);
 /* Meta-training iterations behind the kept parameters: the validation pick, else all. */

@@ -84,6 +84,7 @@ int ml_cli_practice_eval(int argc, char **argv) {
   double resamples = 5, target = 0.7, seed = 1, threads = 0, cal_students = 1000, meta_iters = 0, meta_dim = 4;
   ml_practice_selector_config sc = ml_practice_selector_defaults();
   double sel_epochs = 0, sel_hidden = (double)sc.hidden, sel_lr = sc.lr, sel_rollouts = (double)sc.rollouts;
+  double sel_joint = -1, sel_l2 = sc.student_l2; /* joint: -1 = with irt1, not with other models */
   bool quiet = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -111,6 +112,8 @@ int ml_cli_practice_eval(int argc, char **argv) {
              "                      each student model (0 = off)\n"
              "  --selector-hidden N, --selector-lr X, --selector-rollouts N   its size (16), Adam rate (0.01),\n"
              "                      sampled pick sequences per student (4)\n"
+             "  --selector-joint 0|1 BOBCAT's joint training: the 1PL's difficulties are learned with the network\n"
+             "                      (default: with irt1; --selector-l2 X pulls them towards the fitted ones, 0.01)\n"
              "  --save-selector F   write the (last model's) trained selection network, for metalearn next\n"
              "  --selector F        score the learned policy with a saved network instead of training one\n"
              "  --seed N, --threads N, --out FILE (the Markdown table), --quiet\n");
@@ -143,6 +146,8 @@ int ml_cli_practice_eval(int argc, char **argv) {
     else if (!strcmp(a, "--selector-hidden")) rc = parse_num(cmd, "selector-hidden", v, 1, 256, &sel_hidden);
     else if (!strcmp(a, "--selector-lr")) rc = parse_num(cmd, "selector-lr", v, 1e-6, 10, &sel_lr);
     else if (!strcmp(a, "--selector-rollouts")) rc = parse_num(cmd, "selector-rollouts", v, 2, 1000, &sel_rollouts);
+    else if (!strcmp(a, "--selector-joint")) rc = parse_num(cmd, "selector-joint", v, 0, 1, &sel_joint);
+    else if (!strcmp(a, "--selector-l2")) rc = parse_num(cmd, "selector-l2", v, 0, 1e6, &sel_l2);
     else if (!strcmp(a, "--save-selector")) selector_out = v;
     else if (!strcmp(a, "--selector")) selector_in = v;
     else {
@@ -153,6 +158,7 @@ int ml_cli_practice_eval(int argc, char **argv) {
   }
   sc.epochs = (int64_t)sel_epochs, sc.hidden = (int64_t)sel_hidden, sc.lr = (float)sel_lr;
   sc.rollouts = (int64_t)sel_rollouts, sc.seed = (uint64_t)seed, sc.threads = (int)threads, sc.verbose = !quiet;
+  sc.student_l2 = (float)sel_l2;
   bool learned = sel_epochs > 0 || selector_in;
   if (selector_out && sel_epochs <= 0) {
     fprintf(stderr, "metalearn %s: --save-selector needs --learned N\n", cmd);
@@ -275,21 +281,26 @@ int ml_cli_practice_eval(int argc, char **argv) {
                       (long long)ml_practice_selector_n_items(sel), (long long)d.n_items);
     } else if (learned) {
       bool f1 = fold.valid.n_students > 0;
+      sc.joint = sel_joint < 0 ? ml_student_model_config(m)->kind == ML_STUDENT_IRT1 : sel_joint > 0;
       st = ml_practice_selector_train(m, f1 ? &fold.train : &d.train, f1 ? &fold.valid : NULL, &pc, &sc, &sel);
       if (!st && selector_out) st = ml_practice_selector_save(sel, selector_out);
     }
     double sel_s = ml_now() - t0;
+    ml_student_model *jm = NULL; /* the learned policy's own 1PL when trained jointly */
+    if (!st && sel) st = ml_practice_selector_student(sel, m, &jm);
     if (st) {
       ml_practice_selector_free(sel), ml_student_model_free(m);
       rc = fail(cmd, st);
       break;
     }
-    pc.selector = sel;
+    pc.selector = sel, pc.selector_model = jm;
     ml_practice_cell cells[6 * 8];
     t0 = ml_now();
     st = ml_practice_protocol(m, &d.test, &pc, vars, NV, &cal, cells);
     double eval_s = ml_now() - t0;
-    pc.selector = NULL;
+    pc.selector = NULL, pc.selector_model = NULL;
+    bool joint = jm != NULL;
+    ml_student_model_free(jm);
     ml_student_model_free(m);
     if (st) {
       rc = fail(cmd, st);
@@ -301,8 +312,9 @@ int ml_cli_practice_eval(int argc, char **argv) {
     printf("\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
     for (int t = 0; t < cal.n; t++) printf(" %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
     if (sel)
-      printf("\nlearned policy: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
-             (long long)ml_practice_selector_best_epoch(sel), ml_practice_selector_valid_score(sel), sel_s);
+      printf("\nlearned policy%s: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
+             joint ? " (trained jointly with its 1PL)" : "", (long long)ml_practice_selector_best_epoch(sel),
+             ml_practice_selector_valid_score(sel), sel_s);
     printf("\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
     fflush(stdout);
     if (tf) {
@@ -310,8 +322,9 @@ int ml_cli_practice_eval(int argc, char **argv) {
       fprintf(tf, "\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
       for (int t = 0; t < cal.n; t++) fprintf(tf, " %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
       if (sel)
-        fprintf(tf, "\nlearned policy: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
-                (long long)ml_practice_selector_best_epoch(sel), ml_practice_selector_valid_score(sel), sel_s);
+        fprintf(tf, "\nlearned policy%s: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
+                joint ? " (trained jointly with its 1PL)" : "", (long long)ml_practice_selector_best_epoch(sel),
+                ml_practice_selector_valid_score(sel), sel_s);
       fprintf(tf, "\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
     }
     if (!quiet) fprintf(stderr, "metalearn %s: %s done in %.1f s\n", cmd, name, fit_s + cal_s + sel_s + eval_s);
@@ -695,6 +708,9 @@ int ml_cli_next(int argc, char **argv) {
                     (long long)ml_practice_selector_n_items(sel), label, (long long)J);
       goto out;
     }
+    ml_student_model *jm = NULL; /* trained jointly: its 1PL predicts from now on */
+    if ((st = ml_practice_selector_student(sel, m, &jm))) goto out;
+    if (jm) ml_student_model_free(m), m = jm;
   }
   for (int64_t j = 0; j < J; j++)
     item_skill[j] = d.q.offsets && d.q.offsets[j + 1] > d.q.offsets[j] ? d.q.skills[d.q.offsets[j]] : -1;

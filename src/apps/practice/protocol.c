@@ -40,6 +40,8 @@ static int64_t pool_size(const ml_practice_protocol_config *c, int64_t n) {
 static void one_student(int64_t i, int thread, void *vj) {
   job_t *J = vj;
   const ml_practice_protocol_config *c = J->cfg;
+  /* the learned policy brings its own student model when trained jointly with it */
+  const ml_student_model *sm = J->v.policy == ML_PRACTICE_LEARNED && c->selector_model ? c->selector_model : J->m;
   int64_t s = J->kept[i], off = J->fa->offsets[s], n = ml_answers_len(J->fa, s), P = pool_size(c, n);
   const int32_t *item = J->fa->item + off, *skill = J->fa->skill + off;
   const uint8_t *y = J->fa->correct + off;
@@ -65,7 +67,7 @@ static void one_student(int64_t i, int thread, void *vj) {
   for (int64_t t = 0; t < steps; t++) {
     for (int64_t k = 0; k < n_avail; k++) q_item[k] = item[avail[k]], q_skill[k] = skill[avail[k]];
     ml_student_log sup = {s_item, s_skill, sup_y, t}, qry = {q_item, q_skill, NULL, n_avail};
-    ml_status st = ml_student_model_predict(J->m, &sup, &qry, J->arenas[thread], p);
+    ml_status st = ml_student_model_predict(sm, &sup, &qry, J->arenas[thread], p);
     if (st) {
       J->status[i] = st;
       goto done;
@@ -102,7 +104,7 @@ static void one_student(int64_t i, int thread, void *vj) {
       for (int64_t h = 0; h < H; h++) q_item[h] = item[idx[P + h]], q_skill[h] = skill[idx[P + h]];
       ml_student_log sup2 = {s_item, s_skill, sup_y, t + 1}, held = {q_item, q_skill, NULL, H};
       float *dst = J->pred + (int64_t)ni * J->hoff[J->n_kept] + J->hoff[i];
-      if ((st = ml_student_model_predict(J->m, &sup2, &held, J->arenas[thread], dst))) {
+      if ((st = ml_student_model_predict(sm, &sup2, &held, J->arenas[thread], dst))) {
         J->status[i] = st;
         goto done;
       }

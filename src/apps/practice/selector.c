@@ -13,11 +13,13 @@
 enum { NF = 2, MAX_HIDDEN = 256 }; /* candidate features: information 4p(1-p), 2p - 1 */
 
 /* parameter tensors, in block order */
-enum { P_INFO, P_BIAS, P_EMB, P_RIGHT, P_WRONG, P_STATE, P_COUNT };
-static const char *pnames[P_COUNT] = {"info_weight", "item_bias", "item_emb", "state_right", "state_wrong", "state_bias"};
+enum { P_INFO, P_BIAS, P_EMB, P_RIGHT, P_WRONG, P_STATE, P_STUDENT, P_COUNT };
+static const char *pnames[P_COUNT] = {"info_weight", "item_bias", "item_emb",  "state_right",
+                                      "state_wrong", "state_bias", "student_difficulty"};
 
 struct ml_practice_selector {
   int64_t n_items, hidden, best_epoch;
+  bool joint; /* the 1PL difficulties are learned with it (student_difficulty) */
   double valid_score;
   ml_params *params;
 };
@@ -25,16 +27,18 @@ struct ml_practice_selector {
 /* The tensors inside a block with the parameter layout (the values, or a gradient slot). */
 typedef struct {
   float *a, *c, *e, *ur, *uw, *b;
+  float *sb; /* the jointly trained 1PL difficulties, NULL when not joint */
 } sel_view;
 
 static sel_view view_at(const ml_practice_selector *s, float *base) {
   const ml_param *it = s->params->items;
   sel_view v = {base + it[P_INFO].offset,  base + it[P_BIAS].offset,  base + it[P_EMB].offset,
-                base + it[P_RIGHT].offset, base + it[P_WRONG].offset, base + it[P_STATE].offset};
+                base + it[P_RIGHT].offset, base + it[P_WRONG].offset, base + it[P_STATE].offset,
+                s->joint ? base + it[P_STUDENT].offset : NULL};
   return v;
 }
 
-static ml_status selector_new(int64_t J, int64_t H, ml_practice_selector **out) {
+static ml_status selector_new(int64_t J, int64_t H, bool joint, ml_practice_selector **out) {
   *out = NULL;
   if (J < 1 || H < 1 || H > MAX_HIDDEN) return ml_error(ML_ERR_ARG, "selector: %lld exercises, hidden %lld (1..%d)", (long long)J, (long long)H, MAX_HIDDEN);
   ml_practice_selector *s = calloc(1, sizeof *s);
@@ -42,10 +46,10 @@ static ml_status selector_new(int64_t J, int64_t H, ml_practice_selector **out) 
     free(s);
     return ml_error(ML_ERR_NOMEM, "selector: out of memory");
   }
-  s->n_items = J, s->hidden = H, s->valid_score = NAN;
-  const int64_t shapes[P_COUNT][2] = {{NF, 0}, {J, 0}, {J, H}, {J, H}, {J, H}, {H, 0}};
+  s->n_items = J, s->hidden = H, s->valid_score = NAN, s->joint = joint;
+  const int64_t shapes[P_COUNT][2] = {{NF, 0}, {J, 0}, {J, H}, {J, H}, {J, H}, {H, 0}, {J, 0}};
   ml_status st = ML_OK;
-  for (int k = 0; k < P_COUNT && !st; k++) st = ml_params_add(s->params, pnames[k], shapes[k][1] ? 2 : 1, shapes[k]);
+  for (int k = 0; k < (joint ? P_COUNT : P_STUDENT) && !st; k++) st = ml_params_add(s->params, pnames[k], shapes[k][1] ? 2 : 1, shapes[k]);
   if (!st) st = ml_params_finalize(s->params);
   if (st) {
     ml_practice_selector_free(s);
@@ -62,6 +66,74 @@ void ml_practice_selector_free(ml_practice_selector *s) {
 }
 
 int64_t ml_practice_selector_n_items(const ml_practice_selector *s) { return s->n_items; }
+bool ml_practice_selector_joint(const ml_practice_selector *s) { return s->joint; }
+
+ml_status ml_practice_selector_student(const ml_practice_selector *s, const ml_student_model *base,
+                                       ml_student_model **out) {
+  *out = NULL;
+  if (!s->joint) return ML_OK;
+  if (ml_student_model_config(base)->kind != ML_STUDENT_IRT1 || ml_student_model_n_items(base) != s->n_items)
+    return ml_error(ML_ERR_ARG, "selector: trained jointly with a 1PL of %lld exercises; the student model is not one",
+                    (long long)s->n_items);
+  return ml_student_model_with_difficulties(base, view_at(s, s->params->data).sb, out);
+}
+
+static float theta_1pl(const float *b, const int32_t *item, const uint8_t *y, int64_t n);
+
+/* grad += w d NLL / d b; p (held->n floats, may be NULL) gets the held-out predictions. */
+static void outer_1pl(const float *b, const ml_student_log *support, const ml_student_log *held, float w, float *grad,
+                      float *p, double *nll) {
+  float th = theta_1pl(b, support->item, support->correct, support->n);
+  /* d NLL / d b directly and through the ability: the MAP condition -th + sum (y_i - p_i) = 0
+   * gives d th / d b_i = p_i (1 - p_i) / (1 + sum p (1 - p)) (implicit differentiation) */
+  double gth = 0, den = 1, s = 0, H = held->n ? (double)held->n : 1;
+  for (int64_t h = 0; h < held->n; h++) {
+    float ph = 1.0f / (1.0f + expf(-(th - b[held->item[h]])));
+    if (p) p[h] = ph;
+    double d = ((double)ph - held->correct[h]) / H, q = ph < 1e-6f ? 1e-6 : ph > 1 - 1e-6f ? 1 - 1e-6 : ph;
+    s -= (held->correct[h] ? log(q) : log(1 - q)) / H;
+    gth += d;
+    if (grad) grad[held->item[h]] -= (float)(w * d);
+  }
+  *nll = s;
+  if (!grad) return;
+  for (int64_t i = 0; i < support->n; i++) {
+    float pi = 1.0f / (1.0f + expf(-(th - b[support->item[i]])));
+    den += (double)pi * (1 - pi);
+  }
+  for (int64_t i = 0; i < support->n; i++) {
+    float pi = 1.0f / (1.0f + expf(-(th - b[support->item[i]])));
+    grad[support->item[i]] += (float)(w * gth * (double)pi * (1 - pi) / den);
+  }
+}
+
+ml_status ml_practice_1pl_outer(const float *b, int64_t n_items, const ml_student_log *support,
+                                const ml_student_log *held, float *grad, double *nll) {
+  for (int64_t i = 0; i < support->n; i++)
+    if (support->item[i] < 0 || support->item[i] >= n_items) return ml_error(ML_ERR_ARG, "1pl: exercise %d outside 0..%lld", support->item[i], (long long)n_items - 1);
+  for (int64_t i = 0; i < held->n; i++)
+    if (held->item[i] < 0 || held->item[i] >= n_items) return ml_error(ML_ERR_ARG, "1pl: exercise %d outside 0..%lld", held->item[i], (long long)n_items - 1);
+  outer_1pl(b, support, held, 1.0f, grad, NULL, nll);
+  return ML_OK;
+}
+
+/* The 1PL's MAP ability under N(0, 1) and its predictions, with difficulties b: the same Newton
+ * iteration as the students module's, so that training sees the model the protocol evaluates. */
+static float theta_1pl(const float *b, const int32_t *item, const uint8_t *y, int64_t n) {
+  float th = 0;
+  for (int it = 0; it < 30; it++) {
+    double g = -th, h = -1;
+    for (int64_t i = 0; i < n; i++) {
+      float p = 1.0f / (1.0f + expf(-(th - b[item[i]])));
+      g += (double)y[i] - p, h -= (double)p * (1 - p);
+    }
+    double d = -g / h;
+    float step = (float)(d > 1.0 ? 1.0 : d < -1.0 ? -1.0 : d);
+    th += step;
+    if (fabsf(step) < 1e-5f) break;
+  }
+  return th;
+}
 int64_t ml_practice_selector_best_epoch(const ml_practice_selector *s) { return s->best_epoch; }
 double ml_practice_selector_valid_score(const ml_practice_selector *s) { return s->valid_score; }
 
@@ -172,6 +244,7 @@ ml_practice_selector_config ml_practice_selector_defaults(void) {
   ml_practice_selector_config c;
   memset(&c, 0, sizeof c);
   c.hidden = 16, c.epochs = 20, c.batch = 32, c.rollouts = 4, c.lr = 0.01f, c.info_init = 5.0f, c.seed = 1;
+  c.student_l2 = 0.01f;
   return c;
 }
 
@@ -240,6 +313,8 @@ static void train_one(int64_t bi, int thread, void *vj) {
   ml_rng_shuffle(&split, idx, n);
   for (int64_t h = 0; h < Hn; h++) yh[h] = y[idx[P + h]];
   sel_view v = view_at(S, S->params->data);
+  float *slot = J->slots + bi * S->params->numel;
+  sel_view g = view_at(S, slot);
   for (int64_t r = 0; r < R; r++) {
     ml_rng pr;
     ml_rng_init(&pr, ml_rng_key(J->c->seed, (uint64_t)J->epoch, (uint64_t)sid), 8 + (uint64_t)r);
@@ -253,7 +328,12 @@ static void train_one(int64_t bi, int thread, void *vj) {
       float *cp = c_p + rs * P, *cpi = c_pi + rs * P, *h = hs + rs * Hd;
       for (int64_t k = 0; k < na; k++) q_item[k] = item[avail[k]], q_skill[k] = skill[avail[k]], ci[k] = item[avail[k]];
       ml_student_log sup = {si, ss, sy, t}, qry = {q_item, q_skill, NULL, na};
-      if ((st = ml_student_model_predict(J->m, &sup, &qry, J->arenas[thread], cp))) goto done;
+      if (v.sb) { /* joint: the 1PL with the difficulties being learned */
+        float th = theta_1pl(v.sb, si, sy, t);
+        for (int64_t k = 0; k < na; k++) cp[k] = 1.0f / (1.0f + expf(-(th - v.sb[q_item[k]])));
+      } else if ((st = ml_student_model_predict(J->m, &sup, &qry, J->arenas[thread], cp))) {
+        goto done;
+      }
       state_of(S, &v, si, sy, t, h);
       policy_probs(S, &v, h, ci, cp, na, cpi);
       double u = ml_rng_uniform(&pr), acc = 0;
@@ -270,14 +350,18 @@ static void train_one(int64_t bi, int thread, void *vj) {
       na--;
       for (int64_t h2 = 0; h2 < Hn; h2++) q_item[h2] = item[idx[P + h2]], q_skill[h2] = skill[idx[P + h2]];
       ml_student_log sup2 = {si, ss, sy, t + 1}, held = {q_item, q_skill, NULL, Hn};
-      if ((st = ml_student_model_predict(J->m, &sup2, &held, J->arenas[thread], ph))) goto done;
+      if (!v.sb) {
+        if ((st = ml_student_model_predict(J->m, &sup2, &held, J->arenas[thread], ph))) goto done;
+      } else { /* inner level: the 1PL adapts on the t + 1 picks; outer: held-out NLL's gradient */
+        ml_student_log sup3 = {si, ss, sy, t + 1}, held3 = {q_item, q_skill, yh, Hn};
+        double nll;
+        outer_1pl(v.sb, &sup3, &held3, 1.0f / (float)R, g.sb, ph, &nll);
+      }
       G[rs] = loglik(ph, yh, Hn);
     }
     for (int64_t t = steps - 2; t >= 0; t--) G[r * steps + t] += G[r * steps + t + 1]; /* returns */
   }
   /* gradient of -(1/R) sum_r sum_t A_rt log pi(pick_rt), A = G - mean of the other rollouts' G */
-  float *slot = J->slots + bi * S->params->numel;
-  sel_view g = view_at(S, slot);
   double rsum = 0;
   for (int64_t r = 0; r < R; r++) {
     rsum += G[r * steps] / (double)steps;
@@ -302,10 +386,15 @@ done:
 static double valid_score(const ml_student_model *m, const ml_answers *valid, const ml_practice_protocol_config *pc,
                           const ml_practice_selector *s, ml_status *st) {
   ml_practice_protocol_config vc = *pc;
-  vc.selector = s, vc.resamples = 2;
+  vc.selector = s, vc.resamples = pc->resamples > 5 ? pc->resamples : 5; /* small valid sets: many splits */
   ml_practice_variant v = {ML_PRACTICE_LEARNED, false, false};
   ml_practice_cell cells[8];
-  if ((*st = ml_practice_protocol(m, valid, &vc, &v, 1, NULL, cells))) return NAN;
+  ml_student_model *joint = NULL;
+  if ((*st = ml_practice_selector_student(s, m, &joint))) return NAN;
+  vc.selector_model = joint;
+  *st = ml_practice_protocol(m, valid, &vc, &v, 1, NULL, cells);
+  ml_student_model_free(joint);
+  if (*st) return NAN;
   double a = 0;
   for (int i = 0; i < vc.n_ns; i++) a += cells[i].auc;
   return a / vc.n_ns;
@@ -320,14 +409,16 @@ ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers
   int64_t maxn = 0;
   for (int i = 0; i < pc->n_ns; i++) maxn = pc->ns[i] > maxn ? pc->ns[i] : maxn;
   if (maxn < 1) return ml_error(ML_ERR_ARG, "selector: no number of picks");
+  if (c->joint && ml_student_model_config(m)->kind != ML_STUDENT_IRT1)
+    return ml_error(ML_ERR_ARG, "selector: joint training needs the irt1 student model (it learns the 1PL's difficulties)");
   ml_practice_selector *s = NULL;
-  ml_status st = selector_new(ml_student_model_n_items(m), c->hidden, &s);
+  ml_status st = selector_new(ml_student_model_n_items(m), c->hidden, c->joint, &s);
   if (st) return st;
   ml_answers fa;
   memset(&fa, 0, sizeof fa);
   int64_t T = c->threads > 0 ? c->threads : ml_num_threads(), B = c->batch, NP = s->params->numel;
   int64_t *kept = NULL, *order = NULL;
-  float *slots = NULL, *best = NULL;
+  float *slots = NULL, *best = NULL, *bfit = NULL;
   double *ret = NULL;
   ml_arena **arenas = NULL;
   ml_status *status = NULL;
@@ -335,12 +426,13 @@ ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers
   if ((st = ml_practice_first_attempts(train, &fa))) goto out;
   kept = malloc((size_t)(fa.n_students + 1) * sizeof *kept), order = malloc((size_t)(fa.n_students + 1) * sizeof *order);
   slots = malloc((size_t)(B * NP) * sizeof *slots), best = malloc((size_t)NP * sizeof *best);
+  bfit = malloc((size_t)s->n_items * sizeof *bfit);
   ret = malloc((size_t)B * sizeof *ret), status = malloc((size_t)B * sizeof *status);
   arenas = calloc((size_t)T, sizeof *arenas);
   ml_optim_config oc = ml_optim_defaults(ML_OPTIM_ADAM);
   oc.lr = c->lr;
   opt = ml_optim_new(&oc, NP);
-  if (!kept || !order || !slots || !best || !ret || !status || !arenas || !opt) {
+  if (!kept || !order || !slots || !best || !bfit || !ret || !status || !arenas || !opt) {
     st = ml_error(ML_ERR_NOMEM, "selector: out of memory");
     goto out;
   }
@@ -364,6 +456,8 @@ ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers
   ml_rng_init(&init, c->seed, 99);
   for (int64_t i = 0; i < s->n_items * s->hidden; i++)
     v.ur[i] = 0.1f * ml_rng_normal(&init), v.uw[i] = 0.1f * ml_rng_normal(&init);
+  ml_student_model_difficulties(m, bfit); /* joint training starts from the fitted 1PL */
+  if (v.sb) memcpy(v.sb, bfit, (size_t)s->n_items * sizeof *bfit);
   bool use_valid = valid && valid->n_students > 0;
   memcpy(best, s->params->data, (size_t)NP * sizeof *best);
   if (use_valid) {
@@ -393,6 +487,10 @@ ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers
         rsum += ret[i];
       }
       for (int64_t k = 0; k < NP; k++) g[k] /= (float)nb;
+      if (v.sb) { /* L2 pull towards the fitted difficulties: rare exercises move only on evidence */
+        float *gb = view_at(s, g).sb;
+        for (int64_t j = 0; j < s->n_items; j++) gb[j] += c->student_l2 * (v.sb[j] - bfit[j]);
+      }
       if ((st = ml_optim_step_params(opt, s->params))) goto out;
     }
     double vs = NAN;
@@ -410,7 +508,7 @@ ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers
   if (use_valid) memcpy(s->params->data, best, (size_t)NP * sizeof *best);
 out:
   for (int64_t t = 0; arenas && t < T; t++) ml_arena_free(arenas[t]);
-  free(arenas), free(kept), free(order), free(slots), free(best), free(ret), free(status);
+  free(arenas), free(kept), free(order), free(slots), free(best), free(bfit), free(ret), free(status);
   ml_optim_free(opt);
   ml_answers_free(&fa);
   if (st) {
@@ -444,13 +542,14 @@ ml_status ml_practice_selector_load(const char *path, ml_practice_selector **out
     return ml_error(ML_ERR_FORMAT, "%s: not a metalearn selection policy", path);
   }
   int64_t J = sh.shape[0], H = sh.shape[1];
+  bool joint = ml_safetensors_find(f, "student_difficulty") >= 0;
   /* copied: the metadata lives in f */
   const char *be_s = ml_safetensors_meta(f, "best_epoch"), *vs_s = ml_safetensors_meta(f, "valid_auc");
   long long be = be_s ? strtoll(be_s, NULL, 10) : 0;
   double vs = vs_s ? strtod(vs_s, NULL) : NAN;
   ml_safetensors_close(f);
   ml_practice_selector *s = NULL;
-  if ((st = selector_new(J, H, &s))) {
+  if ((st = selector_new(J, H, joint, &s))) {
     char msg[256];
     snprintf(msg, sizeof msg, "%s", ml_last_error());
     return ml_error(st, "%s: %s", path, msg);

@@ -80,6 +80,26 @@ void ml_student_model_free(ml_student_model *m) {
   free(m);
 }
 
+ml_status ml_student_model_with_difficulties(const ml_student_model *m, const float *b, ml_student_model **out) {
+  *out = NULL;
+  if (m->model || !m->b) return ml_error(ML_ERR_ARG, "student model: only a baseline's difficulties can be replaced");
+  for (int64_t j = 0; j < m->n_items; j++)
+    if (!isfinite(b[j])) return ml_error(ML_ERR_ARG, "student model: difficulty %lld is not finite", (long long)j);
+  ml_student_model *c = calloc(1, sizeof *c);
+  size_t J = (size_t)m->n_items;
+  if (!c || !(c->item_skill = malloc(J * sizeof *c->item_skill)) || !(c->b = malloc(J * sizeof *c->b)) ||
+      (m->a && !(c->a = malloc(J * sizeof *c->a)))) {
+    ml_student_model_free(c);
+    return ml_error(ML_ERR_NOMEM, "student model: out of memory");
+  }
+  c->cfg = m->cfg, c->n_items = m->n_items, c->n_skills = m->n_skills, c->best_iteration = m->best_iteration;
+  memcpy(c->item_skill, m->item_skill, J * sizeof *c->item_skill);
+  memcpy(c->b, b, J * sizeof *c->b);
+  if (m->a) memcpy(c->a, m->a, J * sizeof *c->a);
+  *out = c;
+  return ML_OK;
+}
+
 const ml_student_config *ml_student_model_config(const ml_student_model *m) { return &m->cfg; }
 ml_params *ml_student_model_params(ml_student_model *m) { return m->model ? m->model->params : NULL; }
 int64_t ml_student_model_best_iteration(const ml_student_model *m) { return m->best_iteration; }
