@@ -147,8 +147,9 @@ ML_API void ml_practice_table_print(FILE *f, const char *title, const ml_practic
  * student model adapts on the picked answers (inner level), and the outer objective is the
  * held-out log-likelihood after every pick 1..n; its gradient with respect to the discrete picks
  * is BOBCAT's unbiased estimator (REINFORCE, baseline = the mean return of the other rollouts of
- * the same student and split). The student model is the given one, fixed: only the selector is
- * learned (BOBCAT also updates the student model's global parameters). The validation students
+ * the same student and split). With joint (BOBCAT's joint training, 1PL only) the 1PL's difficulties
+ * are learned too, their gradient taken through the MAP adaptation (ml_practice_1pl_outer);
+ * otherwise the student model is the given one, fixed. The validation students
  * (greedy picks through the protocol, mean held-out AUC over the ns) pick the kept epoch; epoch 0
  * is maximum information itself. */
 typedef struct ml_practice_selector ml_practice_selector;
