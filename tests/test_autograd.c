@@ -551,6 +551,28 @@ ML_TEST(grad_slice) {
   ml_arena_free(ar);
 }
 
+/* h and c2 recombined nonlinearly so both halves of the output carry distinct gradients */
+static ml_node *f_lstm_gates(ml_graph *g, ml_node **x, void *ctx) {
+  (void)ctx;
+  ml_node *o = ml_lstm_gates(g, x[0], x[1]);
+  if (!o) return NULL;
+  int64_t n = x[1]->value.shape[0];
+  ml_node *h = ml_slice(g, o, 0, 0, n), *c2 = ml_slice(g, o, 0, n, n);
+  return ml_add(g, weighted_sum(g, ml_mul(g, h, ml_tanh(g, c2)), 31), weighted_sum(g, ml_square(g, o), 32));
+}
+
+ML_TEST(grad_lstm_gates) {
+  gcase c = {.name = "lstm_gates", .n_in = 2, .shape = {ml_shape2(3, 12), ml_shape2(3, 3)}, .lo = {-2, -1.5f},
+             .hi = {2, 1.5f}, .f = f_lstm_gates, .second = true, .wrapped = true};
+  check(c, 2e-3, 2e-2);
+  ml_arena *ar = ml_arena_new(0, NULL);
+  ml_graph *g = ml_graph_new(ar);
+  ml_node *z = ml_zeros(g, 2, (int64_t[]){3, 10}), *cc = ml_zeros(g, 2, (int64_t[]){3, 3});
+  CHECK(ml_lstm_gates(g, z, cc) == NULL); /* 10 is not 4 H */
+  CHECK(ml_graph_status(g) == ML_ERR_SHAPE);
+  ml_arena_free(ar);
+}
+
 ML_TEST(sticky_errors_and_shapes) {
   ml_arena *ar = ml_arena_new(0, NULL);
   ml_graph *g = ml_graph_new(ar);

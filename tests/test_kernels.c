@@ -407,6 +407,39 @@ ML_TEST(unary_each_level) {
   ml__simd_force(-1);
 }
 
+ML_TEST(lstm_cell_against_reference) {
+  const int64_t shapes[][2] = {{1, 1}, {3, 7}, {5, 17}, {4, 200}};
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    ml__simd_force(l);
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+      int64_t n = shapes[t][0], H = shapes[t][1];
+      float *z = fvec(4 * n * H, 91 + t, -4, 4), *c = fvec(n * H, 92 + t, -2, 2);
+      float *dh = fvec(n * H, 93 + t, -1, 1), *dc2 = fvec(n * H, 94 + t, -1, 1);
+      float *h = malloc((size_t)(n * H) * 4), *c2 = malloc((size_t)(n * H) * 4), *a = malloc((size_t)(4 * n * H) * 4);
+      float *hr = malloc((size_t)(n * H) * 4), *c2r = malloc((size_t)(n * H) * 4), *ar = malloc((size_t)(4 * n * H) * 4);
+      float *dz = malloc((size_t)(4 * n * H) * 4), *dc = malloc((size_t)(n * H) * 4);
+      float *dzr = malloc((size_t)(4 * n * H) * 4), *dcr = malloc((size_t)(n * H) * 4);
+      ml_lstm_cell_forward(h, c2, a, z, c, n, H);
+      ml_lstm_cell_forward_ref(hr, c2r, ar, z, c, n, H);
+      int64_t w;
+      CHECK_MSG(ml_test_close(h, hr, n * H, 1e-5, 1e-5, &w) <= 1.0, "h n %lld H %lld [%lld]", (long long)n, (long long)H, (long long)w);
+      CHECK_MSG(ml_test_close(c2, c2r, n * H, 1e-5, 1e-5, &w) <= 1.0, "c2 [%lld]", (long long)w);
+      CHECK_MSG(ml_test_close(a, ar, 4 * n * H, 1e-5, 1e-5, &w) <= 1.0, "acts [%lld]", (long long)w);
+      /* both, either or neither incoming gradient */
+      for (int m = 0; m < 4; m++) {
+        const float *gh = m & 1 ? dh : NULL, *gc = m & 2 ? dc2 : NULL;
+        ml_lstm_cell_backward(dz, m == 3 ? NULL : dc, gh, gc, a, c, c2, n, H);
+        ml_lstm_cell_backward_ref(dzr, dcr, gh, gc, ar, c, c2r, n, H);
+        CHECK_MSG(ml_test_close(dz, dzr, 4 * n * H, 1e-5, 1e-5, &w) <= 1.0, "dz mode %d [%lld] %g vs %g", m, (long long)w, dz[w], dzr[w]);
+        if (m != 3) CHECK_MSG(ml_test_close(dc, dcr, n * H, 1e-5, 1e-5, &w) <= 1.0, "dc mode %d [%lld]", m, (long long)w);
+      }
+      free(z), free(c), free(dh), free(dc2), free(h), free(c2), free(a), free(hr), free(c2r), free(ar);
+      free(dz), free(dc), free(dzr), free(dcr);
+    }
+  }
+  ml__simd_force(-1);
+}
+
 ML_TEST(unary_extremes) {
   const float x[] = {-1000.0f, -100.0f, -30.0f, -1e-8f, 0.0f, 1e-8f, 30.0f, 100.0f, 1000.0f};
   const int64_t n = sizeof x / sizeof x[0];

@@ -151,6 +151,13 @@ ML_API ml_node *ml_embedding(ml_graph *g, ml_node *table, const int32_t *idx, in
  * use it to split fused gates and to drop finished sequences from a packed batch. */
 ML_API ml_node *ml_slice(ml_graph *g, ml_node *x, int axis, int64_t start, int64_t len);
 
+/* The LSTM cell's gates in one op: z (n, 4H) pre-activations (bands i, f, g, o), c (n, H) the
+ * previous cell state; the result (2n, H) holds h in rows [0, n) and the new cell state c2 in rows
+ * [n, 2n) (row slices of it are views). One pass forward and one backward instead of a dozen
+ * elementwise ops; under create_graph its backward is built from ops, so it can sit in an inner
+ * loop. */
+ML_API ml_node *ml_lstm_gates(ml_graph *g, ml_node *z, ml_node *c);
+
 /* ---- losses (composites of the ops above; mean over the batch) ---- */
 ML_API ml_node *ml_cross_entropy(ml_graph *g, ml_node *logits, const int32_t *labels);
 ML_API ml_node *ml_mse(ml_graph *g, ml_node *pred, ml_node *target);

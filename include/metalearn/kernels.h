@@ -136,6 +136,20 @@ ML_API void ml_affine_kernel(float *out, const float *x, int64_t n, float a, flo
 /* out = x > 0 ? g : 0 (ReLU's backward; also its own adjoint in g). */
 ML_API void ml_relu_mask_kernel(float *out, const float *g, const float *x, int64_t n);
 
+/* ---- LSTM cell ----
+ * z (n, 4H): gate pre-activations in bands i, f, g, o; c (n, H) the previous cell state.
+ * c2 = sigmoid(f) c + sigmoid(i) tanh(g), h = sigmoid(o) tanh(c2); acts (n, 4H) receives the
+ * activated gates for the backward. Backward: dz (n, 4H) and dc (n, H, may be NULL) from dh and
+ * dc2 (either may be NULL: zero). */
+ML_API void ml_lstm_cell_forward(float *h, float *c2, float *acts, const float *z, const float *c, int64_t n,
+                                 int64_t H);
+ML_API void ml_lstm_cell_backward(float *dz, float *dc, const float *dh, const float *dc2, const float *acts,
+                                  const float *c, const float *c2, int64_t n, int64_t H);
+ML_API void ml_lstm_cell_forward_ref(float *h, float *c2, float *acts, const float *z, const float *c, int64_t n,
+                                     int64_t H);
+ML_API void ml_lstm_cell_backward_ref(float *dz, float *dc, const float *dh, const float *dc2, const float *acts,
+                                      const float *c, const float *c2, int64_t n, int64_t H);
+
 /* ---- reductions over the (P, C, Q) view ----
  * out[c] = sum over p, q of x[p,c,q]. Sum of all: P = 1, C = 1, Q = n. Row sums of (N, F):
  * P = 1, C = N, Q = F. Column sums: P = N, C = F, Q = 1. Summation is in double per output

@@ -802,6 +802,54 @@ static void bw_slice(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const 
   }
 }
 
+/* ------------------------------------------------------------------ LSTM cell */
+ml_node *ml_lstm_gates(ml_graph *g, ml_node *z, ml_node *c) {
+  GUARD2(z, c);
+  if (z->value.ndim != 2 || c->value.ndim != 2 || z->value.shape[1] % 4 || c->value.shape[0] != z->value.shape[0] ||
+      c->value.shape[1] * 4 != z->value.shape[1]) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "lstm_gates: z %s must be (n, 4H) and c %s (n, H)", shp(z, b1), shp(c, b2));
+  }
+  int64_t n = z->value.shape[0], H = c->value.shape[1];
+  ml_node *out = ml__node(g, ML_OP_LSTM_CELL, 2, (int64_t[]){2 * n, H}, z, c, NULL, true);
+  float *acts = ml__scratch(g, (size_t)(n * 4 * H) * sizeof(float));
+  if (!out || !acts) return NULL;
+  out->saved0 = acts, out->p = n, out->c = H;
+  ml_lstm_cell_forward(out->value.data, out->value.data + n * H, acts, z->value.data, c->value.data, n, H);
+  return out;
+}
+
+/* Recording: the same gradients as ops (the gates recomputed from z, so that every factor is a
+ * differentiable node); otherwise the fused kernel. */
+static void bw_lstm_cell(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *z = n->in[0], *c = n->in[1];
+  int64_t N = n->p, H = n->c;
+  if (!g->recording) {
+    ml_node *dz = ml_new(g, 2, z->value.shape), *dc = need[1] ? ml_new(g, 2, c->value.shape) : NULL;
+    if (!dz || (need[1] && !dc)) return;
+    ml_lstm_cell_backward(dz->value.data, dc ? dc->value.data : NULL, go->value.data, go->value.data + N * H,
+                          n->saved0, c->value.data, n->value.data + N * H, N, H);
+    if (need[0]) gin[0] = dz;
+    if (need[1]) gin[1] = dc;
+    return;
+  }
+  ml_node *dh = ml_slice(g, go, 0, 0, N), *dc2 = ml_slice(g, go, 0, N, N);
+  ml_node *s = ml_sigmoid(g, z);
+  ml_node *si = ml_slice(g, s, 1, 0, H), *sf = ml_slice(g, s, 1, H, H), *so = ml_slice(g, s, 1, 3 * H, H);
+  ml_node *zg = ml_slice(g, z, 1, 2 * H, H), *gg = ml_tanh(g, zg);
+  ml_node *c2 = ml_add(g, ml_mul(g, sf, c), ml_mul(g, si, gg)), *tc = ml_tanh(g, c2);
+  /* dct = dc2 + dh o (1 - tc^2) */
+  ml_node *dct = ml_add(g, dc2, ml_mul(g, ml_mul(g, dh, so), ml_affine(g, ml_square(g, tc), -1.0f, 1.0f)));
+  if (need[1]) gin[1] = ml_mul(g, dct, sf);
+  if (!need[0]) return;
+  ml_node *dsi = ml_mul(g, dct, gg), *dsf = ml_mul(g, dct, c), *dso = ml_mul(g, dh, tc);
+  ml_node *dzg = ml_mul(g, ml_mul(g, dct, si), ml_affine(g, ml_square(g, gg), -1.0f, 1.0f));
+  /* the sigmoid bands through s (1 - s), the g band through its tanh: padded back into (n, 4H) */
+  ml_node *ds = ml_add(g, ml_add(g, slice_pad(g, dsi, si), slice_pad(g, dsf, sf)), slice_pad(g, dso, so));
+  ml_node *dz = ml_add(g, ml_mul(g, ds, ml_mul(g, s, ml_affine(g, s, -1.0f, 1.0f))), slice_pad(g, dzg, zg));
+  gin[0] = dz;
+}
+
 /* ------------------------------------------------------------------ reshape backward */
 static void bw_reshape(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
   if (need[0]) gin[0] = reshape_like(g, go, n->in[0]);
@@ -884,6 +932,7 @@ static const bw_fn backward_table[ML_OP_COUNT] = {
     [ML_OP_EMBEDDING_SCATTER] = bw_embedding,
     [ML_OP_SLICE] = bw_slice,
     [ML_OP_SLICE_PAD] = bw_slice,
+    [ML_OP_LSTM_CELL] = bw_lstm_cell,
 };
 
 void ml__backward(ml_graph *g, ml_node *n, ml_node *gout, ml_node **gin, const bool *needin) {

@@ -311,3 +311,69 @@ void ml_embedding_scatter_add(float *grad, const float *g, const int32_t *idx, i
     for (int64_t d = 0; d < D; d++) dst[d] += src[d];
   }
 }
+
+/* ------------------------------------------------------------------ LSTM cell */
+/* One pass per row over the four gate bands: the activations are kept for the backward, the
+ * new cell state and output written once (a composite of ops makes ~12 passes and copies). */
+INLINE void lstm_mix_body(float *h, float *c2, const float *a, const float *c, int64_t H) {
+  const float *ig = a, *fg = a + H, *gg = a + 2 * H;
+  for (int64_t k = 0; k < H; k++) c2[k] = fg[k] * c[k] + ig[k] * gg[k];
+  (void)h;
+}
+MULTI(lstm_mix, (float *h, float *c2, const float *a, const float *c, int64_t H), (h, c2, a, c, H))
+
+INLINE void lstm_out_body(float *h, const float *o, int64_t H) {
+  for (int64_t k = 0; k < H; k++) h[k] *= o[k];
+}
+MULTI(lstm_out, (float *h, const float *o, int64_t H), (h, o, H))
+
+/* d: the row's dz with tanh(c2) parked in its o band */
+INLINE void lstm_bw_body(float *d, float *dc, const float *dh, const float *dc2, const float *a, const float *c,
+                         int64_t H) {
+  for (int64_t k = 0; k < H; k++) {
+    float i = a[k], f = a[H + k], gv = a[2 * H + k], o = a[3 * H + k], tc = d[3 * H + k];
+    float gh = dh[k], dct = dc2[k] + gh * o * (1 - tc * tc);
+    d[k] = dct * gv * i * (1 - i);
+    d[H + k] = dct * c[k] * f * (1 - f);
+    d[2 * H + k] = dct * i * (1 - gv * gv);
+    d[3 * H + k] = gh * tc * o * (1 - o);
+    dc[k] = dct * f;
+  }
+}
+MULTI(lstm_bw, (float *d, float *dc, const float *dh, const float *dc2, const float *a, const float *c, int64_t H),
+      (d, dc, dh, dc2, a, c, H))
+
+void ml_lstm_cell_forward(float *h, float *c2, float *acts, const float *z, const float *c, int64_t n, int64_t H) {
+  for (int64_t r = 0; r < n; r++) {
+    const float *zr = z + r * 4 * H;
+    float *a = acts + r * 4 * H, *hr = h + r * H, *c2r = c2 + r * H;
+    ml_unary(ML_UN_SIGMOID, a, zr, 2 * H); /* i, f */
+    ml_unary(ML_UN_TANH, a + 2 * H, zr + 2 * H, H);
+    ml_unary(ML_UN_SIGMOID, a + 3 * H, zr + 3 * H, H);
+    lstm_mix_dispatch(hr, c2r, a, c + r * H, H);
+    ml_unary(ML_UN_TANH, hr, c2r, H);
+    lstm_out_dispatch(hr, a + 3 * H, H);
+  }
+}
+
+void ml_lstm_cell_backward(float *dz, float *dc, const float *dh, const float *dc2, const float *acts, const float *c,
+                           const float *c2, int64_t n, int64_t H) {
+  for (int64_t r = 0; r < n; r++) {
+    const float *a = acts + r * 4 * H, *cr = c + r * H;
+    float *d = dz + r * 4 * H;
+    ml_unary(ML_UN_TANH, d + 3 * H, c2 + r * H, H); /* tanh(c2), parked in the o band */
+    if (dh && dc2 && dc) { /* the op's case: vectorized */
+      lstm_bw_dispatch(d, dc + r * H, dh + r * H, dc2 + r * H, a, cr, H);
+      continue;
+    }
+    for (int64_t k = 0; k < H; k++) {
+      float i = a[k], f = a[H + k], gv = a[2 * H + k], o = a[3 * H + k], tc = d[3 * H + k];
+      float gh = dh ? dh[r * H + k] : 0.0f, dct = (dc2 ? dc2[r * H + k] : 0.0f) + gh * o * (1 - tc * tc);
+      d[k] = dct * gv * i * (1 - i);
+      d[H + k] = dct * cr[k] * f * (1 - f);
+      d[2 * H + k] = dct * i * (1 - gv * gv);
+      d[3 * H + k] = gh * tc * o * (1 - o);
+      if (dc) dc[r * H + k] = dct * f;
+    }
+  }
+}

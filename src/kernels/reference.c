@@ -204,3 +204,34 @@ void ml_log_softmax_kernel_ref(float *out, const float *x, int64_t rows, int64_t
     for (int64_t j = 0; j < cols; j++) out[r * cols + j] = (float)(xr[j] - lse);
   }
 }
+
+static double sigm_ref(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+void ml_lstm_cell_forward_ref(float *h, float *c2, float *acts, const float *z, const float *c, int64_t n, int64_t H) {
+  for (int64_t r = 0; r < n; r++)
+    for (int64_t k = 0; k < H; k++) {
+      const float *zr = z + r * 4 * H;
+      double i = sigm_ref(zr[k]), f = sigm_ref(zr[H + k]), gv = tanh(zr[2 * H + k]), o = sigm_ref(zr[3 * H + k]);
+      double cn = f * c[r * H + k] + i * gv;
+      float *a = acts + r * 4 * H;
+      a[k] = (float)i, a[H + k] = (float)f, a[2 * H + k] = (float)gv, a[3 * H + k] = (float)o;
+      c2[r * H + k] = (float)cn;
+      h[r * H + k] = (float)(o * tanh(cn));
+    }
+}
+
+void ml_lstm_cell_backward_ref(float *dz, float *dc, const float *dh, const float *dc2, const float *acts,
+                               const float *c, const float *c2, int64_t n, int64_t H) {
+  for (int64_t r = 0; r < n; r++)
+    for (int64_t k = 0; k < H; k++) {
+      const float *a = acts + r * 4 * H;
+      double i = a[k], f = a[H + k], gv = a[2 * H + k], o = a[3 * H + k], tc = tanh(c2[r * H + k]);
+      double gh = dh ? dh[r * H + k] : 0, dct = (dc2 ? dc2[r * H + k] : 0) + gh * o * (1 - tc * tc);
+      float *d = dz + r * 4 * H;
+      d[k] = (float)(dct * gv * i * (1 - i));
+      d[H + k] = (float)(dct * c[r * H + k] * f * (1 - f));
+      d[2 * H + k] = (float)(dct * i * (1 - gv * gv));
+      d[3 * H + k] = (float)(gh * tc * o * (1 - o));
+      if (dc) dc[r * H + k] = (float)(dct * f);
+    }
+}

@@ -18,13 +18,11 @@ ml_node *ml_lstm_cell(ml_graph *g, ml_node *xw, ml_node *h, ml_node *c, ml_node 
   int64_t n = xw->value.shape[0], H = h->value.shape[1];
   ml_node *hp = rows(g, h, n), *cp = rows(g, c, n);
   ml_node *z = ml_add(g, xw, ml_matmul(g, hp, w_hh, false, true));
-  /* one sigmoid over all four bands (the g band's is unused) beats three slices before it */
-  ml_node *s = ml_sigmoid(g, z);
-  ml_node *i = ml_slice(g, s, 1, 0, H), *f = ml_slice(g, s, 1, H, H), *o = ml_slice(g, s, 1, 3 * H, H);
-  ml_node *gg = ml_tanh(g, ml_slice(g, z, 1, 2 * H, H));
-  ml_node *c2 = ml_add(g, ml_mul(g, f, cp), ml_mul(g, i, gg));
-  *c_out = c2;
-  return ml_mul(g, o, ml_tanh(g, c2));
+  /* the gates in one fused op: [h; c2], both row slices of it (views) */
+  ml_node *hc = ml_lstm_gates(g, z, cp);
+  if (!hc || H != hc->value.shape[1]) return NULL;
+  *c_out = ml_slice(g, hc, 0, n, n);
+  return ml_slice(g, hc, 0, 0, n);
 }
 
 ml_node *ml_gru_cell(ml_graph *g, ml_node *xw, ml_node *h, ml_node *w_hh, ml_node *b_hh) {
