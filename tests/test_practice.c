@@ -405,6 +405,16 @@ static void make_mixed_items(irt2 *t, uint64_t seed) {
   for (int j = 0; j < J; j++) t->a[j] = j % 2 ? 2.5f : 0.15f, t->b[j] = 1.0f * ml_rng_normal(&r);
 }
 
+/* Training, validation and test students of the mixed exercises, and the 1PL fitted on training. */
+static ml_student_model *mixed_world(uint64_t seed, ml_answers *train, ml_answers *valid, ml_answers *test) {
+  irt2 t;
+  make_mixed_items(&t, seed);
+  make_students(&t, NTRAIN, seed + 1, train, NULL);
+  make_students(&t, 150, seed + 2, valid, NULL);
+  make_students(&t, NTEST, seed + 3, test, NULL);
+  return fit_irt1(train);
+}
+
 static ml_practice_protocol_config small_protocol(void) {
   ml_practice_protocol_config pc = ml_practice_protocol_defaults();
   pc.ns[0] = 3, pc.ns[1] = 6, pc.n_ns = 2, pc.resamples = 3, pc.threads = 2;
@@ -474,13 +484,8 @@ ML_TEST(learned_policy_score_function_matches_finite_differences) {
 }
 
 ML_TEST(learned_policy_learns_to_ask_the_sharp_exercises) {
-  irt2 t;
-  make_mixed_items(&t, 51);
   ml_answers train, valid, test;
-  make_students(&t, NTRAIN, 52, &train, NULL);
-  make_students(&t, 150, 53, &valid, NULL);
-  make_students(&t, NTEST, 54, &test, NULL);
-  ml_student_model *m = fit_irt1(&train);
+  ml_student_model *m = mixed_world(51, &train, &valid, &test);
   double t0 = ml_now();
   ml_practice_selector *s = train_selector(m, &train, &valid, 8, 2);
   double train_s = ml_now() - t0;
@@ -596,13 +601,8 @@ ML_TEST(joint_training_outer_gradient_matches_finite_differences) {
 }
 
 ML_TEST(joint_training_learns_the_difficulties_with_the_selector) {
-  irt2 t;
-  make_mixed_items(&t, 71);
   ml_answers train, valid, test;
-  make_students(&t, NTRAIN, 72, &train, NULL);
-  make_students(&t, 150, 73, &valid, NULL);
-  make_students(&t, NTEST, 74, &test, NULL);
-  ml_student_model *m = fit_irt1(&train);
+  ml_student_model *m = mixed_world(71, &train, &valid, &test);
   ml_practice_protocol_config pc = small_protocol();
   ml_practice_selector_config sc = ml_practice_selector_defaults();
   sc.epochs = 6, sc.threads = 2, sc.hidden = 8, sc.lr = 0.05f, sc.joint = true;
