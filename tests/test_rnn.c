@@ -260,3 +260,41 @@ ML_TEST(batch_sizes_and_bad_lengths) {
   CHECK(ml_graph_status(g) == ML_ERR_SHAPE);
   ml_arena_free(ar);
 }
+
+/* The whole-sequence LSTM op: the same outputs and first-order gradients as the cells. */
+ML_TEST(lstm_seq_matches_the_cells) {
+  int64_t n_t[T], N = total_steps();
+  CHECK_OK(ml_rnn_batch_sizes(lens, B, T, n_t));
+  int32_t nt32[T];
+  for (int t = 0; t < T; t++) nt32[t] = (int32_t)n_t[t];
+  ml_arena *ar = ml_arena_new(0, NULL);
+  ml_graph *g = ml_graph_new(ar);
+  ml_node *x = ml_new(g, 2, (int64_t[]){N, 4 * H}), *w = ml_new(g, 2, (int64_t[]){4 * H, H});
+  ml_test_fill(x->value.data, x->value.numel, 61, -1.5f, 1.5f);
+  ml_test_fill(w->value.data, w->value.numel, 62, -1, 1);
+  x = ml_leaf(g, x->value, true), w = ml_leaf(g, w->value, true);
+  ml_node *in[MAXIN] = {x, w, NULL, NULL}, *hs[T];
+  rnn_case rc = {ML_RNN_LSTM, false};
+  ml_node *l_cells = run_seq(g, in, &rc, hs);
+  ml_node *seq = ml_lstm_seq(g, x, w, nt32, T), *l_seq = NULL;
+  CHECK(l_cells && seq);
+  if (!l_cells || !seq) {
+    ml_arena_free(ar);
+    return;
+  }
+  /* the same weighting as run_seq's, on the rows of each step */
+  for (int64_t t = 0, off = 0; t < T; off += n_t[t], t++) {
+    ml_node *r = ml_new(g, 2, (int64_t[]){n_t[t], H});
+    ml_test_fill(r->value.data, r->value.numel, 50 + (uint64_t)t, -1, 1);
+    ml_node *d = ml_sum(g, ml_mul(g, ml_slice(g, seq, 0, off, n_t[t]), r));
+    l_seq = l_seq ? ml_add(g, l_seq, d) : d;
+    for (int64_t k = 0; k < n_t[t] * H; k++) CHECK_NEAR(seq->value.data[off * H + k], hs[t]->value.data[k], 1e-5);
+  }
+  CHECK_NEAR(l_seq->value.data[0], l_cells->value.data[0], 1e-5);
+  ml_node *g1[2], *g2[2];
+  CHECK_OK(ml_grad(g, &l_cells, 1, NULL, in, 2, false, g1));
+  CHECK_OK(ml_grad(g, &l_seq, 1, NULL, in, 2, false, g2));
+  for (int j = 0; j < 2; j++)
+    for (int64_t k = 0; k < g1[j]->value.numel; k++) CHECK_NEAR(g2[j]->value.data[k], g1[j]->value.data[k], 1e-5);
+  ml_arena_free(ar);
+}

@@ -158,6 +158,15 @@ ML_API ml_node *ml_slice(ml_graph *g, ml_node *x, int axis, int64_t start, int64
  * loop. */
 ML_API ml_node *ml_lstm_gates(ml_graph *g, ml_node *z, ml_node *c);
 
+/* A whole LSTM over a packed batch in one op, zero initial state: xw (N, 4H) holds the input
+ * projections of step t in rows [off_t, off_t + n_t) (off_t = n_0 + ... + n_{t-1}, n_t
+ * non-increasing: sequences sorted longest first), w_hh (4H, H); the result (N, H) holds the
+ * outputs in the same rows. Its backward runs BPTT with one GEMM per step for the state and a single
+ * GEMM for the recurrent weights' gradient over all steps. First-order only: differentiating its
+ * backward (create_graph) is an error; ml_rnn_run is the differentiable-twice form. n_t must stay
+ * valid while the graph lives. */
+ML_API ml_node *ml_lstm_seq(ml_graph *g, ml_node *xw, ml_node *w_hh, const int32_t *n_t, int64_t T);
+
 /* ---- losses (composites of the ops above; mean over the batch) ---- */
 ML_API ml_node *ml_cross_entropy(ml_graph *g, ml_node *logits, const int32_t *labels);
 ML_API ml_node *ml_mse(ml_graph *g, ml_node *pred, ml_node *target);

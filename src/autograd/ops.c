@@ -819,6 +819,74 @@ ml_node *ml_lstm_gates(ml_graph *g, ml_node *z, ml_node *c) {
   return out;
 }
 
+ml_node *ml_lstm_seq(ml_graph *g, ml_node *xw, ml_node *w_hh, const int32_t *n_t, int64_t T) {
+  GUARD2(xw, w_hh);
+  if (xw->value.ndim != 2 || w_hh->value.ndim != 2 || w_hh->value.shape[0] != 4 * w_hh->value.shape[1] ||
+      xw->value.shape[1] != w_hh->value.shape[0] || T < 1) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "lstm_seq: xw %s must be (N, 4H) and w_hh %s (4H, H)", shp(xw, b1), shp(w_hh, b2));
+  }
+  int64_t N = xw->value.shape[0], H = w_hh->value.shape[1], G = 4 * H, sum = 0;
+  for (int64_t t = 0; t < T; t++) {
+    if (n_t[t] < 1 || (t > 0 && n_t[t] > n_t[t - 1])) return ml__fail(g, ML_ERR_ARG, "lstm_seq: batch sizes must be positive and non-increasing");
+    sum += n_t[t];
+  }
+  if (sum != N) return ml__fail(g, ML_ERR_SHAPE, "lstm_seq: batch sizes sum to %lld, xw has %lld rows", (long long)sum, (long long)N);
+  ml_node *out = ml__node(g, ML_OP_LSTM_SEQ, 2, (int64_t[]){N, H}, xw, w_hh, NULL, true);
+  /* saved: activated gates (N, 4H), cell states (N, H), each step's previous output (N, H) */
+  float *sv = ml__scratch(g, (size_t)(N * 6 * H) * sizeof(float));
+  if (!out || !sv) return NULL;
+  out->saved0 = sv, out->idx = n_t, out->p = T, out->c = H;
+  float *acts = sv, *cs = sv + N * G, *hprev = sv + N * 5 * H, *h = out->value.data;
+  const float *W = w_hh->value.data;
+  for (int64_t t = 0, off = 0, prev = 0; t < T; prev = off, off += n_t[t], t++) {
+    int64_t n = n_t[t];
+    float *a = acts + off * G, *hp = hprev + off * H;
+    memcpy(a, xw->value.data + off * G, (size_t)(n * G) * sizeof(float));
+    if (t > 0) { /* z = xw + h_{t-1} W^T, accumulated onto the copy */
+      memcpy(hp, h + prev * H, (size_t)(n * H) * sizeof(float));
+      ml_gemm(false, true, n, G, H, 1.0f, hp, H, W, H, 1.0f, a, G);
+    } else {
+      memset(hp, 0, (size_t)(n * H) * sizeof(float));
+    }
+    /* the previous cell state; zeros (hp) at the first step. The gates are activated in place. */
+    ml_lstm_cell_forward(h + off * H, cs + off * H, a, a, t > 0 ? cs + prev * H : hp, n, H);
+  }
+  return out;
+}
+
+static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  if (g->recording) {
+    ml__fail(g, ML_ERR_ARG, "lstm_seq: no second-order gradients (use ml_rnn_run)");
+    return;
+  }
+  ml_node *xw = n->in[0], *w_hh = n->in[1];
+  const int32_t *n_t = n->idx;
+  int64_t T = n->p, H = n->c, G = 4 * H, N = xw->value.shape[0], B = n_t[0];
+  const float *acts = n->saved0, *cs = acts + N * G, *hprev = acts + N * 5 * H, *W = w_hh->value.data;
+  ml_node *dxw = ml_new(g, 2, xw->value.shape), *dw = need[1] ? ml_new(g, 2, w_hh->value.shape) : NULL;
+  float *carry = ml__scratch(g, (size_t)(3 * B * H) * sizeof(float));
+  if (!dxw || (need[1] && !dw) || !carry) return;
+  float *dh_carry = carry, *dc_carry = carry + B * H, *dh = carry + 2 * B * H;
+  memset(carry, 0, (size_t)(2 * B * H) * sizeof(float));
+  int64_t off = N;
+  for (int64_t t = T - 1; t >= 0; t--) {
+    int64_t m = n_t[t];
+    off -= m;
+    const float *gor = go->value.data + off * H;
+    for (int64_t k = 0; k < m * H; k++) dh[k] = gor[k] + dh_carry[k];
+    int64_t prev = off - (t > 0 ? n_t[t - 1] : 0);
+    /* dc_carry: the gradient of this step's cell state in, of the previous one's out (in place) */
+    ml_lstm_cell_backward(dxw->value.data + off * G, dc_carry, dh, dc_carry, acts + off * G,
+                          t > 0 ? cs + prev * H : hprev + off * H, cs + off * H, m, H);
+    if (t > 0) ml_gemm(false, false, m, H, G, 1.0f, dxw->value.data + off * G, G, W, H, 0.0f, dh_carry, H);
+  }
+  /* the recurrent weights: one GEMM over all steps (the first step's previous outputs are zeros) */
+  if (dw) ml_gemm(true, false, G, H, N, 1.0f, dxw->value.data, G, hprev, H, 0.0f, dw->value.data, H);
+  if (need[0]) gin[0] = dxw;
+  if (need[1]) gin[1] = dw;
+}
+
 /* Recording: the same gradients as ops (the gates recomputed from z, so that every factor is a
  * differentiable node); otherwise the fused kernel. */
 static void bw_lstm_cell(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
@@ -933,6 +1001,7 @@ static const bw_fn backward_table[ML_OP_COUNT] = {
     [ML_OP_SLICE] = bw_slice,
     [ML_OP_SLICE_PAD] = bw_slice,
     [ML_OP_LSTM_CELL] = bw_lstm_cell,
+    [ML_OP_LSTM_SEQ] = bw_lstm_seq,
 };
 
 void ml__backward(ml_graph *g, ml_node *n, ml_node *gout, ml_node **gin, const bool *needin) {

@@ -241,12 +241,20 @@ static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, cons
   } else {
     xw_all = ml_add(g, ml_matmul(g, ml_embedding(g, w[P_EMB], bt->in, N), w[P_WIH], false, true), w[P_B]);
   }
-  for (int64_t t = 0; t < T; t++) xw[t] = ml_slice(g, xw_all, 0, bt->off[t], bt->n_t[t]);
-  if (ml_graph_status(g)) return NULL;
   bool meta = c->meta;
-  if (ml_rnn_run(g, ML_RNN_LSTM, xw, bt->len, bt->B, T, meta ? w[P_H0] : NULL, meta ? w[P_C0] : NULL, w[P_WHH], NULL,
-                 hs))
-    return NULL;
+  if (!meta) {
+    /* plain DKT: the whole sequence as one op (one recurrent weight-gradient GEMM for all steps) */
+    int32_t *nt = ml_arena_alloc(ar, (size_t)T * sizeof *nt);
+    if (!nt) return NULL;
+    for (int64_t t = 0; t < T; t++) nt[t] = (int32_t)bt->n_t[t];
+    ml_node *hs_all = ml_lstm_seq(g, xw_all, w[P_WHH], nt, T);
+    for (int64_t t = 0; t < T; t++) hs[t] = ml_slice(g, hs_all, 0, bt->off[t], bt->n_t[t]);
+    if (ml_graph_status(g)) return NULL;
+  } else {
+    for (int64_t t = 0; t < T; t++) xw[t] = ml_slice(g, xw_all, 0, bt->off[t], bt->n_t[t]);
+    if (ml_graph_status(g)) return NULL;
+    if (ml_rnn_run(g, ML_RNN_LSTM, xw, bt->len, bt->B, T, w[P_H0], w[P_C0], w[P_WHH], NULL, hs)) return NULL;
+  }
   ml_node *wo = ml_embedding(g, w[P_OUTW], bt->tgt, N);
   ml_node *bo = ml_embedding(g, ml_reshape(g, w[P_OUTB], 2, (int64_t[]){V, 1}), bt->tgt, N);
   int64_t support_steps = c->adapt_window > 1 ? c->adapt_window - 1 : INT64_MAX;
