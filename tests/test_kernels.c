@@ -425,14 +425,22 @@ ML_TEST(lstm_cell_against_reference) {
       CHECK_MSG(ml_test_close(h, hr, n * H, 1e-5, 1e-5, &w) <= 1.0, "h n %lld H %lld [%lld]", (long long)n, (long long)H, (long long)w);
       CHECK_MSG(ml_test_close(c2, c2r, n * H, 1e-5, 1e-5, &w) <= 1.0, "c2 [%lld]", (long long)w);
       CHECK_MSG(ml_test_close(a, ar, 4 * n * H, 1e-5, 1e-5, &w) <= 1.0, "acts [%lld]", (long long)w);
-      /* both, either or neither incoming gradient */
+      /* both, either or neither incoming gradient (zeros for an absent one) */
+      float *zero = calloc((size_t)(n * H), sizeof(float));
       for (int m = 0; m < 4; m++) {
-        const float *gh = m & 1 ? dh : NULL, *gc = m & 2 ? dc2 : NULL;
-        ml_lstm_cell_backward(dz, m == 3 ? NULL : dc, gh, gc, a, c, c2, n, H);
+        const float *gh = m & 1 ? dh : zero, *gc = m & 2 ? dc2 : zero;
+        ml_lstm_cell_backward(dz, dc, gh, gc, a, c, c2, n, H);
         ml_lstm_cell_backward_ref(dzr, dcr, gh, gc, ar, c, c2r, n, H);
         CHECK_MSG(ml_test_close(dz, dzr, 4 * n * H, 1e-5, 1e-5, &w) <= 1.0, "dz mode %d [%lld] %g vs %g", m, (long long)w, dz[w], dzr[w]);
-        if (m != 3) CHECK_MSG(ml_test_close(dc, dcr, n * H, 1e-5, 1e-5, &w) <= 1.0, "dc mode %d [%lld]", m, (long long)w);
+        CHECK_MSG(ml_test_close(dc, dcr, n * H, 1e-5, 1e-5, &w) <= 1.0, "dc mode %d [%lld]", m, (long long)w);
       }
+      /* dc may overwrite dc2 in place (the sequence op's carry) */
+      float *inplace = malloc((size_t)(n * H) * 4);
+      memcpy(inplace, dc2, (size_t)(n * H) * 4);
+      ml_lstm_cell_backward(dz, inplace, dh, inplace, a, c, c2, n, H);
+      ml_lstm_cell_backward_ref(dzr, dcr, dh, dc2, ar, c, c2r, n, H);
+      CHECK(ml_test_close(inplace, dcr, n * H, 1e-5, 1e-5, &w) <= 1.0);
+      free(zero), free(inplace);
       free(z), free(c), free(dh), free(dc2), free(h), free(c2), free(a), free(hr), free(c2r), free(ar);
       free(dz), free(dc), free(dzr), free(dcr);
     }

@@ -139,8 +139,8 @@ ML_API void ml_relu_mask_kernel(float *out, const float *g, const float *x, int6
 /* ---- LSTM cell ----
  * z (n, 4H): gate pre-activations in bands i, f, g, o; c (n, H) the previous cell state.
  * c2 = sigmoid(f) c + sigmoid(i) tanh(g), h = sigmoid(o) tanh(c2); acts (n, 4H) receives the
- * activated gates for the backward. Backward: dz (n, 4H) and dc (n, H, may be NULL) from dh and
- * dc2 (either may be NULL: zero). */
+ * activated gates for the backward. Backward: dz (n, 4H) and dc (n, H) from dh and dc2 (pass zeros
+ * for an absent gradient; dc may be dc2: each element is read before it is written). */
 ML_API void ml_lstm_cell_forward(float *h, float *c2, float *acts, const float *z, const float *c, int64_t n,
                                  int64_t H);
 ML_API void ml_lstm_cell_backward(float *dz, float *dc, const float *dh, const float *dc2, const float *acts,

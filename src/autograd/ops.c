@@ -865,10 +865,11 @@ static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, con
   int64_t T = n->p, H = n->c, G = 4 * H, N = xw->value.shape[0], B = n_t[0];
   const float *acts = n->saved0, *cs = acts + N * G, *hprev = acts + N * 5 * H, *W = w_hh->value.data;
   ml_node *dxw = ml_new(g, 2, xw->value.shape), *dw = need[1] ? ml_new(g, 2, w_hh->value.shape) : NULL;
-  float *carry = ml__scratch(g, (size_t)(3 * B * H) * sizeof(float));
+  float *carry = ml__scratch(g, (size_t)(4 * B * H) * sizeof(float));
   if (!dxw || (need[1] && !dw) || !carry) return;
-  float *dh_carry = carry, *dc_carry = carry + B * H, *dh = carry + 2 * B * H;
-  memset(carry, 0, (size_t)(2 * B * H) * sizeof(float));
+  /* dc ping-pongs between two buffers (distinct in and out keep the kernel's loop vectorized) */
+  float *dh_carry = carry, *dc_carry = carry + B * H, *dc_next = carry + 2 * B * H, *dh = carry + 3 * B * H;
+  memset(carry, 0, (size_t)(3 * B * H) * sizeof(float));
   int64_t off = N;
   for (int64_t t = T - 1; t >= 0; t--) {
     int64_t m = n_t[t];
@@ -876,9 +877,11 @@ static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, con
     const float *gor = go->value.data + off * H;
     for (int64_t k = 0; k < m * H; k++) dh[k] = gor[k] + dh_carry[k];
     int64_t prev = off - (t > 0 ? n_t[t - 1] : 0);
-    /* dc_carry: the gradient of this step's cell state in, of the previous one's out (in place) */
-    ml_lstm_cell_backward(dxw->value.data + off * G, dc_carry, dh, dc_carry, acts + off * G,
+    /* dc_carry: the gradient of this step's cell state in; dc_next: of the previous one's out */
+    ml_lstm_cell_backward(dxw->value.data + off * G, dc_next, dh, dc_carry, acts + off * G,
                           t > 0 ? cs + prev * H : hprev + off * H, cs + off * H, m, H);
+    float *swap = dc_carry;
+    dc_carry = dc_next, dc_next = swap;
     if (t > 0) ml_gemm(false, false, m, H, G, 1.0f, dxw->value.data + off * G, G, W, H, 0.0f, dh_carry, H);
   }
   /* the recurrent weights: one GEMM over all steps (the first step's previous outputs are zeros) */
@@ -894,9 +897,10 @@ static void bw_lstm_cell(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, co
   int64_t N = n->p, H = n->c;
   if (!g->recording) {
     ml_node *dz = ml_new(g, 2, z->value.shape), *dc = need[1] ? ml_new(g, 2, c->value.shape) : NULL;
-    if (!dz || (need[1] && !dc)) return;
-    ml_lstm_cell_backward(dz->value.data, dc ? dc->value.data : NULL, go->value.data, go->value.data + N * H,
-                          n->saved0, c->value.data, n->value.data + N * H, N, H);
+    float *dcd = dc ? dc->value.data : ml__scratch(g, (size_t)(N * H) * sizeof(float)); /* unused when not needed */
+    if (!dz || !dcd) return;
+    ml_lstm_cell_backward(dz->value.data, dcd, go->value.data, go->value.data + N * H, n->saved0, c->value.data,
+                          n->value.data + N * H, N, H);
     if (need[0]) gin[0] = dz;
     if (need[1]) gin[1] = dc;
     return;

@@ -362,18 +362,6 @@ void ml_lstm_cell_backward(float *dz, float *dc, const float *dh, const float *d
     const float *a = acts + r * 4 * H, *cr = c + r * H;
     float *d = dz + r * 4 * H;
     ml_unary(ML_UN_TANH, d + 3 * H, c2 + r * H, H); /* tanh(c2), parked in the o band */
-    if (dh && dc2 && dc) { /* the op's case: vectorized */
-      lstm_bw_dispatch(d, dc + r * H, dh + r * H, dc2 + r * H, a, cr, H);
-      continue;
-    }
-    for (int64_t k = 0; k < H; k++) {
-      float i = a[k], f = a[H + k], gv = a[2 * H + k], o = a[3 * H + k], tc = d[3 * H + k];
-      float gh = dh ? dh[r * H + k] : 0.0f, dct = (dc2 ? dc2[r * H + k] : 0.0f) + gh * o * (1 - tc * tc);
-      d[k] = dct * gv * i * (1 - i);
-      d[H + k] = dct * cr[k] * f * (1 - f);
-      d[2 * H + k] = dct * i * (1 - gv * gv);
-      d[3 * H + k] = gh * tc * o * (1 - o);
-      if (dc) dc[r * H + k] = dct * f;
-    }
+    lstm_bw_dispatch(d, dc + r * H, dh + r * H, dc2 + r * H, a, cr, H);
   }
 }

@@ -226,12 +226,12 @@ void ml_lstm_cell_backward_ref(float *dz, float *dc, const float *dh, const floa
     for (int64_t k = 0; k < H; k++) {
       const float *a = acts + r * 4 * H;
       double i = a[k], f = a[H + k], gv = a[2 * H + k], o = a[3 * H + k], tc = tanh(c2[r * H + k]);
-      double gh = dh ? dh[r * H + k] : 0, dct = (dc2 ? dc2[r * H + k] : 0) + gh * o * (1 - tc * tc);
+      double gh = dh[r * H + k], dct = dc2[r * H + k] + gh * o * (1 - tc * tc);
       float *d = dz + r * 4 * H;
       d[k] = (float)(dct * gv * i * (1 - i));
       d[H + k] = (float)(dct * c[r * H + k] * f * (1 - f));
       d[2 * H + k] = (float)(dct * i * (1 - gv * gv));
       d[3 * H + k] = (float)(gh * tc * o * (1 - o));
-      if (dc) dc[r * H + k] = (float)(dct * f);
+      dc[r * H + k] = (float)(dct * f);
     }
 }
