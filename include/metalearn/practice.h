@@ -95,6 +95,8 @@ typedef struct {
 } ml_practice_protocol_config;
 
 ML_API ml_practice_protocol_config ml_practice_protocol_defaults(void);
+/* The candidate pool of a student with n distinct exercises: round(pool_frac n), within [1, n - 1]. */
+ML_API int64_t ml_practice_pool_size(const ml_practice_protocol_config *c, int64_t n);
 
 /* One policy variant scored by the protocol: target mode with or without the calibration, and
  * with or without the balanced target. */

@@ -32,7 +32,7 @@ typedef struct {
   ml_status *status;
 } job_t;
 
-static int64_t pool_size(const ml_practice_protocol_config *c, int64_t n) {
+int64_t ml_practice_pool_size(const ml_practice_protocol_config *c, int64_t n) {
   int64_t P = (int64_t)floor((double)c->pool_frac * (double)n + 0.5);
   return P < 1 ? 1 : P > n - 1 ? n - 1 : P;
 }
@@ -42,7 +42,7 @@ static void one_student(int64_t i, int thread, void *vj) {
   const ml_practice_protocol_config *c = J->cfg;
   /* the learned policy brings its own student model when trained jointly with it */
   const ml_student_model *sm = J->v.policy == ML_PRACTICE_LEARNED && c->selector_model ? c->selector_model : J->m;
-  int64_t s = J->kept[i], off = J->fa->offsets[s], n = ml_answers_len(J->fa, s), P = pool_size(c, n);
+  int64_t s = J->kept[i], off = J->fa->offsets[s], n = ml_answers_len(J->fa, s), P = ml_practice_pool_size(c, n);
   const int32_t *item = J->fa->item + off, *skill = J->fa->skill + off;
   const uint8_t *y = J->fa->correct + off;
   int64_t *idx = malloc((size_t)n * sizeof *idx);
@@ -124,7 +124,7 @@ static int64_t keep(const ml_answers *fa, const ml_practice_protocol_config *c, 
     int64_t n = ml_answers_len(fa, s);
     if (n < c->min_items || n < 2) continue;
     kept[k] = s;
-    hoff[k + 1] = hoff[k] + n - pool_size(c, n);
+    hoff[k + 1] = hoff[k] + n - ml_practice_pool_size(c, n);
     k++;
   }
   return k;
@@ -190,7 +190,7 @@ ml_status ml_practice_protocol(const ml_student_model *m, const ml_answers *test
   for (int64_t r = 0; !st && r < cfg->resamples; r++) {
     /* held-out labels of this resample's split (the same for every variant) */
     for (int64_t i = 0; i < K; i++) {
-      int64_t s = kept[i], n = ml_answers_len(&fa, s), P = pool_size(cfg, n);
+      int64_t s = kept[i], n = ml_answers_len(&fa, s), P = ml_practice_pool_size(cfg, n);
       int64_t *idx = malloc((size_t)n * sizeof *idx);
       if (!idx) {
         st = ml_error(ML_ERR_NOMEM, "practice: out of memory");

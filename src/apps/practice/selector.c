@@ -250,11 +250,6 @@ ml_practice_selector_config ml_practice_selector_defaults(void) {
 
 /* ------------------------------------------------------------ training ---- */
 
-static int64_t pool_of(const ml_practice_protocol_config *c, int64_t n) { /* as the protocol splits */
-  int64_t P = (int64_t)floor((double)c->pool_frac * (double)n + 0.5);
-  return P < 1 ? 1 : P > n - 1 ? n - 1 : P;
-}
-
 typedef struct {
   const ml_practice_selector *s;
   const ml_student_model *m;
@@ -284,7 +279,7 @@ static void train_one(int64_t bi, int thread, void *vj) {
   train_job *J = vj;
   const ml_practice_selector *S = J->s;
   const int64_t sid = J->batch[bi], off = J->fa->offsets[sid], n = ml_answers_len(J->fa, sid);
-  const int64_t P = pool_of(J->pc, n), Hn = n - P, steps = J->maxn < P ? J->maxn : P, R = J->c->rollouts;
+  const int64_t P = ml_practice_pool_size(J->pc, n), Hn = n - P, steps = J->maxn < P ? J->maxn : P, R = J->c->rollouts;
   const int64_t Hd = S->hidden;
   const int32_t *item = J->fa->item + off, *skill = J->fa->skill + off;
   const uint8_t *y = J->fa->correct + off;
