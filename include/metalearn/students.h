@@ -71,6 +71,10 @@ typedef struct {
 /* Student s of a as a log (the whole sequence). */
 ML_API ml_student_log ml_student_log_of(const ml_answers *a, int64_t s);
 
+/* The MAP ability under a N(0, 1) prior from a student's answers, for IRT with discriminations a
+ * (NULL: 1PL) and difficulties b: logit = a_j (theta - b_j), Newton steps clipped to 1. */
+ML_API float ml_irt_ability(const float *a, const float *b, const ml_student_log *s);
+
 typedef struct ml_student_model ml_student_model;
 
 /* Fits on the training students. n_items / n_skills size the tables; q maps exercises to skills

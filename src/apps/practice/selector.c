@@ -78,12 +78,10 @@ ml_status ml_practice_selector_student(const ml_practice_selector *s, const ml_s
   return ml_student_model_with_difficulties(base, view_at(s, s->params->data).sb, out);
 }
 
-static float theta_1pl(const float *b, const int32_t *item, const uint8_t *y, int64_t n);
-
 /* grad += w d NLL / d b; p (held->n floats, may be NULL) gets the held-out predictions. */
 static void outer_1pl(const float *b, const ml_student_log *support, const ml_student_log *held, float w, float *grad,
                       float *p, double *nll) {
-  float th = theta_1pl(b, support->item, support->correct, support->n);
+  float th = ml_irt_ability(NULL, b, support);
   /* d NLL / d b directly and through the ability: the MAP condition -th + sum (y_i - p_i) = 0
    * gives d th / d b_i = p_i (1 - p_i) / (1 + sum p (1 - p)) (implicit differentiation) */
   double gth = 0, den = 1, s = 0, H = held->n ? (double)held->n : 1;
@@ -117,23 +115,6 @@ ml_status ml_practice_1pl_outer(const float *b, int64_t n_items, const ml_studen
   return ML_OK;
 }
 
-/* The 1PL's MAP ability under N(0, 1) and its predictions, with difficulties b: the same Newton
- * iteration as the students module's, so that training sees the model the protocol evaluates. */
-static float theta_1pl(const float *b, const int32_t *item, const uint8_t *y, int64_t n) {
-  float th = 0;
-  for (int it = 0; it < 30; it++) {
-    double g = -th, h = -1;
-    for (int64_t i = 0; i < n; i++) {
-      float p = 1.0f / (1.0f + expf(-(th - b[item[i]])));
-      g += (double)y[i] - p, h -= (double)p * (1 - p);
-    }
-    double d = -g / h;
-    float step = (float)(d > 1.0 ? 1.0 : d < -1.0 ? -1.0 : d);
-    th += step;
-    if (fabsf(step) < 1e-5f) break;
-  }
-  return th;
-}
 int64_t ml_practice_selector_best_epoch(const ml_practice_selector *s) { return s->best_epoch; }
 double ml_practice_selector_valid_score(const ml_practice_selector *s) { return s->valid_score; }
 
@@ -324,7 +305,8 @@ static void train_one(int64_t bi, int thread, void *vj) {
       for (int64_t k = 0; k < na; k++) q_item[k] = item[avail[k]], q_skill[k] = skill[avail[k]], ci[k] = item[avail[k]];
       ml_student_log sup = {si, ss, sy, t}, qry = {q_item, q_skill, NULL, na};
       if (v.sb) { /* joint: the 1PL with the difficulties being learned */
-        float th = theta_1pl(v.sb, si, sy, t);
+        ml_student_log sofar = {si, ss, sy, t};
+        float th = ml_irt_ability(NULL, v.sb, &sofar);
         for (int64_t k = 0; k < na; k++) cp[k] = 1.0f / (1.0f + expf(-(th - v.sb[q_item[k]])));
       } else if ((st = ml_student_model_predict(J->m, &sup, &qry, J->arenas[thread], cp))) {
         goto done;

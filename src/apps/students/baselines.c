@@ -12,17 +12,16 @@
 /* Newton steps are clipped so that a flat likelihood (all answers right) cannot jump far. */
 static float clip_step(double s) { return (float)(s > 1.0 ? 1.0 : s < -1.0 ? -1.0 : s); }
 
-/* MAP ability from answers under N(0, 1): logit = a_j (theta - b_j). */
-static float map_ability(const ml_student_model *m, const ml_student_log *s) {
+float ml_irt_ability(const float *a, const float *b, const ml_student_log *s) {
   float th = 0;
   for (int it = 0; it < 30; it++) {
     double g = -th, h = -1;
     for (int64_t i = 0; i < s->n; i++) {
       int32_t j = s->item[i];
-      float a = m->a ? m->a[j] : 1.0f;
-      float p = ml__sigmoidf(a * (th - m->b[j]));
-      g += a * ((double)s->correct[i] - p);
-      h -= (double)a * a * p * (1 - p);
+      float aj = a ? a[j] : 1.0f;
+      float p = ml__sigmoidf(aj * (th - b[j]));
+      g += aj * ((double)s->correct[i] - p);
+      h -= (double)aj * aj * p * (1 - p);
     }
     float step = clip_step(-g / h);
     th += step;
@@ -115,7 +114,7 @@ done:
 void ml__students_predict_baseline(const ml_student_model *m, const ml_student_log *support,
                                    const ml_student_log *query, float *p) {
   float th = 0;
-  if (m->cfg.kind == ML_STUDENT_IRT1 || m->cfg.kind == ML_STUDENT_IRT2) th = map_ability(m, support);
+  if (m->cfg.kind == ML_STUDENT_IRT1 || m->cfg.kind == ML_STUDENT_IRT2) th = ml_irt_ability(m->a, m->b, support);
   if (m->cfg.kind == ML_STUDENT_ELO)
     for (int64_t i = 0; i < support->n; i++) {
       int32_t j = support->item[i];
