@@ -642,6 +642,17 @@ ML_TEST(joint_training_learns_the_difficulties_with_the_selector) {
     if (lm) ml_student_model_difficulties(lm, b2);
     CHECK(lm && !memcmp(b1, b2, sizeof b1));
   }
+  /* joint training gives the same parameters at 1 and 2 threads */
+  ml_practice_selector *t1 = NULL, *t2 = NULL;
+  sc.epochs = 2, sc.threads = 1;
+  CHECK_OK(ml_practice_selector_train(m, &train, &valid, &pc, &sc, &t1));
+  sc.threads = 2;
+  CHECK_OK(ml_practice_selector_train(m, &train, &valid, &pc, &sc, &t2));
+  if (t1 && t2) {
+    ml_params *p1 = ml_practice_selector_params(t1), *p2 = ml_practice_selector_params(t2);
+    CHECK(p1->numel == p2->numel && !memcmp(p1->data, p2->data, (size_t)p1->numel * sizeof *p1->data));
+  }
+  ml_practice_selector_free(t1), ml_practice_selector_free(t2);
   /* joint training needs a 1PL */
   ml_student_config c2 = ml_student_defaults(ML_STUDENT_IRT2);
   c2.threads = 1;
