@@ -78,6 +78,15 @@ ml_status ml_practice_selector_student(const ml_practice_selector *s, const ml_s
   return ml_student_model_with_difficulties(base, view_at(s, s->params->data).sb, out);
 }
 
+/* Every exercise of answered and cand (n) within [0, J). */
+static ml_status check_items(int64_t J, const ml_student_log *answered, const int32_t *cand, int64_t n) {
+  for (int64_t i = 0; i < answered->n + n; i++) {
+    int32_t e = i < answered->n ? answered->item[i] : cand[i - answered->n];
+    if (e < 0 || e >= J) return ml_error(ML_ERR_ARG, "exercise %d outside the %lld exercises", e, (long long)J);
+  }
+  return ML_OK;
+}
+
 /* grad += w d NLL / d b; p (held->n floats, may be NULL) gets the held-out predictions. */
 static void outer_1pl(const float *b, const ml_student_log *support, const ml_student_log *held, float w, float *grad,
                       float *p, double *nll) {
@@ -89,11 +98,11 @@ static void outer_1pl(const float *b, const ml_student_log *support, const ml_st
     float ph = 1.0f / (1.0f + expf(-(th - b[held->item[h]])));
     if (p) p[h] = ph;
     double d = ((double)ph - held->correct[h]) / H, q = ph < 1e-6f ? 1e-6 : ph > 1 - 1e-6f ? 1 - 1e-6 : ph;
-    s -= (held->correct[h] ? log(q) : log(1 - q)) / H;
+    s -= held->correct[h] ? log(q) : log(1 - q);
     gth += d;
     if (grad) grad[held->item[h]] -= (float)(w * d);
   }
-  *nll = s;
+  *nll = s / H;
   if (!grad) return;
   for (int64_t i = 0; i < support->n; i++) {
     float pi = 1.0f / (1.0f + expf(-(th - b[support->item[i]])));
@@ -107,10 +116,8 @@ static void outer_1pl(const float *b, const ml_student_log *support, const ml_st
 
 ml_status ml_practice_1pl_outer(const float *b, int64_t n_items, const ml_student_log *support,
                                 const ml_student_log *held, float *grad, double *nll) {
-  for (int64_t i = 0; i < support->n; i++)
-    if (support->item[i] < 0 || support->item[i] >= n_items) return ml_error(ML_ERR_ARG, "1pl: exercise %d outside 0..%lld", support->item[i], (long long)n_items - 1);
-  for (int64_t i = 0; i < held->n; i++)
-    if (held->item[i] < 0 || held->item[i] >= n_items) return ml_error(ML_ERR_ARG, "1pl: exercise %d outside 0..%lld", held->item[i], (long long)n_items - 1);
+  ml_status st = check_items(n_items, support, held->item, held->n);
+  if (st) return st;
   outer_1pl(b, support, held, 1.0f, grad, NULL, nll);
   return ML_OK;
 }
@@ -137,12 +144,10 @@ static float score_of(const ml_practice_selector *s, const sel_view *v, const fl
   return z;
 }
 
-static ml_status check_items(const ml_practice_selector *s, const ml_student_log *answered, const int32_t *cand,
-                             int64_t n);
 
 ml_status ml_practice_selector_scores(const ml_practice_selector *s, const ml_student_log *answered, const int32_t *cand,
                                       const float *p, int64_t n, float *score) {
-  ml_status st = check_items(s, answered, cand, n);
+  ml_status st = check_items(s->n_items, answered, cand, n);
   if (st) return st;
   float h[MAX_HIDDEN];
   sel_view v = view_at(s, s->params->data);
@@ -188,16 +193,6 @@ static void logpi_backward(const ml_practice_selector *s, const sel_view *v, sel
   }
 }
 
-static ml_status check_items(const ml_practice_selector *s, const ml_student_log *answered, const int32_t *cand,
-                             int64_t n) {
-  for (int64_t i = 0; i < answered->n; i++)
-    if (answered->item[i] < 0 || answered->item[i] >= s->n_items)
-      return ml_error(ML_ERR_ARG, "selector: exercise %d outside its %lld exercises", answered->item[i], (long long)s->n_items);
-  for (int64_t i = 0; i < n; i++)
-    if (cand[i] < 0 || cand[i] >= s->n_items)
-      return ml_error(ML_ERR_ARG, "selector: exercise %d outside its %lld exercises", cand[i], (long long)s->n_items);
-  return ML_OK;
-}
 
 ml_params *ml_practice_selector_params(ml_practice_selector *s) { return s->params; }
 
@@ -205,7 +200,7 @@ ml_status ml_practice_selector_log_prob(const ml_practice_selector *s, const ml_
                                         const int32_t *cand, const float *p, int64_t n, int64_t pick, float *grad,
                                         double *out) {
   if (n < 1 || pick < 0 || pick >= n) return ml_error(ML_ERR_ARG, "selector: pick %lld of %lld candidates", (long long)pick, (long long)n);
-  ml_status st = check_items(s, answered, cand, n);
+  ml_status st = check_items(s->n_items, answered, cand, n);
   if (st) return st;
   float h[MAX_HIDDEN], dh[MAX_HIDDEN], *pi = malloc((size_t)n * sizeof *pi);
   if (!pi) return ml_error(ML_ERR_NOMEM, "selector: out of memory");
@@ -305,8 +300,7 @@ static void train_one(int64_t bi, int thread, void *vj) {
       for (int64_t k = 0; k < na; k++) q_item[k] = item[avail[k]], q_skill[k] = skill[avail[k]], ci[k] = item[avail[k]];
       ml_student_log sup = {si, ss, sy, t}, qry = {q_item, q_skill, NULL, na};
       if (v.sb) { /* joint: the 1PL with the difficulties being learned */
-        ml_student_log sofar = {si, ss, sy, t};
-        float th = ml_irt_ability(NULL, v.sb, &sofar);
+        float th = ml_irt_ability(NULL, v.sb, &sup);
         for (int64_t k = 0; k < na; k++) cp[k] = 1.0f / (1.0f + expf(-(th - v.sb[q_item[k]])));
       } else if ((st = ml_student_model_predict(J->m, &sup, &qry, J->arenas[thread], cp))) {
         goto done;
@@ -326,15 +320,15 @@ static void train_one(int64_t bi, int thread, void *vj) {
       memmove(avail + pick, avail + pick + 1, (size_t)(na - pick - 1) * sizeof *avail);
       na--;
       for (int64_t h2 = 0; h2 < Hn; h2++) q_item[h2] = item[idx[P + h2]], q_skill[h2] = skill[idx[P + h2]];
-      ml_student_log sup2 = {si, ss, sy, t + 1}, held = {q_item, q_skill, NULL, Hn};
+      ml_student_log sup2 = {si, ss, sy, t + 1}, held = {q_item, q_skill, yh, Hn};
       if (!v.sb) {
         if ((st = ml_student_model_predict(J->m, &sup2, &held, J->arenas[thread], ph))) goto done;
+        G[rs] = loglik(ph, yh, Hn);
       } else { /* inner level: the 1PL adapts on the t + 1 picks; outer: held-out NLL's gradient */
-        ml_student_log sup3 = {si, ss, sy, t + 1}, held3 = {q_item, q_skill, yh, Hn};
         double nll;
-        outer_1pl(v.sb, &sup3, &held3, 1.0f / (float)R, g.sb, ph, &nll);
+        outer_1pl(v.sb, &sup2, &held, 1.0f / (float)R, g.sb, ph, &nll);
+        G[rs] = -nll;
       }
-      G[rs] = loglik(ph, yh, Hn);
     }
     for (int64_t t = steps - 2; t >= 0; t--) G[r * steps + t] += G[r * steps + t + 1]; /* returns */
   }
