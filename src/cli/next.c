@@ -308,25 +308,19 @@ int ml_cli_practice_eval(int argc, char **argv) {
     }
     char title[ML_PATH_MAX + 512];
     snprintf(title, sizeof title, "%s, %s, %lld resamples, target %.2f", label, name, (long long)pc.resamples, target);
-    ml_practice_table_print(stdout, title, cells, NV, pc.n_ns);
-    printf("\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
-    for (int t = 0; t < cal.n; t++) printf(" %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
-    if (sel)
-      printf("\nlearned policy%s: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
-             joint ? " (trained jointly with its 1PL)" : "", (long long)ml_practice_selector_best_epoch(sel),
-             ml_practice_selector_valid_score(sel), sel_s);
-    printf("\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
-    fflush(stdout);
-    if (tf) {
-      ml_practice_table_print(tf, title, cells, NV, pc.n_ns);
-      fprintf(tf, "\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
-      for (int t = 0; t < cal.n; t++) fprintf(tf, " %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
+    FILE *outs[2] = {stdout, tf}; /* the terminal and the --out table get the same text */
+    for (int k = 0; k < 2 && outs[k]; k++) {
+      FILE *f = outs[k];
+      ml_practice_table_print(f, title, cells, NV, pc.n_ns);
+      fprintf(f, "\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
+      for (int t = 0; t < cal.n; t++) fprintf(f, " %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
       if (sel)
-        fprintf(tf, "\nlearned policy%s: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
+        fprintf(f, "\nlearned policy%s: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
                 joint ? " (trained jointly with its 1PL)" : "", (long long)ml_practice_selector_best_epoch(sel),
                 ml_practice_selector_valid_score(sel), sel_s);
-      fprintf(tf, "\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
+      fprintf(f, "\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
     }
+    fflush(stdout);
     if (!quiet) fprintf(stderr, "metalearn %s: %s done in %.1f s\n", cmd, name, fit_s + cal_s + sel_s + eval_s);
     ml_practice_selector_free(sel);
   }
