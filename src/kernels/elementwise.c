@@ -315,12 +315,11 @@ void ml_embedding_scatter_add(float *grad, const float *g, const int32_t *idx, i
 /* ------------------------------------------------------------------ LSTM cell */
 /* One pass per row over the four gate bands: the activations are kept for the backward, the
  * new cell state and output written once (a composite of ops makes ~12 passes and copies). */
-INLINE void lstm_mix_body(float *h, float *c2, const float *a, const float *c, int64_t H) {
+INLINE void lstm_mix_body(float *c2, const float *a, const float *c, int64_t H) {
   const float *ig = a, *fg = a + H, *gg = a + 2 * H;
   for (int64_t k = 0; k < H; k++) c2[k] = fg[k] * c[k] + ig[k] * gg[k];
-  (void)h;
 }
-MULTI(lstm_mix, (float *h, float *c2, const float *a, const float *c, int64_t H), (h, c2, a, c, H))
+MULTI(lstm_mix, (float *c2, const float *a, const float *c, int64_t H), (c2, a, c, H))
 
 INLINE void lstm_out_body(float *h, const float *o, int64_t H) {
   for (int64_t k = 0; k < H; k++) h[k] *= o[k];
@@ -350,7 +349,7 @@ void ml_lstm_cell_forward(float *h, float *c2, float *acts, const float *z, cons
     ml_unary(ML_UN_SIGMOID, a, zr, 2 * H); /* i, f */
     ml_unary(ML_UN_TANH, a + 2 * H, zr + 2 * H, H);
     ml_unary(ML_UN_SIGMOID, a + 3 * H, zr + 3 * H, H);
-    lstm_mix_dispatch(hr, c2r, a, c + r * H, H);
+    lstm_mix_dispatch(c2r, a, c + r * H, H);
     ml_unary(ML_UN_TANH, hr, c2r, H);
     lstm_out_dispatch(hr, a + 3 * H, H);
   }
