@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "apps/recommend/internal.h"
 #include "harness.h"
 #include "metalearn/recommend.h"
 
@@ -267,6 +268,97 @@ ML_TEST(meta_learning_recovers_taste_clusters) {
   ml_ratings_free(&r);
 }
 
+/* meta-ridge: the implicit gradient of the query loss through the ridge solve against central
+ * differences (both losses), and its meta-training on the clusters: deterministic, lowers the
+ * outer objective on held tasks, and recovers the clusters from K ratings. */
+static double ridge_tasks_loss(const rec_ridge *rg, const rec_mf *m, const ml_rec_task_source *src, int64_t n) {
+  ml_arena *ar = ml_arena_new(0, NULL);
+  double sum = 0;
+  for (int64_t t = 0; t < n; t++) {
+    ml_arena_reset(ar);
+    int64_t *qry, *sup, nq, ns;
+    CHECK_OK(ml_rec_task_sets(src, 100000, t, ar, &qry, &nq, &sup, &ns));
+    sum += ml__ridge_loss_grad(rg, m, src->split, sup, ns, qry, nq, NULL, NULL);
+  }
+  ml_arena_free(ar);
+  return sum / (double)n;
+}
+
+ML_TEST(meta_ridge_gradient_and_training) {
+  const char *d = write_clusters(150, 45, 30);
+  ml_ratings r;
+  CHECK_OK(ml_ratings_load(d, "", &r));
+  ml_rec_protocol p = ml_rec_protocol_defaults();
+  ml_rec_split s;
+  CHECK_OK(ml_rec_split_new(&r, &p, &s));
+  rec_mf mf, half[2];
+  CHECK_OK(ml__mf_train(&s, NULL, 4, 30, 0.01f, 0.05f, 1, &mf));
+  ml_rec_task_source src = {.split = &s, .k_choices = {1, 3, 5, 10, ML_REC_K_FULL}, .n_k = 5, .seed = 3};
+  ml_arena *ar = ml_arena_new(0, NULL);
+  double worst = 0;
+  for (int mse = 0; mse < 2; mse++)
+    for (int64_t t = 0; t < 4; t++) {
+      rec_ridge rg;
+      ml__ridge_init(&rg, 4, 2.0);
+      rg.mse = mse;
+      rg.w0[0] = 0.3;
+      for (int64_t a = 0; a < rg.d; a++) rg.s[a] += 0.2 * (double)a - 0.5, rg.w0[a] += 0.05 * (double)a;
+      ml_arena_reset(ar);
+      int64_t *qry, *sup, nq, ns;
+      CHECK_OK(ml_rec_task_sets(&src, 0, t, ar, &qry, &nq, &sup, &ns));
+      double gw[RIDGE_MAX_DIM] = {0}, gs[RIDGE_MAX_DIM] = {0};
+      ml__ridge_loss_grad(&rg, &mf, &s, sup, ns, qry, nq, gw, gs);
+      for (int64_t a = 0; a < 2 * rg.d; a++) {
+        double *x = a < rg.d ? &rg.w0[a] : &rg.s[a - rg.d], x0 = *x, h = 1e-6;
+        *x = x0 + h;
+        double lp = ml__ridge_loss_grad(&rg, &mf, &s, sup, ns, qry, nq, NULL, NULL);
+        *x = x0 - h;
+        double lm = ml__ridge_loss_grad(&rg, &mf, &s, sup, ns, qry, nq, NULL, NULL);
+        *x = x0;
+        double fd = (lp - lm) / (2 * h), an = a < rg.d ? gw[a] : gs[a - rg.d];
+        double err = fabs(fd - an) / (fabs(fd) + 1e-3);
+        if (err > worst) worst = err;
+        CHECK_MSG(err < 1e-4, "%s task %lld coordinate %lld: analytic %.8g, central difference %.8g", mse ? "MSE" : "MAE",
+                  (long long)t, (long long)a, an, fd);
+      }
+    }
+  printf("  meta-ridge gradient: worst relative error %.2g\n", worst);
+  /* meta-training on cross-fitted tables, as the experiment does */
+  CHECK_OK(ml__ridge_tables(&s, 4, 5, half));
+  rec_ridge a, b;
+  ml__ridge_init(&a, 4, 20.0); /* a start that trusts the support far too little */
+  double before = ridge_tasks_loss(&a, &half[0], &src, 64), loss;
+  b = a;
+  CHECK_OK(ml__ridge_train(&a, half, 5, &src, 150, 32, 0.05, ar, &loss));
+  CHECK_OK(ml__ridge_train(&b, half, 5, &src, 100, 32, 0.05, ar, &loss)); /* resumed: the same result */
+  CHECK_OK(ml__ridge_train(&b, half, 5, &src, 50, 32, 0.05, ar, &loss));
+  CHECK(!memcmp(&a, &b, sizeof a));
+  double after = ridge_tasks_loss(&a, &half[0], &src, 64);
+  printf("  meta-ridge on clusters: outer MAE %.3f -> %.3f, strengths %.2f / %.2f\n", before, after, exp(a.s[0]), exp(a.s[1]));
+  CHECK_MSG(after < 0.8 * before, "meta-training: held tasks' MAE %.3f -> %.3f", before, after);
+  CHECK(a.w0[1] == 0 && a.s[1] == a.s[4]); /* the factor coordinates stay tied */
+  /* on the test users with the tables from all training ratings */
+  double sum[2] = {0}, g = 0;
+  int64_t n = 0;
+  for (int64_t t = 0; t < s.n_test; t++) {
+    int64_t sup[64], qry[64], ns, nq;
+    float pred[64], truth[64], gm[64];
+    for (int k = 0; k < 2; k++) {
+      CHECK(ml_rec_user_sets(&s, s.test[t], ML_REC_NEW_USERS, k ? 10 : 3, sup, &ns, qry, &nq));
+      ml__ridge_predict(&a, &mf, &s, sup, ns, qry, nq, pred);
+      for (int64_t j = 0; j < nq; j++) truth[j] = r.rating[qry[j]], gm[j] = (float)s.mu;
+      sum[k] += ml_rec_score(pred, truth, nq).mae;
+    }
+    g += ml_rec_score(gm, truth, nq).mae, n++;
+  }
+  printf("  meta-ridge on clusters: global mean MAE %.3f, K=3 %.3f, K=10 %.3f\n", g / n, sum[0] / n, sum[1] / n);
+  CHECK(sum[0] < 0.7 * g && sum[1] < 0.5 * g && sum[1] <= sum[0]);
+  ml_arena_free(ar);
+  ml__mf_free(&mf), ml__mf_free(&half[0]), ml__mf_free(&half[1]);
+  ml_rec_split_free(&s);
+  ml_ratings_free(&r);
+}
+
 /* ---------------------------------------------------------------- protocol ---- */
 
 ML_TEST(folds_partition_users_and_sets_are_nested) {
@@ -318,7 +410,8 @@ ML_TEST(no_test_rating_reaches_training) {
   ml_ratings r;
   CHECK_OK(ml_ratings_load(d, "", &r));
   ml_rec_protocol p = ml_rec_protocol_defaults();
-  float *trained[2];
+  float *trained[2], *tables[2][2];
+  rec_ridge ridge[2];
   float stats[2][64];
   double mu[2];
   float pred[2][16];
@@ -345,6 +438,19 @@ ML_TEST(no_test_rating_reaches_training) {
     CHECK_OK(ml_algo_new(&ac, m, &a));
     ml_rec_task_source src = {.split = &s, .k_choices = {1, 5}, .n_k = 2, .seed = 3};
     for (int64_t it = 0; it < 5; it++) CHECK_OK(ml_algo_train_step(a, ml_rec_task, &src, it, NULL));
+    /* meta-ridge: its cross-fitted tables and its learned prior */
+    rec_mf half[2];
+    CHECK_OK(ml__ridge_tables(&s, 4, 5, half));
+    ml_arena *rar = ml_arena_new(0, NULL);
+    ml__ridge_init(&ridge[pass], 4, 3.0);
+    CHECK_OK(ml__ridge_train(&ridge[pass], half, 5, &src, 20, 16, 0.05, rar, NULL));
+    ml_arena_free(rar);
+    for (int h = 0; h < 2; h++) {
+      tables[pass][h] = malloc((size_t)(r.n_items * 5) * sizeof(float));
+      memcpy(tables[pass][h], half[h].q, (size_t)(r.n_items * 4) * sizeof(float));
+      memcpy(tables[pass][h] + r.n_items * 4, half[h].bi, (size_t)r.n_items * sizeof(float));
+    }
+    ml__mf_free(&half[0]), ml__mf_free(&half[1]);
     trained[pass] = malloc((size_t)m->params->numel * sizeof(float));
     memcpy(trained[pass], m->params->data, (size_t)m->params->numel * sizeof(float));
     /* a prediction for a validation user from a fixed support: the item tables (MF) included */
@@ -359,12 +465,15 @@ ML_TEST(no_test_rating_reaches_training) {
     if (pass == 1) {
       CHECK(!memcmp(trained[0], trained[1], (size_t)m->params->numel * sizeof(float)));
       CHECK(!memcmp(pred[0], pred[1], 10 * sizeof(float)));
+      CHECK(!memcmp(&ridge[0], &ridge[1], sizeof ridge[0]));
+      for (int h = 0; h < 2; h++) CHECK(!memcmp(tables[0][h], tables[1][h], (size_t)(r.n_items * 5) * sizeof(float)));
     }
     ml_rec_model_free(m);
     ml_rec_split_free(&s);
   }
   CHECK(mu[0] == mu[1] && !memcmp(stats[0], stats[1], 45 * sizeof(float)));
   free(trained[0]), free(trained[1]);
+  for (int h = 0; h < 2; h++) free(tables[0][h]), free(tables[1][h]);
   ml_ratings_free(&r);
 }
 
@@ -404,17 +513,39 @@ ML_TEST(cli_train_recommend_and_bad_input) {
   char args[16384], run[2048], good[2048], bad[2048];
   snprintf(run, sizeof run, "%s/run", ml_test_tmpdir());
   snprintf(args, sizeof args,
-           "train --dataset movielens --data %s --folds 1 --methods item,damped,metarec --scenarios new-users "
+           "train --dataset movielens --data %s --folds 1 --methods item,damped,metarec,ridge --scenarios new-users "
            "--iterations 20 --eval_every 10 --meta_batch 4 --metarec_iterations 20 --metarec_meta_batch 8 --threads 2 "
-           "--cache_dir none --quiet --run %s --factors 4",
+           "--ridge_iterations 40 --cache_dir none --quiet --run %s --factors 4",
            d, run);
   CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
-  CHECK(strstr(out, "metarec (ours)") && strstr(out, "damped user bias") && strstr(out, "random ranking"));
+  CHECK(strstr(out, "metarec (ours)") && strstr(out, "meta-ridge (ours)") && strstr(out, "damped user bias") &&
+        strstr(out, "random ranking"));
   snprintf(good, sizeof good, "%s/good.csv", ml_test_tmpdir());
   ml_test_write_file(good, "# two ratings\n1,5\n2,1\n", 22);
-  snprintf(args, sizeof args, "recommend --run %s --ratings %s --top 3 --json", run, good);
+  snprintf(args, sizeof args, "recommend --run %s --ratings %s --top 3 --json --model metarec", run, good);
   CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
   CHECK(strstr(out, "\"recommendations\"") && strstr(out, "Item "));
+  /* meta-ridge (the default): a fan of the first cluster's items (ids 1, 4, 7, ...: item id % 3 == 1)
+   * who dislikes the second's gets the first cluster's other items on top */
+  const char *fan = "1,5\n4,5\n7,4\n10,5\n2,1\n5,1\n";
+  ml_test_write_file(good, fan, strlen(fan));
+  snprintf(args, sizeof args, "recommend --run %s --ratings %s --top 5 --json", run, good);
+  CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
+  int n_top = 0;
+  for (const char *q = out; (q = strstr(q, "\"item\": ")); q += 8) {
+    long id = strtol(q + 8, NULL, 10);
+    CHECK_MSG(id % 3 == 1 && id != 1 && id != 4 && id != 7 && id != 10, "recommended item %ld: %s", id, out);
+    n_top++;
+  }
+  CHECK_MSG(n_top == 5, "%s", out);
+  snprintf(args, sizeof args, "recommend --run %s --ratings %s --model bogus", run, good);
+  CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "bogus"));
+  char rp[2100];
+  snprintf(rp, sizeof rp, "%s/ridge.safetensors", run);
+  ml_test_write_file(rp, "\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", 13);
+  snprintf(args, sizeof args, "recommend --run %s --ratings %s", run, good);
+  int rc2 = run_cli(args, out, sizeof out);
+  CHECK_MSG(rc2 == 2 && strstr(out, "ridge.safetensors") && strchr(out, '\n') == out + strlen(out) - 1, "rc %d: %s", rc2, out);
   static const char *bads[][2] = {{"1,5\n2;4\n", ":2: expected"}, {"1,9\n", ":1: rating 9 outside"},
                                   {"4242,4\n", ":1: unknown item id 4242"}, {"", ":1: no ratings"}};
   for (int i = 0; i < 4; i++) {

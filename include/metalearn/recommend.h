@@ -93,6 +93,9 @@ typedef struct {
   bool fixed_query;     /* query = the user's meta_query ratings, support drawn from the others */
 } ml_rec_task_source;
 ML_API ml_status ml_rec_task(void *ctx, int64_t iteration, int64_t index, ml_arena *arena, ml_episode *out);
+/* The same task as rating index lists (query first, then support) in arena memory. */
+ML_API ml_status ml_rec_task_sets(const ml_rec_task_source *src, int64_t iteration, int64_t index, ml_arena *arena,
+                                  int64_t **qry, int64_t *n_qry, int64_t **sup, int64_t *n_sup);
 
 /* ---- models ---- */
 typedef enum { ML_REC_MELU, ML_REC_METAREC } ml_rec_model_kind;
@@ -129,6 +132,17 @@ ML_API void ml_rec_model_set_items(ml_model *m, const float *bias, const float *
  * recomputes them (the same seed gives the same tables). */
 ML_API ml_status ml_rec_model_fit_items(ml_model *m, const ml_rec_split *s, bool all_ratings, uint64_t seed);
 
+/* ---- meta-ridge (ours), as saved by a run: a new user folded into MF's item tables by a ridge
+ * solve whose prior was meta-learned over the training users ---- */
+typedef struct ml_rec_ridge ml_rec_ridge;
+/* Reads a run's ridge.safetensors (errors name the file) and recomputes the item tables on the
+ * split's training ratings (the run's split and seed give the run's tables). */
+ML_API ml_status ml_rec_ridge_load(const char *path, const ml_rec_split *s, ml_rec_ridge **out);
+/* Predicted ratings of every item (out: n_items) for a user with ratings `ratings` of items `items`. */
+ML_API void ml_rec_ridge_predict_user(const ml_rec_ridge *R, const int64_t *items, const float *ratings, int64_t n,
+                                      float *out);
+ML_API void ml_rec_ridge_free(ml_rec_ridge *R);
+
 /* ---- metrics ---- */
 typedef struct {
   double mae, rmse, ndcg1, ndcg3; /* of one user's query */
@@ -145,7 +159,7 @@ typedef struct {
   ml_rec_protocol protocol;
   int64_t folds_run;        /* folds actually run (1..n_folds) */
   bool scenarios[ML_REC_SCENARIOS];
-  const char *methods;      /* comma list: global,item,user,itembias,damped,mf,finetune,melu,metarec */
+  const char *methods;      /* comma list: global,item,user,itembias,damped,mf,finetune,melu,metarec,ridge */
   ml_algo_kind algo;        /* for melu / metarec */
   int64_t iterations, meta_batch, inner_steps, inner_steps_test;
   float inner_lr, outer_lr, clip;
@@ -155,6 +169,10 @@ typedef struct {
   float metarec_outer_lr;
   int64_t metarec_meta_batch, metarec_iterations; /* its few meta-parameters want large, many batches */
   bool metarec_tune_scale;  /* choose one scale of its learned rates by validation MAE (as MF's lambda) */   /* metarec's Adam rate (its few meta-parameters move faster than MeLU's) */
+  /* meta-ridge: MF fold-in as a closed-form inner loop with a meta-learned prior */
+  bool ridge_mse;           /* ablation: meta-train on the query MSE instead of the MAE */
+  int64_t ridge_iterations, ridge_meta_batch;
+  float ridge_lr;
   int64_t eval_every;       /* validation check for early stopping */
   int threads;
   bool quiet;

@@ -37,7 +37,7 @@ static void rec_usage(FILE *f, const char *cmd) {
           "  --data DIR            MovieLens directory (100K, 1M or CSV; default $METALEARN_DATA/movielens/ml-100k)\n"
           "  --run DIR             write DIR/table.txt, DIR/config.ini and fold 0's metarec model\n"
           "  --folds N             folds to run (1-5, default 5)\n"
-          "  --methods LIST        global,item,user,itembias,damped,mf,finetune,melu,metarec (default all)\n"
+          "  --methods LIST        global,item,user,itembias,damped,mf,finetune,melu,metarec,ridge (default all)\n"
           "  --scenarios LIST      new-users,time-order,new-items,new-items-warm (default all)\n"
           "  --algo NAME           MeLU's algorithm: maml (second order), fomaml, metasgd, reptile (default maml)\n"
           "  --iterations N        meta-iterations per network and fold (default 600)\n"
@@ -50,7 +50,9 @@ static void rec_usage(FILE *f, const char *cmd) {
           "  metarec ablations: --factors N (16)  --metarec_lr X (0.3)  --metarec_steps N (10)\n"
           "                        --metarec_outer_lr X (3e-3)  --metarec_meta_batch N (128)  --metarec_iterations N (1500)\n"
           "                        --mlp (the MeLU feature MLP)  --no_item_id  --no_user_bias  --no_trust  --learn_items\n"
-          "                        --adapt_mlp  --full_support  --demographics  --no_rate_scale\n",
+          "                        --adapt_mlp  --full_support  --demographics  --no_rate_scale\n"
+          "  meta-ridge: --ridge_iterations N (1000)  --ridge_meta_batch N (128)  --ridge_lr X (Adam, 0.02)\n"
+          "                        --ridge_mse (meta-train on the query MSE, not the MAE)\n",
           cmd);
 }
 
@@ -118,6 +120,7 @@ int ml_cli_rec_train(int argc, char **argv, const char *cmd) {
     else if (!strcmp(k, "--demographics")) e.metarec.demographics = true;
     else if (!strcmp(k, "--no_demographics")) e.metarec.demographics = false;
     else if (!strcmp(k, "--adapt_mlp")) e.metarec.adapt_mlp = true;
+    else if (!strcmp(k, "--ridge_mse")) e.ridge_mse = true;
     else flag = false;
     if (flag) continue;
     if (i + 1 >= argc || strncmp(k, "--", 2)) {
@@ -149,6 +152,9 @@ int ml_cli_rec_train(int argc, char **argv, const char *cmd) {
     else if (!strcmp(k, "--metarec_meta_batch")) ok = parse_int(v, 1, 1024, &e.metarec_meta_batch);
     else if (!strcmp(k, "--metarec_iterations")) ok = parse_int(v, 0, 10000000, &e.metarec_iterations);
     else if (!strcmp(k, "--metarec_steps")) ok = parse_int(v, 0, 1000, &e.metarec_steps);
+    else if (!strcmp(k, "--ridge_iterations")) ok = parse_int(v, 0, 10000000, &e.ridge_iterations);
+    else if (!strcmp(k, "--ridge_meta_batch")) ok = parse_int(v, 1, 100000, &e.ridge_meta_batch);
+    else if (!strcmp(k, "--ridge_lr")) ok = parse_float(v, &e.ridge_lr) && e.ridge_lr > 0;
     else if (!strcmp(k, "--outer_lr")) ok = parse_float(v, &e.outer_lr) && e.outer_lr > 0;
     else if (!strcmp(k, "--clip")) ok = parse_float(v, &fx) && fx >= 0 && ((e.clip = fx), true);
     else if (!strcmp(k, "--algo")) {
@@ -378,16 +384,18 @@ static void json_str(FILE *f, const char *s) {
 }
 
 int ml_cli_recommend(int argc, char **argv) {
-  const char *run = NULL, *ratings = NULL, *user = NULL;
+  const char *run = NULL, *ratings = NULL, *user = NULL, *which = NULL;
   int64_t top = 10;
   bool json = false;
   for (int i = 1; i < argc; i++) {
     const char *k = argv[i];
     if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
       printf("usage: metalearn recommend --run DIR --ratings FILE [--user age=N,gender=M|F,occupation=NAME,zip=CODE]\n"
-             "                           [--top N] [--json]\n\n"
+             "                           [--top N] [--json] [--model ridge|metarec]\n\n"
              "Adapts the run's meta-learned recommender to a new user's ratings (FILE: one 'item,rating' per\n"
-             "line, MovieLens item ids) and prints the top N movies they have not rated, with predicted ratings.\n");
+             "line, MovieLens item ids) and prints the top N movies they have not rated, with predicted ratings.\n"
+             "--model: meta-ridge (the default when the run has DIR/ridge.safetensors: the lowest MAE on\n"
+             "MovieLens-100K) or metarec (DIR/model.safetensors, the model that can use --user).\n");
       return 0;
     }
     if (!strcmp(k, "--json")) {
@@ -402,6 +410,13 @@ int ml_cli_recommend(int argc, char **argv) {
     if (!strcmp(k, "--run")) run = v;
     else if (!strcmp(k, "--ratings")) ratings = v;
     else if (!strcmp(k, "--user")) user = v;
+    else if (!strcmp(k, "--model")) {
+      if (strcmp(v, "ridge") && strcmp(v, "metarec")) {
+        fprintf(stderr, "metalearn recommend: --model: '%s' is not ridge or metarec\n", v);
+        return 2;
+      }
+      which = v;
+    }
     else if (!strcmp(k, "--top")) {
       if (!parse_int(v, 1, 100000, &top)) {
         fprintf(stderr, "metalearn recommend: bad value '%s' for --top\n", v);
@@ -425,20 +440,33 @@ int ml_cli_recommend(int argc, char **argv) {
     fprintf(stderr, "metalearn recommend: %s\n", ml_last_error());
     return ml_cli_exit_code(st);
   }
+  char ridge_path[4200];
+  snprintf(ridge_path, sizeof ridge_path, "%s/ridge.safetensors", run);
+  struct stat sb;
+  bool use_ridge = which ? !strcmp(which, "ridge") : stat(ridge_path, &sb) == 0;
   uint8_t feat[4] = {0, 0, 0, 0};
   int64_t *items = NULL, n = 0;
   float *vals = NULL;
   code = user ? parse_user(user, &r, feat) : 0;
-  if (!code && user && !rc.m.mlp && !rc.m.demographics)
-    fprintf(stderr, "metalearn recommend: note: this run's model does not use demographics (train with --demographics "
-                    "or --mlp); --user has no effect\n");
+  if (!code && user && (use_ridge || (!rc.m.mlp && !rc.m.demographics)))
+    fprintf(stderr, "metalearn recommend: note: this model does not use demographics (meta-ridge never does; metarec "
+                    "does when trained with --demographics or --mlp); --user has no effect\n");
   if (!code) code = read_user_ratings(ratings, &r, &items, &vals, &n);
   ml_rec_split s;
   memset(&s, 0, sizeof s);
   ml_model *model = NULL;
   ml_algo *algo = NULL;
   ml_arena *ar = NULL;
-  if (!code) {
+  ml_rec_ridge *ridge = NULL;
+  if (!code && use_ridge) {
+    st = ml_rec_split_new(&r, &rc.p, &s);
+    if (!st) st = ml_rec_ridge_load(ridge_path, &s, &ridge);
+    if (!st && !(ar = ml_arena_new(0, NULL))) st = ml_error(ML_ERR_NOMEM, "out of memory");
+    if (st) {
+      fprintf(stderr, "metalearn recommend: %s\n", ml_last_error());
+      code = ml_cli_exit_code(st);
+    }
+  } else if (!code) {
     /* the same split as training: its item statistics are the model's */
     st = ml_rec_split_new(&r, &rc.p, &s);
     if (!st) st = ml_rec_model_new(&rc.m, &r, s.mu, s.item_mean, 0, &model);
@@ -477,7 +505,8 @@ int ml_cli_recommend(int argc, char **argv) {
         seen[items[j]] = 1;
       }
       for (int64_t i = 0; i < ni; i++) ml_rec_encode_row(&s, -1, feat, i, n, ep.xq.data + i * D);
-      st = ml_algo_predict(algo, &ep, ar, pred);
+      if (ridge) ml_rec_ridge_predict_user(ridge, items, vals, n, pred);
+      else st = ml_algo_predict(algo, &ep, ar, pred);
       if (st) {
         fprintf(stderr, "metalearn recommend: %s\n", ml_last_error());
         code = ml_cli_exit_code(st);
@@ -515,6 +544,7 @@ int ml_cli_recommend(int argc, char **argv) {
   ml_arena_free(ar);
   ml_algo_free(algo);
   ml_rec_model_free(model);
+  ml_rec_ridge_free(ridge);
   ml_rec_split_free(&s);
   ml_ratings_free(&r);
   return code;

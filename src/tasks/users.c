@@ -195,8 +195,8 @@ ml_status ml_rec_episode(const ml_rec_split *s, const int64_t *sup, int64_t n_su
 
 #define TRAIN_SUPPORT_MAX 90 /* like the longest test support (100 ratings minus the query) */
 
-ml_status ml_rec_task(void *ctx, int64_t iteration, int64_t index, ml_arena *arena, ml_episode *out) {
-  const ml_rec_task_source *src = ctx;
+ml_status ml_rec_task_sets(const ml_rec_task_source *src, int64_t iteration, int64_t index, ml_arena *arena,
+                           int64_t **qry, int64_t *n_qry, int64_t **sup, int64_t *n_sup) {
   const ml_rec_split *s = src->split;
   const ml_ratings *r = s->r;
   ml_rng rg;
@@ -225,5 +225,13 @@ ml_status ml_rec_task(void *ctx, int64_t iteration, int64_t index, ml_arena *are
     int64_t k = src->k_choices[ml_rng_below(&rg, (uint32_t)src->n_k)];
     if (k != ML_REC_K_FULL && k < ns) ns = k;
   }
-  return ml_rec_episode(s, ord + nq, ns, ord, nq, arena, out);
+  *qry = ord, *n_qry = nq, *sup = ord + nq, *n_sup = ns;
+  return ML_OK;
+}
+
+ml_status ml_rec_task(void *ctx, int64_t iteration, int64_t index, ml_arena *arena, ml_episode *out) {
+  const ml_rec_task_source *src = ctx;
+  int64_t *qry, *sup, nq, ns;
+  ml_status st = ml_rec_task_sets(src, iteration, index, arena, &qry, &nq, &sup, &ns);
+  return st ? st : ml_rec_episode(src->split, sup, ns, qry, nq, arena, out);
 }

@@ -14,10 +14,10 @@
 #include "metalearn/io.h"
 
 static const char *method_names[REC_METHODS] = {"global", "item", "user", "itembias", "damped",
-                                                "mf", "finetune", "melu", "metarec"};
+                                                "mf", "finetune", "melu", "metarec", "ridge"};
 static const char *method_labels[REC_METHODS] = {"global mean", "item mean", "user mean", "item mean + user bias",
                                                  "damped user bias", "MF fold-in", "pretrain + finetune",
-                                                 "MeLU", "metarec (ours)"};
+                                                 "MeLU", "metarec (ours)", "meta-ridge (ours)"};
 #define NK 5
 static const int64_t Ks[NK] = {1, 3, 5, 10, ML_REC_K_FULL};
 
@@ -26,7 +26,7 @@ ml_rec_experiment ml_rec_experiment_defaults(void) {
                          .algo = ML_ALGO_MAML, .iterations = 600, .meta_batch = 32, .inner_steps = 5,
                          .inner_steps_test = 5, .inner_lr = 0.01f, .metarec_lr = 0.3f, .metarec_steps = 10,
                          .metarec_outer_lr = 3e-3f, .metarec_meta_batch = 128, .metarec_iterations = 1500,
-                         .metarec_tune_scale = true, .outer_lr = 1e-3f, .clip = 10.0f,
+                         .metarec_tune_scale = true, .ridge_iterations = 1000, .ridge_meta_batch = 128, .ridge_lr = 0.02f, .outer_lr = 1e-3f, .clip = 10.0f,
                          .eval_every = 50, .threads = 0, .metarec = ml_rec_model_defaults(ML_REC_METAREC)};
   for (int s = 0; s < ML_REC_SCENARIOS; s++) e.scenarios[s] = true;
   return e;
@@ -68,7 +68,8 @@ typedef struct {
   const int64_t *users;
   bool on[REC_METHODS];
   ml_algo *algo[REC_METHODS];
-  const rec_mf *mf;
+  const rec_mf *mf, *mf_ridge;
+  const rec_ridge *ridge;
   double lam_damped, lam_mf, rate_scale;
   ml_arena **arenas;
   ml_rec_metrics *met; /* (user, k, method) */
@@ -96,6 +97,7 @@ static void eval_user(int64_t i, int thread, void *vctx) {
       if (!c->on[m]) continue;
       if (m <= REC_DAMPED) ml__rec_baseline(m, c->s, c->lam_damped, sup, ns, qry, nq, pred);
       else if (m == REC_MF) ml__mf_predict(c->mf, c->s, c->lam_mf, sup, ns, qry, nq, pred);
+      else if (m == REC_RIDGE) ml__ridge_predict(c->ridge, c->mf_ridge, c->s, sup, ns, qry, nq, pred);
       else {
         ml_episode ep;
         st = ml_rec_episode(c->s, sup, ns, qry, nq, ar, &ep);
@@ -309,11 +311,49 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     }
   }
   uint64_t seed = ml_rng_key(p.seed, (uint64_t)fold, new_items);
+  ml_rec_task_source kmix = {.split = &s, .k_choices = {1, 3, 5, 10, ML_REC_K_FULL}, .n_k = 5, .seed = seed,
+                             .fixed_query = true};
+  rec_mf mf_half[2] = {{0}, {0}};
+  rec_ridge ridge = {0};
+  if (!st && on[REC_RIDGE]) {
+    if (!e->quiet) fprintf(stderr, "fold %lld%s: meta-ridge\n", (long long)fold, new_items ? " new items" : "");
+    t0 = ml_now();
+    int64_t f = e->metarec.factors > 0 ? e->metarec.factors : 16;
+    /* meta-training tasks must look like test users, whose ratings no table has seen: the
+     * training tasks' users are split in two halves, each half meta-trains on tables fitted
+     * without any of its users' ratings (cross-fitting); testing uses MF's tables from all
+     * training ratings, to which its rotation-invariant prior carries over */
+    if (!mf.q) st = ml__mf_train(&s, NULL, f, 30, 0.01f, 0.05f, p.seed, &mf);
+    if (!st) st = ml__ridge_tables(&s, f, seed, mf_half);
+    ml__ridge_init(&ridge, f, ec.lam_mf); /* starts as MF fold-in with its validated strength */
+    ridge.mse = e->ridge_mse;
+    ml_rec_task_source ridge_src = kmix;
+    ridge_src.fixed_query = false; /* no table has seen these users: any 10 ratings can be the query */
+    ec.ridge = &ridge;
+    ec.mf_ridge = &mf;
+    ml_arena *ar = !st ? ml_arena_new(1 << 20, NULL) : NULL;
+    if (!st && !ar) st = ml_error(ML_ERR_NOMEM, "out of memory");
+    rec_ridge best = ridge;
+    double best_mae = INFINITY, v, loss = NAN;
+    for (int64_t it = 0; !st; it += e->eval_every > 0 ? e->eval_every : e->ridge_iterations) {
+      if (s.n_val > 0) {
+        if ((st = val_mae(&ec, REC_RIDGE, e->threads, &v))) break;
+        if (!e->quiet)
+          fprintf(stderr, "  ridge iteration %lld: training query loss %.4f, validation MAE %.4f\n", (long long)it, loss, v);
+        if (v < best_mae) best_mae = v, best = ridge;
+      }
+      if (it >= e->ridge_iterations) break;
+      int64_t n = e->eval_every > 0 ? e->eval_every : e->ridge_iterations;
+      if (n > e->ridge_iterations - it) n = e->ridge_iterations - it;
+      st = ml__ridge_train(&ridge, mf_half, seed, &ridge_src, n, e->ridge_meta_batch, e->ridge_lr, ar, &loss);
+    }
+    if (!st && isfinite(best_mae)) ridge = best;
+    ml_arena_free(ar);
+    res->train_s[REC_RIDGE] += ml_now() - t0;
+  }
   if (!st && e->export_dir && !new_items) st = export_fold(e, &s, fold);
   res->epoch_users = s.n_train_tasks;
   ml_rec_task_source full = {.split = &s, .n_k = 0, .seed = seed};
-  ml_rec_task_source kmix = {.split = &s, .k_choices = {1, 3, 5, 10, ML_REC_K_FULL}, .n_k = 5, .seed = seed,
-                             .fixed_query = true};
   if (!st && on[REC_MELU]) {
     if (!e->quiet) fprintf(stderr, "fold %lld%s: MeLU (%s)\n", (long long)fold, new_items ? " new items" : "", ml_algo_name(e->algo));
     ml_rec_model_config mc = ml_rec_model_defaults(ML_REC_MELU);
@@ -432,8 +472,12 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     eval_out_free(&o);
   }
   if (!st && !e->quiet)
-    fprintf(stderr, "fold %lld%s done: damped lambda %.3g, mf lambda %.3g, metarec rate scale %.2g\n", (long long)fold,
+    fprintf(stderr, "fold %lld%s done: damped lambda %.3g, mf lambda %.3g, metarec rate scale %.2g", (long long)fold,
             new_items ? " (new items)" : "", ec.lam_damped, ec.lam_mf, ec.rate_scale);
+  if (!st && !e->quiet && on[REC_RIDGE])
+    fprintf(stderr, ", meta-ridge prior: bias start %+.3f, strength bias %.2f factors %.2f", ridge.w0[0], exp(ridge.s[0]),
+            exp(ridge.s[1]));
+  if (!st && !e->quiet) fprintf(stderr, "\n");
   /* the first fold's metarec is the run's model for `metalearn recommend` */
   if (!st && e->run_dir && fold == 0 && !new_items && nets[REC_METAREC].model) {
     char path[4096];
@@ -443,9 +487,14 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
     snprintf(path, sizeof path, "%s/rates.safetensors", e->run_dir);
     if (!st && lr) st = ml_checkpoint_save(path, lr, NULL, NULL, 0);
   }
+  if (!st && e->run_dir && fold == 0 && !new_items && on[REC_RIDGE]) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ridge.safetensors", e->run_dir);
+    st = ml__ridge_save(path, &ridge);
+  }
   (void)out;
   for (int m = 0; m < REC_METHODS; m++) net_free(&nets[m]);
-  ml__mf_free(&mf);
+  ml__mf_free(&mf), ml__mf_free(&mf_half[0]), ml__mf_free(&mf_half[1]);
   ml_rec_split_free(&s);
   return st;
 }
@@ -482,6 +531,49 @@ static ml_status export_fold(const ml_rec_experiment *e, const ml_rec_split *s, 
 }
 
 /* ---- the table ---- */
+static double mean_of(const acc_t *a) {
+  double m = 0;
+  for (int64_t i = 0; i < a->n; i++) m += a->v[0][i];
+  return a->n ? m / (double)a->n : INFINITY;
+}
+
+/* The best meta-learned method's MAE minus the best baseline's at each K, per user (every method
+ * is scored on the same users and queries, so the difference is paired and its CI much tighter
+ * than either method's own). */
+static void print_paired(const results *res, int sc, FILE *f) {
+  double d[NK], ci[NK];
+  int ours[NK], base[NK];
+  for (int k = 0; k < NK; k++) {
+    ours[k] = base[k] = -1;
+    for (int m = 0; m < REC_METHODS; m++) {
+      const acc_t *a = &res->acc[m][sc][k];
+      if (!a->n) continue;
+      bool learned = m == REC_MELU || m == REC_METAREC || m == REC_RIDGE;
+      int *best = learned ? &ours[k] : &base[k];
+      if (*best < 0 || mean_of(a) < mean_of(&res->acc[*best][sc][k])) *best = m;
+    }
+    if (ours[k] < 0 || base[k] < 0) return;
+    const acc_t *a = &res->acc[ours[k]][sc][k], *b = &res->acc[base[k]][sc][k];
+    double *diff = malloc((size_t)a->n * sizeof(double) + 8);
+    if (!diff || a->n != b->n) {
+      free(diff);
+      return;
+    }
+    for (int64_t i = 0; i < a->n; i++) diff[i] = a->v[0][i] - b->v[0][i];
+    ml_mean_ci95(diff, a->n, &d[k], &ci[k]);
+    free(diff);
+  }
+  fprintf(f, "  %-24s", "ours - best baseline");
+  for (int k = 0; k < NK; k++) fprintf(f, " %+.4f +-%.4f", d[k], ci[k]);
+  fprintf(f, "\n  %-24s", "  (paired, per user)");
+  for (int k = 0; k < NK; k++) {
+    char h[40];
+    snprintf(h, sizeof h, "%s-%s", method_names[ours[k]], method_names[base[k]]);
+    fprintf(f, " %-15s", h);
+  }
+  fprintf(f, "\n");
+}
+
 static void print_table(const ml_rec_experiment *e, const results *res, FILE *f) {
   static const char *metric[3] = {"MAE", "RMSE", "nDCG@3"};
   static const int col[3] = {0, 1, 3};
@@ -519,6 +611,7 @@ static void print_table(const ml_rec_experiment *e, const results *res, FILE *f)
         }
         fprintf(f, "\n");
       }
+      if (mt == 0) print_paired(res, sc, f);
     }
   }
   fprintf(f, "\nwall time (training incl. tuning, all folds):");
