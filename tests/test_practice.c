@@ -26,6 +26,8 @@ static void make_items(irt2 *t, uint64_t seed) {
   for (int j = 0; j < J; j++) t->a[j] = 0.8f + 0.8f * ml_rng_uniform(&r), t->b[j] = 1.2f * ml_rng_normal(&r);
 }
 
+static float g_ability_sd = 1.0f; /* the true abilities' sd (N(0, 1) unless a test changes it) */
+
 /* n students, each answering every exercise once in a random order (first attempts). */
 static void make_students(const irt2 *t, int64_t n, uint64_t seed, ml_answers *a, float *theta) {
   ml_rng r;
@@ -38,7 +40,7 @@ static void make_students(const irt2 *t, int64_t n, uint64_t seed, ml_answers *a
   a->correct = malloc((size_t)(n * J));
   int64_t idx[J];
   for (int64_t s = 0; s < n; s++) {
-    float th = ml_rng_normal(&r);
+    float th = g_ability_sd * ml_rng_normal(&r);
     if (theta) theta[s] = th;
     a->offsets[s] = s * J;
     for (int j = 0; j < J; j++) idx[j] = j;
@@ -576,28 +578,33 @@ ML_TEST(joint_training_outer_gradient_matches_finite_differences) {
   int32_t si[5] = {2, 9, 14, 9, 30}, hi[4] = {1, 2, 17, 25}, sk[5] = {0};
   uint8_t sy[5] = {1, 0, 1, 1, 0}, hy[4] = {0, 1, 1, 0};
   ml_student_log sup = {si, sk, sy, 5}, held = {hi, sk, hy, 4};
-  float g[J] = {0};
+  float g[J] = {0}, glsd = 0;
+  const float lsd = -0.4f; /* an ability prior of sd 0.67: the learned prior's own gradient too */
   double nll, up, dn;
-  CHECK_OK(ml_practice_1pl_outer(b, J, &sup, &held, g, &nll));
+  CHECK_OK(ml_practice_1pl_outer(b, J, lsd, &sup, &held, g, &glsd, &nll));
   CHECK(nll > 0 && isfinite(nll));
   double worst = 0;
   int nonzero = 0;
   for (int j = 0; j < J; j++) {
     float keep = b[j];
     b[j] = keep + 1e-2f;
-    CHECK_OK(ml_practice_1pl_outer(b, J, &sup, &held, NULL, &up));
+    CHECK_OK(ml_practice_1pl_outer(b, J, lsd, &sup, &held, NULL, NULL, &up));
     b[j] = keep - 1e-2f;
-    CHECK_OK(ml_practice_1pl_outer(b, J, &sup, &held, NULL, &dn));
+    CHECK_OK(ml_practice_1pl_outer(b, J, lsd, &sup, &held, NULL, NULL, &dn));
     b[j] = keep;
     double num = (up - dn) / 2e-2, err = fabs(num - g[j]) / (1e-3 + fabs(num));
     nonzero += g[j] != 0;
     if (err > worst) worst = err;
     CHECK_MSG(err < 2e-2, "difficulty %d: analytic %.6f, numeric %.6f", j, g[j], num);
   }
-  printf("  outer gradient: %d nonzero, worst relative error %.2g\n", nonzero, worst);
+  CHECK_OK(ml_practice_1pl_outer(b, J, lsd + 1e-2f, &sup, &held, NULL, NULL, &up));
+  CHECK_OK(ml_practice_1pl_outer(b, J, lsd - 1e-2f, &sup, &held, NULL, NULL, &dn));
+  double num = (up - dn) / 2e-2, err = fabs(num - glsd) / (1e-3 + fabs(num));
+  CHECK_MSG(err < 2e-2 && fabs(num) > 1e-3, "ability log sd: analytic %.6f, numeric %.6f", glsd, num);
+  printf("  outer gradient: %d nonzero, worst relative error %.2g (ability log sd: %.2g)\n", nonzero, worst, err);
   CHECK(nonzero == 7); /* support 2, 9, 14, 30 and held-out 1, 17, 25 (2 in both) */
   hi[0] = J;
-  CHECK(ml_practice_1pl_outer(b, J, &sup, &held, g, &nll) == ML_ERR_ARG);
+  CHECK(ml_practice_1pl_outer(b, J, lsd, &sup, &held, g, NULL, &nll) == ML_ERR_ARG);
 }
 
 ML_TEST(joint_training_learns_the_difficulties_with_the_selector) {
@@ -666,4 +673,35 @@ ML_TEST(joint_training_learns_the_difficulties_with_the_selector) {
   ml_student_model_free(jm), ml_practice_selector_free(s);
   ml_student_model_free(m);
   ml_answers_free(&train), ml_answers_free(&valid), ml_answers_free(&test);
+}
+
+/* The meta-learned ability prior follows the students' true spread: tight abilities give a tight
+ * prior, wide ones a wide prior, and the result does not depend on the thread count. */
+ML_TEST(learned_ability_prior_tracks_the_true_spread) {
+  irt2 t;
+  make_items(&t, 81);
+  ml_practice_protocol_config pc = ml_practice_protocol_defaults();
+  pc.resamples = 2;
+  float learned[2];
+  const float truth[2] = {0.4f, 2.5f};
+  for (int w = 0; w < 2; w++) {
+    g_ability_sd = truth[w];
+    ml_answers train, valid;
+    make_students(&t, NTRAIN, 82 + (uint64_t)w, &train, NULL);
+    make_students(&t, NTEST, 90 + (uint64_t)w, &valid, NULL);
+    ml_student_model *m = fit_irt1(&train);
+    double auc;
+    pc.threads = 1;
+    CHECK_OK(ml_practice_learn_ability_sd(m, &valid, &pc, 2, &learned[w], &auc));
+    float again;
+    pc.threads = 2;
+    CHECK_OK(ml_practice_learn_ability_sd(m, &valid, &pc, 2, &again, NULL));
+    CHECK(again == learned[w]);
+    printf("  true ability sd %.1f: learned prior sd %.3f (pooled held-out AUC %.3f)\n", truth[w], learned[w], auc);
+    CHECK(auc > 0.6 && auc < 1);
+    ml_student_model_free(m);
+    ml_answers_free(&train), ml_answers_free(&valid);
+  }
+  g_ability_sd = 1.0f;
+  CHECK_MSG(learned[0] < 0.8f && learned[1] > 1.5f, "learned %.3f / %.3f for true 0.4 / 2.5", learned[0], learned[1]);
 }

@@ -150,7 +150,8 @@ ML_API void ml_practice_table_print(FILE *f, const char *title, const ml_practic
  * held-out log-likelihood after every pick 1..n; its gradient with respect to the discrete picks
  * is BOBCAT's unbiased estimator (REINFORCE, baseline = the mean return of the other rollouts of
  * the same student and split). With joint (BOBCAT's joint training, 1PL only) the 1PL's difficulties
- * are learned too, their gradient taken through the MAP adaptation (ml_practice_1pl_outer);
+ * and the sd of its ability prior (how far a few answers move a new student) are learned too, their
+ * gradient taken through the MAP adaptation (ml_practice_1pl_outer);
  * otherwise the student model is the given one, fixed. The validation students
  * (greedy picks through the protocol, mean held-out AUC over the ns) pick the kept epoch; epoch 0
  * is maximum information itself. */
@@ -164,7 +165,8 @@ typedef struct {
   float lr;         /* Adam (0.01) */
   float info_init;  /* initial weight of the information feature (5) */
   int64_t max_students; /* training students used per epoch (0 = all) */
-  bool joint;       /* BOBCAT's joint training: the 1PL's difficulties are learned too (irt1 only) */
+  bool joint;       /* BOBCAT's joint training: the 1PL's difficulties and ability prior sd are
+                     * learned too (irt1 only) */
   float student_l2; /* with an L2 pull towards the fitted difficulties (0.01) */
   uint64_t seed;
   int threads;      /* 0 = ml_num_threads() */
@@ -198,17 +200,31 @@ ML_API ml_status ml_practice_selector_scores(const ml_practice_selector *s, cons
 ML_API ml_status ml_practice_selector_log_prob(const ml_practice_selector *s, const ml_student_log *answered,
                                                const int32_t *cand, const float *p, int64_t n, int64_t pick,
                                                float *grad, double *out);
-/* Its parameters (info_weight, item_bias, item_emb, state_right, state_wrong, state_bias). */
+/* Its parameters (info_weight, item_bias, item_emb, state_right, state_wrong, state_bias; joint:
+ * student_difficulty, student_ability_logsd). */
 ML_API ml_params *ml_practice_selector_params(ml_practice_selector *s);
 /* BOBCAT's outer level for a 1PL with difficulties b (n_items): the held-out NLL (mean over
- * held->n answers) after the MAP ability (N(0, 1) prior) is adapted on the support, and (grad:
- * NULL or n_items floats) grad += its gradient with respect to b, through the adaptation by
- * implicit differentiation. What joint training descends. */
-ML_API ml_status ml_practice_1pl_outer(const float *b, int64_t n_items, const ml_student_log *support,
-                                       const ml_student_log *held, float *grad, double *nll);
+ * held->n answers) after the MAP ability (prior N(0, exp(ability_logsd)^2)) is adapted on the
+ * support, and (grad: NULL or n_items floats) grad += its gradient with respect to b, (grad_logsd:
+ * NULL or one float) += with respect to the prior's log sd, through the adaptation by implicit
+ * differentiation. What joint training descends. */
+ML_API ml_status ml_practice_1pl_outer(const float *b, int64_t n_items, float ability_logsd,
+                                       const ml_student_log *support, const ml_student_log *held, float *grad,
+                                       float *grad_logsd, double *nll);
 /* safetensors with metadata (format "metalearn-selector"); load validates shapes and names the file. */
 ML_API ml_status ml_practice_selector_save(const ml_practice_selector *s, const char *path);
 ML_API ml_status ml_practice_selector_load(const char *path, ml_practice_selector **out);
+
+/* ---- a meta-learned ability prior (prior.c) ----
+ * The sd of the 1PL's N(0, sd^2) ability prior for new students, learned on the protocol's own
+ * tasks over `students` (their first attempts; students the 1PL was not fitted on): the sd that
+ * maximizes the held-out AUC pooled over students after MAP adaptation on n random pool answers,
+ * averaged over n in pc->ns and `resamples` seeded splits (golden-section search over log sd in
+ * [log 0.1, log 5]). auc (may be NULL) gets the optimum's AUC. Use the result with
+ * ml_student_model_with_difficulties. */
+ML_API ml_status ml_practice_learn_ability_sd(const ml_student_model *m, const ml_answers *students,
+                                              const ml_practice_protocol_config *pc, int64_t resamples, float *sd,
+                                              double *auc);
 
 /* ---- learning hierarchy ----
  * Exercises graded into n_levels difficulty levels. A skill with at least n_levels exercises is

@@ -30,9 +30,10 @@ ML_API ml_status ml_student_kind_parse(const char *name, ml_student_kind *out);
 
 typedef struct {
   ml_student_kind kind;
-  /* IRT: priors N(0, 1) on abilities (training and new students), N(0, item_sd^2) on
-   * difficulties, N(0, disc_sd^2) on log-discriminations; `sweeps` alternating Newton passes. */
-  float item_sd, disc_sd;
+  /* IRT: priors N(0, 1) on the training students' abilities, N(0, item_sd^2) on difficulties,
+   * N(0, disc_sd^2) on log-discriminations; `sweeps` alternating Newton passes. A new student's
+   * ability is the MAP under N(0, ability_sd^2) (1; BOBCAT's joint training learns it). */
+  float item_sd, disc_sd, ability_sd;
   int64_t sweeps;
   float elo_alpha, elo_beta; /* 1, 0.05 */
   /* Meta-learned model: logit = theta0 + <theta, u_j> + theta_s[skill] - b_j - c_skill
@@ -71,9 +72,10 @@ typedef struct {
 /* Student s of a as a log (the whole sequence). */
 ML_API ml_student_log ml_student_log_of(const ml_answers *a, int64_t s);
 
-/* The MAP ability under a N(0, 1) prior from a student's answers, for IRT with discriminations a
- * (NULL: 1PL) and difficulties b: logit = a_j (theta - b_j), Newton steps clipped to 1. */
-ML_API float ml_irt_ability(const float *a, const float *b, const ml_student_log *s);
+/* The MAP ability under a N(0, ability_sd^2) prior from a student's answers, for IRT with
+ * discriminations a (NULL: 1PL) and difficulties b: logit = a_j (theta - b_j), Newton steps clipped
+ * to 1. */
+ML_API float ml_irt_ability(const float *a, const float *b, float ability_sd, const ml_student_log *s);
 
 typedef struct ml_student_model ml_student_model;
 
@@ -96,9 +98,10 @@ ML_API ml_status ml_student_model_load(const char *path, int threads, ml_student
 /* The exercises' fitted difficulties (n_items floats; for the meta model its shared b_item):
  * grading exercises into levels for adaptive practice. */
 ML_API void ml_student_model_difficulties(const ml_student_model *m, float *b);
-/* A copy of a baseline (difficulty, IRT, Elo) with other difficulties b (n_items floats): the
- * student model of a selection policy trained jointly with it (practice.h). */
-ML_API ml_status ml_student_model_with_difficulties(const ml_student_model *m, const float *b,
+/* A copy of a baseline (difficulty, IRT, Elo) with other difficulties b (n_items floats) and, for
+ * IRT, another ability prior sd: the student model of a selection policy trained jointly with it
+ * (practice.h). */
+ML_API ml_status ml_student_model_with_difficulties(const ml_student_model *m, const float *b, float ability_sd,
                                                     ml_student_model **out);
 ML_API int64_t ml_student_model_n_items(const ml_student_model *m);
 ML_API int64_t ml_student_model_n_skills(const ml_student_model *m);

@@ -77,6 +77,33 @@ static ml_status shuffled_copies(const ml_answers *a, int copies, uint64_t seed,
   return ML_OK;
 }
 
+
+/* Learns the 1PL's ability prior sd on `students` for model `m` (ml_practice_learn_ability_sd);
+ * *mp (if not NULL) gets m with it, and *target (the model the table uses) is replaced by a copy
+ * of itself with it. */
+static ml_status learn_prior_into(const ml_student_model *m, const ml_answers *students,
+                                  const ml_practice_protocol_config *pc, float *sd, ml_student_model **mp,
+                                  ml_student_model **target) {
+  ml_status st = ml_practice_learn_ability_sd(m, students, pc, 5, sd, NULL);
+  float *b = NULL;
+  ml_student_model *t = NULL;
+  if (!st && mp) {
+    b = malloc((size_t)ml_student_model_n_items(m) * sizeof *b);
+    if (!b) return ml_error(ML_ERR_NOMEM, "out of memory");
+    ml_student_model_difficulties(m, b);
+    st = ml_student_model_with_difficulties(m, b, *sd, mp);
+    free(b);
+  }
+  if (!st) {
+    b = malloc((size_t)ml_student_model_n_items(*target) * sizeof *b);
+    if (!b) return ml_error(ML_ERR_NOMEM, "out of memory");
+    ml_student_model_difficulties(*target, b);
+    st = ml_student_model_with_difficulties(*target, b, *sd, &t);
+    free(b);
+  }
+  if (!st) ml_student_model_free(*target), *target = t;
+  return st;
+}
 int ml_cli_practice_eval(int argc, char **argv) {
   const char *cmd = "practice-eval", *dataset = NULL, *data_dir = NULL, *models = "irt1", *model_file = NULL;
   const char *ns_s = "1,3,5,10", *out_path = NULL;
@@ -94,11 +121,13 @@ int ml_cli_practice_eval(int argc, char **argv) {
              "80%% pool and 20%% held-out; each policy picks n exercises from the pool one at a time seeing each\n"
              "answer; the student model adapted on the picks predicts the held-out answers (AUC, accuracy pooled\n"
              "over students, mean +- sd over paired resamples). Target mode is scored raw and calibrated (a\n"
-             "logistic recalibration fitted on the training students' picks).\n\n"
+             "logistic recalibration fitted on the training students' picks). irt1+prior: the 1PL with its\n"
+             "ability prior's sd meta-learned on validation students (the pooled held-out AUC after adaptation).\n\n"
              "options:\n"
              "  --dataset NAME      students dataset (as for metalearn train)\n"
              "  --data_dir DIR      data root (default $METALEARN_DATA or ../shared/data)\n"
-             "  --models LIST       baselines fitted on the training students' first attempts (irt1,irt2,elo,difficulty)\n"
+             "  --models LIST       baselines fitted on the training students' first attempts (irt1,irt1+prior,irt2,\n"
+             "                      elo,difficulty)\n"
              "  --model-file FILE   also a saved student model (e.g. RUN/meta_metasgd_k10.safetensors)\n"
              "  --ns LIST           numbers of picks (1,3,5,10)\n"
              "  --resamples N       paired resamples of the split (5)\n"
@@ -175,13 +204,18 @@ int ml_cli_practice_eval(int argc, char **argv) {
   }
   pc.resamples = (int64_t)resamples, pc.target = (float)target, pc.seed = (uint64_t)seed, pc.threads = (int)threads;
   ml_student_kind kinds[8];
+  bool learn_prior[8] = {false};
   int n_kinds = 0;
   char mbuf[256];
   snprintf(mbuf, sizeof mbuf, "%s", models);
   for (char *tok = strtok(mbuf, ","); tok; tok = strtok(NULL, ",")) {
     ml_status st;
-    if (n_kinds == 8 || (st = ml_student_kind_parse(tok, &kinds[n_kinds])) || kinds[n_kinds] == ML_STUDENT_META) {
-      fprintf(stderr, "metalearn %s: bad --models entry '%s' (irt1, irt2, elo, difficulty; meta via --model-file)\n", cmd, tok);
+    char *plus = n_kinds < 8 ? strstr(tok, "+prior") : NULL;
+    if (plus && !plus[6]) *plus = 0, learn_prior[n_kinds] = true;
+    if (n_kinds == 8 || (st = ml_student_kind_parse(tok, &kinds[n_kinds])) || kinds[n_kinds] == ML_STUDENT_META ||
+        (learn_prior[n_kinds] && kinds[n_kinds] != ML_STUDENT_IRT1)) {
+      fprintf(stderr, "metalearn %s: bad --models entry '%s%s' (irt1, irt1+prior, irt2, elo, difficulty; meta via "
+                      "--model-file)\n", cmd, tok, plus ? "+prior" : "");
       return 2;
     }
     n_kinds++;
@@ -254,15 +288,24 @@ int ml_cli_practice_eval(int argc, char **argv) {
     /* Cross-fitted calibration: the same kind of model fitted on fold 1's training students,
      * calibrated on its validation students (a model calibrated on the students it was fitted on
      * looks better calibrated than it is on new ones); without folds, the training students. */
+    /* The learned ability prior (irt1+prior) is cross-fitted the same way: learned on fold 1's
+     * validation students for the 1PL fitted on fold 1's training students. */
+    float prior_sd = 1.0f;
     if (mi < n_kinds && fold_fa.n_students > 0) {
       ml_student_config c = ml_student_defaults(kinds[mi]);
       c.threads = pc.threads;
-      ml_student_model *m1 = NULL;
+      ml_student_model *m1 = NULL, *m1p = NULL;
       st = ml_student_model_fit(&c, fold.n_items, fold.n_skills, &fold.q, &fold_fa, NULL, &m1);
-      if (!st) st = ml_practice_fit_target_calibration(m1, &fold.valid, &pc, (int64_t)cal_students, &cal);
-      ml_student_model_free(m1);
+      if (!st && learn_prior[mi]) st = learn_prior_into(m1, &fold.valid, &pc, &prior_sd, &m1p, &m);
+      if (!st) st = ml_practice_fit_target_calibration(m1p ? m1p : m1, &fold.valid, &pc, (int64_t)cal_students, &cal);
+      ml_student_model_free(m1), ml_student_model_free(m1p);
     } else {
-      st = ml_practice_fit_target_calibration(m, &fa, &pc, (int64_t)cal_students, &cal);
+      if (mi < n_kinds && learn_prior[mi]) st = learn_prior_into(m, &d.train, &pc, &prior_sd, NULL, &m);
+      if (!st) st = ml_practice_fit_target_calibration(m, &fa, &pc, (int64_t)cal_students, &cal);
+    }
+    if (!st && mi < n_kinds && learn_prior[mi]) {
+      size_t L = strlen(name);
+      snprintf(name + L, sizeof name - L, ", learned ability prior sd %.3f", prior_sd);
     }
     if (st) {
       ml_student_model_free(m);
@@ -300,6 +343,7 @@ int ml_cli_practice_eval(int argc, char **argv) {
     double eval_s = ml_now() - t0;
     pc.selector = NULL, pc.selector_model = NULL;
     bool joint = jm != NULL;
+    float joint_sd = jm ? ml_student_model_config(jm)->ability_sd : 1.0f;
     ml_student_model_free(jm);
     ml_student_model_free(m);
     if (st) {
@@ -318,6 +362,7 @@ int ml_cli_practice_eval(int argc, char **argv) {
         fprintf(f, "\nlearned policy%s: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
                 joint ? " (trained jointly with its 1PL)" : "", (long long)ml_practice_selector_best_epoch(sel),
                 ml_practice_selector_valid_score(sel), sel_s);
+      if (joint) fprintf(f, "; its 1PL's learned ability prior sd %.3f", joint_sd);
       fprintf(f, "\nwall: fit %.1f s, calibration %.1f s, protocol %.1f s\n\n", fit_s, cal_s, eval_s);
     }
     fflush(stdout);

@@ -13,13 +13,13 @@
 enum { NF = 2, MAX_HIDDEN = 256 }; /* candidate features: information 4p(1-p), 2p - 1 */
 
 /* parameter tensors, in block order */
-enum { P_INFO, P_BIAS, P_EMB, P_RIGHT, P_WRONG, P_STATE, P_STUDENT, P_COUNT };
-static const char *pnames[P_COUNT] = {"info_weight", "item_bias", "item_emb",  "state_right",
-                                      "state_wrong", "state_bias", "student_difficulty"};
+enum { P_INFO, P_BIAS, P_EMB, P_RIGHT, P_WRONG, P_STATE, P_STUDENT, P_LOGSD, P_COUNT };
+static const char *pnames[P_COUNT] = {"info_weight", "item_bias",  "item_emb",           "state_right",
+                                      "state_wrong", "state_bias", "student_difficulty", "student_ability_logsd"};
 
 struct ml_practice_selector {
   int64_t n_items, hidden, best_epoch;
-  bool joint; /* the 1PL difficulties are learned with it (student_difficulty) */
+  bool joint; /* the 1PL's difficulties and ability prior are learned with it (student_*) */
   double valid_score;
   ml_params *params;
 };
@@ -27,14 +27,15 @@ struct ml_practice_selector {
 /* The tensors inside a block with the parameter layout (the values, or a gradient slot). */
 typedef struct {
   float *a, *c, *e, *ur, *uw, *b;
-  float *sb; /* the jointly trained 1PL difficulties, NULL when not joint */
+  float *sb;  /* the jointly trained 1PL difficulties, NULL when not joint */
+  float *lsd; /* and the log sd of its ability prior */
 } sel_view;
 
 static sel_view view_at(const ml_practice_selector *s, float *base) {
   const ml_param *it = s->params->items;
   sel_view v = {base + it[P_INFO].offset,  base + it[P_BIAS].offset,  base + it[P_EMB].offset,
                 base + it[P_RIGHT].offset, base + it[P_WRONG].offset, base + it[P_STATE].offset,
-                s->joint ? base + it[P_STUDENT].offset : NULL};
+                s->joint ? base + it[P_STUDENT].offset : NULL, s->joint ? base + it[P_LOGSD].offset : NULL};
   return v;
 }
 
@@ -47,7 +48,7 @@ static ml_status selector_new(int64_t J, int64_t H, bool joint, ml_practice_sele
     return ml_error(ML_ERR_NOMEM, "selector: out of memory");
   }
   s->n_items = J, s->hidden = H, s->valid_score = NAN, s->joint = joint;
-  const int64_t shapes[P_COUNT][2] = {{NF, 0}, {J, 0}, {J, H}, {J, H}, {J, H}, {H, 0}, {J, 0}};
+  const int64_t shapes[P_COUNT][2] = {{NF, 0}, {J, 0}, {J, H}, {J, H}, {J, H}, {H, 0}, {J, 0}, {1, 0}};
   ml_status st = ML_OK;
   for (int k = 0; k < (joint ? P_COUNT : P_STUDENT) && !st; k++) st = ml_params_add(s->params, pnames[k], shapes[k][1] ? 2 : 1, shapes[k]);
   if (!st) st = ml_params_finalize(s->params);
@@ -75,7 +76,8 @@ ml_status ml_practice_selector_student(const ml_practice_selector *s, const ml_s
   if (ml_student_model_config(base)->kind != ML_STUDENT_IRT1 || ml_student_model_n_items(base) != s->n_items)
     return ml_error(ML_ERR_ARG, "selector: trained jointly with a 1PL of %lld exercises; the student model is not one",
                     (long long)s->n_items);
-  return ml_student_model_with_difficulties(base, view_at(s, s->params->data).sb, out);
+  sel_view v = view_at(s, s->params->data);
+  return ml_student_model_with_difficulties(base, v.sb, expf(v.lsd[0]), out);
 }
 
 /* Every exercise of answered and cand (n) within [0, J). */
@@ -87,13 +89,16 @@ static ml_status check_items(int64_t J, const ml_student_log *answered, const in
   return ML_OK;
 }
 
-/* grad += w d NLL / d b; p (held->n floats, may be NULL) gets the held-out predictions. */
-static void outer_1pl(const float *b, const ml_student_log *support, const ml_student_log *held, float w, float *grad,
-                      float *p, double *nll) {
-  float th = ml_irt_ability(NULL, b, support);
-  /* d NLL / d b directly and through the ability: the MAP condition -th + sum (y_i - p_i) = 0
-   * gives d th / d b_i = p_i (1 - p_i) / (1 + sum p (1 - p)) (implicit differentiation) */
-  double gth = 0, den = 1, s = 0, H = held->n ? (double)held->n : 1;
+/* grad += w d NLL / d b, grad_lsd += w d NLL / d log sd; p (held->n floats, may be NULL) gets the
+ * held-out predictions. */
+static void outer_1pl(const float *b, float lsd, const ml_student_log *support, const ml_student_log *held, float w,
+                      float *grad, float *grad_lsd, float *p, double *nll) {
+  const double prec = exp(-2.0 * lsd);
+  float th = ml_irt_ability(NULL, b, (float)exp(lsd), support);
+  /* d NLL / d b directly and through the ability: the MAP condition -prec th + sum (y_i - p_i) = 0
+   * gives d th / d b_i = p_i (1 - p_i) / den and d th / d prec = -th / den, den = prec + sum p (1 - p)
+   * (implicit differentiation); prec = exp(-2 log sd) */
+  double gth = 0, den = prec, s = 0, H = held->n ? (double)held->n : 1;
   for (int64_t h = 0; h < held->n; h++) {
     float ph = 1.0f / (1.0f + expf(-(th - b[held->item[h]])));
     if (p) p[h] = ph;
@@ -103,22 +108,24 @@ static void outer_1pl(const float *b, const ml_student_log *support, const ml_st
     if (grad) grad[held->item[h]] -= (float)(w * d);
   }
   *nll = s / H;
-  if (!grad) return;
+  if (!grad && !grad_lsd) return;
   for (int64_t i = 0; i < support->n; i++) {
     float pi = 1.0f / (1.0f + expf(-(th - b[support->item[i]])));
     den += (double)pi * (1 - pi);
   }
-  for (int64_t i = 0; i < support->n; i++) {
+  for (int64_t i = 0; grad && i < support->n; i++) {
     float pi = 1.0f / (1.0f + expf(-(th - b[support->item[i]])));
     grad[support->item[i]] += (float)(w * gth * (double)pi * (1 - pi) / den);
   }
+  if (grad_lsd) *grad_lsd += (float)(w * gth * (-(double)th / den) * (-2.0 * prec));
 }
 
-ml_status ml_practice_1pl_outer(const float *b, int64_t n_items, const ml_student_log *support,
-                                const ml_student_log *held, float *grad, double *nll) {
+ml_status ml_practice_1pl_outer(const float *b, int64_t n_items, float ability_logsd, const ml_student_log *support,
+                                const ml_student_log *held, float *grad, float *grad_logsd, double *nll) {
   ml_status st = check_items(n_items, support, held->item, held->n);
   if (st) return st;
-  outer_1pl(b, support, held, 1.0f, grad, NULL, nll);
+  if (!isfinite(ability_logsd) || fabsf(ability_logsd) > 10) return ml_error(ML_ERR_ARG, "1pl: ability log sd %g", ability_logsd);
+  outer_1pl(b, ability_logsd, support, held, 1.0f, grad, grad_logsd, NULL, nll);
   return ML_OK;
 }
 
@@ -300,7 +307,7 @@ static void train_one(int64_t bi, int thread, void *vj) {
       for (int64_t k = 0; k < na; k++) q_item[k] = item[avail[k]], q_skill[k] = skill[avail[k]], ci[k] = item[avail[k]];
       ml_student_log sup = {si, ss, sy, t}, qry = {q_item, q_skill, NULL, na};
       if (v.sb) { /* joint: the 1PL with the difficulties being learned */
-        float th = ml_irt_ability(NULL, v.sb, &sup);
+        float th = ml_irt_ability(NULL, v.sb, expf(v.lsd[0]), &sup);
         for (int64_t k = 0; k < na; k++) cp[k] = 1.0f / (1.0f + expf(-(th - v.sb[q_item[k]])));
       } else if ((st = ml_student_model_predict(J->m, &sup, &qry, J->arenas[thread], cp))) {
         goto done;
@@ -326,7 +333,7 @@ static void train_one(int64_t bi, int thread, void *vj) {
         G[rs] = loglik(ph, yh, Hn);
       } else { /* inner level: the 1PL adapts on the t + 1 picks; outer: held-out NLL's gradient */
         double nll;
-        outer_1pl(v.sb, &sup2, &held, 1.0f / (float)R, g.sb, ph, &nll);
+        outer_1pl(v.sb, v.lsd[0], &sup2, &held, 1.0f / (float)R, g.sb, g.lsd, ph, &nll);
         G[rs] = -nll;
       }
     }
@@ -429,6 +436,7 @@ ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers
     v.ur[i] = 0.1f * ml_rng_normal(&init), v.uw[i] = 0.1f * ml_rng_normal(&init);
   ml_student_model_difficulties(m, bfit); /* joint training starts from the fitted 1PL */
   if (v.sb) memcpy(v.sb, bfit, (size_t)s->n_items * sizeof *bfit);
+  if (v.lsd) v.lsd[0] = logf(ml_student_model_config(m)->ability_sd); /* and from its N(0, 1) prior */
   bool use_valid = valid && valid->n_students > 0;
   memcpy(best, s->params->data, (size_t)NP * sizeof *best);
   if (use_valid) {

@@ -12,10 +12,11 @@
 /* Newton steps are clipped so that a flat likelihood (all answers right) cannot jump far. */
 static float clip_step(double s) { return (float)(s > 1.0 ? 1.0 : s < -1.0 ? -1.0 : s); }
 
-float ml_irt_ability(const float *a, const float *b, const ml_student_log *s) {
+float ml_irt_ability(const float *a, const float *b, float ability_sd, const ml_student_log *s) {
   float th = 0;
+  double prec = 1.0 / ((double)ability_sd * ability_sd);
   for (int it = 0; it < 30; it++) {
-    double g = -th, h = -1;
+    double g = -th * prec, h = -prec;
     for (int64_t i = 0; i < s->n; i++) {
       int32_t j = s->item[i];
       float aj = a ? a[j] : 1.0f;
@@ -114,7 +115,7 @@ done:
 void ml__students_predict_baseline(const ml_student_model *m, const ml_student_log *support,
                                    const ml_student_log *query, float *p) {
   float th = 0;
-  if (m->cfg.kind == ML_STUDENT_IRT1 || m->cfg.kind == ML_STUDENT_IRT2) th = ml_irt_ability(m->a, m->b, support);
+  if (m->cfg.kind == ML_STUDENT_IRT1 || m->cfg.kind == ML_STUDENT_IRT2) th = ml_irt_ability(m->a, m->b, m->cfg.ability_sd, support);
   if (m->cfg.kind == ML_STUDENT_ELO)
     for (int64_t i = 0; i < support->n; i++) {
       int32_t j = support->item[i];

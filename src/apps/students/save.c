@@ -30,6 +30,7 @@ ml_status ml_student_model_save(const ml_student_model *m, const char *path) {
   KV("inner_lr", "%.9g", (double)c->inner_lr);
   KV("elo_alpha", "%.9g", (double)c->elo_alpha);
   KV("elo_beta", "%.9g", (double)c->elo_beta);
+  KV("ability_sd", "%.9g", (double)c->ability_sd);
   KV("best_iteration", "%lld", (long long)m->best_iteration);
 #undef KV
   ml_kv meta[25];
@@ -120,6 +121,10 @@ ml_status ml_student_model_load(const char *path, int threads, ml_student_model 
   if (!st) st = meta_float(f, path, "inner_lr", &c->inner_lr);
   if (!st) st = meta_float(f, path, "elo_alpha", &c->elo_alpha);
   if (!st) st = meta_float(f, path, "elo_beta", &c->elo_beta);
+  /* files from before the learned ability prior have no ability_sd: the N(0, 1) they were used with */
+  if (!st && ml_safetensors_meta(f, "ability_sd")) st = meta_float(f, path, "ability_sd", &c->ability_sd);
+  if (!st && !(c->ability_sd > 0 && c->ability_sd < 1e3f))
+    st = ml_error(ML_ERR_FORMAT, "%s: metadata 'ability_sd' out of range", path);
   if (!st) {
     m->n_items = v[0], m->n_skills = v[1], c->dim = v[2], c->skill_abilities = v[3], c->order_features = v[4];
     c->skill_order = v[5], c->skill_loadings = v[6], c->learning_slope = v[7], c->k_train = v[8];

@@ -20,7 +20,7 @@ ml_status ml_student_kind_parse(const char *name, ml_student_kind *out) {
 }
 
 ml_student_config ml_student_defaults(ml_student_kind kind) {
-  ml_student_config c = {.kind = kind, .item_sd = 2.0f, .disc_sd = 0.5f, .sweeps = 30, .elo_alpha = 1.0f,
+  ml_student_config c = {.kind = kind, .item_sd = 2.0f, .disc_sd = 0.5f, .ability_sd = 1.0f, .sweeps = 30, .elo_alpha = 1.0f,
                          .elo_beta = 0.05f, .algo = ML_ALGO_METASGD, .dim = 4, .skill_abilities = true,
                          .order_features = true, .k_train = 10, .max_query = 100, .weight_by_length = true, .iterations = 3000,
                          .meta_batch = 32, .inner_steps = 1, .inner_steps_test = 1, .skill_order = true, .inner_lr = 1.0f,
@@ -80,9 +80,11 @@ void ml_student_model_free(ml_student_model *m) {
   free(m);
 }
 
-ml_status ml_student_model_with_difficulties(const ml_student_model *m, const float *b, ml_student_model **out) {
+ml_status ml_student_model_with_difficulties(const ml_student_model *m, const float *b, float ability_sd,
+                                             ml_student_model **out) {
   *out = NULL;
   if (m->model || !m->b) return ml_error(ML_ERR_ARG, "student model: only a baseline's difficulties can be replaced");
+  if (!(ability_sd > 0) || !isfinite(ability_sd)) return ml_error(ML_ERR_ARG, "student model: ability sd %g", ability_sd);
   for (int64_t j = 0; j < m->n_items; j++)
     if (!isfinite(b[j])) return ml_error(ML_ERR_ARG, "student model: difficulty %lld is not finite", (long long)j);
   ml_student_model *c = calloc(1, sizeof *c);
@@ -92,7 +94,7 @@ ml_status ml_student_model_with_difficulties(const ml_student_model *m, const fl
     ml_student_model_free(c);
     return ml_error(ML_ERR_NOMEM, "student model: out of memory");
   }
-  c->cfg = m->cfg, c->n_items = m->n_items, c->n_skills = m->n_skills, c->best_iteration = m->best_iteration;
+  c->cfg = m->cfg, c->cfg.ability_sd = ability_sd, c->n_items = m->n_items, c->n_skills = m->n_skills, c->best_iteration = m->best_iteration;
   memcpy(c->item_skill, m->item_skill, J * sizeof *c->item_skill);
   memcpy(c->b, b, J * sizeof *c->b);
   if (m->a) memcpy(c->a, m->a, J * sizeof *c->a);
