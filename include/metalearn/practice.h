@@ -130,6 +130,12 @@ ML_API ml_status ml_practice_protocol(const ml_student_model *m, const ml_answer
 ML_API ml_status ml_practice_fit_target_calibration(const ml_student_model *m, const ml_answers *students,
                                                     const ml_practice_protocol_config *cfg, int64_t max_students,
                                                     ml_practice_calib_steps *out);
+/* The same over several (model, students) pairs pooled into one fit: cross-fitting, each model
+ * steering the picks of students it was not fitted on (max_students split evenly between sets). */
+ML_API ml_status ml_practice_fit_target_calibration_sets(const ml_student_model *const *models,
+                                                         const ml_answers *const *students, int n_sets,
+                                                         const ml_practice_protocol_config *cfg, int64_t max_students,
+                                                         ml_practice_calib_steps *out);
 
 /* Prints the table variants x n (AUC +- sd, accuracy; target rows with distance and observed
  * success) in Markdown. */

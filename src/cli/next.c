@@ -78,6 +78,38 @@ static ml_status shuffled_copies(const ml_answers *a, int copies, uint64_t seed,
 }
 
 
+/* Target-mode calibration by 5-fold cross-fitting over the training students' first attempts fa:
+ * group k (students with index % 5 == k) is steered by a model of the given kind (ability prior
+ * sd) fitted on the other groups; the picks of all groups are pooled into one calibration. */
+static ml_status xfit_calibration(ml_student_kind kind, float sd, const ml_kt_dataset *d, const ml_answers *fa,
+                                  const ml_practice_protocol_config *pc, int64_t max_students,
+                                  ml_practice_calib_steps *cal) {
+  enum { G = 5 };
+  ml_answers fit[G], held[G];
+  ml_student_model *ms[G];
+  memset(fit, 0, sizeof fit), memset(held, 0, sizeof held), memset(ms, 0, sizeof ms);
+  int64_t S = fa->n_students, *a = malloc((size_t)(S + 1) * sizeof *a), *b = malloc((size_t)(S + 1) * sizeof *b);
+  ml_status st = a && b ? ML_OK : ml_error(ML_ERR_NOMEM, "out of memory");
+  for (int k = 0; k < G && !st; k++) {
+    int64_t na = 0, nb = 0;
+    for (int64_t s = 0; s < S; s++) {
+      if (s % G == k) b[nb++] = s;
+      else a[na++] = s;
+    }
+    st = ml_answers_subset(fa, a, na, &fit[k]);
+    if (!st) st = ml_answers_subset(fa, b, nb, &held[k]);
+    ml_student_config c = ml_student_defaults(kind);
+    c.threads = pc->threads, c.ability_sd = sd;
+    if (!st) st = ml_student_model_fit(&c, d->n_items, d->n_skills, &d->q, &fit[k], NULL, &ms[k]);
+  }
+  const ml_student_model *cm[G] = {ms[0], ms[1], ms[2], ms[3], ms[4]};
+  const ml_answers *ca[G] = {&held[0], &held[1], &held[2], &held[3], &held[4]};
+  if (!st) st = ml_practice_fit_target_calibration_sets(cm, ca, G, pc, max_students, cal);
+  for (int k = 0; k < G; k++) ml_answers_free(&fit[k]), ml_answers_free(&held[k]), ml_student_model_free(ms[k]);
+  free(a), free(b);
+  return st;
+}
+
 /* Learns the 1PL's ability prior sd on `students` for model `m` (ml_practice_learn_ability_sd);
  * *mp (if not NULL) gets m with it, and *target (the model the table uses) is replaced by a copy
  * of itself with it. */
@@ -285,24 +317,28 @@ int ml_cli_practice_eval(int argc, char **argv) {
     double fit_s = ml_now() - t0;
     ml_practice_calib_steps cal;
     t0 = ml_now();
-    /* Cross-fitted calibration: the same kind of model fitted on fold 1's training students,
-     * calibrated on its validation students (a model calibrated on the students it was fitted on
-     * looks better calibrated than it is on new ones); without folds, the training students. */
-    /* The learned ability prior (irt1+prior) is cross-fitted the same way: learned on fold 1's
-     * validation students for the 1PL fitted on fold 1's training students. */
+    /* The learned ability prior (irt1+prior) is cross-fitted: learned on fold 1's validation
+     * students for the 1PL fitted on fold 1's training students (without folds: the training
+     * students themselves). */
     float prior_sd = 1.0f;
-    if (mi < n_kinds && fold_fa.n_students > 0) {
-      ml_student_config c = ml_student_defaults(kinds[mi]);
-      c.threads = pc.threads;
-      ml_student_model *m1 = NULL, *m1p = NULL;
-      st = ml_student_model_fit(&c, fold.n_items, fold.n_skills, &fold.q, &fold_fa, NULL, &m1);
-      if (!st && learn_prior[mi]) st = learn_prior_into(m1, &fold.valid, &pc, &prior_sd, &m1p, &m);
-      if (!st) st = ml_practice_fit_target_calibration(m1p ? m1p : m1, &fold.valid, &pc, (int64_t)cal_students, &cal);
-      ml_student_model_free(m1), ml_student_model_free(m1p);
-    } else {
-      if (mi < n_kinds && learn_prior[mi]) st = learn_prior_into(m, &d.train, &pc, &prior_sd, NULL, &m);
-      if (!st) st = ml_practice_fit_target_calibration(m, &fa, &pc, (int64_t)cal_students, &cal);
+    if (mi < n_kinds && learn_prior[mi]) {
+      if (fold_fa.n_students > 0) {
+        ml_student_config c = ml_student_defaults(kinds[mi]);
+        c.threads = pc.threads;
+        ml_student_model *m1 = NULL;
+        st = ml_student_model_fit(&c, fold.n_items, fold.n_skills, &fold.q, &fold_fa, NULL, &m1);
+        if (!st) st = learn_prior_into(m1, &fold.valid, &pc, &prior_sd, NULL, &m);
+        ml_student_model_free(m1);
+      } else {
+        st = learn_prior_into(m, &d.train, &pc, &prior_sd, NULL, &m);
+      }
     }
+    /* Cross-fitted calibration: a model calibrated on the students it was fitted on looks better
+     * calibrated than it is on new ones, so the training students are split in 5 groups, each
+     * steered by the same kind of model fitted on the other 4 (with the learned prior), and the
+     * picks of all 5 are pooled into one fit. */
+    if (!st && mi < n_kinds) st = xfit_calibration(kinds[mi], prior_sd, &d, &fa, &pc, (int64_t)cal_students, &cal);
+    else if (!st) st = ml_practice_fit_target_calibration(m, &fa, &pc, (int64_t)cal_students, &cal);
     if (!st && mi < n_kinds && learn_prior[mi]) {
       size_t L = strlen(name);
       snprintf(name + L, sizeof name - L, ", learned ability prior sd %.3f", prior_sd);
@@ -773,11 +809,20 @@ int ml_cli_next(int argc, char **argv) {
   ml_student_log sup = {lg.item, lg.skill, lg.correct, lg.n};
   if ((st = ml_student_model_predict_pool(m, &sup, arena, p, mast))) goto out;
   ml_practice_calib cal = ml_practice_calib_identity();
-  if (pol == ML_PRACTICE_TARGET) { /* on training students, as practice-eval does */
+  if (pol == ML_PRACTICE_TARGET) { /* on training students, cross-fitted as practice-eval does */
     ml_practice_protocol_config pc = ml_practice_protocol_defaults();
     pc.target = (float)target, pc.threads = 1;
     ml_practice_calib_steps cs;
-    if ((st = ml_practice_fit_target_calibration(m, &d.train, &pc, 300, &cs))) goto out;
+    const ml_student_config *mc = ml_student_model_config(m);
+    if (mc->kind != ML_STUDENT_META) {
+      ml_answers fa;
+      if ((st = ml_practice_first_attempts(&d.train, &fa))) goto out;
+      st = xfit_calibration(mc->kind, mc->ability_sd, &d, &fa, &pc, 300, &cs);
+      ml_answers_free(&fa);
+      if (st) goto out;
+    } else if ((st = ml_practice_fit_target_calibration(m, &d.train, &pc, 300, &cs))) {
+      goto out; /* a meta-learned model cannot be refitted here: its own training students */
+    }
     cal = ml_practice_calib_at(&cs, lg.n);
   }
   /* candidates: exercises at their group's current level, not yet answered correctly (all of

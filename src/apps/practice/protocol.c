@@ -247,39 +247,58 @@ ml_status ml_practice_protocol(const ml_student_model *m, const ml_answers *test
 ml_status ml_practice_fit_target_calibration(const ml_student_model *m, const ml_answers *students,
                                              const ml_practice_protocol_config *cfg, int64_t max_students,
                                              ml_practice_calib_steps *out) {
-  ml_answers fa;
-  ml_status st = ml_practice_first_attempts(students, &fa);
-  if (st) return st;
-  int64_t S = fa.n_students, nn = cfg->n_ns, maxn = max_n(cfg);
-  int64_t *kept = malloc((size_t)(S ? S : 1) * sizeof *kept), *hoff = malloc((size_t)(S + 1) * sizeof *hoff);
-  if (!kept || !hoff) {
-    free(kept), free(hoff), ml_answers_free(&fa);
-    return ml_error(ML_ERR_NOMEM, "practice: out of memory");
+  return ml_practice_fit_target_calibration_sets(&m, &students, 1, cfg, max_students, out);
+}
+
+ml_status ml_practice_fit_target_calibration_sets(const ml_student_model *const *models,
+                                                  const ml_answers *const *students, int n_sets,
+                                                  const ml_practice_protocol_config *cfg, int64_t max_students,
+                                                  ml_practice_calib_steps *out) {
+  enum { MAX_SETS = 16 };
+  if (n_sets < 1 || n_sets > MAX_SETS) return ml_error(ML_ERR_ARG, "practice calibration: 1 to %d student sets", MAX_SETS);
+  ml_answers fa[MAX_SETS];
+  int64_t *kept[MAX_SETS], *hoff[MAX_SETS], K[MAX_SETS], base[MAX_SETS + 1];
+  memset(fa, 0, sizeof fa), memset(kept, 0, sizeof kept), memset(hoff, 0, sizeof hoff);
+  ml_status st = ML_OK;
+  int64_t nn = cfg->n_ns, maxn = max_n(cfg), total = 0;
+  base[0] = 0;
+  for (int k = 0; k < n_sets; k++) {
+    if (!st) st = ml_practice_first_attempts(students[k], &fa[k]);
+    int64_t S = fa[k].n_students;
+    kept[k] = malloc((size_t)(S ? S : 1) * sizeof *kept[k]), hoff[k] = malloc((size_t)(S + 1) * sizeof *hoff[k]);
+    if (!st && (!kept[k] || !hoff[k])) st = ml_error(ML_ERR_NOMEM, "practice: out of memory");
+    K[k] = st ? 0 : keep(&fa[k], cfg, kept[k], hoff[k]);
+    int64_t cap = max_students > 0 ? (max_students + n_sets - 1) / n_sets : 0;
+    if (cap > 0 && K[k] > cap) { /* an evenly spaced subset: deterministic */
+      for (int64_t i = 0; i < cap; i++) kept[k][i] = kept[k][i * K[k] / cap];
+      K[k] = cap;
+    }
+    total += K[k], base[k + 1] = total;
   }
-  int64_t K = keep(&fa, cfg, kept, hoff);
-  if (max_students > 0 && K > max_students) { /* an evenly spaced subset: deterministic */
-    for (int64_t i = 0; i < max_students; i++) kept[i] = kept[i * K / max_students];
-    K = max_students;
-  }
-  float *pp = malloc((size_t)(K * maxn + 1) * sizeof *pp), *praw = malloc((size_t)(K * maxn + 1) * sizeof *praw);
-  uint8_t *py = malloc((size_t)(K * maxn + 1)), *pyr = malloc((size_t)(K * maxn + 1));
-  double *stats = calloc((size_t)(K * nn * 4 + 1), sizeof *stats);
+  float *pp = malloc((size_t)(total * maxn + 1) * sizeof *pp), *praw = malloc((size_t)(total * maxn + 1) * sizeof *praw);
+  uint8_t *py = malloc((size_t)(total * maxn + 1)), *pyr = malloc((size_t)(total * maxn + 1));
+  double *stats = calloc((size_t)(total * nn * 4 + 1), sizeof *stats);
   *out = ml_practice_calib_steps_identity();
   out->n = (int)(maxn < ML_PRACTICE_CALIB_STEPS ? maxn : ML_PRACTICE_CALIB_STEPS);
-  if (K == 0) st = ml_error(ML_ERR_ARG, "practice calibration: no student has %lld distinct exercises", (long long)cfg->min_items);
+  if (!st && total == 0) st = ml_error(ML_ERR_ARG, "practice calibration: no student has %lld distinct exercises", (long long)cfg->min_items);
   if (!st && (!pp || !praw || !py || !pyr || !stats)) st = ml_error(ML_ERR_NOMEM, "practice: out of memory");
   for (int round = 0; !st && round < 2; round++) {
-    for (int64_t i = 0; i < K * maxn; i++) pp[i] = NAN;
+    for (int64_t i = 0; i < total * maxn; i++) pp[i] = NAN;
     ml_practice_variant v = {ML_PRACTICE_TARGET, true, false};
-    job_t J = {m, &fa, cfg, kept, hoff, K, maxn, 0, v, out, NULL, stats, pp, py, NULL, NULL};
-    if ((st = run(&J, cfg->threads))) break;
+    for (int k = 0; k < n_sets && !st; k++) {
+      if (!K[k]) continue;
+      job_t J = {models[k], &fa[k], cfg, kept[k], hoff[k], K[k], maxn, 0, v, out, NULL,
+                 stats + base[k] * nn * 4, pp + base[k] * maxn, py + base[k] * maxn, NULL, NULL};
+      st = run(&J, cfg->threads);
+    }
+    if (st) break;
     /* refit each step on the raw predictions: undo the current calibration (an invertible map);
      * the last step also takes the later picks */
     ml_practice_calib_steps next = *out;
     ml_practice_calib pooled = ml_practice_calib_identity();
     for (int t = -1; !st && t < out->n; t++) { /* t = -1: all picks pooled, the prior of the steps */
       int64_t n = 0;
-      for (int64_t i = 0; i < K; i++)
+      for (int64_t i = 0; i < total; i++)
         for (int64_t u = t < 0 ? 0 : t; u < (t < 0 || t + 1 == out->n ? maxn : t + 1); u++) {
           float q = pp[i * maxn + u];
           if (isnan(q)) continue;
@@ -294,8 +313,8 @@ ml_status ml_practice_fit_target_calibration(const ml_student_model *m, const ml
     if (st) break;
     *out = next;
   }
-  free(kept), free(hoff), free(pp), free(praw), free(py), free(pyr), free(stats);
-  ml_answers_free(&fa);
+  for (int k = 0; k < n_sets; k++) free(kept[k]), free(hoff[k]), ml_answers_free(&fa[k]);
+  free(pp), free(praw), free(py), free(pyr), free(stats);
   return st;
 }
 
