@@ -115,6 +115,38 @@ ML_TEST(gemm_large_blocks) {
   check_gemm(gemm_at_level, "large", true, true, 203, 1100, 530, 0.5f, 2.0f);
 }
 
+/* B packed once, then multiplied (the RNN path): the same suite through pack + prepacked GEMM */
+static void gemm_prepacked_at_level(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  int64_t nf = ml__gemm_packed_b_floats(cur_level, N, K);
+  float *buf = malloc((size_t)(nf + 16) * sizeof(float)), *pk = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+  if (K > 0 && N > 0) ml__gemm_pack_b(cur_level, tb, N, K, B, ldb, pk);
+  ml__gemm_prepacked(cur_level, ta, M, N, K, alpha, A, lda, pk, beta, C, ldc);
+  free(buf);
+}
+
+ML_TEST(gemm_prepacked_each_level) {
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    cur_level = (ml_simd_level)l;
+    run_gemm_suite(gemm_prepacked_at_level, "prepacked");
+    /* several NC blocks and KC slices, and the LSTM's shapes (64 rows against 800 x 200) */
+    check_gemm(gemm_prepacked_at_level, "prepacked large", false, true, 203, 1100, 530, 1.0f, 0.0f);
+    check_gemm(gemm_prepacked_at_level, "prepacked large", true, false, 203, 1100, 530, 0.5f, 2.0f);
+    check_gemm(gemm_prepacked_at_level, "prepacked lstm", false, true, 64, 800, 200, 1.0f, 1.0f);
+    check_gemm(gemm_prepacked_at_level, "prepacked lstm", false, false, 61, 200, 800, 1.0f, 0.0f);
+  }
+  /* the public entry points use the process's level */
+  int64_t N = 40, K = 30, M = 9;
+  float *A = fvec(M * K, 5, -1, 1), *B = fvec(K * N, 6, -1, 1), *C = malloc((size_t)(M * N) * 4), *R = malloc((size_t)(M * N) * 4);
+  float *buf = malloc((size_t)(ml_gemm_packed_b_floats(N, K) + 16) * 4), *pk = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+  ml_gemm_pack_b(false, N, K, B, N, pk);
+  ml_gemm_prepacked(false, M, N, K, 1.0f, A, K, pk, 0.0f, C, N);
+  ml_gemm_ref(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, R, N);
+  int64_t w;
+  CHECK(ml_test_close(C, R, M * N, 1e-5, 1e-5, &w) <= 1.0);
+  free(A), free(B), free(C), free(R), free(buf);
+}
+
 /* ---- conv2d ---- */
 
 typedef struct {
@@ -419,28 +451,34 @@ ML_TEST(lstm_cell_against_reference) {
       float *hr = malloc((size_t)(n * H) * 4), *c2r = malloc((size_t)(n * H) * 4), *ar = malloc((size_t)(4 * n * H) * 4);
       float *dz = malloc((size_t)(4 * n * H) * 4), *dc = malloc((size_t)(n * H) * 4);
       float *dzr = malloc((size_t)(4 * n * H) * 4), *dcr = malloc((size_t)(n * H) * 4);
-      ml_lstm_cell_forward(h, c2, a, z, c, n, H);
+      float *tc = malloc((size_t)(n * H) * 4), *h2 = malloc((size_t)(n * H) * 4), *c2b = malloc((size_t)(n * H) * 4);
+      ml_lstm_cell_forward(h, c2, NULL, a, z, c, n, H);
+      ml_lstm_cell_forward(h2, c2b, tc, a, z, c, n, H); /* with tanh(c2) kept: the same outputs */
       ml_lstm_cell_forward_ref(hr, c2r, ar, z, c, n, H);
       int64_t w;
       CHECK_MSG(ml_test_close(h, hr, n * H, 1e-5, 1e-5, &w) <= 1.0, "h n %lld H %lld [%lld]", (long long)n, (long long)H, (long long)w);
       CHECK_MSG(ml_test_close(c2, c2r, n * H, 1e-5, 1e-5, &w) <= 1.0, "c2 [%lld]", (long long)w);
       CHECK_MSG(ml_test_close(a, ar, 4 * n * H, 1e-5, 1e-5, &w) <= 1.0, "acts [%lld]", (long long)w);
+      CHECK(!memcmp(h, h2, (size_t)(n * H) * 4) && !memcmp(c2, c2b, (size_t)(n * H) * 4));
+      for (int64_t k = 0; k < n * H; k++) CHECK_NEAR(tc[k], tanh(c2r[k]), 1e-5);
       /* both, either or neither incoming gradient (zeros for an absent one) */
       float *zero = calloc((size_t)(n * H), sizeof(float));
       for (int m = 0; m < 4; m++) {
         const float *gh = m & 1 ? dh : zero, *gc = m & 2 ? dc2 : zero;
-        ml_lstm_cell_backward(dz, dc, gh, gc, a, c, c2, n, H);
         ml_lstm_cell_backward_ref(dzr, dcr, gh, gc, ar, c, c2r, n, H);
-        CHECK_MSG(ml_test_close(dz, dzr, 4 * n * H, 1e-5, 1e-5, &w) <= 1.0, "dz mode %d [%lld] %g vs %g", m, (long long)w, dz[w], dzr[w]);
-        CHECK_MSG(ml_test_close(dc, dcr, n * H, 1e-5, 1e-5, &w) <= 1.0, "dc mode %d [%lld]", m, (long long)w);
+        for (int kept = 0; kept < 2; kept++) { /* tanh(c2) recomputed, or the forward's */
+          ml_lstm_cell_backward(dz, dc, gh, gc, a, c, c2, kept ? tc : NULL, n, H);
+          CHECK_MSG(ml_test_close(dz, dzr, 4 * n * H, 1e-5, 1e-5, &w) <= 1.0, "dz mode %d [%lld] %g vs %g", m, (long long)w, dz[w], dzr[w]);
+          CHECK_MSG(ml_test_close(dc, dcr, n * H, 1e-5, 1e-5, &w) <= 1.0, "dc mode %d [%lld]", m, (long long)w);
+        }
       }
       /* dc may overwrite dc2 in place (the sequence op's carry) */
       float *inplace = malloc((size_t)(n * H) * 4);
       memcpy(inplace, dc2, (size_t)(n * H) * 4);
-      ml_lstm_cell_backward(dz, inplace, dh, inplace, a, c, c2, n, H);
+      ml_lstm_cell_backward(dz, inplace, dh, inplace, a, c, c2, tc, n, H);
       ml_lstm_cell_backward_ref(dzr, dcr, dh, dc2, ar, c, c2r, n, H);
       CHECK(ml_test_close(inplace, dcr, n * H, 1e-5, 1e-5, &w) <= 1.0);
-      free(zero), free(inplace);
+      free(zero), free(inplace), free(tc), free(h2), free(c2b);
       free(z), free(c), free(dh), free(dc2), free(h), free(c2), free(a), free(hr), free(c2r), free(ar);
       free(dz), free(dc), free(dzr), free(dcr);
     }

@@ -39,6 +39,14 @@ ML_API void ml_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alp
 ML_API void ml_gemm_builtin(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                             const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                             float *C, int64_t ldc);
+/* The built-in GEMM with op(B) (K x N) packed once and reused for many A (an RNN's recurrent
+ * weights at every step: packing B is a third of the time of a 64-row product). The packed
+ * buffer holds ml_gemm_packed_b_floats(N, K) floats (64-byte aligned); its layout belongs to
+ * the SIMD level of this process. */
+ML_API int64_t ml_gemm_packed_b_floats(int64_t N, int64_t K);
+ML_API void ml_gemm_pack_b(bool tb, int64_t N, int64_t K, const float *B, int64_t ldb, float *packed);
+ML_API void ml_gemm_prepacked(bool ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                              const float *packed, float beta, float *C, int64_t ldc);
 ML_API void ml_gemm_ref(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                         int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
@@ -139,12 +147,14 @@ ML_API void ml_relu_mask_kernel(float *out, const float *g, const float *x, int6
 /* ---- LSTM cell ----
  * z (n, 4H): gate pre-activations in bands i, f, g, o; c (n, H) the previous cell state.
  * c2 = sigmoid(f) c + sigmoid(i) tanh(g), h = sigmoid(o) tanh(c2); acts (n, 4H) receives the
- * activated gates for the backward. Backward: dz (n, 4H) and dc (n, H) from dh and dc2 (pass zeros
- * for an absent gradient; dc may be dc2: each element is read before it is written). */
-ML_API void ml_lstm_cell_forward(float *h, float *c2, float *acts, const float *z, const float *c, int64_t n,
-                                 int64_t H);
+ * activated gates for the backward; tc (n, H; may be NULL) receives tanh(c2), which the backward
+ * then takes instead of recomputing it (tc NULL there: computed from c2). Backward: dz (n, 4H)
+ * and dc (n, H) from dh and dc2 (pass zeros for an absent gradient; dc may be dc2: each element is
+ * read before it is written). */
+ML_API void ml_lstm_cell_forward(float *h, float *c2, float *tc, float *acts, const float *z, const float *c,
+                                 int64_t n, int64_t H);
 ML_API void ml_lstm_cell_backward(float *dz, float *dc, const float *dh, const float *dc2, const float *acts,
-                                  const float *c, const float *c2, int64_t n, int64_t H);
+                                  const float *c, const float *c2, const float *tc, int64_t n, int64_t H);
 ML_API void ml_lstm_cell_forward_ref(float *h, float *c2, float *acts, const float *z, const float *c, int64_t n,
                                      int64_t H);
 ML_API void ml_lstm_cell_backward_ref(float *dz, float *dc, const float *dh, const float *dc2, const float *acts,

@@ -1,6 +1,7 @@
 /* Differentiable ops: each forward runs its kernel at once; each backward is written with ops,
  * so gradients can be differentiated again. One section per row of ops.def. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "autograd/internal.h"
@@ -815,7 +816,7 @@ ml_node *ml_lstm_gates(ml_graph *g, ml_node *z, ml_node *c) {
   float *acts = ml__scratch(g, (size_t)(n * 4 * H) * sizeof(float));
   if (!out || !acts) return NULL;
   out->saved0 = acts, out->p = n, out->c = H;
-  ml_lstm_cell_forward(out->value.data, out->value.data + n * H, acts, z->value.data, c->value.data, n, H);
+  ml_lstm_cell_forward(out->value.data, out->value.data + n * H, NULL, acts, z->value.data, c->value.data, n, H);
   return out;
 }
 
@@ -833,24 +834,30 @@ ml_node *ml_lstm_seq(ml_graph *g, ml_node *xw, ml_node *w_hh, const int32_t *n_t
   }
   if (sum != N) return ml__fail(g, ML_ERR_SHAPE, "lstm_seq: batch sizes sum to %lld, xw has %lld rows", (long long)sum, (long long)N);
   ml_node *out = ml__node(g, ML_OP_LSTM_SEQ, 2, (int64_t[]){N, H}, xw, w_hh, NULL, true);
-  /* saved: activated gates (N, 4H), cell states (N, H), each step's previous output (N, H) */
-  float *sv = ml__scratch(g, (size_t)(N * 6 * H) * sizeof(float));
+  /* saved: activated gates (N, 4H), cell states (N, H), each step's previous output (N, H) and
+   * tanh of the cell states (N, H: the backward's, not recomputed) */
+  float *sv = ml__scratch(g, (size_t)(N * 7 * H) * sizeof(float));
   if (!out || !sv) return NULL;
   out->saved0 = sv, out->idx = n_t, out->p = T, out->c = H;
-  float *acts = sv, *cs = sv + N * G, *hprev = sv + N * 5 * H, *h = out->value.data;
+  float *acts = sv, *cs = sv + N * G, *hprev = sv + N * 5 * H, *tcs = sv + N * 6 * H, *h = out->value.data;
   const float *W = w_hh->value.data;
+  /* W^T packed once for all T steps (the per-step products have only B rows) */
+  float *wp = ml__scratch(g, (size_t)ml_gemm_packed_b_floats(G, H) * sizeof(float) + 64);
+  if (!wp) return NULL;
+  wp = (float *)(((uintptr_t)wp + 63) & ~(uintptr_t)63);
+  ml_gemm_pack_b(true, G, H, W, H, wp);
   for (int64_t t = 0, off = 0, prev = 0; t < T; prev = off, off += n_t[t], t++) {
     int64_t n = n_t[t];
     float *a = acts + off * G, *hp = hprev + off * H;
     memcpy(a, xw->value.data + off * G, (size_t)(n * G) * sizeof(float));
     if (t > 0) { /* z = xw + h_{t-1} W^T, accumulated onto the copy */
       memcpy(hp, h + prev * H, (size_t)(n * H) * sizeof(float));
-      ml_gemm(false, true, n, G, H, 1.0f, hp, H, W, H, 1.0f, a, G);
+      ml_gemm_prepacked(false, n, G, H, 1.0f, hp, H, wp, 1.0f, a, G);
     } else {
       memset(hp, 0, (size_t)(n * H) * sizeof(float));
     }
     /* the previous cell state; zeros (hp) at the first step. The gates are activated in place. */
-    ml_lstm_cell_forward(h + off * H, cs + off * H, a, a, t > 0 ? cs + prev * H : hp, n, H);
+    ml_lstm_cell_forward(h + off * H, cs + off * H, tcs + off * H, a, a, t > 0 ? cs + prev * H : hp, n, H);
   }
   return out;
 }
@@ -863,13 +870,18 @@ static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, con
   ml_node *xw = n->in[0], *w_hh = n->in[1];
   const int32_t *n_t = n->idx;
   int64_t T = n->p, H = n->c, G = 4 * H, N = xw->value.shape[0], B = n_t[0];
-  const float *acts = n->saved0, *cs = acts + N * G, *hprev = acts + N * 5 * H, *W = w_hh->value.data;
+  const float *acts = n->saved0, *cs = acts + N * G, *hprev = acts + N * 5 * H, *tcs = acts + N * 6 * H;
+  const float *W = w_hh->value.data;
   ml_node *dxw = ml_new(g, 2, xw->value.shape), *dw = need[1] ? ml_new(g, 2, w_hh->value.shape) : NULL;
   float *carry = ml__scratch(g, (size_t)(4 * B * H) * sizeof(float));
   if (!dxw || (need[1] && !dw) || !carry) return;
   /* dc ping-pongs between two buffers (distinct in and out keep the kernel's loop vectorized) */
   float *dh_carry = carry, *dc_carry = carry + B * H, *dc_next = carry + 2 * B * H, *dh = carry + 3 * B * H;
   memset(carry, 0, (size_t)(3 * B * H) * sizeof(float));
+  float *wp = ml__scratch(g, (size_t)ml_gemm_packed_b_floats(H, G) * sizeof(float) + 64); /* W, packed once */
+  if (!wp) return;
+  wp = (float *)(((uintptr_t)wp + 63) & ~(uintptr_t)63);
+  ml_gemm_pack_b(false, H, G, W, H, wp);
   int64_t off = N;
   for (int64_t t = T - 1; t >= 0; t--) {
     int64_t m = n_t[t];
@@ -879,10 +891,10 @@ static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, con
     int64_t prev = off - (t > 0 ? n_t[t - 1] : 0);
     /* dc_carry: the gradient of this step's cell state in; dc_next: of the previous one's out */
     ml_lstm_cell_backward(dxw->value.data + off * G, dc_next, dh, dc_carry, acts + off * G,
-                          t > 0 ? cs + prev * H : hprev + off * H, cs + off * H, m, H);
+                          t > 0 ? cs + prev * H : hprev + off * H, cs + off * H, tcs + off * H, m, H);
     float *swap = dc_carry;
     dc_carry = dc_next, dc_next = swap;
-    if (t > 0) ml_gemm(false, false, m, H, G, 1.0f, dxw->value.data + off * G, G, W, H, 0.0f, dh_carry, H);
+    if (t > 0) ml_gemm_prepacked(false, m, H, G, 1.0f, dxw->value.data + off * G, G, wp, 0.0f, dh_carry, H);
   }
   /* the recurrent weights: one GEMM over all steps (the first step's previous outputs are zeros) */
   if (dw) ml_gemm(true, false, G, H, N, 1.0f, dxw->value.data, G, hprev, H, 0.0f, dw->value.data, H);
@@ -900,7 +912,7 @@ static void bw_lstm_cell(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, co
     float *dcd = dc ? dc->value.data : ml__scratch(g, (size_t)(N * H) * sizeof(float)); /* unused when not needed */
     if (!dz || !dcd) return;
     ml_lstm_cell_backward(dz->value.data, dcd, go->value.data, go->value.data + N * H, n->saved0, c->value.data,
-                          n->value.data + N * H, N, H);
+                          n->value.data + N * H, NULL, N, H);
     if (need[0]) gin[0] = dz;
     if (need[1]) gin[1] = dc;
     return;

@@ -321,10 +321,10 @@ INLINE void lstm_mix_body(float *c2, const float *a, const float *c, int64_t H) 
 }
 MULTI(lstm_mix, (float *c2, const float *a, const float *c, int64_t H), (c2, a, c, H))
 
-INLINE void lstm_out_body(float *h, const float *o, int64_t H) {
-  for (int64_t k = 0; k < H; k++) h[k] *= o[k];
+INLINE void lstm_out_body(float *h, const float *tc, const float *o, int64_t H) {
+  for (int64_t k = 0; k < H; k++) h[k] = tc[k] * o[k];
 }
-MULTI(lstm_out, (float *h, const float *o, int64_t H), (h, o, H))
+MULTI(lstm_out, (float *h, const float *tc, const float *o, int64_t H), (h, tc, o, H))
 
 /* d: the row's dz with tanh(c2) parked in its o band */
 INLINE void lstm_bw_body(float *d, float *dc, const float *dh, const float *dc2, const float *a, const float *c,
@@ -342,25 +342,28 @@ INLINE void lstm_bw_body(float *d, float *dc, const float *dh, const float *dc2,
 MULTI(lstm_bw, (float *d, float *dc, const float *dh, const float *dc2, const float *a, const float *c, int64_t H),
       (d, dc, dh, dc2, a, c, H))
 
-void ml_lstm_cell_forward(float *h, float *c2, float *acts, const float *z, const float *c, int64_t n, int64_t H) {
+void ml_lstm_cell_forward(float *h, float *c2, float *tc, float *acts, const float *z, const float *c, int64_t n,
+                          int64_t H) {
   for (int64_t r = 0; r < n; r++) {
     const float *zr = z + r * 4 * H;
-    float *a = acts + r * 4 * H, *hr = h + r * H, *c2r = c2 + r * H;
+    float *a = acts + r * 4 * H, *hr = h + r * H, *c2r = c2 + r * H, *t = tc ? tc + r * H : hr;
     ml_unary(ML_UN_SIGMOID, a, zr, 2 * H); /* i, f */
     ml_unary(ML_UN_TANH, a + 2 * H, zr + 2 * H, H);
     ml_unary(ML_UN_SIGMOID, a + 3 * H, zr + 3 * H, H);
     lstm_mix_dispatch(c2r, a, c + r * H, H);
-    ml_unary(ML_UN_TANH, hr, c2r, H);
-    lstm_out_dispatch(hr, a + 3 * H, H);
+    ml_unary(ML_UN_TANH, t, c2r, H);
+    lstm_out_dispatch(hr, t, a + 3 * H, H);
   }
 }
 
 void ml_lstm_cell_backward(float *dz, float *dc, const float *dh, const float *dc2, const float *acts, const float *c,
-                           const float *c2, int64_t n, int64_t H) {
+                           const float *c2, const float *tc, int64_t n, int64_t H) {
   for (int64_t r = 0; r < n; r++) {
     const float *a = acts + r * 4 * H, *cr = c + r * H;
     float *d = dz + r * 4 * H;
-    ml_unary(ML_UN_TANH, d + 3 * H, c2 + r * H, H); /* tanh(c2), parked in the o band */
+    /* tanh(c2), parked in the o band */
+    if (tc) memcpy(d + 3 * H, tc + r * H, (size_t)H * sizeof(float));
+    else ml_unary(ML_UN_TANH, d + 3 * H, c2 + r * H, H);
     lstm_bw_dispatch(d, dc + r * H, dh + r * H, dc2 + r * H, a, cr, H);
   }
 }

@@ -78,6 +78,45 @@ AVX512_TARGET static void ukernel_avx512(int64_t kc, const float *restrict a, co
   }
 }
 
+/* The same tile with A read in place (row-major, row stride lda) instead of packed: for a few-row
+ * A against a prepacked B, packing A (a transpose) costs more than the 8 strided broadcasts. */
+AVX512_TARGET static void ukernel_avx512_rowa(int64_t kc, const float *restrict a, int64_t lda,
+                                              const float *restrict b, float *restrict c, int64_t ldc, float alpha,
+                                              float beta) {
+#define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+  R512(DECL)
+#undef DECL
+  for (int64_t k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#define STEP(i)                                \
+  {                                            \
+    __m512 ai = _mm512_set1_ps(a[i * lda]);    \
+    c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0); \
+    c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1); \
+  }
+    R512(STEP)
+#undef STEP
+    a += 1;
+    b += 32;
+  }
+  __m512 va = _mm512_set1_ps(alpha);
+  if (beta == 0.0f) {
+#define ST(i)                                                 \
+  _mm512_storeu_ps(c + i * ldc, _mm512_mul_ps(va, c##i##0));  \
+  _mm512_storeu_ps(c + i * ldc + 16, _mm512_mul_ps(va, c##i##1));
+    R512(ST)
+#undef ST
+  } else {
+    __m512 vb = _mm512_set1_ps(beta);
+#define ST(i)                                                                                          \
+  _mm512_storeu_ps(c + i * ldc, _mm512_fmadd_ps(va, c##i##0, _mm512_mul_ps(vb, _mm512_loadu_ps(c + i * ldc)))); \
+  _mm512_storeu_ps(c + i * ldc + 16,                                                                   \
+                   _mm512_fmadd_ps(va, c##i##1, _mm512_mul_ps(vb, _mm512_loadu_ps(c + i * ldc + 16))));
+    R512(ST)
+#undef ST
+  }
+}
+
 /* ---- AVX2 + FMA: 6 x 16 tile, 12 ymm accumulators ---- */
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
 #define R256(X) X(0) X(1) X(2) X(3) X(4) X(5)
@@ -268,6 +307,105 @@ static void gemm_packed(ukernel uk, bool ta, bool tb, int64_t M, int64_t N, int6
       }
     }
   }
+}
+
+/* ---- B packed once, multiplied many times (an RNN's recurrent weights at every step) ----
+ * The layout is gemm_packed's own: for each NC-wide column block and KC-deep slice, the slice's
+ * NR-wide micro-panels (zero-padded), blocks one after the other. */
+static int64_t packed_b_floats(ukernel uk, int64_t N, int64_t K) {
+  int64_t n = 0;
+  for (int64_t jc = 0; jc < N; jc += NC_MAX) {
+    int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
+    n += K * ((nc + uk.nr - 1) / uk.nr) * uk.nr;
+  }
+  return n;
+}
+
+int64_t ml__gemm_packed_b_floats(ml_simd_level level, int64_t N, int64_t K) {
+  return packed_b_floats(pick_kernel(level), N, K);
+}
+
+void ml__gemm_pack_b(ml_simd_level level, bool tb, int64_t N, int64_t K, const float *B, int64_t ldb,
+                     float *packed) {
+  ukernel uk = pick_kernel(level);
+  for (int64_t jc = 0; jc < N; jc += NC_MAX) {
+    int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX, w = ((nc + uk.nr - 1) / uk.nr) * uk.nr;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      int64_t kc = K - pc < KC ? K - pc : KC;
+      pack_b_block(packed, tb, B, ldb, pc, kc, jc, nc, uk.nr);
+      packed += kc * w;
+    }
+  }
+}
+
+void ml__gemm_prepacked(ml_simd_level level, bool ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                        int64_t lda, const float *packed, float beta, float *C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || alpha == 0.0f) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  ukernel uk = pick_kernel(level);
+  const int mr = uk.mr, nr = uk.nr;
+  const int64_t mc_max = (MC_MAX / mr) * mr;
+  float tile[MR_MAX * NR_MAX] __attribute__((aligned(64)));
+  const float *pbk = packed;
+  for (int64_t jc = 0; jc < N; jc += NC_MAX) {
+    int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX, w = ((nc + nr - 1) / nr) * nr;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      int64_t kc = K - pc < KC ? K - pc : KC;
+      float beta_k = pc == 0 ? beta : 1.0f;
+      for (int64_t ic = 0; ic < M; ic += mc_max) {
+        int64_t mc = M - ic < mc_max ? M - ic : mc_max;
+        /* AVX-512 with row-major A: full row tiles read A in place; only a ragged tail is packed */
+        bool rowa = level == ML_SIMD_AVX512 && !ta;
+        int64_t full = rowa ? (mc / mr) * mr : 0;
+        if (mc > full) pack_a_block(pack_a + full * kc, ta, A, lda, ic + full, mc - full, pc, kc, mr);
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          int64_t n = nc - jr < nr ? nc - jr : nr;
+          const float *pb = pbk + (jr / nr) * kc * nr;
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            int64_t m = mc - ir < mr ? mc - ir : mr;
+            const float *pa = pack_a + (ir / mr) * kc * mr;
+            if (ir < full && n == nr) {
+              ukernel_avx512_rowa(kc, A + (ic + ir) * lda + pc, lda, pb, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
+                                  beta_k);
+            } else if (ir < full) {
+              ukernel_avx512_rowa(kc, A + (ic + ir) * lda + pc, lda, pb, tile, nr, 1.0f, 0.0f);
+              for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                  float *c = C + (ic + ir + i) * ldc + jc + jr + j;
+                  float v = alpha * tile[i * nr + j];
+                  *c = beta_k == 0.0f ? v : v + beta_k * *c;
+                }
+            } else if (m == mr && n == nr) {
+              uk.fn(kc, pa, pb, C + (ic + ir) * ldc + jc + jr, ldc, alpha, beta_k);
+            } else {
+              uk.fn(kc, pa, pb, tile, nr, 1.0f, 0.0f);
+              for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                  float *c = C + (ic + ir + i) * ldc + jc + jr + j;
+                  float v = alpha * tile[i * nr + j];
+                  *c = beta_k == 0.0f ? v : v + beta_k * *c;
+                }
+            }
+          }
+        }
+      }
+      pbk += kc * w;
+    }
+  }
+}
+
+int64_t ml_gemm_packed_b_floats(int64_t N, int64_t K) { return ml__gemm_packed_b_floats(ml__simd_level(), N, K); }
+
+void ml_gemm_pack_b(bool tb, int64_t N, int64_t K, const float *B, int64_t ldb, float *packed) {
+  ml__gemm_pack_b(ml__simd_level(), tb, N, K, B, ldb, packed);
+}
+
+void ml_gemm_prepacked(bool ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                       const float *packed, float beta, float *C, int64_t ldc) {
+  ml__gemm_prepacked(ml__simd_level(), ta, M, N, K, alpha, A, lda, packed, beta, C, ldc);
 }
 
 /* The built-in GEMM at a given SIMD level (the tests call each level). */

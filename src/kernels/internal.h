@@ -15,6 +15,11 @@ void ml__simd_force(int level);
 bool ml__gemm_builtin_forced(void);
 
 /* The built-in GEMM with the micro-kernel of a given level (must be <= ml_cpu_simd()). */
+/* The prepacked-B GEMM at a given SIMD level (the tests call each level). */
+int64_t ml__gemm_packed_b_floats(ml_simd_level level, int64_t N, int64_t K);
+void ml__gemm_pack_b(ml_simd_level level, bool tb, int64_t N, int64_t K, const float *B, int64_t ldb, float *packed);
+void ml__gemm_prepacked(ml_simd_level level, bool ta, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                        int64_t lda, const float *packed, float beta, float *C, int64_t ldc);
 void ml__gemm_level(ml_simd_level level, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc);
