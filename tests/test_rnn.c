@@ -262,6 +262,14 @@ ML_TEST(batch_sizes_and_bad_lengths) {
 }
 
 /* The whole-sequence LSTM op: the same outputs and first-order gradients as the cells. */
+/* sum of the sequence outputs weighted by fixed random numbers: a scalar that sees every output */
+static ml_node *weighted(ml_graph *g, ml_node *y) {
+  ml_node *r = ml_new(g, 2, y->value.shape);
+  if (!r) return NULL;
+  ml_test_fill(r->value.data, r->value.numel, 77, -1, 1);
+  return ml_sum(g, ml_mul(g, y, r));
+}
+
 ML_TEST(lstm_seq_matches_the_cells) {
   int64_t n_t[T], N = total_steps();
   CHECK_OK(ml_rnn_batch_sizes(lens, B, T, n_t));
@@ -296,5 +304,36 @@ ML_TEST(lstm_seq_matches_the_cells) {
   CHECK_OK(ml_grad(g, &l_seq, 1, NULL, in, 2, false, g2));
   for (int j = 0; j < 2; j++)
     for (int64_t k = 0; k < g1[j]->value.numel; k++) CHECK_NEAR(g2[j]->value.data[k], g1[j]->value.data[k], 1e-5);
+  /* gathered input rows: the same as the op on ml_embedding's rows, values and gradients */
+  {
+    const int64_t V = 7;
+    ml_node *tab = ml_new(g, 2, (int64_t[]){V, 4 * H});
+    ml_test_fill(tab->value.data, tab->value.numel, 63, -1.5f, 1.5f);
+    tab = ml_leaf(g, tab->value, true);
+    int32_t *rows = ml_arena_alloc(ar, (size_t)N * sizeof(int32_t));
+    for (int64_t r = 0; r < N; r++) rows[r] = (int32_t)((r * 5 + 3) % V);
+    ml_node *ga = ml_lstm_seq_gather(g, tab, rows, w, nt32, T);
+    ml_node *ref = ml_lstm_seq(g, ml_embedding(g, tab, rows, N), w, nt32, T);
+    CHECK(ga && ref);
+    if (ga && ref) {
+      CHECK(!memcmp(ga->value.data, ref->value.data, (size_t)(N * H) * sizeof(float)));
+      ml_node *lg = weighted(g, ga), *lr = weighted(g, ref), *tw[2] = {tab, w}, *ggr[2], *rgr[2];
+      CHECK_OK(ml_grad(g, &lg, 1, NULL, tw, 2, false, ggr));
+      CHECK_OK(ml_grad(g, &lr, 1, NULL, tw, 2, false, rgr));
+      for (int j = 0; j < 2; j++)
+        for (int64_t k = 0; k < ggr[j]->value.numel; k++) CHECK_NEAR(ggr[j]->value.data[k], rgr[j]->value.data[k], 1e-5);
+    }
+    rows[0] = (int32_t)V; /* an id outside the table */
+    ml_arena *ar2 = ml_arena_new(0, NULL);
+    ml_graph *gb = ml_graph_new(ar2);
+    ml_node *t2 = ml_leaf(gb, tab->value, false), *w2 = ml_leaf(gb, w->value, false);
+    CHECK(ml_lstm_seq_gather(gb, t2, rows, w2, nt32, T) == NULL && ml_graph_status(gb) == ML_ERR_ARG);
+    ml_arena_free(ar2);
+  }
+  /* inference (no input needs a gradient: nothing saved for a backward) gives the same outputs */
+  ml_node *xc = ml_leaf(g, x->value, false), *wc = ml_leaf(g, w->value, false);
+  ml_node *inf = ml_lstm_seq(g, xc, wc, nt32, T);
+  CHECK(inf && !inf->requires_grad);
+  if (inf) CHECK(!memcmp(inf->value.data, seq->value.data, (size_t)(N * H) * sizeof(float)));
   ml_arena_free(ar);
 }

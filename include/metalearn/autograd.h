@@ -166,6 +166,12 @@ ML_API ml_node *ml_lstm_gates(ml_graph *g, ml_node *z, ml_node *c);
  * backward (create_graph) is an error; ml_rnn_run is the differentiable-twice form. n_t must stay
  * valid while the graph lives. */
 ML_API ml_node *ml_lstm_seq(ml_graph *g, ml_node *xw, ml_node *w_hh, const int32_t *n_t, int64_t T);
+/* The same with the input projections gathered from a table (V, 4H): row r of the sequence is
+ * table[rows[r]] (rows: N ids in [0, V), valid while the graph lives). What ml_lstm_seq on
+ * ml_embedding(table, rows) computes, without materializing the gathered (N, 4H) rows: DKT folds
+ * its input embedding and projection into such a table. */
+ML_API ml_node *ml_lstm_seq_gather(ml_graph *g, ml_node *table, const int32_t *rows, ml_node *w_hh, const int32_t *n_t,
+                                   int64_t T);
 
 /* ---- losses (composites of the ops above; mean over the batch) ---- */
 ML_API ml_node *ml_cross_entropy(ml_graph *g, ml_node *logits, const int32_t *labels);

@@ -820,46 +820,69 @@ ml_node *ml_lstm_gates(ml_graph *g, ml_node *z, ml_node *c) {
   return out;
 }
 
-ml_node *ml_lstm_seq(ml_graph *g, ml_node *xw, ml_node *w_hh, const int32_t *n_t, int64_t T) {
+/* n_t (T) and, with a gathered input, rows (N) are kept in one array on the node (idx): the node
+ * has one index pointer; q = 1 marks the gathered form. */
+static ml_node *lstm_seq(ml_graph *g, ml_node *xw, const int32_t *rows, ml_node *w_hh, const int32_t *n_t, int64_t T) {
   GUARD2(xw, w_hh);
   if (xw->value.ndim != 2 || w_hh->value.ndim != 2 || w_hh->value.shape[0] != 4 * w_hh->value.shape[1] ||
       xw->value.shape[1] != w_hh->value.shape[0] || T < 1) {
     char b1[64], b2[64];
     return ml__fail(g, ML_ERR_SHAPE, "lstm_seq: xw %s must be (N, 4H) and w_hh %s (4H, H)", shp(xw, b1), shp(w_hh, b2));
   }
-  int64_t N = xw->value.shape[0], H = w_hh->value.shape[1], G = 4 * H, sum = 0;
+  int64_t V = xw->value.shape[0], H = w_hh->value.shape[1], G = 4 * H, N = 0;
   for (int64_t t = 0; t < T; t++) {
     if (n_t[t] < 1 || (t > 0 && n_t[t] > n_t[t - 1])) return ml__fail(g, ML_ERR_ARG, "lstm_seq: batch sizes must be positive and non-increasing");
-    sum += n_t[t];
+    N += n_t[t];
   }
-  if (sum != N) return ml__fail(g, ML_ERR_SHAPE, "lstm_seq: batch sizes sum to %lld, xw has %lld rows", (long long)sum, (long long)N);
+  if (!rows && N != V) return ml__fail(g, ML_ERR_SHAPE, "lstm_seq: batch sizes sum to %lld, xw has %lld rows", (long long)N, (long long)V);
+  for (int64_t r = 0; rows && r < N; r++)
+    if (rows[r] < 0 || rows[r] >= V) return ml__fail(g, ML_ERR_ARG, "lstm_seq: row id %d outside the table's %lld", rows[r], (long long)V);
   ml_node *out = ml__node(g, ML_OP_LSTM_SEQ, 2, (int64_t[]){N, H}, xw, w_hh, NULL, true);
   /* saved: activated gates (N, 4H), cell states (N, H), each step's previous output (N, H) and
    * tanh of the cell states (N, H: the backward's, not recomputed) */
   float *sv = ml__scratch(g, (size_t)(N * 7 * H) * sizeof(float));
-  if (!out || !sv) return NULL;
-  out->saved0 = sv, out->idx = n_t, out->p = T, out->c = H;
+  int32_t *ids = ml__scratch(g, (size_t)(T + (rows ? N : 0)) * sizeof(int32_t));
+  if (!out || !sv || !ids) return NULL;
+  memcpy(ids, n_t, (size_t)T * sizeof(int32_t));
+  if (rows) memcpy(ids + T, rows, (size_t)N * sizeof(int32_t));
+  out->saved0 = sv, out->idx = ids, out->p = T, out->c = H, out->q = rows != NULL;
   float *acts = sv, *cs = sv + N * G, *hprev = sv + N * 5 * H, *tcs = sv + N * 6 * H, *h = out->value.data;
-  const float *W = w_hh->value.data;
+  const float *W = w_hh->value.data, *X = xw->value.data;
   /* W^T packed once for all T steps (the per-step products have only B rows) */
   float *wp = ml__scratch(g, (size_t)ml_gemm_packed_b_floats(G, H) * sizeof(float) + 64);
   if (!wp) return NULL;
   wp = (float *)(((uintptr_t)wp + 63) & ~(uintptr_t)63);
   ml_gemm_pack_b(true, G, H, W, H, wp);
+  const bool keep = out->requires_grad; /* inference saves nothing for a backward */
   for (int64_t t = 0, off = 0, prev = 0; t < T; prev = off, off += n_t[t], t++) {
     int64_t n = n_t[t];
     float *a = acts + off * G, *hp = hprev + off * H;
-    memcpy(a, xw->value.data + off * G, (size_t)(n * G) * sizeof(float));
-    if (t > 0) { /* z = xw + h_{t-1} W^T, accumulated onto the copy */
-      memcpy(hp, h + prev * H, (size_t)(n * H) * sizeof(float));
-      ml_gemm_prepacked(false, n, G, H, 1.0f, hp, H, wp, 1.0f, a, G);
+    if (rows)
+      for (int64_t r = 0; r < n; r++) memcpy(a + r * G, X + (int64_t)rows[off + r] * G, (size_t)G * sizeof(float));
+    else
+      memcpy(a, X + off * G, (size_t)(n * G) * sizeof(float));
+    if (t > 0) { /* z = xw + h_{t-1} W^T, accumulated onto the copy (the first n rows of the
+                  * previous step's outputs: sequences are sorted by length) */
+      if (keep) memcpy(hp, h + prev * H, (size_t)(n * H) * sizeof(float));
+      ml_gemm_prepacked(false, n, G, H, 1.0f, h + prev * H, H, wp, 1.0f, a, G);
     } else {
       memset(hp, 0, (size_t)(n * H) * sizeof(float));
     }
     /* the previous cell state; zeros (hp) at the first step. The gates are activated in place. */
-    ml_lstm_cell_forward(h + off * H, cs + off * H, tcs + off * H, a, a, t > 0 ? cs + prev * H : hp, n, H);
+    ml_lstm_cell_forward(h + off * H, cs + off * H, keep ? tcs + off * H : NULL, a, a, t > 0 ? cs + prev * H : hp, n,
+                         H);
   }
   return out;
+}
+
+ml_node *ml_lstm_seq(ml_graph *g, ml_node *xw, ml_node *w_hh, const int32_t *n_t, int64_t T) {
+  return lstm_seq(g, xw, NULL, w_hh, n_t, T);
+}
+
+ml_node *ml_lstm_seq_gather(ml_graph *g, ml_node *table, const int32_t *rows, ml_node *w_hh, const int32_t *n_t,
+                            int64_t T) {
+  if (!rows) return ml__fail(g, ML_ERR_ARG, "lstm_seq_gather: no row ids");
+  return lstm_seq(g, table, rows, w_hh, n_t, T);
 }
 
 static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
@@ -868,13 +891,15 @@ static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, con
     return;
   }
   ml_node *xw = n->in[0], *w_hh = n->in[1];
-  const int32_t *n_t = n->idx;
-  int64_t T = n->p, H = n->c, G = 4 * H, N = xw->value.shape[0], B = n_t[0];
+  const int32_t *n_t = n->idx, *rows = n->q ? n->idx + n->p : NULL;
+  int64_t T = n->p, H = n->c, G = 4 * H, N = n->value.shape[0], B = n_t[0];
   const float *acts = n->saved0, *cs = acts + N * G, *hprev = acts + N * 5 * H, *tcs = acts + N * 6 * H;
   const float *W = w_hh->value.data;
-  ml_node *dxw = ml_new(g, 2, xw->value.shape), *dw = need[1] ? ml_new(g, 2, w_hh->value.shape) : NULL;
+  /* the gates' gradients, one row per sequence row; gathered: scattered into the table at the end */
+  ml_node *dxw = rows ? NULL : ml_new(g, 2, xw->value.shape), *dw = need[1] ? ml_new(g, 2, w_hh->value.shape) : NULL;
+  float *dz = rows ? ml__scratch(g, (size_t)(N * G) * sizeof(float)) : dxw ? dxw->value.data : NULL;
   float *carry = ml__scratch(g, (size_t)(4 * B * H) * sizeof(float));
-  if (!dxw || (need[1] && !dw) || !carry) return;
+  if (!dz || (need[1] && !dw) || !carry) return;
   /* dc ping-pongs between two buffers (distinct in and out keep the kernel's loop vectorized) */
   float *dh_carry = carry, *dc_carry = carry + B * H, *dc_next = carry + 2 * B * H, *dh = carry + 3 * B * H;
   memset(carry, 0, (size_t)(3 * B * H) * sizeof(float));
@@ -890,14 +915,18 @@ static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, con
     for (int64_t k = 0; k < m * H; k++) dh[k] = gor[k] + dh_carry[k];
     int64_t prev = off - (t > 0 ? n_t[t - 1] : 0);
     /* dc_carry: the gradient of this step's cell state in; dc_next: of the previous one's out */
-    ml_lstm_cell_backward(dxw->value.data + off * G, dc_next, dh, dc_carry, acts + off * G,
+    ml_lstm_cell_backward(dz + off * G, dc_next, dh, dc_carry, acts + off * G,
                           t > 0 ? cs + prev * H : hprev + off * H, cs + off * H, tcs + off * H, m, H);
     float *swap = dc_carry;
     dc_carry = dc_next, dc_next = swap;
-    if (t > 0) ml_gemm_prepacked(false, m, H, G, 1.0f, dxw->value.data + off * G, G, wp, 0.0f, dh_carry, H);
+    if (t > 0) ml_gemm_prepacked(false, m, H, G, 1.0f, dz + off * G, G, wp, 0.0f, dh_carry, H);
   }
   /* the recurrent weights: one GEMM over all steps (the first step's previous outputs are zeros) */
-  if (dw) ml_gemm(true, false, G, H, N, 1.0f, dxw->value.data, G, hprev, H, 0.0f, dw->value.data, H);
+  if (dw) ml_gemm(true, false, G, H, N, 1.0f, dz, G, hprev, H, 0.0f, dw->value.data, H);
+  if (rows && need[0]) { /* the table's gradient: each row's gates' gradient added to its id's row */
+    if (!(dxw = ml_zeros(g, 2, xw->value.shape))) return;
+    ml_embedding_scatter_add(dxw->value.data, dz, rows, N, G);
+  }
   if (need[0]) gin[0] = dxw;
   if (need[1]) gin[1] = dw;
 }

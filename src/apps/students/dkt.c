@@ -234,20 +234,20 @@ static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, cons
   ml_arena *ar = ml_graph_arena(g);
   ml_node **xw = ml_arena_alloc(ar, (size_t)T * sizeof *xw), **hs = ml_arena_alloc(ar, (size_t)T * sizeof *hs);
   if (!xw || !hs) return NULL;
-  ml_node *xw_all;
-  if (2 * V < N) {
-    ml_node *table = ml_add(g, ml_matmul(g, w[P_EMB], w[P_WIH], false, true), w[P_B]);
-    xw_all = ml_embedding(g, table, bt->in, N);
-  } else {
-    xw_all = ml_add(g, ml_matmul(g, ml_embedding(g, w[P_EMB], bt->in, N), w[P_WIH], false, true), w[P_B]);
-  }
+  ml_node *xw_all = NULL, *table = NULL;
   bool meta = c->meta;
+  if (2 * V < N) /* fewer distinct inputs than rows: project the embedding table, then gather */
+    table = ml_add(g, ml_matmul(g, w[P_EMB], w[P_WIH], false, true), w[P_B]);
+  else
+    xw_all = ml_add(g, ml_matmul(g, ml_embedding(g, w[P_EMB], bt->in, N), w[P_WIH], false, true), w[P_B]);
+  if (table && meta) xw_all = ml_embedding(g, table, bt->in, N);
   if (!meta) {
-    /* plain DKT: the whole sequence as one op (one recurrent weight-gradient GEMM for all steps) */
+    /* plain DKT: the whole sequence as one op (one recurrent weight-gradient GEMM for all steps),
+     * reading the projected table's rows in place when folded */
     int32_t *nt = ml_arena_alloc(ar, (size_t)T * sizeof *nt);
     if (!nt) return NULL;
     for (int64_t t = 0; t < T; t++) nt[t] = (int32_t)bt->n_t[t];
-    ml_node *hs_all = ml_lstm_seq(g, xw_all, w[P_WHH], nt, T);
+    ml_node *hs_all = table ? ml_lstm_seq_gather(g, table, bt->in, w[P_WHH], nt, T) : ml_lstm_seq(g, xw_all, w[P_WHH], nt, T);
     for (int64_t t = 0; t < T; t++) hs[t] = ml_slice(g, hs_all, 0, bt->off[t], bt->n_t[t]);
     if (ml_graph_status(g)) return NULL;
   } else {
