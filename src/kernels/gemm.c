@@ -42,8 +42,13 @@ typedef void (*ukernel_fn)(int64_t kc, const float *restrict a, const float *res
 #define R512(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #define MR512 8
 
-AVX512_TARGET static void ukernel_avx512(int64_t kc, const float *restrict a, const float *restrict b,
-                                         float *restrict c, int64_t ldc, float alpha, float beta) {
+/* The tile over A element (i, k) at a[i * sa + k * sk]: packed panels (sa = 1, sk = MR) or A read in
+ * place (row-major, sa = lda, sk = 1: for a few-row A against a prepacked B, packing A, a transpose,
+ * costs more than the 8 strided broadcasts). Inlined into both with their strides constant. */
+AVX512_TARGET static inline __attribute__((always_inline)) void tile512(int64_t kc, const float *restrict a,
+                                                                        int64_t sa, int64_t sk,
+                                                                        const float *restrict b, float *restrict c,
+                                                                        int64_t ldc, float alpha, float beta) {
 #define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
   R512(DECL)
 #undef DECL
@@ -51,13 +56,13 @@ AVX512_TARGET static void ukernel_avx512(int64_t kc, const float *restrict a, co
     __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
 #define STEP(i)                                \
   {                                            \
-    __m512 ai = _mm512_set1_ps(a[i]);          \
+    __m512 ai = _mm512_set1_ps(a[i * sa]);     \
     c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0); \
     c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1); \
   }
     R512(STEP)
 #undef STEP
-    a += MR512;
+    a += sk;
     b += 32;
   }
   __m512 va = _mm512_set1_ps(alpha);
@@ -78,43 +83,15 @@ AVX512_TARGET static void ukernel_avx512(int64_t kc, const float *restrict a, co
   }
 }
 
-/* The same tile with A read in place (row-major, row stride lda) instead of packed: for a few-row
- * A against a prepacked B, packing A (a transpose) costs more than the 8 strided broadcasts. */
+AVX512_TARGET static void ukernel_avx512(int64_t kc, const float *restrict a, const float *restrict b,
+                                         float *restrict c, int64_t ldc, float alpha, float beta) {
+  tile512(kc, a, 1, MR512, b, c, ldc, alpha, beta);
+}
+
 AVX512_TARGET static void ukernel_avx512_rowa(int64_t kc, const float *restrict a, int64_t lda,
                                               const float *restrict b, float *restrict c, int64_t ldc, float alpha,
                                               float beta) {
-#define DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
-  R512(DECL)
-#undef DECL
-  for (int64_t k = 0; k < kc; k++) {
-    __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#define STEP(i)                                \
-  {                                            \
-    __m512 ai = _mm512_set1_ps(a[i * lda]);    \
-    c##i##0 = _mm512_fmadd_ps(ai, b0, c##i##0); \
-    c##i##1 = _mm512_fmadd_ps(ai, b1, c##i##1); \
-  }
-    R512(STEP)
-#undef STEP
-    a += 1;
-    b += 32;
-  }
-  __m512 va = _mm512_set1_ps(alpha);
-  if (beta == 0.0f) {
-#define ST(i)                                                 \
-  _mm512_storeu_ps(c + i * ldc, _mm512_mul_ps(va, c##i##0));  \
-  _mm512_storeu_ps(c + i * ldc + 16, _mm512_mul_ps(va, c##i##1));
-    R512(ST)
-#undef ST
-  } else {
-    __m512 vb = _mm512_set1_ps(beta);
-#define ST(i)                                                                                          \
-  _mm512_storeu_ps(c + i * ldc, _mm512_fmadd_ps(va, c##i##0, _mm512_mul_ps(vb, _mm512_loadu_ps(c + i * ldc)))); \
-  _mm512_storeu_ps(c + i * ldc + 16,                                                                   \
-                   _mm512_fmadd_ps(va, c##i##1, _mm512_mul_ps(vb, _mm512_loadu_ps(c + i * ldc + 16))));
-    R512(ST)
-#undef ST
-  }
+  tile512(kc, a, lda, 1, b, c, ldc, alpha, beta);
 }
 
 /* ---- AVX2 + FMA: 6 x 16 tile, 12 ymm accumulators ---- */
