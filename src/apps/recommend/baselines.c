@@ -130,46 +130,11 @@ ml_status ml__mf_train(const ml_rec_split *s, const uint8_t *exclude, int64_t f,
   return ML_OK;
 }
 
-/* Folds the user in: ridge regression of (r - mu - b_i) on [1, q_i] over the support. */
+/* Folds the user in: ridge regression of (r - mu - b_i) on [1, q_i] over the support, one strength
+ * lambda for every coordinate and a zero prior mean: meta-ridge's solve (ridge.c) with that prior. */
 void ml__mf_predict(const rec_mf *m, const ml_rec_split *s, double lambda, const int64_t *sup, int64_t ns,
                     const int64_t *qry, int64_t nq, float *out) {
-  const ml_ratings *r = s->r;
-  int64_t d = m->f + 1;
-  double A[65 * 65], b[65], z[65];
-  memset(A, 0, sizeof(double) * (size_t)(d * d)), memset(b, 0, sizeof(double) * (size_t)d);
-  for (int64_t j = 0; j < ns; j++) {
-    int64_t i = r->item[sup[j]];
-    z[0] = 1;
-    for (int64_t t = 0; t < m->f; t++) z[t + 1] = m->q[i * m->f + t];
-    double y = r->rating[sup[j]] - m->mu - m->bi[i];
-    for (int64_t a = 0; a < d; a++) {
-      b[a] += z[a] * y;
-      for (int64_t c = 0; c < d; c++) A[a * d + c] += z[a] * z[c];
-    }
-  }
-  for (int64_t a = 0; a < d; a++) A[a * d + a] += lambda;
-  /* Cholesky: A is symmetric positive definite (lambda > 0) */
-  for (int64_t a = 0; a < d; a++) {
-    for (int64_t c = 0; c <= a; c++) {
-      double v = A[a * d + c];
-      for (int64_t t = 0; t < c; t++) v -= A[a * d + t] * A[c * d + t];
-      A[a * d + c] = a == c ? sqrt(v > 1e-12 ? v : 1e-12) : v / A[c * d + c];
-    }
-  }
-  for (int64_t a = 0; a < d; a++) {
-    double v = b[a];
-    for (int64_t t = 0; t < a; t++) v -= A[a * d + t] * z[t];
-    z[a] = v / A[a * d + a];
-  }
-  for (int64_t a = d - 1; a >= 0; a--) {
-    double v = z[a];
-    for (int64_t t = a + 1; t < d; t++) v -= A[t * d + a] * b[t];
-    b[a] = v / A[a * d + a];
-  }
-  for (int64_t j = 0; j < nq; j++) {
-    int64_t i = r->item[qry[j]];
-    double p = m->mu + m->bi[i] + b[0];
-    for (int64_t t = 0; t < m->f; t++) p += b[t + 1] * m->q[i * m->f + t];
-    out[j] = (float)p;
-  }
+  rec_ridge rg;
+  ml__ridge_init(&rg, m->f, lambda);
+  ml__ridge_predict(&rg, m, s, sup, ns, qry, nq, out);
 }
