@@ -245,40 +245,47 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
   }
 }
 
-/* ct: C is stored transposed (element (i, j) at C[j*ldc + i]); see ml__gemm_level. */
-static void gemm_packed(ukernel uk, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                        const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                        int64_t ldc, bool ct) {
+/* ct: C is stored transposed (element (i, j) at C[j*ldc + i]); see ml__gemm_level. prepacked: op(B)
+ * already in the layout below (ml__gemm_pack_b), else each slice is packed here; rowa (AVX-512,
+ * !ta): full row tiles read A in place, only a ragged tail of A is packed. */
+static void gemm_packed(ukernel uk, bool rowa, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                        const float *A, int64_t lda, const float *B, int64_t ldb, const float *prepacked, float beta,
+                        float *C, int64_t ldc, bool ct) {
   const int mr = uk.mr, nr = uk.nr;
   const int64_t mc_max = (MC_MAX / mr) * mr;
   float tile[MR_MAX * NR_MAX] __attribute__((aligned(64)));
+  const float *pbk = prepacked;
   for (int64_t jc = 0; jc < N; jc += NC_MAX) {
     int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
     for (int64_t pc = 0; pc < K; pc += KC) {
       int64_t kc = K - pc < KC ? K - pc : KC;
       float beta_k = pc == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
-      pack_b_block(pack_b, tb, B, ldb, pc, kc, jc, nc, nr);
+      const float *pbs = pbk;
+      if (prepacked) pbk += kc * (((nc + nr - 1) / nr) * nr);
+      else pack_b_block(pack_b, tb, B, ldb, pc, kc, jc, nc, nr), pbs = pack_b;
       for (int64_t ic = 0; ic < M; ic += mc_max) {
-        int64_t mc = M - ic < mc_max ? M - ic : mc_max;
-        pack_a_block(pack_a, ta, A, lda, ic, mc, pc, kc, mr);
+        int64_t mc = M - ic < mc_max ? M - ic : mc_max, full = rowa ? (mc / mr) * mr : 0;
+        if (mc > full) pack_a_block(pack_a + full * kc, ta, A, lda, ic + full, mc - full, pc, kc, mr);
         for (int64_t jr = 0; jr < nc; jr += nr) {
           int64_t n = nc - jr < nr ? nc - jr : nr;
-          const float *pb = pack_b + (jr / nr) * kc * nr;
+          const float *pb = pbs + (jr / nr) * kc * nr;
           for (int64_t ir = 0; ir < mc; ir += mr) {
             int64_t m = mc - ir < mr ? mc - ir : mr;
-            const float *pa = pack_a + (ir / mr) * kc * mr;
-            if (!ct && m == mr && n == nr) {
-              uk.fn(kc, pa, pb, C + (ic + ir) * ldc + jc + jr, ldc, alpha, beta_k);
-            } else {
-              uk.fn(kc, pa, pb, tile, nr, 1.0f, 0.0f);
-              for (int64_t i = 0; i < m; i++)
-                for (int64_t j = 0; j < n; j++) {
-                  int64_t r = ic + ir + i, q = jc + jr + j;
-                  float *c = ct ? C + q * ldc + r : C + r * ldc + q;
-                  float v = alpha * tile[i * nr + j];
-                  *c = beta_k == 0.0f ? v : v + beta_k * *c;
-                }
-            }
+            /* a full tile goes straight to C; an edge tile (or transposed C) through `tile` */
+            bool direct = !ct && m == mr && n == nr;
+            float *dst = direct ? C + (ic + ir) * ldc + jc + jr : tile;
+            int64_t ldd = direct ? ldc : nr;
+            if (ir < full) ukernel_avx512_rowa(kc, A + (ic + ir) * lda + pc, lda, pb, dst, ldd, direct ? alpha : 1.0f,
+                                               direct ? beta_k : 0.0f);
+            else uk.fn(kc, pack_a + (ir / mr) * kc * mr, pb, dst, ldd, direct ? alpha : 1.0f, direct ? beta_k : 0.0f);
+            if (direct) continue;
+            for (int64_t i = 0; i < m; i++)
+              for (int64_t j = 0; j < n; j++) {
+                int64_t r = ic + ir + i, q = jc + jr + j;
+                float *c = ct ? C + q * ldc + r : C + r * ldc + q;
+                float v = alpha * tile[i * nr + j];
+                *c = beta_k == 0.0f ? v : v + beta_k * *c;
+              }
           }
         }
       }
@@ -322,56 +329,8 @@ void ml__gemm_prepacked(ml_simd_level level, bool ta, int64_t M, int64_t N, int6
     scale_c(M, N, beta, C, ldc);
     return;
   }
-  ukernel uk = pick_kernel(level);
-  const int mr = uk.mr, nr = uk.nr;
-  const int64_t mc_max = (MC_MAX / mr) * mr;
-  float tile[MR_MAX * NR_MAX] __attribute__((aligned(64)));
-  const float *pbk = packed;
-  for (int64_t jc = 0; jc < N; jc += NC_MAX) {
-    int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX, w = ((nc + nr - 1) / nr) * nr;
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      int64_t kc = K - pc < KC ? K - pc : KC;
-      float beta_k = pc == 0 ? beta : 1.0f;
-      for (int64_t ic = 0; ic < M; ic += mc_max) {
-        int64_t mc = M - ic < mc_max ? M - ic : mc_max;
-        /* AVX-512 with row-major A: full row tiles read A in place; only a ragged tail is packed */
-        bool rowa = level == ML_SIMD_AVX512 && !ta;
-        int64_t full = rowa ? (mc / mr) * mr : 0;
-        if (mc > full) pack_a_block(pack_a + full * kc, ta, A, lda, ic + full, mc - full, pc, kc, mr);
-        for (int64_t jr = 0; jr < nc; jr += nr) {
-          int64_t n = nc - jr < nr ? nc - jr : nr;
-          const float *pb = pbk + (jr / nr) * kc * nr;
-          for (int64_t ir = 0; ir < mc; ir += mr) {
-            int64_t m = mc - ir < mr ? mc - ir : mr;
-            const float *pa = pack_a + (ir / mr) * kc * mr;
-            if (ir < full && n == nr) {
-              ukernel_avx512_rowa(kc, A + (ic + ir) * lda + pc, lda, pb, C + (ic + ir) * ldc + jc + jr, ldc, alpha,
-                                  beta_k);
-            } else if (ir < full) {
-              ukernel_avx512_rowa(kc, A + (ic + ir) * lda + pc, lda, pb, tile, nr, 1.0f, 0.0f);
-              for (int64_t i = 0; i < m; i++)
-                for (int64_t j = 0; j < n; j++) {
-                  float *c = C + (ic + ir + i) * ldc + jc + jr + j;
-                  float v = alpha * tile[i * nr + j];
-                  *c = beta_k == 0.0f ? v : v + beta_k * *c;
-                }
-            } else if (m == mr && n == nr) {
-              uk.fn(kc, pa, pb, C + (ic + ir) * ldc + jc + jr, ldc, alpha, beta_k);
-            } else {
-              uk.fn(kc, pa, pb, tile, nr, 1.0f, 0.0f);
-              for (int64_t i = 0; i < m; i++)
-                for (int64_t j = 0; j < n; j++) {
-                  float *c = C + (ic + ir + i) * ldc + jc + jr + j;
-                  float v = alpha * tile[i * nr + j];
-                  *c = beta_k == 0.0f ? v : v + beta_k * *c;
-                }
-            }
-          }
-        }
-      }
-      pbk += kc * w;
-    }
-  }
+  gemm_packed(pick_kernel(level), level == ML_SIMD_AVX512 && !ta, ta, false, M, N, K, alpha, A, lda, NULL, 0, packed,
+              beta, C, ldc, false);
 }
 
 int64_t ml_gemm_packed_b_floats(int64_t N, int64_t K) { return ml__gemm_packed_b_floats(ml__simd_level(), N, K); }
@@ -399,10 +358,10 @@ void ml__gemm_level(ml_simd_level level, bool ta, bool tb, int64_t M, int64_t N,
     /* Narrow C (e.g. a first-layer weight gradient, N = 9): most of each NR-wide tile would
      * be padding, so compute C^T = op(B)^T op(A)^T, whose wide side is M, and store it
      * transposed. op(B)^T is B read with the opposite transpose flag; likewise A. */
-    gemm_packed(uk, !tb, !ta, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc, true);
+    gemm_packed(uk, false, !tb, !ta, N, M, K, alpha, B, ldb, A, lda, NULL, beta, C, ldc, true);
     return;
   }
-  gemm_packed(uk, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, false);
+  gemm_packed(uk, false, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, false);
 }
 
 void ml_gemm_builtin(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
