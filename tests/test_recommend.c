@@ -194,8 +194,26 @@ static const char *write_clusters(int64_t n_users, int64_t n_items, int64_t per_
   return d;
 }
 
+/* The clusters file loaded and split by the default protocol (fold 0). */
+static void clusters_split(ml_ratings *r, ml_rec_split *s) {
+  CHECK_OK(ml_ratings_load(write_clusters(150, 45, 30), "", r));
+  ml_rec_protocol p = ml_rec_protocol_defaults();
+  CHECK_OK(ml_rec_split_new(r, &p, s));
+}
+
+/* A recommender under test: predictions for the query from the support (rating indices). */
+typedef void (*predict_fn)(void *ctx, const ml_rec_split *s, const int64_t *sup, int64_t ns, const int64_t *qry,
+                           int64_t nq, ml_arena *ar, float *pred);
+
+static void algo_predict(void *ctx, const ml_rec_split *s, const int64_t *sup, int64_t ns, const int64_t *qry,
+                         int64_t nq, ml_arena *ar, float *pred) {
+  ml_episode ep;
+  CHECK_OK(ml_rec_episode(s, sup, ns, qry, nq, ar, &ep));
+  CHECK_OK(ml_algo_predict(ctx, &ep, ar, pred));
+}
+
 /* Mean over test users of the query MAE at support size k: the model, or the global mean. */
-static double test_mae(const ml_rec_split *s, ml_algo *a, int64_t k, double *global) {
+static double test_mae(const ml_rec_split *s, predict_fn predict, void *ctx, int64_t k, double *global) {
   ml_arena *ar = ml_arena_new(0, NULL);
   double sum = 0, sg = 0;
   int64_t n = 0;
@@ -203,12 +221,9 @@ static double test_mae(const ml_rec_split *s, ml_algo *a, int64_t k, double *glo
     int64_t u = s->test[t], sup[200], qry[200], ns, nq;
     if (!ml_rec_user_sets(s, u, ML_REC_NEW_USERS, k, sup, &ns, qry, &nq)) continue;
     ml_arena_reset(ar);
-    ml_episode ep;
-    float pred[200];
-    CHECK_OK(ml_rec_episode(s, sup, ns, qry, nq, ar, &ep));
-    CHECK_OK(ml_algo_predict(a, &ep, ar, pred));
-    float truth[200], g[200];
-    for (int64_t j = 0; j < nq; j++) truth[j] = ep.tq.data[j], g[j] = (float)s->mu;
+    float pred[200], truth[200], g[200];
+    predict(ctx, s, sup, ns, qry, nq, ar, pred);
+    for (int64_t j = 0; j < nq; j++) truth[j] = s->r->rating[qry[j]], g[j] = (float)s->mu;
     sum += ml_rec_score(pred, truth, nq).mae, sg += ml_rec_score(g, truth, nq).mae, n++;
   }
   ml_arena_free(ar);
@@ -225,12 +240,9 @@ static ml_algo_config reg_cfg(ml_algo_kind kind, float lr) {
 }
 
 ML_TEST(meta_learning_recovers_taste_clusters) {
-  const char *d = write_clusters(150, 45, 30);
   ml_ratings r;
-  CHECK_OK(ml_ratings_load(d, "", &r));
-  ml_rec_protocol p = ml_rec_protocol_defaults();
   ml_rec_split s;
-  CHECK_OK(ml_rec_split_new(&r, &p, &s));
+  clusters_split(&r, &s);
   CHECK(s.n_test == 30 && s.n_val + s.n_train == 120);
   /* metarec: item factors from MF on the training users, the user vector adapted by Meta-SGD */
   ml_rec_model_config mc = ml_rec_model_defaults(ML_REC_METAREC);
@@ -243,7 +255,7 @@ ML_TEST(meta_learning_recovers_taste_clusters) {
   CHECK_OK(ml_algo_new(&ac, m, &a));
   ml_rec_task_source src = {.split = &s, .k_choices = {1, 3, 5, 10, ML_REC_K_FULL}, .n_k = 5, .seed = 3, .fixed_query = true};
   for (int64_t it = 0; it < 60; it++) CHECK_OK(ml_algo_train_step(a, ml_rec_task, &src, it, NULL));
-  double g, mae3 = test_mae(&s, a, 3, &g), mae10 = test_mae(&s, a, 10, &g);
+  double g, mae3 = test_mae(&s, algo_predict, a, 3, &g), mae10 = test_mae(&s, algo_predict, a, 10, &g);
   printf("  clusters: global mean MAE %.3f, metarec K=3 %.3f, K=10 %.3f\n", g, mae3, mae10);
   CHECK_MSG(mae3 < 0.7 * g, "K=3: %.3f vs global %.3f", mae3, g);
   CHECK_MSG(mae10 < 0.5 * g && mae10 <= mae3, "K=10: %.3f (K=3 %.3f) vs global %.3f", mae10, mae3, g);
@@ -259,7 +271,7 @@ ML_TEST(meta_learning_recovers_taste_clusters) {
   CHECK_OK(ml_algo_new(&ac, m, &a));
   src.fixed_query = false, src.n_k = 1, src.k_choices[0] = 10;
   for (int64_t it = 0; it < 300; it++) CHECK_OK(ml_algo_train_step(a, ml_rec_task, &src, it, NULL));
-  mae10 = test_mae(&s, a, 10, &g);
+  mae10 = test_mae(&s, algo_predict, a, 10, &g);
   printf("  clusters: MeLU (maml) K=10 %.3f\n", mae10);
   CHECK_MSG(mae10 < 0.75 * g, "MeLU K=10: %.3f vs global %.3f", mae10, g);
   ml_algo_free(a);
@@ -271,6 +283,18 @@ ML_TEST(meta_learning_recovers_taste_clusters) {
 /* meta-ridge: the implicit gradient of the query loss through the ridge solve against central
  * differences (both losses), and its meta-training on the clusters: deterministic, lowers the
  * outer objective on held tasks, and recovers the clusters from K ratings. */
+typedef struct {
+  const rec_ridge *prior;
+  const rec_mf *tables;
+} ridge_ctx;
+
+static void ridge_predict(void *ctx, const ml_rec_split *s, const int64_t *sup, int64_t ns, const int64_t *qry,
+                          int64_t nq, ml_arena *ar, float *pred) {
+  (void)ar;
+  const ridge_ctx *c = ctx;
+  ml__ridge_predict(c->prior, c->tables, s, sup, ns, qry, nq, pred);
+}
+
 static double ridge_tasks_loss(const rec_ridge *rg, const rec_mf *m, const ml_rec_task_source *src, int64_t n) {
   ml_arena *ar = ml_arena_new(0, NULL);
   double sum = 0;
@@ -285,12 +309,9 @@ static double ridge_tasks_loss(const rec_ridge *rg, const rec_mf *m, const ml_re
 }
 
 ML_TEST(meta_ridge_gradient_and_training) {
-  const char *d = write_clusters(150, 45, 30);
   ml_ratings r;
-  CHECK_OK(ml_ratings_load(d, "", &r));
-  ml_rec_protocol p = ml_rec_protocol_defaults();
   ml_rec_split s;
-  CHECK_OK(ml_rec_split_new(&r, &p, &s));
+  clusters_split(&r, &s);
   rec_mf mf, half[2];
   CHECK_OK(ml__mf_train(&s, NULL, 4, 30, 0.01f, 0.05f, 1, &mf));
   ml_rec_task_source src = {.split = &s, .k_choices = {1, 3, 5, 10, ML_REC_K_FULL}, .n_k = 5, .seed = 3};
@@ -338,21 +359,10 @@ ML_TEST(meta_ridge_gradient_and_training) {
   CHECK_MSG(after < 0.8 * before, "meta-training: held tasks' MAE %.3f -> %.3f", before, after);
   CHECK(a.w0[1] == 0 && a.s[1] == a.s[4]); /* the factor coordinates stay tied */
   /* on the test users with the tables from all training ratings */
-  double sum[2] = {0}, g = 0;
-  int64_t n = 0;
-  for (int64_t t = 0; t < s.n_test; t++) {
-    int64_t sup[64], qry[64], ns, nq;
-    float pred[64], truth[64], gm[64];
-    for (int k = 0; k < 2; k++) {
-      CHECK(ml_rec_user_sets(&s, s.test[t], ML_REC_NEW_USERS, k ? 10 : 3, sup, &ns, qry, &nq));
-      ml__ridge_predict(&a, &mf, &s, sup, ns, qry, nq, pred);
-      for (int64_t j = 0; j < nq; j++) truth[j] = r.rating[qry[j]], gm[j] = (float)s.mu;
-      sum[k] += ml_rec_score(pred, truth, nq).mae;
-    }
-    g += ml_rec_score(gm, truth, nq).mae, n++;
-  }
-  printf("  meta-ridge on clusters: global mean MAE %.3f, K=3 %.3f, K=10 %.3f\n", g / n, sum[0] / n, sum[1] / n);
-  CHECK(sum[0] < 0.7 * g && sum[1] < 0.5 * g && sum[1] <= sum[0]);
+  ridge_ctx rc = {&a, &mf};
+  double g, mae3 = test_mae(&s, ridge_predict, &rc, 3, &g), mae10 = test_mae(&s, ridge_predict, &rc, 10, &g);
+  printf("  meta-ridge on clusters: global mean MAE %.3f, K=3 %.3f, K=10 %.3f\n", g, mae3, mae10);
+  CHECK(mae3 < 0.7 * g && mae10 < 0.5 * g && mae10 <= mae3);
   ml_arena_free(ar);
   ml__mf_free(&mf), ml__mf_free(&half[0]), ml__mf_free(&half[1]);
   ml_rec_split_free(&s);
