@@ -68,7 +68,7 @@ typedef struct {
   const int64_t *users;
   bool on[REC_METHODS];
   ml_algo *algo[REC_METHODS];
-  const rec_mf *mf, *mf_ridge;
+  const rec_mf *mf; /* MF fold-in's and meta-ridge's tables */
   const rec_ridge *ridge;
   double lam_damped, lam_mf, rate_scale;
   ml_arena **arenas;
@@ -97,7 +97,7 @@ static void eval_user(int64_t i, int thread, void *vctx) {
       if (!c->on[m]) continue;
       if (m <= REC_DAMPED) ml__rec_baseline(m, c->s, c->lam_damped, sup, ns, qry, nq, pred);
       else if (m == REC_MF) ml__mf_predict(c->mf, c->s, c->lam_mf, sup, ns, qry, nq, pred);
-      else if (m == REC_RIDGE) ml__ridge_predict(c->ridge, c->mf_ridge, c->s, sup, ns, qry, nq, pred);
+      else if (m == REC_RIDGE) ml__ridge_predict(c->ridge, c->mf, c->s, sup, ns, qry, nq, pred);
       else {
         ml_episode ep;
         st = ml_rec_episode(c->s, sup, ns, qry, nq, ar, &ep);
@@ -283,6 +283,7 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
   ec.sc = new_items ? ML_REC_NEW_ITEMS : ML_REC_NEW_USERS;
   bool on[REC_METHODS];
   for (int m = 0; m < REC_METHODS; m++) on[m] = method_on(e->methods, m);
+  const int64_t mf_factors = e->metarec.factors > 0 ? e->metarec.factors : 16;
   rec_mf mf = {0};
   net nets[REC_METHODS];
   memset(nets, 0, sizeof nets);
@@ -300,7 +301,7 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
   }
   if (!st && on[REC_MF]) {
     t0 = ml_now();
-    st = ml__mf_train(&s, NULL, e->metarec.factors > 0 ? e->metarec.factors : 16, 30, 0.01f, 0.05f, p.seed, &mf);
+    st = ml__mf_fit(&s, NULL, mf_factors, p.seed, &mf);
     res->train_s[REC_MF] += ml_now() - t0;
     ec.mf = &mf;
     double best = INFINITY, v;
@@ -318,19 +319,17 @@ static ml_status run_split(const ml_rec_experiment *e, const ml_ratings *r, int6
   if (!st && on[REC_RIDGE]) {
     if (!e->quiet) fprintf(stderr, "fold %lld%s: meta-ridge\n", (long long)fold, new_items ? " new items" : "");
     t0 = ml_now();
-    int64_t f = e->metarec.factors > 0 ? e->metarec.factors : 16;
     /* meta-training tasks must look like test users, whose ratings no table has seen: the
      * training tasks' users are split in two halves, each half meta-trains on tables fitted
      * without any of its users' ratings (cross-fitting); testing uses MF's tables from all
      * training ratings, to which its rotation-invariant prior carries over */
-    if (!mf.q) st = ml__mf_train(&s, NULL, f, 30, 0.01f, 0.05f, p.seed, &mf);
-    if (!st) st = ml__ridge_tables(&s, f, seed, mf_half);
-    ml__ridge_init(&ridge, f, ec.lam_mf); /* starts as MF fold-in with its validated strength */
+    if (!mf.q) st = ml__mf_fit(&s, NULL, mf_factors, p.seed, &mf);
+    if (!st) st = ml__ridge_tables(&s, mf_factors, seed, mf_half);
+    ml__ridge_init(&ridge, mf_factors, ec.lam_mf); /* starts as MF fold-in with its validated strength */
     ridge.mse = e->ridge_mse;
     ml_rec_task_source ridge_src = kmix;
     ridge_src.fixed_query = false; /* no table has seen these users: any 10 ratings can be the query */
-    ec.ridge = &ridge;
-    ec.mf_ridge = &mf;
+    ec.ridge = &ridge, ec.mf = &mf;
     ml_arena *ar = !st ? ml_arena_new(1 << 20, NULL) : NULL;
     if (!st && !ar) st = ml_error(ML_ERR_NOMEM, "out of memory");
     rec_ridge best = ridge;

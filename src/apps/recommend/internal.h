@@ -20,6 +20,11 @@ ml_status ml__mf_train(const ml_rec_split *s, const uint8_t *exclude, int64_t f,
 void ml__mf_predict(const rec_mf *m, const ml_rec_split *s, double lambda, const int64_t *sup, int64_t ns,
                     const int64_t *qry, int64_t nq, float *out);
 void ml__mf_free(rec_mf *m);
+/* The MF every recommender here uses (metarec's item tables, MF fold-in, meta-ridge's tables): 30
+ * SGD epochs at rate 0.01, L2 0.05. One definition, so that a saved run recomputes its tables. */
+static inline ml_status ml__mf_fit(const ml_rec_split *s, const uint8_t *exclude, int64_t f, uint64_t seed, rec_mf *m) {
+  return ml__mf_train(s, exclude, f, 30, 0.01f, 0.05f, seed, m);
+}
 
 /* meta-ridge (ridge.c): the user folded in by a ridge solve with a meta-learned prior */
 #define RIDGE_MAX_DIM 65

@@ -294,7 +294,7 @@ ml_status ml_rec_model_fit_items(ml_model *m, const ml_rec_split *s, bool all_ra
   recm *R = m->custom_ctx;
   if (!R->cfg.item_id && R->cfg.factors == 0) return ML_OK;
   rec_mf mf;
-  ml_status st = ml__mf_train(s, all_ratings ? NULL : s->meta_query, R->cfg.factors > 0 ? R->cfg.factors : 16, 30, 0.01f, 0.05f, seed, &mf);
+  ml_status st = ml__mf_fit(s, all_ratings ? NULL : s->meta_query, R->cfg.factors > 0 ? R->cfg.factors : 16, seed, &mf);
   if (st) return st;
   ml_rec_model_set_items(m, mf.bi, mf.q, mf.f);
   ml__mf_free(&mf);

@@ -194,7 +194,7 @@ ml_status ml__ridge_tables(const ml_rec_split *s, int64_t f, uint64_t seed, rec_
       if ((int)(ml_rng_key(seed, (uint64_t)u, RIDGE_HALF_KEY) & 1) == h)
         memset(excl + r->user_offset[u], 1, (size_t)(r->user_offset[u + 1] - r->user_offset[u]));
     }
-    st = ml__mf_train(s, excl, f, 30, 0.01f, 0.05f, s->p.seed, &half[h]);
+    st = ml__mf_fit(s, excl, f, s->p.seed, &half[h]);
   }
   free(excl);
   if (st) ml__mf_free(&half[0]), ml__mf_free(&half[1]);
@@ -244,7 +244,7 @@ ml_status ml_rec_ridge_load(const char *path, const ml_rec_split *s, ml_rec_ridg
   for (int64_t a = 1; a <= f; a++) R->prior.s[a] = v[2];
   /* the test-time tables: MF on all training ratings, recomputed (the same seed, the same tables) */
   R->n_items = s->r->n_items;
-  e = ml__mf_train(s, NULL, f, 30, 0.01f, 0.05f, s->p.seed, &R->mf);
+  e = ml__mf_fit(s, NULL, f, s->p.seed, &R->mf);
   if (e) {
     free(R);
     return e;
