@@ -58,6 +58,14 @@ static void feat(const rec_mf *m, int64_t item, double *z) {
   for (int64_t t = 0; t < m->f; t++) z[t + 1] = m->q[item * m->f + t];
 }
 
+/* mu + b_i + z_i . w, with z_i left in z (w NULL: the user terms are zero) */
+static double predict_item(const rec_mf *m, const double *w, int64_t item, double *z) {
+  feat(m, item, z);
+  double p = m->mu + m->bi[item];
+  for (int64_t a = 0; w && a <= m->f; a++) p += z[a] * w[a];
+  return p;
+}
+
 /* the inner solve: w (d) and A's Cholesky factor L (d x d); the support is rating indices into r,
  * or (r NULL) item indices `sup` with their ratings `vals` */
 static bool solve(const rec_ridge *rg, const rec_mf *m, const ml_ratings *r, const int64_t *sup, const float *vals,
@@ -93,15 +101,8 @@ void ml__ridge_predict(const rec_ridge *rg, const rec_mf *m, const ml_rec_split 
                        const int64_t *qry, int64_t nq, float *out) {
   const ml_ratings *r = s->r;
   double w[RIDGE_MAX_DIM], L[RIDGE_MAX_DIM * RIDGE_MAX_DIM], z[RIDGE_MAX_DIM];
-  int64_t d = m->f + 1;
   bool ok = solve(rg, m, r, sup, NULL, ns, w, L); /* lambda > 0 keeps A positive definite */
-  for (int64_t j = 0; j < nq; j++) {
-    int64_t i = r->item[qry[j]];
-    feat(m, i, z);
-    double p = m->mu + m->bi[i];
-    for (int64_t a = 0; a < d && ok; a++) p += z[a] * w[a];
-    out[j] = (float)p;
-  }
+  for (int64_t j = 0; j < nq; j++) out[j] = (float)predict_item(m, ok ? w : NULL, r->item[qry[j]], z);
 }
 
 double ml__ridge_loss_grad(const rec_ridge *rg, const rec_mf *m, const ml_rec_split *s, const int64_t *sup, int64_t ns,
@@ -112,10 +113,7 @@ double ml__ridge_loss_grad(const rec_ridge *rg, const rec_mf *m, const ml_rec_sp
   if (!solve(rg, m, r, sup, NULL, ns, w, L) || nq <= 0) return NAN;
   double loss = 0;
   for (int64_t j = 0; j < nq; j++) {
-    int64_t i = r->item[qry[j]];
-    feat(m, i, z);
-    double e = m->mu + m->bi[i] - r->rating[qry[j]];
-    for (int64_t a = 0; a < d; a++) e += z[a] * w[a];
+    double e = predict_item(m, w, r->item[qry[j]], z) - r->rating[qry[j]];
     double de = !rg->mse ? (e > 0 ? 1.0 : e < 0 ? -1.0 : 0.0) : 2.0 * e;
     loss += !rg->mse ? fabs(e) : e * e;
     for (int64_t a = 0; a < d; a++) v[a] += de * z[a] / (double)nq;
@@ -254,16 +252,9 @@ ml_status ml_rec_ridge_load(const char *path, const ml_rec_split *s, ml_rec_ridg
 }
 
 void ml_rec_ridge_predict_user(const ml_rec_ridge *R, const int64_t *items, const float *ratings, int64_t n, float *out) {
-  const rec_mf *m = &R->mf;
-  int64_t d = m->f + 1;
   double w[RIDGE_MAX_DIM], L[RIDGE_MAX_DIM * RIDGE_MAX_DIM], z[RIDGE_MAX_DIM];
-  bool ok = solve(&R->prior, m, NULL, items, ratings, n, w, L); /* strengths > 0: always SPD */
-  for (int64_t i = 0; i < R->n_items; i++) {
-    feat(m, i, z);
-    double p = m->mu + m->bi[i];
-    for (int64_t a = 0; a < d && ok; a++) p += z[a] * w[a];
-    out[i] = (float)p;
-  }
+  bool ok = solve(&R->prior, &R->mf, NULL, items, ratings, n, w, L); /* strengths > 0: always SPD */
+  for (int64_t i = 0; i < R->n_items; i++) out[i] = (float)predict_item(&R->mf, ok ? w : NULL, i, z);
 }
 
 void ml_rec_ridge_free(ml_rec_ridge *R) {
