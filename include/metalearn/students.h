@@ -98,9 +98,9 @@ ML_API ml_status ml_student_model_load(const char *path, int threads, ml_student
 /* The exercises' fitted difficulties (n_items floats; for the meta model its shared b_item):
  * grading exercises into levels for adaptive practice. */
 ML_API void ml_student_model_difficulties(const ml_student_model *m, float *b);
-/* A copy of a baseline (difficulty, IRT, Elo) with other difficulties b (n_items floats) and, for
- * IRT, another ability prior sd: the student model of a selection policy trained jointly with it
- * (practice.h). */
+/* A copy of a baseline (difficulty, IRT, Elo) with other difficulties b (n_items floats; NULL: its
+ * own) and, for IRT, another ability prior sd: the student model of a selection policy trained
+ * jointly with it (practice.h), or the 1PL with a learned prior. */
 ML_API ml_status ml_student_model_with_difficulties(const ml_student_model *m, const float *b, float ability_sd,
                                                     ml_student_model **out);
 ML_API int64_t ml_student_model_n_items(const ml_student_model *m);

@@ -110,29 +110,13 @@ static ml_status xfit_calibration(ml_student_kind kind, float sd, const ml_kt_da
   return st;
 }
 
-/* Learns the 1PL's ability prior sd on `students` for model `m` (ml_practice_learn_ability_sd);
- * *mp (if not NULL) gets m with it, and *target (the model the table uses) is replaced by a copy
- * of itself with it. */
+/* Learns the 1PL's ability prior sd on `students` for model `m` (ml_practice_learn_ability_sd) and
+ * replaces *target (the model the table uses) by a copy of itself with it. */
 static ml_status learn_prior_into(const ml_student_model *m, const ml_answers *students,
-                                  const ml_practice_protocol_config *pc, float *sd, ml_student_model **mp,
-                                  ml_student_model **target) {
-  ml_status st = ml_practice_learn_ability_sd(m, students, pc, 5, sd, NULL);
-  float *b = NULL;
+                                  const ml_practice_protocol_config *pc, float *sd, ml_student_model **target) {
   ml_student_model *t = NULL;
-  if (!st && mp) {
-    b = malloc((size_t)ml_student_model_n_items(m) * sizeof *b);
-    if (!b) return ml_error(ML_ERR_NOMEM, "out of memory");
-    ml_student_model_difficulties(m, b);
-    st = ml_student_model_with_difficulties(m, b, *sd, mp);
-    free(b);
-  }
-  if (!st) {
-    b = malloc((size_t)ml_student_model_n_items(*target) * sizeof *b);
-    if (!b) return ml_error(ML_ERR_NOMEM, "out of memory");
-    ml_student_model_difficulties(*target, b);
-    st = ml_student_model_with_difficulties(*target, b, *sd, &t);
-    free(b);
-  }
+  ml_status st = ml_practice_learn_ability_sd(m, students, pc, 5, sd, NULL);
+  if (!st) st = ml_student_model_with_difficulties(*target, NULL, *sd, &t);
   if (!st) ml_student_model_free(*target), *target = t;
   return st;
 }
@@ -327,10 +311,10 @@ int ml_cli_practice_eval(int argc, char **argv) {
         c.threads = pc.threads;
         ml_student_model *m1 = NULL;
         st = ml_student_model_fit(&c, fold.n_items, fold.n_skills, &fold.q, &fold_fa, NULL, &m1);
-        if (!st) st = learn_prior_into(m1, &fold.valid, &pc, &prior_sd, NULL, &m);
+        if (!st) st = learn_prior_into(m1, &fold.valid, &pc, &prior_sd, &m);
         ml_student_model_free(m1);
       } else {
-        st = learn_prior_into(m, &d.train, &pc, &prior_sd, NULL, &m);
+        st = learn_prior_into(m, &d.train, &pc, &prior_sd, &m);
       }
     }
     /* Cross-fitted calibration: a model calibrated on the students it was fitted on looks better

@@ -85,6 +85,7 @@ ml_status ml_student_model_with_difficulties(const ml_student_model *m, const fl
   *out = NULL;
   if (m->model || !m->b) return ml_error(ML_ERR_ARG, "student model: only a baseline's difficulties can be replaced");
   if (!(ability_sd > 0) || !isfinite(ability_sd)) return ml_error(ML_ERR_ARG, "student model: ability sd %g", ability_sd);
+  if (!b) b = m->b;
   for (int64_t j = 0; j < m->n_items; j++)
     if (!isfinite(b[j])) return ml_error(ML_ERR_ARG, "student model: difficulty %lld is not finite", (long long)j);
   ml_student_model *c = calloc(1, sizeof *c);
