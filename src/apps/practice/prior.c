@@ -15,8 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metalearn/practice.h"
-
+#include "apps/practice/internal.h"
 #include "metalearn/eval.h"
 
 typedef struct {
@@ -24,6 +23,8 @@ typedef struct {
   const ml_answers *fa;
   const ml_practice_protocol_config *pc;
   const int64_t *kept, *hoff; /* kept students, their held-out offsets (K + 1) */
+  int64_t *scratch;             /* per kept student, from soff[i]: 3 n int64 (see student_preds) */
+  const int64_t *soff;
   int64_t resamples, htot;
   float sd;
   float *p;   /* resamples x n_ns x htot */
@@ -37,9 +38,10 @@ static void student_preds(int64_t i, int thread, void *vj) {
   int64_t s = J->kept[i], off = J->fa->offsets[s], n = ml_answers_len(J->fa, s), P = ml_practice_pool_size(c, n);
   const int32_t *item = J->fa->item + off, *skill = J->fa->skill + off;
   const uint8_t *y = J->fa->correct + off;
-  int64_t idx[4096];
-  int32_t si[4096], ss[4096];
-  uint8_t sy[4096];
+  /* per student: the split's order, the picks' items, skills and answers (one block) */
+  int64_t *idx = J->scratch + J->soff[i];
+  int32_t *si = (int32_t *)(idx + n), *ss = si + n;
+  uint8_t *sy = (uint8_t *)(ss + n);
   for (int64_t r = 0; r < J->resamples; r++) {
     ml_rng rg;
     ml_rng_init(&rg, ml_rng_key(c->seed, (uint64_t)r, (uint64_t)s), 0x7072);
@@ -83,24 +85,24 @@ ml_status ml_practice_learn_ability_sd(const ml_student_model *m, const ml_answe
   float *b = malloc((size_t)J * sizeof *b), *p = NULL;
   uint8_t *y = NULL;
   int64_t *kept = malloc((size_t)(fa.n_students + 1) * sizeof *kept), *hoff = malloc((size_t)(fa.n_students + 1) * sizeof *hoff);
-  if (!b || !kept || !hoff) st = ml_error(ML_ERR_NOMEM, "ability prior: out of memory");
-  for (int64_t s = 0; !st && s < fa.n_students; s++) {
-    int64_t n = ml_answers_len(&fa, s);
-    if (n < pc->min_items || n < 2 || n > 4096) continue;
-    for (int64_t k = 0; k < n && !st; k++)
-      if (fa.item[fa.offsets[s] + k] < 0 || fa.item[fa.offsets[s] + k] >= J)
-        st = ml_error(ML_ERR_ARG, "ability prior: exercise %d outside the model's %lld", fa.item[fa.offsets[s] + k],
-                      (long long)J);
-    hoff[K] = htot, kept[K++] = s;
-    htot += n - ml_practice_pool_size(pc, n);
+  int64_t *soff = malloc((size_t)(fa.n_students + 1) * sizeof *soff), *scratch = NULL;
+  if (!b || !kept || !hoff || !soff) st = ml_error(ML_ERR_NOMEM, "ability prior: out of memory");
+  for (int64_t k = 0; !st && k < fa.n_answers; k++)
+    if (fa.item[k] < 0 || fa.item[k] >= J)
+      st = ml_error(ML_ERR_ARG, "ability prior: exercise %d outside the model's %lld", fa.item[k], (long long)J);
+  if (!st && (K = ml__practice_keep(&fa, pc, kept, hoff)) == 0)
+    st = ml_error(ML_ERR_ARG, "ability prior: no student has %lld distinct exercises", (long long)pc->min_items);
+  if (!st) {
+    htot = hoff[K], soff[0] = 0;
+    for (int64_t i = 0; i < K; i++) soff[i + 1] = soff[i] + 3 * ml_answers_len(&fa, kept[i]);
   }
-  if (!st && K == 0) st = ml_error(ML_ERR_ARG, "ability prior: no student has %lld distinct exercises", (long long)pc->min_items);
   size_t cells = (size_t)(resamples * pc->n_ns * htot);
-  if (!st && (!(p = malloc(cells * sizeof *p + 8)) || !(y = malloc(cells + 8))))
+  if (!st && (!(p = malloc(cells * sizeof *p + 8)) || !(y = malloc(cells + 8)) ||
+              !(scratch = malloc((size_t)soff[K] * sizeof *scratch + 8))))
     st = ml_error(ML_ERR_NOMEM, "ability prior: out of memory");
   if (!st) {
     ml_student_model_difficulties(m, b);
-    prior_job job = {b, &fa, pc, kept, hoff, resamples, htot, 1.0f, p, y};
+    prior_job job = {b, &fa, pc, kept, hoff, scratch, soff, resamples, htot, 1.0f, p, y};
     int threads = pc->threads > 0 ? pc->threads : ml_num_threads();
     /* golden section (maximizing) on log sd in [log 0.1, log 5] */
     const double g = (sqrt(5.0) - 1) / 2;
@@ -113,7 +115,7 @@ ml_status ml_practice_learn_ability_sd(const ml_student_model *m, const ml_answe
     *sd = (float)exp(f1 >= f2 ? x1 : x2);
     if (auc_out) *auc_out = f1 >= f2 ? f1 : f2;
   }
-  free(b), free(kept), free(hoff), free(p), free(y);
+  free(b), free(kept), free(hoff), free(soff), free(scratch), free(p), free(y);
   ml_answers_free(&fa);
   return st;
 }

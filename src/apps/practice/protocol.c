@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metalearn/practice.h"
+#include "apps/practice/internal.h"
 
 ml_practice_protocol_config ml_practice_protocol_defaults(void) {
   ml_practice_protocol_config c;
@@ -116,15 +116,15 @@ done:
   free(idx), free(buf_i), free(sup_y), free(p), free(score);
 }
 
-/* Kept students (>= min_items distinct exercises) of first attempts fa, and held-out offsets. */
-static int64_t keep(const ml_answers *fa, const ml_practice_protocol_config *c, int64_t *kept, int64_t *hoff) {
-  int64_t k = 0;
-  hoff[0] = 0;
+int64_t ml__practice_keep(const ml_answers *fa, const ml_practice_protocol_config *c, int64_t *kept, int64_t *hoff) {
+  int64_t k = 0, h = 0;
+  if (hoff) hoff[0] = 0;
   for (int64_t s = 0; s < fa->n_students; s++) {
     int64_t n = ml_answers_len(fa, s);
     if (n < c->min_items || n < 2) continue;
     kept[k] = s;
-    hoff[k + 1] = hoff[k] + n - ml_practice_pool_size(c, n);
+    h += n - ml_practice_pool_size(c, n);
+    if (hoff) hoff[k + 1] = h;
     k++;
   }
   return k;
@@ -178,7 +178,7 @@ ml_status ml_practice_protocol(const ml_student_model *m, const ml_answers *test
     free(kept), free(hoff), ml_answers_free(&fa);
     return ml_error(ML_ERR_NOMEM, "practice: out of memory");
   }
-  int64_t K = keep(&fa, cfg, kept, hoff), H = hoff[K];
+  int64_t K = ml__practice_keep(&fa, cfg, kept, hoff), H = hoff[K];
   float *pred = malloc((size_t)(nn * (H ? H : 1)) * sizeof *pred);
   uint8_t *yh = malloc((size_t)(H ? H : 1));
   double *stats = malloc((size_t)(K ? K : 1) * (size_t)nn * 4 * sizeof *stats);
@@ -267,7 +267,7 @@ ml_status ml_practice_fit_target_calibration_sets(const ml_student_model *const 
     int64_t S = fa[k].n_students;
     kept[k] = malloc((size_t)(S ? S : 1) * sizeof *kept[k]), hoff[k] = malloc((size_t)(S + 1) * sizeof *hoff[k]);
     if (!st && (!kept[k] || !hoff[k])) st = ml_error(ML_ERR_NOMEM, "practice: out of memory");
-    K[k] = st ? 0 : keep(&fa[k], cfg, kept[k], hoff[k]);
+    K[k] = st ? 0 : ml__practice_keep(&fa[k], cfg, kept[k], hoff[k]);
     int64_t cap = max_students > 0 ? (max_students + n_sets - 1) / n_sets : 0;
     if (cap > 0 && K[k] > cap) { /* an evenly spaced subset: deterministic */
       for (int64_t i = 0; i < cap; i++) kept[k][i] = kept[k][i * K[k] / cap];

@@ -8,7 +8,7 @@
 
 #include "metalearn/io.h"
 #include "metalearn/optim.h"
-#include "metalearn/practice.h"
+#include "apps/practice/internal.h"
 
 enum { NF = 2, MAX_HIDDEN = 256 }; /* candidate features: information 4p(1-p), 2p - 1 */
 
@@ -419,9 +419,7 @@ ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers
       st = ml_error(ML_ERR_NOMEM, "selector: out of memory");
       goto out;
     }
-  int64_t K = 0;
-  for (int64_t i = 0; i < fa.n_students; i++)
-    if (ml_answers_len(&fa, i) >= pc->min_items && ml_answers_len(&fa, i) >= 2) kept[K++] = i;
+  int64_t K = ml__practice_keep(&fa, pc, kept, NULL);
   if (K == 0) {
     st = ml_error(ML_ERR_ARG, "selector: no training student has %lld distinct exercises", (long long)pc->min_items);
     goto out;
