@@ -820,6 +820,17 @@ ml_node *ml_lstm_gates(ml_graph *g, ml_node *z, ml_node *c) {
   return out;
 }
 
+/* The recurrent weights W (4H, H) packed for ml_gemm_prepacked, in graph scratch: as op(B) = W^T
+ * (4H wide, the forward's h W^T) or W itself (H wide, the backward's dz W). */
+static float *packed_recurrent(ml_graph *g, bool transposed, const float *W, int64_t H) {
+  int64_t N = transposed ? 4 * H : H, K = transposed ? H : 4 * H;
+  float *p = ml__scratch(g, (size_t)ml_gemm_packed_b_floats(N, K) * sizeof(float) + 64);
+  if (!p) return NULL;
+  p = (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+  ml_gemm_pack_b(transposed, N, K, W, H, p);
+  return p;
+}
+
 /* n_t (T) and, with a gathered input, rows (N) are kept in one array on the node (idx): the node
  * has one index pointer; q = 1 marks the gathered form. */
 static ml_node *lstm_seq(ml_graph *g, ml_node *xw, const int32_t *rows, ml_node *w_hh, const int32_t *n_t, int64_t T) {
@@ -849,10 +860,8 @@ static ml_node *lstm_seq(ml_graph *g, ml_node *xw, const int32_t *rows, ml_node 
   float *acts = sv, *cs = sv + N * G, *hprev = sv + N * 5 * H, *tcs = sv + N * 6 * H, *h = out->value.data;
   const float *W = w_hh->value.data, *X = xw->value.data;
   /* W^T packed once for all T steps (the per-step products have only B rows) */
-  float *wp = ml__scratch(g, (size_t)ml_gemm_packed_b_floats(G, H) * sizeof(float) + 64);
+  float *wp = packed_recurrent(g, true, W, H);
   if (!wp) return NULL;
-  wp = (float *)(((uintptr_t)wp + 63) & ~(uintptr_t)63);
-  ml_gemm_pack_b(true, G, H, W, H, wp);
   const bool keep = out->requires_grad; /* inference saves nothing for a backward */
   for (int64_t t = 0, off = 0, prev = 0; t < T; prev = off, off += n_t[t], t++) {
     int64_t n = n_t[t];
@@ -903,10 +912,8 @@ static void bw_lstm_seq(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, con
   /* dc ping-pongs between two buffers (distinct in and out keep the kernel's loop vectorized) */
   float *dh_carry = carry, *dc_carry = carry + B * H, *dc_next = carry + 2 * B * H, *dh = carry + 3 * B * H;
   memset(carry, 0, (size_t)(3 * B * H) * sizeof(float));
-  float *wp = ml__scratch(g, (size_t)ml_gemm_packed_b_floats(H, G) * sizeof(float) + 64); /* W, packed once */
+  float *wp = packed_recurrent(g, false, W, H); /* W, packed once */
   if (!wp) return;
-  wp = (float *)(((uintptr_t)wp + 63) & ~(uintptr_t)63);
-  ml_gemm_pack_b(false, H, G, W, H, wp);
   int64_t off = N;
   for (int64_t t = T - 1; t >= 0; t--) {
     int64_t m = n_t[t];

@@ -434,7 +434,7 @@ ml_status ml_practice_selector_train(const ml_student_model *m, const ml_answers
     v.ur[i] = 0.1f * ml_rng_normal(&init), v.uw[i] = 0.1f * ml_rng_normal(&init);
   ml_student_model_difficulties(m, bfit); /* joint training starts from the fitted 1PL */
   if (v.sb) memcpy(v.sb, bfit, (size_t)s->n_items * sizeof *bfit);
-  if (v.lsd) v.lsd[0] = logf(ml_student_model_config(m)->ability_sd); /* and from its N(0, 1) prior */
+  if (v.lsd) v.lsd[0] = logf(ml_student_model_config(m)->ability_sd); /* and from its ability prior */
   bool use_valid = valid && valid->n_students > 0;
   memcpy(best, s->params->data, (size_t)NP * sizeof *best);
   if (use_valid) {
