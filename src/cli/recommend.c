@@ -458,59 +458,56 @@ int ml_cli_recommend(int argc, char **argv) {
   ml_algo *algo = NULL;
   ml_arena *ar = NULL;
   ml_rec_ridge *ridge = NULL;
-  if (!code && use_ridge) {
+  if (!code) {
+    /* the same split as training: its item statistics and tables are the model's */
     st = ml_rec_split_new(&r, &rc.p, &s);
-    if (!st) st = ml_rec_ridge_load(ridge_path, &s, &ridge);
     if (!st && !(ar = ml_arena_new(0, NULL))) st = ml_error(ML_ERR_NOMEM, "out of memory");
-    if (st) {
-      fprintf(stderr, "metalearn recommend: %s\n", ml_last_error());
-      code = ml_cli_exit_code(st);
+    if (!st && use_ridge) {
+      st = ml_rec_ridge_load(ridge_path, &s, &ridge);
+    } else if (!st) {
+      st = ml_rec_model_new(&rc.m, &r, s.mu, s.item_mean, 0, &model);
+      if (!st) st = ml_rec_model_fit_items(model, &s, true, rc.p.seed);
+      char path[4200];
+      snprintf(path, sizeof path, "%s/model.safetensors", run);
+      if (!st) st = ml_checkpoint_load(path, model->params, NULL);
+      ml_algo_config ac = ml_algo_defaults(ML_ALGO_METASGD);
+      ac.task = ML_TASK_REGRESS, ac.adapt_head_only = true, ac.inner_steps_test = rc.steps, ac.threads = 1;
+      if (!st) st = ml_algo_new(&ac, model, &algo);
+      snprintf(path, sizeof path, "%s/rates.safetensors", run);
+      if (!st) st = ml_checkpoint_load(path, ml_algo_extra_params(algo), NULL);
     }
-  } else if (!code) {
-    /* the same split as training: its item statistics are the model's */
-    st = ml_rec_split_new(&r, &rc.p, &s);
-    if (!st) st = ml_rec_model_new(&rc.m, &r, s.mu, s.item_mean, 0, &model);
-    if (!st) st = ml_rec_model_fit_items(model, &s, true, rc.p.seed);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/model.safetensors", run);
-    if (!st) st = ml_checkpoint_load(path, model->params, NULL);
-    ml_algo_config ac = ml_algo_defaults(ML_ALGO_METASGD);
-    ac.task = ML_TASK_REGRESS, ac.adapt_head_only = true, ac.inner_steps_test = rc.steps, ac.threads = 1;
-    if (!st) st = ml_algo_new(&ac, model, &algo);
-    snprintf(path, sizeof path, "%s/rates.safetensors", run);
-    if (!st) st = ml_checkpoint_load(path, ml_algo_extra_params(algo), NULL);
-    if (!st && !(ar = ml_arena_new(0, NULL))) st = ml_error(ML_ERR_NOMEM, "out of memory");
     if (st) {
       fprintf(stderr, "metalearn recommend: %s\n", ml_last_error());
       code = ml_cli_exit_code(st);
     }
   }
   if (!code) {
-    int64_t D = ml_rec_row_width(&r), ni = r.n_items;
+    int64_t ni = r.n_items;
     uint8_t *seen = calloc((size_t)ni, 1);
-    ml_episode ep;
-    memset(&ep, 0, sizeof ep);
-    ep.n_way = 1, ep.n_s = ep.k_shot = n, ep.n_q = ep.q_query = ni;
-    ep.xs = ml_tensor_new(ar, 2, (int64_t[]){n, D}), ep.ts = ml_tensor_new(ar, 2, (int64_t[]){n, 1});
-    ep.xq = ml_tensor_new(ar, 2, (int64_t[]){ni, D}), ep.tq = ml_tensor_zeros(ar, 2, (int64_t[]){ni, 1});
     float *pred = ml_arena_alloc(ar, (size_t)ni * sizeof(float));
     int64_t *order = malloc((size_t)ni * sizeof(int64_t));
-    if (!seen || !ep.xs.data || !ep.xq.data || !ep.ts.data || !ep.tq.data || !pred || !order) {
-      fprintf(stderr, "metalearn recommend: out of memory\n");
-      code = 1;
-    } else {
-      for (int64_t j = 0; j < n; j++) {
+    if (!seen || !pred || !order) st = ml_error(ML_ERR_NOMEM, "out of memory");
+    for (int64_t j = 0; !st && j < n; j++) seen[items[j]] = 1;
+    if (!st && ridge) {
+      ml_rec_ridge_predict_user(ridge, items, vals, n, pred);
+    } else if (!st) { /* metarec: the user's ratings as the support, every item as the query */
+      int64_t D = ml_rec_row_width(&r);
+      ml_episode ep;
+      memset(&ep, 0, sizeof ep);
+      ep.n_way = 1, ep.n_s = ep.k_shot = n, ep.n_q = ep.q_query = ni;
+      ep.xs = ml_tensor_new(ar, 2, (int64_t[]){n, D}), ep.ts = ml_tensor_new(ar, 2, (int64_t[]){n, 1});
+      ep.xq = ml_tensor_new(ar, 2, (int64_t[]){ni, D}), ep.tq = ml_tensor_zeros(ar, 2, (int64_t[]){ni, 1});
+      if (!ep.xs.data || !ep.xq.data || !ep.ts.data || !ep.tq.data) st = ml_error(ML_ERR_NOMEM, "out of memory");
+      for (int64_t j = 0; !st && j < n; j++) {
         ml_rec_encode_row(&s, -1, feat, items[j], n, ep.xs.data + j * D);
         ep.ts.data[j] = vals[j];
-        seen[items[j]] = 1;
       }
-      for (int64_t i = 0; i < ni; i++) ml_rec_encode_row(&s, -1, feat, i, n, ep.xq.data + i * D);
-      if (ridge) ml_rec_ridge_predict_user(ridge, items, vals, n, pred);
-      else st = ml_algo_predict(algo, &ep, ar, pred);
-      if (st) {
-        fprintf(stderr, "metalearn recommend: %s\n", ml_last_error());
-        code = ml_cli_exit_code(st);
-      }
+      for (int64_t i = 0; !st && i < ni; i++) ml_rec_encode_row(&s, -1, feat, i, n, ep.xq.data + i * D);
+      if (!st) st = ml_algo_predict(algo, &ep, ar, pred);
+    }
+    if (st) {
+      fprintf(stderr, "metalearn recommend: %s\n", ml_last_error());
+      code = ml_cli_exit_code(st);
     }
     if (!code) {
       int64_t m = 0;
