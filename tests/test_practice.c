@@ -166,6 +166,28 @@ ML_TEST(target_mode_observed_success_converges_to_the_target) {
   CHECK(tg->students == NTEST && tg->heldout == NTEST * (J - 32));
   /* more picks, better held-out predictions */
   CHECK(cells[1 * 2 + 1].auc > cells[1 * 2 + 0].auc - 0.01 && cells[0].auc > 0.6);
+  /* The fit keeps its steps only when they bring the observed success closer to the target.
+   * A model whose difficulties are shrunk 4x predicts near 0.5 everywhere, so uncalibrated
+   * target mode picks the easiest exercises; its calibration must be kept and must help. */
+  CHECK(cal.kept ? cal.worst_calibrated < cal.worst_raw : cal.worst_calibrated >= cal.worst_raw);
+  float b[J];
+  ml_student_model_difficulties(m, b);
+  for (int j = 0; j < J; j++) b[j] *= 0.25f;
+  ml_student_model *flat = NULL;
+  CHECK_OK(ml_student_model_with_difficulties(m, b, 0.25f, &flat));
+  ml_practice_calib_steps cf;
+  CHECK_OK(ml_practice_fit_target_calibration(flat, &train, &pc, 200, &cf));
+  printf("  shrunk model: worst |observed - target| raw %.3f, calibrated %.3f (kept %d)\n", cf.worst_raw,
+         cf.worst_calibrated, cf.kept);
+  CHECK(cf.kept && cf.worst_raw > 0.1 && cf.worst_calibrated < 0.05 && cf.step[0].slope > 1.5f);
+  ml_practice_variant raw_cal[2] = {{ML_PRACTICE_TARGET, false, false}, {ML_PRACTICE_TARGET, true, false}};
+  CHECK_OK(ml_practice_protocol(flat, &test, &pc, raw_cal, 2, &cf, cells));
+  double worst[2] = {0, 0}; /* raw, calibrated: worst over n = 3, 10 on the test students */
+  for (int w = 0; w < 2; w++)
+    for (int ni = 0; ni < 2; ni++) worst[w] = fmax(worst[w], fabs(cells[w * 2 + ni].picked_success - 0.7));
+  printf("  on the test students: raw %.3f, calibrated %.3f\n", worst[0], worst[1]);
+  CHECK(worst[1] < 0.05 && worst[0] > 0.1);
+  ml_student_model_free(flat);
   ml_student_model_free(m);
   ml_answers_free(&train), ml_answers_free(&test);
 }

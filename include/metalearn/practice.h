@@ -48,6 +48,11 @@ ML_API ml_status ml_practice_calib_fit_prior(const float *p, const uint8_t *y, i
 typedef struct {
   ml_practice_calib step[ML_PRACTICE_CALIB_STEPS];
   int n; /* 1..ML_PRACTICE_CALIB_STEPS */
+  /* Set by the fit: the worst |observed success on the picks - target| over the protocol's n on
+   * the fitting students, without and with the fitted steps; kept = the steps are used (else
+   * they are the identity: the calibration moved the picks away from the target there). */
+  float worst_raw, worst_calibrated;
+  bool kept;
 } ml_practice_calib_steps;
 
 ML_API ml_practice_calib_steps ml_practice_calib_steps_identity(void);

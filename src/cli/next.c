@@ -378,6 +378,8 @@ int ml_cli_practice_eval(int argc, char **argv) {
       ml_practice_table_print(f, title, cells, NV, pc.n_ns);
       fprintf(f, "\ncalibration p' = sigmoid(a logit(p) + b) after 0, 1, ... answers: a, b =");
       for (int t = 0; t < cal.n; t++) fprintf(f, " %.2f %+.2f;", cal.step[t].slope, cal.step[t].intercept);
+      fprintf(f, "\ncalibration %s: worst |observed success - target| over n on the training students %.3f raw, %.3f calibrated",
+              cal.kept ? "kept" : "not used (identity)", cal.worst_raw, cal.worst_calibrated);
       if (sel)
         fprintf(f, "\nlearned policy%s: epoch %lld kept (0 = maximum information), valid AUC %.4f, trained in %.1f s",
                 joint ? " (trained jointly with its 1PL)" : "", (long long)ml_practice_selector_best_epoch(sel),

@@ -34,6 +34,7 @@ ml_practice_calib_steps ml_practice_calib_steps_identity(void) {
   ml_practice_calib_steps c;
   for (int i = 0; i < ML_PRACTICE_CALIB_STEPS; i++) c.step[i] = ml_practice_calib_identity();
   c.n = 1;
+  c.worst_raw = c.worst_calibrated = NAN, c.kept = false;
   return c;
 }
 

@@ -282,8 +282,15 @@ ml_status ml_practice_fit_target_calibration_sets(const ml_student_model *const 
   out->n = (int)(maxn < ML_PRACTICE_CALIB_STEPS ? maxn : ML_PRACTICE_CALIB_STEPS);
   if (!st && total == 0) st = ml_error(ML_ERR_ARG, "practice calibration: no student has %lld distinct exercises", (long long)cfg->min_items);
   if (!st && (!pp || !praw || !py || !pyr || !stats)) st = ml_error(ML_ERR_NOMEM, "practice: out of memory");
-  for (int round = 0; !st && round < 2; round++) {
+  /* Two fitting rounds, then a check: the observed success on the picks, raw (round 0 runs the
+   * identity) and calibrated (round 2), worst over cfg->ns. The calibration is kept only if it
+   * brings that worst case closer to the target: with small pools (most ASSISTments students)
+   * the picks are constrained by the pool, not by the prediction, and a calibration that makes
+   * predictions more accurate can still move the picks away from the target. */
+  double dev[2] = {0, 0};
+  for (int round = 0; !st && round < 3; round++) {
     for (int64_t i = 0; i < total * maxn; i++) pp[i] = NAN;
+    memset(stats, 0, (size_t)(total * nn * 4 + 1) * sizeof *stats);
     ml_practice_variant v = {ML_PRACTICE_TARGET, true, false};
     for (int k = 0; k < n_sets && !st; k++) {
       if (!K[k]) continue;
@@ -292,6 +299,15 @@ ml_status ml_practice_fit_target_calibration_sets(const ml_student_model *const 
       st = run(&J, cfg->threads);
     }
     if (st) break;
+    if (round != 1) {
+      for (int64_t ni = 0; ni < nn; ni++) {
+        double y = 0, cnt = 0;
+        for (int64_t i = 0; i < total; i++) y += stats[(i * nn + ni) * 4 + 1], cnt += stats[(i * nn + ni) * 4 + 3];
+        double d = cnt > 0 ? fabs(y / cnt - cfg->target) : 0;
+        if (d > dev[round / 2]) dev[round / 2] = d;
+      }
+    }
+    if (round == 2) break;
     /* refit each step on the raw predictions: undo the current calibration (an invertible map);
      * the last step also takes the later picks */
     ml_practice_calib_steps next = *out;
@@ -312,6 +328,12 @@ ml_status ml_practice_fit_target_calibration_sets(const ml_student_model *const 
     }
     if (st) break;
     *out = next;
+  }
+  if (!st) {
+    out->worst_raw = (float)dev[0], out->worst_calibrated = (float)dev[1];
+    out->kept = dev[1] < dev[0];
+    if (!out->kept)
+      for (int t = 0; t < out->n; t++) out->step[t] = ml_practice_calib_identity();
   }
   for (int k = 0; k < n_sets; k++) free(kept[k]), free(hoff[k]), ml_answers_free(&fa[k]);
   free(pp), free(praw), free(py), free(pyr), free(stats);
