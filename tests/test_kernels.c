@@ -161,6 +161,8 @@ static const conv_case conv_cases[] = {
     /* batched small planes (several images per GEMM), with a ragged last group */
     {7, 2, 7, 7, 3, 3, 3, 1, 1},  {31, 2, 3, 3, 3, 3, 3, 1, 1}, {7, 3, 5, 5, 4, 1, 1, 1, 0},
     {9, 2, 6, 5, 3, 3, 3, 2, 1},
+    /* rows longer than one 16-lane vector, not a multiple of it, wide padding */
+    {2, 3, 9, 37, 4, 3, 5, 1, 2}, {1, 2, 4, 17, 3, 3, 3, 1, 1},
     /* more images than a weight-gradient group: partial sums added in group order */
     {150, 3, 9, 9, 4, 3, 3, 1, 1}, {150, 2, 3, 3, 3, 3, 3, 1, 1}};
 

@@ -13,10 +13,14 @@
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic") /* col2im, bias, batch-norm loops */
 #endif
 
+#include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels/internal.h"
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma")))
 
 ml_status ml_conv_shape_make(ml_conv_shape *s, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC,
                              int64_t KH, int64_t KW, int64_t stride, int64_t pad) {
@@ -119,9 +123,53 @@ static void im2col(const ml_conv_shape *s, float *restrict col, int64_t ld, cons
       }
 }
 
+/* col2im for stride 1 with AVX-512, as a gather: each input pixel (c, h, x) is the sum of the
+ * col entries (c, kh, kw, oh = h + pad - kh, ow = x + pad - kw) that land on it, added in the
+ * same (kh, kw) order as the scatter loop below (so the same bits), 16 pixels of a row at a
+ * time, and written once instead of read-modified-written KH*KW times. Lanes whose ow falls
+ * outside [0, OW) are masked off and never read, so their addresses are formed as integers. */
+static inline const float *shifted(const float *p, int64_t by) {
+  return (const float *)((uintptr_t)p + (uintptr_t)(by * (int64_t)sizeof(float)));
+}
+
+static inline __mmask16 lanes(int64_t a, int64_t b) { /* lanes [a, b) of 16, clamped to [0, 16] */
+  a = a < 0 ? 0 : a, b = b > 16 ? 16 : b;
+  return b > a ? (__mmask16)(((1u << b) - 1u) & ~((1u << a) - 1u)) : 0;
+}
+
+AVX512_TARGET static void col2im_s1_avx512(const ml_conv_shape *s, float *restrict img, const float *restrict col,
+                                           int64_t ld) {
+  const int64_t OH = s->OH, OW = s->OW, H = s->H, W = s->W, KH = s->KH, KW = s->KW, pad = s->pad;
+  for (int64_t c = 0; c < s->C; c++) {
+    const float *colc = col + c * KH * KW * ld;
+    for (int64_t h = 0; h < H; h++) {
+      float *dst = img + (c * H + h) * W;
+      for (int64_t x0 = 0; x0 < W; x0 += 16) {
+        const int64_t n = W - x0 < 16 ? W - x0 : 16;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t kh = 0; kh < KH; kh++) {
+          const int64_t oh = h + pad - kh;
+          if (oh < 0 || oh >= OH) continue;
+          for (int64_t kw = 0; kw < KW; kw++) {
+            const float *src = colc + (kh * KW + kw) * ld + oh * OW;
+            /* lane i is x = x0 + i, reading ow = x0 + i + pad - kw, valid for 0 <= ow < OW */
+            const __mmask16 m = lanes(kw - pad - x0, kw - pad + OW - x0) & lanes(0, n);
+            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, shifted(src, x0 + pad - kw)));
+          }
+        }
+        _mm512_mask_storeu_ps(dst + x0, lanes(0, n), acc);
+      }
+    }
+  }
+}
+
 /* img (C, H, W) = sum of the col entries landing on each pixel (overwrites img) */
 static void col2im(const ml_conv_shape *s, float *restrict img, const float *restrict col, int64_t ld) {
   const int64_t OH = s->OH, OW = s->OW, st = s->stride;
+  if (st == 1 && ml__simd_level() >= ML_SIMD_AVX512) {
+    col2im_s1_avx512(s, img, col, ld);
+    return;
+  }
   memset(img, 0, (size_t)(s->C * s->H * s->W) * sizeof(float));
   for (int64_t c = 0; c < s->C; c++)
     for (int64_t kh = 0; kh < s->KH; kh++)
