@@ -131,15 +131,20 @@ INLINE float step0(float v) { return copysignf(0.5f, v) + 0.5f; } /* 1 for v >= 
 
 INLINE float exp_nonpos(float x) {
   x = x < -100.0f ? -100.0f : x; /* -inf too; NaN stays NaN */
-  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+  const float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
+  float n = t - 12582912.0f;
   float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   float z = r * r;
   float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
              1.6666665459e-1f) * r + 5.0000001201e-1f;
   y = y * z + r + 1.0f;
-  int32_t k = (int32_t)n;
-  k = k < -127 ? -127 : k; /* 2^-127 would be denormal: exponent bits 0 give +0 instead */
+  /* n as an integer read off t's mantissa bits, not converted: converting a NaN to int is
+   * undefined; clamped to [-127, 0] (x <= 0; 2^-127 would be denormal: exponent bits 0 give +0) */
+  uint32_t tb;
+  memcpy(&tb, &t, sizeof tb);
+  int32_t k = (int32_t)(tb - 0x4B400000u);
+  k = k < -127 ? -127 : k > 0 ? 0 : k;
   int32_t bits = (k + 127) << 23;
   float p2;
   memcpy(&p2, &bits, sizeof p2);
