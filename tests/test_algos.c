@@ -152,7 +152,7 @@ ML_TEST(same_parameters_for_any_thread_count) {
     for (int t = 0; t < 3; t++) {
       ml_model *m = cls_model(kinds[i]);
       ml_algo_config c = ml_algo_defaults(kinds[i]);
-      c.meta_batch = 6, c.threads = threads[t];
+      c.meta_batch = 7, c.threads = threads[t]; /* 7 = 3x2 + 1 = 2x3 + 1: the leftover task runs with the pool lent */
       ml_algo *a;
       CHECK_OK(ml_algo_new(&c, m, &a));
       for (int64_t it = 0; it < 5; it++) CHECK_OK(ml_algo_train_step(a, cls_task, &train, it, NULL));

@@ -247,11 +247,18 @@ ml_status ml_algo_train_step(ml_algo *a, ml_task_fn src, void *ctx, int64_t iter
   ml_status status[MAXB];
   static _Thread_local char errors[MAXB][256];
   train_job job = {a, src, ctx, iteration, status, errors};
-  /* a single task (ProtoNet's one big episode) runs on this thread and lends the idle pool to
-   * its kernels; several tasks run one per thread */
-  ml_pool *prev = n == 1 ? ml_kernels_set_pool(a->pool) : NULL;
-  ml_pool_run(a->pool, n, train_one, &job);
-  if (n == 1) ml_kernels_set_pool(prev);
+  /* Several tasks run one per thread. A single task (ProtoNet's one big episode) runs on this
+   * thread and lends the idle pool to its kernels, and so does the one task left over when the
+   * tasks do not divide among the threads (Reptile's 5 on 2 threads: 2 rounds of 2, then the
+   * fifth on both threads instead of one, with the other idle). Kernels split their work by
+   * shape alone, so every task's numbers are the same bits either way. */
+  int64_t T = ml_pool_size(a->pool), alone = n == 1 || (T > 1 && n % T == 1) ? 1 : 0;
+  if (n > alone) ml_pool_run(a->pool, n - alone, train_one, &job);
+  if (alone) {
+    ml_pool *prev = ml_kernels_set_pool(a->pool);
+    train_one(n - 1, 0, &job);
+    ml_kernels_set_pool(prev);
+  }
   tree_sum(a->slots, 0, n, a->slot_stride);
   ml_status st = ML_OK;
   if (a->reduce && (st = a->reduce(a->reduce_ctx, a->slots, a->slot_stride))) return st;
