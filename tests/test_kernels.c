@@ -40,9 +40,22 @@ ML_TEST(simd_names_and_backend) {
   CHECK(!strncmp(ml_gemm_backend(), "builtin ", 8));
   ml_gemm_use_builtin(false);
 #if ML_HAVE_BLAS
-  CHECK_MSG(!strncmp(ml_gemm_backend(), "openblas ", 9), "backend: %s", ml_gemm_backend());
+  const char *want = ml__gemm_auto_builtin() ? "builtin " : "openblas ";
+  CHECK_MSG(!strncmp(ml_gemm_backend(), want, strlen(want)), "backend: %s", ml_gemm_backend());
   ml_blas_set_threads(1);
 #endif
+  /* The automatic choice: the built-in GEMM only where BLAS's kernel is narrower than the
+   * vectors this process runs at full width. */
+  CHECK(ml__gemm_prefer_builtin("Haswell", ML_SIMD_AVX512, 1.9f));
+  CHECK(ml__gemm_prefer_builtin("ZEN", ML_SIMD_AVX512, 2.0f));
+  CHECK(!ml__gemm_prefer_builtin("Haswell", ML_SIMD_AVX512, 1.0f)); /* zmm split in halves (Zen 4) */
+  CHECK(!ml__gemm_prefer_builtin("SkylakeX", ML_SIMD_AVX512, 1.9f));
+  CHECK(!ml__gemm_prefer_builtin("sapphirerapids", ML_SIMD_AVX512, 1.9f));
+  CHECK(!ml__gemm_prefer_builtin("Haswell", ML_SIMD_AVX2, 1.9f));
+  CHECK(!ml__gemm_prefer_builtin(NULL, ML_SIMD_AVX512, 1.9f));
+  float r = ml__fma_width_ratio();
+  CHECK_MSG(l < ML_SIMD_AVX512 ? r == 0 : r > 0.5f && r < 4, "fma width ratio %g", (double)r);
+  CHECK(ml__fma_width_ratio() == r); /* measured once */
   fprintf(stderr, "  simd %s, gemm %s\n", ml_simd_name(l), ml_gemm_backend());
 }
 

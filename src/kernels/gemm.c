@@ -201,6 +201,16 @@ static void pack_a_block(float *restrict dst, bool ta, const float *A, int64_t l
       for (int64_t k = 0; k < kc; k++) {
         const float *src = A + (p0 + k) * lda + i0 + ir;
         float *d = dst + k * mr;
+        /* constant sizes, inlined: GCC turns the loop into a memcpy call per k (8 floats),
+         * 4% of a DKT epoch in its recurrent weight gradient (A^T, K = all steps) */
+        if (m == mr && mr == 8) {
+          memcpy(d, src, 8 * sizeof(float));
+          continue;
+        }
+        if (m == mr && mr == 6) {
+          memcpy(d, src, 6 * sizeof(float));
+          continue;
+        }
         int64_t ii = 0;
         for (; ii < m; ii++) d[ii] = src[ii];
         for (; ii < mr; ii++) d[ii] = 0.0f;
@@ -221,7 +231,11 @@ static void pack_b_block(float *restrict dst, bool tb, const float *B, int64_t l
       for (int64_t k = 0; k < kc; k++) {
         const float *src = B + (p0 + k) * ldb + j0 + jr;
         float *d = dst + k * nr;
-        if (n == nr) memcpy(d, src, (size_t)nr * sizeof(float));
+        /* constant sizes, so the copies are inlined: a memcpy call per 128-byte row was 5-10%
+         * of a DKT epoch's time */
+        if (n == nr && nr == 32) memcpy(d, src, 32 * sizeof(float));
+        else if (n == nr && nr == 16) memcpy(d, src, 16 * sizeof(float));
+        else if (n == nr) memcpy(d, src, (size_t)nr * sizeof(float));
         else {
           int64_t jj = 0;
           for (; jj < n; jj++) d[jj] = src[jj];
@@ -372,7 +386,10 @@ void ml_gemm_builtin(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
 void ml_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #if ML_HAVE_BLAS
-  if (!ml__gemm_builtin_forced() && M > 0 && N > 0) {
+  /* BLAS unless the built-in GEMM runs wider vectors than BLAS's kernel here (see cpu.c), and
+   * even then BLAS for narrow products (a first-layer weight gradient, N = 9), where its
+   * small-matrix kernels are 2x faster */
+  if (!ml__gemm_builtin_forced() && M > 0 && N > 0 && !(ml__gemm_auto_builtin() && M >= 16 && N >= 16)) {
     if (K <= 0) {
       scale_c(M, N, beta, C, ldc);
       return;
