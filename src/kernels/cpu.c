@@ -5,7 +5,7 @@
  * Process-wide state (an exception to the no-global-state rule, kept to atomics): the
  * detected level is cached once (it never changes), a forced level exists for tests, and
  * the "use the built-in GEMM" switch exists for benchmarks. None of them holds memory. */
-#include <immintrin.h>
+#include <cpuid.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,66 +71,22 @@ bool ml__gemm_builtin_forced(void) { return !ML_HAVE_BLAS || atomic_load_explici
 
 /* ---- which GEMM: BLAS, or the built-in one where BLAS runs narrower vectors than the CPU has ----
  * OPENBLAS_CORETYPE=Haswell (exported on some of our machines) pins OpenBLAS to its AVX2
- * kernels. On a CPU that executes 512-bit FMAs at full width (two 512-bit FMA ports: most Intel
- * server cores) those reach half the FMA peak, and the built-in AVX-512 GEMM is 1.3-1.6x faster
- * on the Conv4 and DKT shapes; on one that splits them into 256-bit halves (AMD Zen 4) the AVX2
- * kernels lose nothing and BLAS stays. The width is measured, not looked up: the throughput of
- * independent zmm FMAs against ymm ones, best of 3 short runs each (about 1 ms in all, once per
- * process). The decision is a pure function of (BLAS core, SIMD level, that ratio), cached. */
-#define PROBE_ITERS 20000
-
-__attribute__((target("avx512f,avx512vl,avx2,fma"), noinline)) static double fma_seconds_512(void) {
-  __m512 a0 = _mm512_set1_ps(1.0f), a1 = _mm512_set1_ps(1.01f), a2 = _mm512_set1_ps(1.02f), a3 = _mm512_set1_ps(1.03f);
-  __m512 a4 = _mm512_set1_ps(1.04f), a5 = _mm512_set1_ps(1.05f), a6 = _mm512_set1_ps(1.06f), a7 = _mm512_set1_ps(1.07f);
-  const __m512 m = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
-  double t = ml_now();
-  for (int i = 0; i < PROBE_ITERS; i++) {
-    a0 = _mm512_fmadd_ps(a0, m, c), a1 = _mm512_fmadd_ps(a1, m, c), a2 = _mm512_fmadd_ps(a2, m, c);
-    a3 = _mm512_fmadd_ps(a3, m, c), a4 = _mm512_fmadd_ps(a4, m, c), a5 = _mm512_fmadd_ps(a5, m, c);
-    a6 = _mm512_fmadd_ps(a6, m, c), a7 = _mm512_fmadd_ps(a7, m, c);
-    __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7));
+ * kernels. On a CPU that executes 512-bit FMAs at full width (two 512-bit FMA ports: Intel's
+ * AVX-512 server cores, AMD from Zen 5) those reach half the FMA peak, and the built-in AVX-512
+ * GEMM is 1.3-1.6x faster on the Conv4 and DKT shapes; on Zen 4, which splits zmm ops into
+ * 256-bit halves, the AVX2 kernels lose nothing and BLAS stays. The width is decided from the
+ * CPU's vendor and family, not timed: a timing probe disagreed between ranks sharing cores,
+ * and ranks that pick different GEMMs stop giving the same bits. */
+bool ml__cpu_full_width_512(void) {
+  if (ml_cpu_simd() < ML_SIMD_AVX512) return false;
+  if (__builtin_cpu_is("intel")) return true;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__builtin_cpu_is("amd") && __get_cpuid(1, &a, &b, &c, &d)) {
+    unsigned family = (a >> 8) & 0xf;
+    if (family == 0xf) family += (a >> 20) & 0xff;
+    return family >= 0x1a; /* Zen 5 */
   }
-  t = ml_now() - t;
-  __m512 sum = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
-  __asm__ volatile("" : : "v"(sum)); /* keep the chains */
-  return t;
-}
-
-__attribute__((target("avx2,fma"), noinline)) static double fma_seconds_256(void) {
-  __m256 a0 = _mm256_set1_ps(1.0f), a1 = _mm256_set1_ps(1.01f), a2 = _mm256_set1_ps(1.02f), a3 = _mm256_set1_ps(1.03f);
-  __m256 a4 = _mm256_set1_ps(1.04f), a5 = _mm256_set1_ps(1.05f), a6 = _mm256_set1_ps(1.06f), a7 = _mm256_set1_ps(1.07f);
-  const __m256 m = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
-  double t = ml_now();
-  for (int i = 0; i < PROBE_ITERS; i++) {
-    a0 = _mm256_fmadd_ps(a0, m, c), a1 = _mm256_fmadd_ps(a1, m, c), a2 = _mm256_fmadd_ps(a2, m, c);
-    a3 = _mm256_fmadd_ps(a3, m, c), a4 = _mm256_fmadd_ps(a4, m, c), a5 = _mm256_fmadd_ps(a5, m, c);
-    a6 = _mm256_fmadd_ps(a6, m, c), a7 = _mm256_fmadd_ps(a7, m, c);
-    __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7));
-  }
-  t = ml_now() - t;
-  __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
-                             _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
-  __asm__ volatile("" : : "x"(sum));
-  return t;
-}
-
-static _Atomic float fma_ratio = -1; /* zmm / ymm FMA throughput, measured once */
-
-float ml__fma_width_ratio(void) {
-  float r = atomic_load_explicit(&fma_ratio, memory_order_relaxed);
-  if (r >= 0) return r;
-  r = 0;
-  if (ml_cpu_simd() >= ML_SIMD_AVX512) {
-    double t512 = 1e30, t256 = 1e30;
-    for (int k = 0; k < 3; k++) { /* alternating, best of 3: a preemption inflates one run only */
-      double a = fma_seconds_512(), b = fma_seconds_256();
-      t512 = a < t512 ? a : t512, t256 = b < t256 ? b : t256;
-    }
-    r = t512 > 0 ? (float)(2.0 * t256 / t512) : 0; /* a zmm op does twice a ymm op's work */
-  }
-  atomic_store_explicit(&fma_ratio, r, memory_order_relaxed);
-  return r;
+  return false;
 }
 
 static bool same_name(const char *a, const char *b) { /* ASCII, case-insensitive */
@@ -139,12 +95,12 @@ static bool same_name(const char *a, const char *b) { /* ASCII, case-insensitive
   return *a == *b;
 }
 
-bool ml__gemm_prefer_builtin(const char *blas_core, ml_simd_level level, float fma_ratio_512) {
+bool ml__gemm_prefer_builtin(const char *blas_core, ml_simd_level level, bool full_width_512) {
   static const char *const wide[] = {"skylakex", "cooperlake", "sapphirerapids"}; /* OpenBLAS's AVX-512 kernels */
   if (level < ML_SIMD_AVX512 || !blas_core) return false;
   for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
     if (same_name(blas_core, wide[i])) return false;
-  return fma_ratio_512 >= 1.5f; /* full width measures ~1.8-2.0, split halves ~1.0 */
+  return full_width_512;
 }
 
 static atomic_int gemm_auto = -1; /* 1: ml_gemm sends the shapes the built-in GEMM does well to it */
@@ -156,7 +112,7 @@ bool ml__gemm_auto_builtin(void) {
 #if ML_HAVE_BLAS
   const char *e = getenv("ML_GEMM"); /* "blas" or "builtin": pin the choice; anything else: automatic */
   if (e && !strcmp(e, "builtin")) v = 1;
-  else if (!(e && !strcmp(e, "blas"))) v = ml__gemm_prefer_builtin(openblas_get_corename(), ml__simd_level(), ml__fma_width_ratio());
+  else if (!(e && !strcmp(e, "blas"))) v = ml__gemm_prefer_builtin(openblas_get_corename(), ml__simd_level(), ml__cpu_full_width_512());
 #endif
   atomic_store_explicit(&gemm_auto, v, memory_order_relaxed);
   return v;
@@ -167,8 +123,8 @@ const char *ml_gemm_backend(void) {
   static _Thread_local char buf[256];
 #if ML_HAVE_BLAS
   if (!ml__gemm_builtin_forced() && ml__gemm_auto_builtin()) {
-    snprintf(buf, sizeof buf, "builtin %s (512-bit FMAs at %.1fx the 256-bit rate); openblas %s for narrow shapes",
-             ml_simd_name(ml__simd_level()), (double)ml__fma_width_ratio(), openblas_get_corename());
+    snprintf(buf, sizeof buf, "builtin %s (full-width 512-bit FMAs; openblas's %s kernels are AVX2) and openblas for narrow shapes",
+             ml_simd_name(ml__simd_level()), openblas_get_corename());
     return buf;
   }
   if (!ml__gemm_builtin_forced()) {

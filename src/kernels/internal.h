@@ -13,13 +13,12 @@ ml_simd_level ml__simd_level(void);
 void ml__simd_force(int level);
 /* Whether ml_gemm currently routes to the built-in GEMM. */
 bool ml__gemm_builtin_forced(void);
-/* The throughput of 512-bit FMAs over 256-bit ones on this core, counted in flops (about 2 where
- * both FMA ports are 512 bits wide, about 1 where zmm ops are split in halves; 0 without
- * AVX-512), measured once. */
-float ml__fma_width_ratio(void);
+/* Whether this CPU runs 512-bit FMAs at full width (Intel with AVX-512; AMD from Zen 5), not
+ * split into two 256-bit halves (Zen 4). From the vendor and family: deterministic. */
+bool ml__cpu_full_width_512(void);
 /* Whether the built-in GEMM should take BLAS's place: BLAS's kernel (its core name) is not one of
- * its AVX-512 ones while this process runs AVX-512 at full width (ratio above). Pure. */
-bool ml__gemm_prefer_builtin(const char *blas_core, ml_simd_level level, float fma_ratio_512);
+ * its AVX-512 ones while this process runs AVX-512 at full width. Pure. */
+bool ml__gemm_prefer_builtin(const char *blas_core, ml_simd_level level, bool full_width_512);
 /* The cached decision for this process (ML_GEMM=blas or builtin pins it). */
 bool ml__gemm_auto_builtin(void);
 
