@@ -15,7 +15,9 @@
 typedef enum { ML_SIMD_SCALAR, ML_SIMD_AVX2, ML_SIMD_AVX512 } ml_simd_level;
 ML_API ml_simd_level ml_cpu_simd(void);          /* detected at run time (FMA required for AVX2) */
 ML_API const char *ml_simd_name(ml_simd_level l); /* "scalar", "avx2", "avx512" */
-/* "openblas <corename> (<threads> threads)" or "builtin <simd>". */
+/* "openblas <corename> (<threads> threads)", "builtin <simd>", or "builtin <simd> (...) and
+ * openblas for narrow shapes" where OpenBLAS's kernel is AVX2-only on a full-width AVX-512 core
+ * (ML_GEMM=blas or builtin pins the choice). */
 ML_API const char *ml_gemm_backend(void);
 /* Forces the built-in GEMM even when CBLAS is compiled in (benchmarks, tests). */
 ML_API void ml_gemm_use_builtin(bool on);

@@ -176,13 +176,12 @@ AVX512_TARGET static void col2im_s1_avx512(const ml_conv_shape *s, float *restri
  * run into the plane's next rows (written after it) except near the plane's end, where the
  * store is masked. Masked stores that straddle cache lines are slow on Intel cores, and the
  * scalar loops' rows (OW = 3-28) are too short for the vectorizer: this is 1.6-1.8x faster than
- * either on the 28x28 and 14x14 planes. */
+ * either on 28x28 and 14x14 planes in cache (in a MAML step, where the input comes from L3, a few
+ * percent). */
 AVX512_TARGET static void im2col_s1_avx512(const ml_conv_shape *s, float *restrict col, int64_t ld,
                                            const float *restrict in) {
   const int64_t OH = s->OH, OW = s->OW, H = s->H, W = s->W, pad = s->pad, P = OH * OW;
-  for (int64_t c = 0; c < s->C; c++) {
-    if (c + 1 < s->C) /* the next plane, from L2 or L3, while this one is expanded from L1 */
-      for (int64_t i = 0; i < H * W; i += 16) _mm_prefetch((const char *)(in + (c + 1) * H * W + i), _MM_HINT_T0);
+  for (int64_t c = 0; c < s->C; c++)
     for (int64_t kh = 0; kh < s->KH; kh++)
       for (int64_t kw = 0; kw < s->KW; kw++, col += ld) {
         int64_t lo, hi;
@@ -200,7 +199,6 @@ AVX512_TARGET static void im2col_s1_avx512(const ml_conv_shape *s, float *restri
           }
         }
       }
-  }
 }
 
 /* img (C, H, W) = sum of the col entries landing on each pixel (overwrites img) */
