@@ -359,3 +359,100 @@ ML_TEST(partitioned_ranks_match_one_process_bit_for_bit) {
     free(ref);
   }
 }
+
+/* First-order inner loops (FOMAML's, Reptile's, test-time adaptation of every MAML variant and
+ * the fine-tuning baseline's head fitting) give each step's graph back after the step: the arena peak does not depend on the
+ * number of steps. */
+static size_t peak_after(ml_algo_kind k, int64_t steps, bool eval) {
+  ml_conv4_config cc = ml_conv4_defaults();
+  cc.image_size = 16, cc.filters = 8, cc.n_out = 2;
+  ml_model *m;
+  CHECK_OK(ml_conv4_new(&cc, 1, &m));
+  ml_algo_config c = ml_algo_defaults(k);
+  c.meta_batch = 2, c.threads = 1;
+  if (eval) c.inner_steps_test = steps;
+  else c.inner_steps = steps;
+  if (k == ML_ALGO_REPTILE) c.reptile_inner_batch = 2;
+  if (k == ML_ALGO_FINETUNE) c.finetune_steps = steps;
+  ml_algo *a;
+  CHECK_OK(ml_algo_new(&c, m, &a));
+  size_t peak = 0;
+  if (eval) {
+    double s[2];
+    CHECK_OK(ml_algo_evaluate(a, img_task, NULL, 5, 2, s));
+  } else {
+    CHECK_OK(ml_algo_train_step(a, img_task, NULL, 0, NULL));
+  }
+  ml_algo_memory(a, NULL, &peak);
+  ml_algo_free(a);
+  ml_model_free(m);
+  return peak;
+}
+
+ML_TEST(first_order_inner_loops_hold_one_step_of_memory) {
+  struct {
+    ml_algo_kind k;
+    bool eval;
+  } cases[] = {{ML_ALGO_FOMAML, false}, {ML_ALGO_REPTILE, false}, {ML_ALGO_MAML, true}, {ML_ALGO_METASGD, true},
+               {ML_ALGO_REPTILE, true}, {ML_ALGO_FINETUNE, true}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    size_t p1 = peak_after(cases[i].k, 2, cases[i].eval), p8 = peak_after(cases[i].k, 8, cases[i].eval);
+    CHECK_MSG(p1 > 0 && p8 == p1, "%s (%s): arena peak %zu bytes with 2 steps, %zu with 8",
+              ml_algo_name(cases[i].k), cases[i].eval ? "meta-test" : "meta-train", p1, p8);
+  }
+}
+
+/* FOMAML's meta-gradient, taken at the adapted weights after the steps' graphs were given back,
+ * equals the one of the recorded loop: gradient of the query loss through w_{k+1} = w_k - lr *
+ * g_k with the g_k constants (built here with ml_grad on one graph). One task, outer SGD with
+ * rate 1, so the step moves the parameters by exactly minus the meta-gradient. */
+ML_TEST(first_order_maml_gradient_matches_the_recorded_loop) {
+  cls_src src;
+  cls_init(&src, 0, 30);
+  src.n_way = 5, src.k_shot = 2, src.q_query = 3, src.seed = 11;
+  ml_model *m = cls_model(ML_ALGO_FOMAML);
+  const int64_t n = m->params->numel, P = m->params->count, steps = 3;
+  const float lr = 0.3f;
+  float *theta = malloc((size_t)n * sizeof(float)), *ref = malloc((size_t)n * sizeof(float));
+  memcpy(theta, m->params->data, (size_t)n * sizeof(float));
+  /* reference */
+  ml_arena *ar = ml_arena_new(0, NULL);
+  ml_episode ep;
+  CHECK_OK(cls_task(&src, 0, 0, ar, &ep));
+  ml_graph *g = ml_graph_new(ar);
+  ml_node *w0[16], *w[16], *gr[16];
+  CHECK_OK(ml_model_leaves(m, g, true, w0));
+  memcpy(w, w0, sizeof w);
+  for (int64_t k = 0; k < steps; k++) {
+    ml_node *ls = ml_cross_entropy(g, ml_model_forward(m, g, w, ml_leaf(g, ep.xs, false)), ep.ys);
+    CHECK_OK(ml_grad(g, &ls, 1, NULL, w, P, false, gr));
+    for (int64_t i = 0; i < P; i++) w[i] = ml_sub(g, w[i], ml_scale(g, gr[i], lr));
+  }
+  ml_node *lq = ml_cross_entropy(g, ml_model_forward(m, g, w, ml_leaf(g, ep.xq, false)), ep.yq);
+  CHECK_OK(ml_grad(g, &lq, 1, NULL, w0, P, false, gr));
+  CHECK_OK(ml_graph_status(g));
+  for (int64_t i = 0; i < P; i++)
+    memcpy(ref + m->params->items[i].offset, gr[i]->value.data, (size_t)gr[i]->value.numel * sizeof(float));
+  /* the algorithm */
+  ml_algo_config c = ml_algo_defaults(ML_ALGO_FOMAML);
+  c.meta_batch = 1, c.threads = 1, c.inner_steps = steps, c.inner_lr = lr;
+  c.outer = ml_optim_defaults(ML_OPTIM_SGD);
+  c.outer.lr = 1.0f;
+  ml_algo *a;
+  CHECK_OK(ml_algo_new(&c, m, &a));
+  CHECK_OK(ml_algo_train_step(a, cls_task, &src, 0, NULL));
+  double worst = 0, scale = 0;
+  for (int64_t k = 0; k < n; k++) {
+    double got = (double)theta[k] - (double)m->params->data[k];
+    worst = fmax(worst, fabs(got - (double)ref[k]));
+    scale = fmax(scale, fabs((double)ref[k]));
+  }
+  /* the two differ only by float rounding of the fast weights (w - lr*g applied in place
+   * instead of as graph nodes) */
+  CHECK_MSG(scale > 1e-3 && worst <= 1e-5 * scale, "meta-gradient off by %g (largest entry %g)", worst, scale);
+  ml_algo_free(a);
+  ml_model_free(m);
+  ml_arena_free(ar);
+  free(theta);
+  free(ref);
+}

@@ -635,6 +635,32 @@ ML_TEST(no_record_without_create_graph) {
   ml_arena_free(ar);
 }
 
+/* A rewind drops the nodes made after the mark (even when the node array grew meanwhile) and
+ * keeps the older ones and their values; the next nodes reuse the memory. */
+ML_TEST(graph_rewind_drops_newer_nodes) {
+  ml_arena *ar = ml_arena_new(4096, NULL);
+  ml_graph *g = ml_graph_new(ar);
+  float xv[4] = {1, -2, 3, -4};
+  ml_node *x = ml_leaf(g, (ml_tensor){xv, {4, 1, 1, 1}, 1, 4}, true);
+  ml_node *y = ml_square(g, x);
+  ml_graph_mark m = ml_graph_get_mark(g);
+  int64_t n0 = ml_graph_size(g);
+  size_t used0 = ml_arena_used(ar);
+  ml_node *t = y;
+  for (int i = 0; i < 1000; i++) t = ml_add(g, t, x); /* grows the node array past its first size */
+  CHECK(ml_graph_size(g) == n0 + 1000);
+  ml_graph_rewind(g, m);
+  CHECK(ml_graph_size(g) == n0);
+  CHECK(ml_arena_used(ar) == used0);
+  CHECK(ml_graph_node(g, n0 - 1) == y && ml_graph_node(g, n0) == NULL);
+  CHECK(y->value.data[3] == 16.0f);
+  /* the graph works on: a gradient through the kept nodes */
+  ml_node *l = ml_sum(g, y), *gx;
+  CHECK_OK(ml_grad(g, &l, 1, NULL, &x, 1, false, &gx));
+  CHECK_NEAR(gx->value.data[1], -4.0, 1e-6);
+  ml_arena_free(ar);
+}
+
 /* A sweep without create_graph reuses dead gradient buffers and adds in place; slots that share
  * a buffer (an ADD passes its gradient to both inputs) must still get separate sums. */
 static ml_node *f_shared(ml_graph *g, ml_node **x) {

@@ -66,6 +66,50 @@ ML_TEST(arena_steady_state_allocates_nothing) {
   ml_arena_free(a);
 }
 
+/* A rewind gives back everything after the mark, across chunk growth; the chunks are kept, so a
+ * mark / grow / rewind loop allocates only in its first round; a stale mark changes nothing. */
+ML_TEST(arena_rewind_gives_back_and_reuses) {
+  ml_allocator counting = {count_alloc, count_free, NULL};
+  ml_arena *a = ml_arena_new(4096, &counting);
+  CHECK(a != NULL);
+  char *keep = ml_arena_alloc(a, 1000);
+  memset(keep, 7, 1000);
+  ml_arena_mark m = ml_arena_get_mark(a);
+  size_t used = ml_arena_used(a);
+  char *first = NULL;
+  for (int round = 0; round < 4; round++) {
+    size_t before = n_allocs;
+    ml_arena_rewind(a, m);
+    CHECK(ml_arena_used(a) == used);
+    char *p = ml_arena_alloc(a, 512);
+    CHECK(p != NULL);
+    if (round == 0) first = p;
+    CHECK_MSG(p == first, "round %d: the first block after the mark moved", round);
+    for (int i = 0; i < 20; i++) { /* grows past the first chunk */
+      char *q = ml_arena_alloc(a, 3000 + 100 * (size_t)i);
+      CHECK(q != NULL);
+      memset(q, round, 3000);
+    }
+    if (round >= 1) CHECK_MSG(n_allocs == before, "round %d allocated %zu chunks", round, n_allocs - before);
+  }
+  ml_arena_rewind(a, m);
+  for (int i = 0; i < 1000; i++) CHECK(keep[i] == 7);
+  size_t peak = ml_arena_peak(a);
+  CHECK(peak > used + 20 * 3000);
+  /* a mark from before a reset is stale: rewinding to it must not move anything */
+  ml_arena_reset(a);
+  char *x = ml_arena_alloc(a, 100);
+  ml_arena_mark m2 = ml_arena_get_mark(a);
+  ml_arena_alloc(a, 5000);
+  size_t used2 = ml_arena_used(a);
+  ml_arena_rewind(a, m); /* m's chunk was merged away by the reset */
+  CHECK(ml_arena_used(a) == used2);
+  ml_arena_rewind(a, m2);
+  CHECK(ml_arena_used(a) == used2 - 5000 - (64 - 5000 % 64) % 64);
+  CHECK(x != NULL);
+  ml_arena_free(a);
+}
+
 typedef struct {
   int64_t out[1000];
 } pf_ctx;

@@ -63,6 +63,18 @@ ML_API int64_t ml_graph_size(const ml_graph *g);     /* nodes created */
 ML_API ml_node *ml_graph_node(const ml_graph *g, int64_t i);
 /* Recording off: new nodes keep no inputs (like torch.no_grad). Returns the previous value. */
 ML_API bool ml_graph_set_recording(ml_graph *g, bool on);
+ML_API bool ml_graph_is_recording(const ml_graph *g);
+/* A mark and a rewind of the graph and its arena: the nodes created after the mark (and their
+ * values and scratch) are gone, the older ones stay valid. A first-order inner loop marks before
+ * a step and rewinds after copying out what it keeps (the new fast weights), so its memory does
+ * not grow with the number of steps. Not inside a gradient sweep. */
+typedef struct {
+  ml_arena_mark arena;
+  ml_node **nodes;
+  int64_t n, cap;
+} ml_graph_mark;
+ML_API ml_graph_mark ml_graph_get_mark(const ml_graph *g);
+ML_API void ml_graph_rewind(ml_graph *g, ml_graph_mark m);
 
 /* ---- leaves ---- */
 /* Wraps existing data (a parameter, a batch) without copying. */

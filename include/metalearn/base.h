@@ -90,6 +90,17 @@ ML_API void ml_arena_reset(ml_arena *a);
 ML_API size_t ml_arena_used(const ml_arena *a);     /* bytes handed out since the reset */
 ML_API size_t ml_arena_reserved(const ml_arena *a); /* bytes held in chunks */
 ML_API size_t ml_arena_peak(const ml_arena *a);     /* highest ml_arena_used seen */
+/* A position in the arena, and a rewind to it: everything allocated after the mark is given
+ * back (its chunks are kept for the next allocations, so a loop that marks and rewinds each
+ * step needs no new memory after its first step). A loop whose steps leave nothing behind (an
+ * inner loop that keeps its state outside the arena's newer part) then holds one step's memory
+ * instead of all of them. A mark is valid until the arena is reset or rewound past it. */
+typedef struct {
+  const void *chunk;
+  size_t used, used_total;
+} ml_arena_mark;
+ML_API ml_arena_mark ml_arena_get_mark(const ml_arena *a);
+ML_API void ml_arena_rewind(ml_arena *a, ml_arena_mark m);
 
 /* ---- time ---- */
 ML_API double ml_now(void); /* monotonic seconds */

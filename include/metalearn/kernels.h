@@ -111,7 +111,7 @@ ML_API void ml_batchnorm_double_backward(float *gx, float *gdy, float *ggamma, c
                                          const float *gamma, int64_t B, int64_t C, int64_t HW);
 /* Batch-norm (statistics over B and H*W) followed by 2x2 max-pool, without storing the
  * normalized tensor: out (B,C,H/2,W/2) and idx exactly as ml_maxpool2_forward of
- * ml_batchnorm_forward's output; mean, invstd (C) as there. */
+ * ml_batchnorm_forward's output; mean, invstd (C) as there. idx may be NULL (no backward). */
 ML_API void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x,
                                       const float *gamma, const float *beta, int64_t B, int64_t C, int64_t H,
                                       int64_t W, float eps);

@@ -53,7 +53,9 @@ ml_status ml__finetune_predict(ml_algo *a, ml_graph *g, const ml_episode *ep, fl
   W->requires_grad = b->requires_grad = true;
   float *m = mw, *v = mw + N * D + N;
   const float b1 = 0.9f, b2 = 0.999f, lr = a->cfg.finetune_lr;
+  const ml_graph_mark mark = ml_graph_get_mark(g); /* each step's graph is given back after it */
   for (int64_t s = 0; s < a->cfg.finetune_steps; s++) {
+    ml_graph_rewind(g, mark);
     ml_node *loss = ml_cross_entropy(g, ml_linear(g, fs, W, b), ep->ys), *gr[2], *wb[2] = {W, b};
     st = ml_grad(g, &loss, 1, NULL, wb, 2, false, gr);
     if (st) return st;
@@ -67,6 +69,7 @@ ml_status ml__finetune_predict(ml_algo *a, ml_graph *g, const ml_episode *ep, fl
       }
     }
   }
+  ml_graph_rewind(g, mark);
   ml_graph_set_recording(g, false);
   ml_node *y = ml_linear(g, fq, W, b);
   ml_graph_set_recording(g, prev);

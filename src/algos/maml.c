@@ -47,6 +47,55 @@ static ml_status inner_loop(ml_algo *a, ml_graph *g, adapt_state *s, const ml_ep
   return ml_graph_status(g);
 }
 
+/* `steps` first-order inner steps whose graphs are given back after each step: the fast
+ * weights live in one buffer allocated before the steps, and the step's gradient is applied to
+ * it directly, so memory does not grow with the number of steps (test-time adaptation with many
+ * steps, first-order MAML). On return s->w[first..] are leaves over that buffer: a gradient
+ * taken with respect to them is the first-order meta-gradient (the inner step's Jacobian is the
+ * identity). */
+static ml_status inner_loop_detached(ml_algo *a, ml_graph *g, adapt_state *s, const ml_episode *ep, int64_t steps,
+                                     double *loss0) {
+  const ml_params *p = a->model->params;
+  int64_t P = p->count;
+  float *fast = ml_arena_alloc(ml_graph_arena(g), (size_t)p->numel * sizeof(float));
+  if (!fast) return ml_error(ML_ERR_NOMEM, "maml: out of memory for the fast weights");
+  for (int64_t i = s->first; i < P; i++)
+    memcpy(fast + p->items[i].offset, s->w[i]->value.data, (size_t)p->items[i].value.numel * sizeof(float));
+  adapt_state t = *s;
+  ml_node *gr[MAXP];
+  const ml_graph_mark mark = ml_graph_get_mark(g);
+  for (int64_t k = 0; k < steps; k++) {
+    ml_graph_rewind(g, mark);
+    for (int64_t i = s->first; i < P; i++) {
+      ml_tensor v = p->items[i].value;
+      v.data = fast + p->items[i].offset;
+      t.w[i] = ml_leaf(g, v, true);
+    }
+    ml_node *ls = ml__task_loss(a, g, forward(a, g, &t, ep, false), ep, false);
+    if (!ls) return ml_graph_status(g);
+    if (k == 0 && loss0) *loss0 = ls->value.data[0];
+    ml_status st = ml_grad(g, &ls, 1, NULL, t.w + s->first, P - s->first, false, gr + s->first);
+    if (st) return st;
+    for (int64_t i = s->first; i < P; i++) {
+      float *w = fast + p->items[i].offset;
+      const float *gi = gr[i]->value.data, *lr = a->lr ? s->lr[i]->value.data : NULL;
+      const float r = a->cfg.inner_lr;
+      int64_t n = p->items[i].value.numel;
+      if (lr)
+        for (int64_t j = 0; j < n; j++) w[j] -= lr[j] * gi[j];
+      else
+        for (int64_t j = 0; j < n; j++) w[j] -= gi[j] * r;
+    }
+  }
+  ml_graph_rewind(g, mark);
+  for (int64_t i = s->first; i < P; i++) {
+    ml_tensor v = p->items[i].value;
+    v.data = fast + p->items[i].offset;
+    s->w[i] = ml_leaf(g, v, true);
+  }
+  return ml_graph_status(g);
+}
+
 static ml_status setup(ml_algo *a, ml_graph *g, adapt_state *s, const ml_episode *ep, bool requires_grad) {
   int64_t P = a->model->params->count;
   if (P > MAXP) return ml_error(ML_ERR_ARG, "model has %lld parameter tensors (max %d)", (long long)P, MAXP);
@@ -73,10 +122,15 @@ ml_status ml__maml_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64_t i
   int64_t P = a->model->params->count;
   memcpy(w0, s.w, (size_t)P * sizeof(ml_node *));
   bool second_order = a->cfg.kind != ML_ALGO_FOMAML;
+  /* first order without MAML++'s per-step losses: the steps leave nothing in the graph, and the
+   * meta-gradient is taken at the adapted weights */
+  bool detached = !second_order && !a->cfg.multi_step_loss && !a->lr;
   ml_node *msl = NULL;
-  st = inner_loop(a, g, &s, ep, a->cfg.inner_steps, second_order, &out->loss_s,
-                  a->cfg.multi_step_loss ? &msl : NULL);
+  st = detached ? inner_loop_detached(a, g, &s, ep, a->cfg.inner_steps, &out->loss_s)
+                : inner_loop(a, g, &s, ep, a->cfg.inner_steps, second_order, &out->loss_s,
+                             a->cfg.multi_step_loss ? &msl : NULL);
   if (st) return st;
+  if (detached) memcpy(w0, s.w, (size_t)P * sizeof(ml_node *));
   ml_node *logits = forward(a, g, &s, ep, true);
   ml_node *lq = ml__task_loss(a, g, logits, ep, true);
   if (!lq) return ml_graph_status(g);
@@ -101,7 +155,7 @@ ml_status ml__maml_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64_t i
 ml_status ml__maml_predict(ml_algo *a, ml_graph *g, const ml_episode *ep, float *out) {
   adapt_state s;
   ml_status st = setup(a, g, &s, ep, true);
-  if (!st) st = inner_loop(a, g, &s, ep, a->cfg.inner_steps_test, false, NULL, NULL);
+  if (!st) st = inner_loop_detached(a, g, &s, ep, a->cfg.inner_steps_test, NULL);
   if (st) return st;
   ml_node *y = forward(a, g, &s, ep, true);
   if (!y) return ml_graph_status(g);

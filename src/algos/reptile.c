@@ -48,7 +48,11 @@ static ml_status adapt(ml_algo *a, ml_graph *g, const ml_episode *ep, float *fas
   ml_rng_shuffle(&r, order, ns);
   const float beta2 = 0.999f, eps = 1e-8f, lr = a->cfg.inner_lr;
   int64_t cursor = 0;
+  /* each step's graph is given back after the step (the state is in fast, m, v): memory does
+   * not grow with the number of steps */
+  const ml_graph_mark mark = ml_graph_get_mark(g);
   for (int64_t s = 0; s < steps; s++) {
+    ml_graph_rewind(g, mark);
     for (int64_t i = 0; i < b; i++) {
       if (cursor == ns) {
         ml_rng_shuffle(&r, order, ns);
@@ -89,6 +93,7 @@ static ml_status adapt(ml_algo *a, ml_graph *g, const ml_episode *ep, float *fas
       }
     }
   }
+  ml_graph_rewind(g, mark);
   return ML_OK;
 }
 

@@ -46,6 +46,22 @@ bool ml_graph_set_recording(ml_graph *g, bool on) {
   return prev;
 }
 
+bool ml_graph_is_recording(const ml_graph *g) { return g->recording; }
+
+ml_graph_mark ml_graph_get_mark(const ml_graph *g) {
+  return (ml_graph_mark){ml_arena_get_mark(g->arena), g->nodes, g->n, g->cap};
+}
+
+void ml_graph_rewind(ml_graph *g, ml_graph_mark m) {
+  if (m.n > g->n) return; /* a stale mark */
+  /* the node array as it was: if it grew after the mark, the old one (allocated before it) still
+   * holds the first m.n nodes */
+  g->nodes = m.nodes;
+  g->cap = m.cap;
+  g->n = m.n;
+  ml_arena_rewind(g->arena, m.arena);
+}
+
 ml_node *ml__fail(ml_graph *g, ml_status s, const char *fmt, ...) {
   if (g->status == ML_OK) {
     char buf[512];

@@ -536,8 +536,9 @@ ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *be
   }
   ml_node *n = ml__node(g, ML_OP_BN_POOL, 4, (int64_t[]){B, C, H / 2, W / 2}, x, gamma, beta, true);
   float *saved = ml__scratch(g, (size_t)(2 * C) * sizeof(float));
-  int32_t *idx = ml__scratch(g, (size_t)(B * C * (H / 2) * (W / 2)) * sizeof(int32_t));
-  if (!n || !saved || !idx) return NULL;
+  /* the argmax only when a backward can need it */
+  int32_t *idx = n && n->n_in ? ml__scratch(g, (size_t)(B * C * (H / 2) * (W / 2)) * sizeof(int32_t)) : NULL;
+  if (!n || !saved || (n->n_in && !idx)) return NULL;
   n->p = B, n->c = C, n->q = H * W, n->a = eps;
   n->saved0 = saved, n->saved1 = saved + C;
   n->conv.B = B, n->conv.C = C, n->conv.H = H, n->conv.W = W; /* for the pool scatter */

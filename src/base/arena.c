@@ -16,7 +16,8 @@ typedef struct chunk {
 
 struct ml_arena {
   ml_allocator alloc;
-  chunk *head; /* current chunk, front of the list */
+  chunk *head;  /* current chunk, front of the list */
+  chunk *spare; /* chunks given back by a rewind, reused before any new one */
   size_t used_total, peak, reserved, first_size;
 };
 
@@ -67,11 +68,12 @@ ml_arena *ml_arena_new(size_t chunk_bytes, const ml_allocator *alloc) {
 
 void ml_arena_free(ml_arena *a) {
   if (!a) return;
-  for (chunk *c = a->head; c;) {
-    chunk *n = c->next;
-    a->alloc.free(c, a->alloc.ctx);
-    c = n;
-  }
+  for (int list = 0; list < 2; list++)
+    for (chunk *c = list ? a->spare : a->head; c;) {
+      chunk *n = c->next;
+      a->alloc.free(c, a->alloc.ctx);
+      c = n;
+    }
   a->alloc.free(a, a->alloc.ctx);
 }
 
@@ -83,9 +85,19 @@ void *ml_arena_alloc(ml_arena *a, size_t bytes) {
   }
   chunk *c = a->head;
   if (c->size - c->used < need) {
-    size_t sz = c->size * 2;
-    if (sz < need) sz = need;
-    chunk *n = chunk_new(a, sz);
+    chunk *n = NULL;
+    for (chunk **s = &a->spare; *s; s = &(*s)->next)
+      if ((*s)->size >= need) { /* a chunk a rewind gave back */
+        n = *s;
+        *s = n->next;
+        n->used = 0;
+        break;
+      }
+    if (!n) {
+      size_t sz = c->size * 2;
+      if (sz < need) sz = need;
+      n = chunk_new(a, sz);
+    }
     if (!n) {
       ml_error(ML_ERR_NOMEM, "arena: out of memory allocating %zu bytes", bytes);
       return NULL;
@@ -107,15 +119,17 @@ void *ml_arena_calloc(ml_arena *a, size_t bytes) {
 }
 
 void ml_arena_reset(ml_arena *a) {
-  if (a->head->next) {
-    /* Merge: free every chunk and take one that holds the whole previous demand. */
+  if (a->head->next || a->spare) {
+    /* Merge: free every chunk (spare ones too) and take one that holds the whole previous demand. */
     size_t total = 0;
-    for (chunk *c = a->head; c;) {
-      chunk *n = c->next;
-      total += c->size;
-      a->alloc.free(c, a->alloc.ctx);
-      c = n;
-    }
+    for (int list = 0; list < 2; list++)
+      for (chunk *c = list ? a->spare : a->head; c;) {
+        chunk *n = c->next;
+        total += c->size;
+        a->alloc.free(c, a->alloc.ctx);
+        c = n;
+      }
+    a->spare = NULL;
     a->reserved = 0;
     a->head = chunk_new(a, total);
     if (!a->head) a->head = chunk_new(a, a->first_size); /* keep the arena usable */
@@ -127,3 +141,22 @@ void ml_arena_reset(ml_arena *a) {
 size_t ml_arena_used(const ml_arena *a) { return a->used_total; }
 size_t ml_arena_reserved(const ml_arena *a) { return a->reserved; }
 size_t ml_arena_peak(const ml_arena *a) { return a->peak; }
+
+ml_arena_mark ml_arena_get_mark(const ml_arena *a) {
+  return (ml_arena_mark){a->head, a->head->used, a->used_total};
+}
+
+void ml_arena_rewind(ml_arena *a, ml_arena_mark m) {
+  const chunk *found = a->head;
+  while (found && found != m.chunk) found = found->next;
+  if (!found || m.used > found->used) return; /* not a mark of this arena's current life */
+  /* chunks started after the mark go to the spare list, whole, for the next growth */
+  while (a->head != m.chunk) {
+    chunk *c = a->head;
+    a->head = c->next;
+    c->next = a->spare;
+    a->spare = c;
+  }
+  a->head->used = m.used;
+  a->used_total = m.used_total;
+}

@@ -648,9 +648,35 @@ typedef struct {
   float eps;
 } bnp_job;
 
+/* One channel's normalize + pool; store is a constant at each call, so the inference copy has
+ * no argmax stores and no test in its loop. */
+static inline __attribute__((always_inline)) void bnp_forward_planes(const bnp_job *j, int64_t c, float mf, float scale,
+                                                                     float shift, bool store) {
+  const int64_t B = j->B, C = j->C, H = j->H, W = j->W, HW = H * W, OH = H / 2, OW = W / 2;
+  for (int64_t b = 0; b < B; b++) {
+    const float *x = j->x + (b * C + c) * HW;
+    for (int64_t oh = 0; oh < OH; oh++) {
+      const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+      float *restrict o = j->out + ((b * C + c) * OH + oh) * OW;
+      int32_t *restrict ix = store ? j->idx + ((b * C + c) * OH + oh) * OW : NULL;
+      const int32_t base = (int32_t)(2 * oh * W);
+      for (int64_t ow = 0; ow < OW; ow++) {
+        const int32_t j0 = base + 2 * (int32_t)ow;
+        float mx = (r0[2 * ow] - mf) * scale + shift, y;
+        int32_t bi = j0;
+        y = (r0[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + 1 : bi, mx = y > mx ? y : mx;
+        y = (r1[2 * ow] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W : bi, mx = y > mx ? y : mx;
+        y = (r1[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W + 1 : bi, mx = y > mx ? y : mx;
+        o[ow] = mx;
+        if (store) ix[ow] = bi;
+      }
+    }
+  }
+}
+
 static void bnp_forward_item(int64_t c, int worker, void *vj) {
   const bnp_job *j = vj;
-  const int64_t B = j->B, C = j->C, H = j->H, W = j->W, HW = H * W, OH = H / 2, OW = W / 2;
+  const int64_t B = j->B, C = j->C, HW = j->H * j->W;
   const double n = (double)(B * HW);
   double s = 0, v = 0;
   for (int64_t b = 0; b < B; b++) s += sum_row(j->x + (b * C + c) * HW, HW);
@@ -661,25 +687,10 @@ static void bnp_forward_item(int64_t c, int worker, void *vj) {
   j->invstd[c] = (float)is;
   /* the same float expression as ml_batchnorm_forward, so values and argmax match it exactly */
   const float scale = (float)(is * (j->gamma ? j->gamma[c] : 1.0)), shift = j->beta ? j->beta[c] : 0.0f, mf = (float)m;
-  for (int64_t b = 0; b < B; b++) {
-    const float *x = j->x + (b * C + c) * HW;
-    for (int64_t oh = 0; oh < OH; oh++) {
-      const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
-      float *restrict o = j->out + ((b * C + c) * OH + oh) * OW;
-      int32_t *restrict ix = j->idx + ((b * C + c) * OH + oh) * OW;
-      const int32_t base = (int32_t)(2 * oh * W);
-      for (int64_t ow = 0; ow < OW; ow++) {
-        const int32_t j0 = base + 2 * (int32_t)ow;
-        float mx = (r0[2 * ow] - mf) * scale + shift, y;
-        int32_t bi = j0;
-        y = (r0[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + 1 : bi, mx = y > mx ? y : mx;
-        y = (r1[2 * ow] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W : bi, mx = y > mx ? y : mx;
-        y = (r1[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W + 1 : bi, mx = y > mx ? y : mx;
-        o[ow] = mx;
-        ix[ow] = bi;
-      }
-    }
-  }
+  if (j->idx)
+    bnp_forward_planes(j, c, mf, scale, shift, true);
+  else
+    bnp_forward_planes(j, c, mf, scale, shift, false);
 }
 
 void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x,

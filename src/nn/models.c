@@ -189,6 +189,41 @@ ml_status ml_model_custom_new(ml_model_forward_fn forward, void *ctx, ml_model *
   return ML_OK;
 }
 
+/* Nothing of a block will be differentiated: the graph records nothing, or neither its input
+ * nor its weights require a gradient. */
+static bool lean_block(ml_graph *g, const ml_node *h, ml_node *const *w, int64_t nw) {
+  if (!ml_graph_is_recording(g)) return true;
+  if (h->requires_grad) return false;
+  for (int64_t i = 0; i < nw; i++)
+    if (w[i] && w[i]->requires_grad) return false;
+  return true;
+}
+
+/* A Conv4 block for inference: the block's output goes to a tensor allocated before the block
+ * and everything else the block made (the full-size convolution output, the scratch) is given
+ * back at once, so a forward pass holds one block's temporaries instead of all of them. The
+ * same ops as the recorded path, so the same values bit for bit. */
+static ml_node *block_no_grad(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *h) {
+  const ml_conv4_config *c = &m->conv;
+  int64_t B = h->value.shape[0], H = h->value.shape[2], W = h->value.shape[3], OH, OW;
+  if (c->max_pool) OH = H / 2, OW = W / 2;
+  else OH = (H - 1) / 2 + 1, OW = (W - 1) / 2 + 1;
+  ml_node *dst = ml_new(g, 4, (int64_t[]){B, c->filters, OH > 0 ? OH : 1, OW > 0 ? OW : 1});
+  if (!dst) return NULL;
+  const ml_graph_mark mark = ml_graph_get_mark(g);
+  ml_node *y = ml_conv2d(g, h, w[0], w[1], c->max_pool ? 1 : 2, 1);
+  if (c->batch_norm && c->max_pool && y && y->value.shape[2] >= 2) {
+    y = ml_batch_norm_pool(g, y, w[2], w[3], c->bn_eps);
+  } else {
+    if (c->batch_norm) y = ml_batch_norm(g, y, w[2], w[3], c->bn_eps);
+    if (c->max_pool) y = ml_maxpool2(g, y);
+  }
+  bool ok = y && y->value.numel == dst->value.numel;
+  if (ok) ml_unary(ML_UN_RELU, dst->value.data, y->value.data, y->value.numel);
+  ml_graph_rewind(g, mark);
+  return ok ? dst : NULL;
+}
+
 ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml_node *x) {
   if (!x) return NULL;
   if (m->kind == ML_MODEL_CUSTOM) return x;
@@ -206,6 +241,12 @@ ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml
   }
   int64_t k = 0;
   for (int64_t i = 0; i < c->blocks; i++) {
+    int64_t nw = c->batch_norm ? 4 : 2;
+    if (h && lean_block(g, h, w + k, nw)) {
+      h = block_no_grad(m, g, w + k, h);
+      k += nw;
+      continue;
+    }
     h = ml_conv2d(g, h, w[k], w[k + 1], c->max_pool ? 1 : 2, 1);
     k += 2;
     /* max-pool then ReLU: the same values and gradients as ReLU then max-pool (max commutes with
