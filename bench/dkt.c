@@ -5,7 +5,7 @@
  *
  * Usage: dkt DATASET [--epochs N] [--patience N] [--threads N] [--seed N] [--meta] [--window N]
  *            [--adapt-window N] [--max-seconds S] [--influence FILE] [--data DIR] [--lr X]
- *            [--inner-lr X] [--cold-weight X]
+ *            [--inner-lr X] [--cold-weight X] [--adapt-state]
  * DATASET: assist2009_updated | assist2015 | STATICS (a folder of $METALEARN_DATA/knowledge-tracing).
  * Prints one line "key value ..." per result; exit 2 on bad usage or data. */
 #include <getopt.h>
@@ -29,6 +29,7 @@ int main(int argc, char **argv) {
                                  {"data", required_argument, 0, 'd'},    {"lr", required_argument, 0, 'l'},
                                  {"inner-lr", required_argument, 0, 'r'},
                                  {"cold-weight", required_argument, 0, 'c'},
+                                 {"adapt-state", no_argument, 0, 'S'},
                                  {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -46,6 +47,7 @@ int main(int argc, char **argv) {
       case 'l': cfg.lr = atof(optarg); break;
       case 'r': cfg.inner_lr_init = atof(optarg); break;
       case 'c': cfg.cold_weight = atof(optarg); break;
+      case 'S': cfg.meta = cfg.adapt_state = true; break;
       default: fprintf(stderr, "usage: dkt DATASET [options] (see bench/dkt.c)\n"); return 2;
     }
   }

@@ -40,6 +40,7 @@ ML_TEST(bad_input_exits_2_with_one_line) {
       {"train --dataset folder --folder /nonexistent/dir", "/nonexistent/dir"},
       {"eval --run /nonexistent/run", "/nonexistent/run"},
       {"train --config /nonexistent.ini", "/nonexistent.ini"},
+      {"eval --dataset statics --dkt dkt,meta-dkt-stat", "meta-dkt-state"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int rc = run(cases[i][0], out, sizeof out);

@@ -67,8 +67,9 @@ ML_TEST(dkt_learns_skill_mastery) {
   mastery_students(60, 30, 2, &valid);
   mastery_students(100, 30, 3, &test);
   ml_dkt_config c = small_config();
-  for (int meta = 0; meta < 2; meta++) {
-    c.meta = meta == 1;
+  for (int meta = 0; meta < 3; meta++) {
+    c.meta = meta >= 1;
+    c.adapt_state = meta == 2, c.adapt_window = meta == 2 ? 8 : 0; /* 2: the initial state adapts too */
     ml_dkt *m;
     CHECK_OK(ml_dkt_new(&c, &m));
     ml_kt_predictions p0, p;
@@ -111,6 +112,29 @@ ML_TEST(meta_inner_step_matches_ml_grad) {
     CHECK_MSG(diff < 1e-5, "adapt_window %lld: closed form and ml_grad differ by %g", (long long)c.adapt_window, diff);
     ml_dkt_free(m);
   }
+  ml_answers_free(&a);
+}
+
+/* Adapting the initial state: the model's batched, packed computation (per-window initial states,
+ * ml_rnn_run, the support loss accumulated along the run) gives the logits of the same model
+ * written out cell by cell, inside the support window and past it; and it learns. */
+ML_TEST(meta_state_adaptation_matches_step_by_step) {
+  ml_answers a;
+  mastery_students(3, 25, 7, &a);
+  ml_dkt_config c = small_config();
+  c.meta = c.adapt_state = true, c.adapt_window = 6;
+  ml_dkt *m;
+  CHECK_OK(ml_dkt_new(&c, &m));
+  ml_params *p = ml_dkt_params(m);
+  ml_tensor *rh = &p->items[ml_params_find(p, "meta.rate_h0")].value, *rc = &p->items[ml_params_find(p, "meta.rate_c0")].value;
+  ml_test_fill(rh->data, rh->numel, 5, 0.2f, 1.5f); /* rates that differ per unit and support size */
+  ml_test_fill(rc->data, rc->numel, 6, 0.2f, 1.5f);
+  double diff;
+  CHECK_OK(ml__dkt_check_state(m, &a, 1, &diff));
+  CHECK_MSG(diff < 1e-5, "batched and step-by-step logits differ by %g", diff);
+  ml_dkt_free(m);
+  c.adapt_window = 0; /* unbounded support: refused (every prediction would read the whole window again) */
+  CHECK(ml_dkt_new(&c, &m) == ML_ERR_ARG);
   ml_answers_free(&a);
 }
 

@@ -17,7 +17,13 @@
  * ml_grad with create_graph). It also learns the initial LSTM state. Meta-training minimizes
  * the loss of every next answer through the inner step (second order), like MAML with one
  * inner step per prefix. adapt_window W > 1 bounds the support to answers 2..W of a window and
- * gives each support size its own rates (a learned schedule); 0 = unbounded, one set of rates. */
+ * gives each support size its own rates (a learned schedule); 0 = unbounded, one set of rates.
+ * With adapt_state (needs W >= 2) the student's initial LSTM state is what adapts instead of the
+ * head: before predicting answer t+1 (t <= W), one Meta-SGD step moves the window's initial
+ * state (h0, c0) down the gradient of the support loss (answers 2..t, each predicted by the run
+ * from the unadapted state), and the window's answers 1..t are read again from the adapted
+ * state; past answer W the run from the last adapted state is used. Each prediction inside the
+ * support re-reads the window's start, so the cost grows with W^2 (not with the window). */
 #ifndef METALEARN_DKT_H
 #define METALEARN_DKT_H
 
@@ -42,6 +48,10 @@ typedef struct {
   bool meta;             /* per-student fast head weights and a learned initial state */
   int64_t adapt_window;  /* support = answers 2..min(t, adapt_window) of the window; 0 = all */
   double inner_lr_init;  /* initial Meta-SGD rates (0.1) */
+  bool adapt_state;      /* also adapt each student's initial LSTM state: before predicting answer
+                            t+1 (t < adapt_window), one Meta-SGD step of the initial state on the
+                            support loss, then answers 1..t read again from it (the head is not
+                            adapted then); past the window, the last adapted state's run */
   double cold_weight;    /* training loss weight of each student's answers 3-15 (the cold-start
                             windows) relative to the others (1: the plain next-step loss) */
 } ml_dkt_config;

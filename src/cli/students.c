@@ -21,7 +21,7 @@ typedef struct {
   double inner_lr, meta_lr; /* < 0: the algorithm's default */
   bool skill_abilities, order_features, weight_by_length, skill_order, learning_slope, skill_loadings, refit;
   int64_t k_train; /* 0 = each tested K */
-  char dkt[64];     /* protocol B models: "dkt", "meta-dkt" (comma list; empty: none) */
+  char dkt[64];     /* protocol B models: "dkt", "meta-dkt", "meta-dkt-state" (comma list; empty: none) */
   int64_t dkt_epochs;
 } opts;
 
@@ -81,7 +81,7 @@ static void opt_table(opts *o, optdef *t) {
       {"boot", 'i', &o->boot, 0, "bootstrap resamples for the confidence intervals"},
       {"seed", 'i', &o->seed, 0, "random seed"},
       {"threads", 'i', &o->threads, 0, "threads (0 = all cores)"},
-      {"dkt", 's', o->dkt, sizeof o->dkt, "protocol B rows: dkt and/or meta-dkt (trained on train1, early stop on valid1)"},
+      {"dkt", 's', o->dkt, sizeof o->dkt, "protocol B rows: dkt, meta-dkt, meta-dkt-state (trained on train1, early stop on valid1)"},
       {"dkt_epochs", 'i', &o->dkt_epochs, 0, "most epochs of the protocol-B models"},
   };
   memcpy(t, d, sizeof d);
@@ -302,12 +302,12 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
   char dkts[4][32];
   int n_dkt = o.dkt[0] ? split_list(o.dkt, dkts, 4) : 0;
   for (int i = 0; i < n_dkt; i++)
-    if (strcmp(dkts[i], "dkt") && strcmp(dkts[i], "meta-dkt")) {
-      fprintf(stderr, "metalearn %s: --dkt takes dkt and/or meta-dkt, not '%s'\n", cmd, dkts[i]);
+    if (strcmp(dkts[i], "dkt") && strcmp(dkts[i], "meta-dkt") && strcmp(dkts[i], "meta-dkt-state")) {
+      fprintf(stderr, "metalearn %s: --dkt takes dkt, meta-dkt and/or meta-dkt-state, not '%s'\n", cmd, dkts[i]);
       return 2;
     }
   if (o.dkt[0] && n_dkt < 1) {
-    fprintf(stderr, "metalearn %s: --dkt must be a comma list of dkt, meta-dkt\n", cmd);
+    fprintf(stderr, "metalearn %s: --dkt must be a comma list of dkt, meta-dkt, meta-dkt-state\n", cmd);
     return 2;
   }
   if (o.dkt_epochs < 1) {
@@ -458,11 +458,15 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
     if ((st = ml_students_dataset_open(o.dataset, o.data_dir, 1, &f1, NULL, 0))) rc = fail(cmd, st);
     for (int i = 0; i < n_dkt && !rc && n_rows + 3 <= 128; i++) {
       ml_dkt_config dc = ml_dkt_defaults();
-      dc.meta = !strcmp(dkts[i], "meta-dkt");
+      dc.meta = strcmp(dkts[i], "dkt") != 0;
+      /* meta-dkt-state: the initial state adapts too, on a support of the first 15 answers */
+      dc.adapt_state = !strcmp(dkts[i], "meta-dkt-state");
+      if (dc.adapt_state) dc.adapt_window = 15;
       dc.max_epochs = o.dkt_epochs;
       dc.seed = (uint64_t)o.seed;
-      if (!quiet) fprintf(stderr, "metalearn: protocol B: training %s\n", dc.meta ? "meta-DKT" : "DKT");
-      if ((st = ml_dkt_protocol_b_run(&f1, &dc, dc.meta ? "meta-DKT" : "DKT", o.boot, (uint64_t)o.seed, rows + n_rows)))
+      const char *model = dc.adapt_state ? "meta-DKT (state)" : dc.meta ? "meta-DKT" : "DKT";
+      if (!quiet) fprintf(stderr, "metalearn: protocol B: training %s\n", model);
+      if ((st = ml_dkt_protocol_b_run(&f1, &dc, model, o.boot, (uint64_t)o.seed, rows + n_rows)))
         rc = fail(cmd, st);
       else
         n_rows += 3;

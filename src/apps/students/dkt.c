@@ -20,7 +20,7 @@
 #include "metalearn/nn.h"
 #include "metalearn/optim.h"
 
-enum { P_EMB, P_WIH, P_B, P_WHH, P_OUTW, P_OUTB, P_H0, P_C0, P_RATE_D, P_RATE_B, P_MAX };
+enum { P_EMB, P_WIH, P_B, P_WHH, P_OUTW, P_OUTB, P_H0, P_C0, P_RATE_D, P_RATE_B, P_RATE_H, P_RATE_C, P_MAX };
 
 struct ml_dkt {
   ml_dkt_config cfg;
@@ -57,6 +57,9 @@ ml_status ml_dkt_new(const ml_dkt_config *cfg, ml_dkt **out) {
   if (!m) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
   m->cfg = *cfg;
   for (int i = 0; i < P_MAX; i++) m->idx[i] = -1;
+  if (cfg->adapt_state && (!cfg->meta || cfg->adapt_window < 2))
+    return ml_error(ML_ERR_ARG, "dkt: adapting the initial state needs a meta-DKT with a bounded support (adapt_window "
+                                ">= 2; each prediction inside it reads the window again)");
   int64_t V = cfg->n_items, E = cfg->emb, H = cfg->hidden;
   int64_t R = cfg->adapt_window > 1 ? cfg->adapt_window - 1 : 1; /* one rate row per support size */
   m->params = ml_params_new();
@@ -66,19 +69,22 @@ ml_status ml_dkt_new(const ml_dkt_config *cfg, ml_dkt **out) {
     const char *name;
     int ndim;
     int64_t shape[2];
-    bool meta_only;
+    int only; /* 1: meta-DKT only, 2: meta-DKT adapting its initial state only */
   } spec[] = {{P_EMB, "embedding.weight", 2, {2 * V, E}, false},
               {P_WIH, "lstm.weight_ih", 2, {4 * H, E}, false},
               {P_B, "lstm.bias", 1, {4 * H, 0}, false},
               {P_WHH, "lstm.weight_hh", 2, {4 * H, H}, false},
               {P_OUTW, "out.weight", 2, {V, H}, false},
               {P_OUTB, "out.bias", 1, {V, 0}, false},
-              {P_H0, "meta.h0", 2, {1, H}, true},
-              {P_C0, "meta.c0", 2, {1, H}, true},
-              {P_RATE_D, "meta.rate_head", 2, {R, H}, true},
-              {P_RATE_B, "meta.rate_bias", 2, {R, 1}, true}};
+              {P_H0, "meta.h0", 2, {1, H}, 1},
+              {P_C0, "meta.c0", 2, {1, H}, 1},
+              {P_RATE_D, "meta.rate_head", 2, {R, H}, 1},
+              {P_RATE_B, "meta.rate_bias", 2, {R, 1}, 1},
+              {P_RATE_H, "meta.rate_h0", 2, {R, H}, 2},
+              {P_RATE_C, "meta.rate_c0", 2, {R, H}, 2}};
   for (size_t i = 0; i < sizeof spec / sizeof spec[0] && !st; i++) {
-    if (spec[i].meta_only && !cfg->meta) continue;
+    if (spec[i].only && !cfg->meta) continue;
+    if (spec[i].only == 2 && !cfg->adapt_state) continue;
     m->idx[spec[i].role] = m->params->count;
     st = ml_params_add(m->params, spec[i].name, spec[i].ndim, spec[i].shape);
   }
@@ -103,6 +109,10 @@ ml_status ml_dkt_new(const ml_dkt_config *cfg, ml_dkt **out) {
     if (cfg->meta) {
       ml_tensor_fill(&p[m->idx[P_RATE_D]].value, (float)cfg->inner_lr_init);
       ml_tensor_fill(&p[m->idx[P_RATE_B]].value, (float)cfg->inner_lr_init);
+      if (cfg->adapt_state) {
+        ml_tensor_fill(&p[m->idx[P_RATE_H]].value, (float)cfg->inner_lr_init);
+        ml_tensor_fill(&p[m->idx[P_RATE_C]].value, (float)cfg->inner_lr_init);
+      }
     }
   }
   ml_optim_config oc = ml_optim_defaults(ML_OPTIM_ADAM);
@@ -225,6 +235,39 @@ static ml_node *rate_row(ml_graph *g, ml_node *rate, int64_t cnt) {
   return ml_reshape(g, r, 1, (int64_t[]){D});
 }
 
+/* A (1, H) initial state as one row per window: a view that passes gradients to the parameter
+ * when training; at inference (the parameter needs no gradient) a copy that asks for one, so the
+ * inner step can still differentiate the support loss with respect to each window's state. */
+static ml_node *per_row(ml_graph *g, ml_node *p, int64_t B) {
+  int64_t H = p->value.shape[1];
+  if (p->requires_grad) return ml_expand_pcq(g, p, B, H, 1, 2, (int64_t[]){B, H});
+  ml_node *r = ml_new(g, 2, (int64_t[]){B, H});
+  if (!r) return NULL;
+  for (int64_t b = 0; b < B; b++) memcpy(r->value.data + b * H, p->value.data, (size_t)H * sizeof(float));
+  r->requires_grad = true;
+  return r;
+}
+
+/* The initial state adapted by one Meta-SGD step on the support loss sup (a sum over cnt answers,
+ * as a function of the per-window initial states h0r, c0r), and the LSTM run again from it over
+ * the first `steps` steps of the batch. Returns the output of the last step (hs_out NULL) or fills
+ * hs_out[0..steps). Second order when training (the parameters require gradients). */
+static ml_node *rerun_adapted(ml_graph *g, ml_node *const *w, const batch *bt, ml_node *const *xw,
+                              ml_node *h0r, ml_node *c0r, ml_node *sup, int64_t cnt, int64_t steps, ml_node **hs_out) {
+  ml_arena *ar = ml_graph_arena(g);
+  if (!sup) return NULL;
+  ml_node *mean = ml_scale(g, sup, 1.0f / (float)cnt), *in[2] = {h0r, c0r}, *gr[2];
+  if (!mean || ml_grad(g, &mean, 1, NULL, in, 2, w[P_WHH]->requires_grad, gr)) return NULL;
+  ml_node *h1 = ml_sub(g, h0r, ml_mul_axis(g, gr[0], rate_row(g, w[P_RATE_H], cnt), 1));
+  ml_node *c1 = ml_sub(g, c0r, ml_mul_axis(g, gr[1], rate_row(g, w[P_RATE_C], cnt), 1));
+  int64_t *len = ml_arena_alloc(ar, (size_t)bt->B * sizeof(int64_t));
+  ml_node **hs = hs_out ? hs_out : ml_arena_alloc(ar, (size_t)steps * sizeof *hs);
+  if (!len || !hs || !h1 || !c1) return NULL;
+  for (int64_t b = 0; b < bt->B; b++) len[b] = bt->len[b] < steps ? bt->len[b] : steps;
+  if (ml_rnn_run(g, ML_RNN_LSTM, xw, len, bt->B, steps, h1, c1, w[P_WHH], NULL, hs)) return NULL;
+  return hs[steps - 1];
+}
+
 /* Sum over all predicted answers of the log-loss; logits[t] (n_t) receive the adapted logits,
  * l0[t] and hs[t] (when not NULL) the unadapted logits and the LSTM outputs. */
 static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, const batch *bt, ml_node **logits,
@@ -234,7 +277,7 @@ static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, cons
   ml_arena *ar = ml_graph_arena(g);
   ml_node **xw = ml_arena_alloc(ar, (size_t)T * sizeof *xw), **hs = ml_arena_alloc(ar, (size_t)T * sizeof *hs);
   if (!xw || !hs) return NULL;
-  ml_node *xw_all = NULL, *table = NULL;
+  ml_node *xw_all = NULL, *table = NULL, *h0r = NULL, *c0r = NULL;
   bool meta = c->meta;
   if (2 * V < N) /* fewer distinct inputs than rows: project the embedding table, then gather */
     table = ml_add(g, ml_matmul(g, w[P_EMB], w[P_WIH], false, true), w[P_B]);
@@ -253,17 +296,58 @@ static ml_node *forward_ex(const ml_dkt *m, ml_graph *g, ml_node *const *w, cons
   } else {
     for (int64_t t = 0; t < T; t++) xw[t] = ml_slice(g, xw_all, 0, bt->off[t], bt->n_t[t]);
     if (ml_graph_status(g)) return NULL;
-    if (ml_rnn_run(g, ML_RNN_LSTM, xw, bt->len, bt->B, T, w[P_H0], w[P_C0], w[P_WHH], NULL, hs)) return NULL;
+    if (c->adapt_state) {
+      h0r = per_row(g, w[P_H0], bt->B);
+      c0r = per_row(g, w[P_C0], bt->B);
+    }
+    if (ml_rnn_run(g, ML_RNN_LSTM, xw, bt->len, bt->B, T, h0r ? h0r : w[P_H0], c0r ? c0r : w[P_C0], w[P_WHH], NULL,
+                   hs))
+      return NULL;
   }
   ml_node *wo = ml_embedding(g, w[P_OUTW], bt->tgt, N);
   ml_node *bo = ml_embedding(g, ml_reshape(g, w[P_OUTB], 2, (int64_t[]){V, 1}), bt->tgt, N);
   int64_t support_steps = c->adapt_window > 1 ? c->adapt_window - 1 : INT64_MAX;
   ml_node *loss = NULL, *S = NULL, *Sb = NULL, *prev_err = NULL;
+  /* state adaptation: the support loss so far, and the adapted run past the support */
+  ml_node *sup = NULL, **hs_late = NULL;
+  bool state = meta && c->adapt_state;
   for (int64_t t = 0; t < T; t++) {
     int64_t n = bt->n_t[t], o = bt->off[t];
     ml_node *l = ml_sum_rows(g, ml_mul(g, hs[t], ml_slice(g, wo, 0, o, n)));
     l = ml_add(g, l, ml_reshape(g, ml_slice(g, bo, 0, o, n), 1, (int64_t[]){n}));
     ml_node *y = vec(g, bt->y + o, n);
+    if (state) {
+      /* the initial state takes one step on the support loss (answers 2..t+1, predicted by the
+       * unadapted run), then the window's first t+1 answers are read again from it */
+      ml_node *l0 = l;
+      if (l0_out) l0_out[t] = l0;
+      if (t > 0) {
+        int64_t cnt = t < support_steps ? t : support_steps;
+        ml_node *hrun = NULL;
+        if (t <= support_steps) {
+          hrun = rerun_adapted(g, w, bt, xw, h0r, c0r, sup, cnt, t + 1, NULL);
+        } else {
+          if (!hs_late) {
+            hs_late = ml_arena_alloc(ar, (size_t)T * sizeof *hs_late);
+            if (!hs_late) return NULL;
+            rerun_adapted(g, w, bt, xw, h0r, c0r, sup, cnt, T, hs_late);
+          }
+          hrun = hs_late[t];
+        }
+        l = ml_sum_rows(g, ml_mul(g, hrun, ml_slice(g, wo, 0, o, n)));
+        l = ml_add(g, l, ml_reshape(g, ml_slice(g, bo, 0, o, n), 1, (int64_t[]){n}));
+      }
+      if (t < support_steps) {
+        ml_node *lt0 = ml_sum(g, ml_sub(g, ml_softplus(g, l0), ml_mul(g, l0, y)));
+        sup = sup ? ml_add(g, sup, lt0) : lt0;
+      }
+      logits[t] = l;
+      ml_node *terms = ml_sub(g, ml_softplus(g, l), ml_mul(g, l, y));
+      if (c->cold_weight != 1.0) terms = ml_mul(g, terms, vec(g, bt->wt + o, n));
+      ml_node *lt = ml_sum(g, terms);
+      loss = loss ? ml_add(g, loss, lt) : lt;
+      continue;
+    }
     if (meta && t > 0 && t - 1 < support_steps) {
       /* one inner step on the support log-loss from zero fast weights: its gradient in the head
        * offset d is (p - y) h, in the bias offset b it is (p - y); mean over the support */
@@ -653,6 +737,65 @@ ml_status ml__dkt_check_inner(ml_dkt *m, const ml_answers *a, int64_t s, double 
     ml_node *d1 = ml_neg(g, ml_mul(g, gr[0], rate_row(g, w[P_RATE_D], cnt)));
     ml_node *b1 = ml_neg(g, ml_mul(g, gr[1], rate_row(g, w[P_RATE_B], cnt)));
     ml_node *l = ml_add(g, ml_add(g, l0[t], ml_sum_rows(g, ml_mul(g, hs[t], d1))), b1);
+    if (!l) return ml_graph_status(g);
+    double diff = fabs((double)l->value.data[0] - (double)logits[t]->value.data[0]);
+    if (diff > worst) worst = diff;
+  }
+  *max_diff = worst;
+  return ML_OK;
+}
+
+ml_status ml__dkt_check_state(ml_dkt *m, const ml_answers *a, int64_t s, double *max_diff) {
+  *max_diff = NAN;
+  if (!m->cfg.meta || !m->cfg.adapt_state) return ml_error(ML_ERR_ARG, "dkt: the state check needs adapt_state");
+  if (s < 0 || s >= a->n_students || ml_answers_len(a, s) < 3)
+    return ml_error(ML_ERR_ARG, "dkt: student %lld has fewer than 3 answers", (long long)s);
+  int64_t H = m->cfg.hidden, L = ml_answers_len(a, s);
+  window win = {s, 0, L < m->cfg.window ? L : m->cfg.window};
+  const window *wp = &win;
+  ml_arena_reset(m->arena);
+  ml_graph *g = ml_graph_new(m->arena);
+  batch bt;
+  ml_status st = g ? make_batch(m->arena, a, m->cfg.n_items, (float)m->cfg.cold_weight, &wp, 1, &bt) : ML_ERR_NOMEM;
+  if (st) return st;
+  ml_node *w[P_MAX];
+  leaves(m, g, true, w);
+  ml_node **logits = ml_arena_alloc(m->arena, (size_t)bt.T * sizeof(ml_node *));
+  if (!logits) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
+  if (!forward_ex(m, g, w, &bt, logits, NULL, NULL)) return ml_graph_status(g);
+  /* the same model written out step by step: explicit (1, H) initial states, one cell per step */
+  ml_node *xw = ml_add(g, ml_matmul(g, ml_embedding(g, w[P_EMB], bt.in, bt.N), w[P_WIH], false, true), w[P_B]);
+  ml_node *ob2 = ml_reshape(g, w[P_OUTB], 2, (int64_t[]){m->cfg.n_items, 1});
+  int64_t support_steps = m->cfg.adapt_window - 1;
+  double worst = 0;
+  for (int64_t t = 1; t < bt.T; t++) {
+    int64_t cnt = t < support_steps ? t : support_steps;
+    ml_node *h0 = ml_leaf(g, w[P_H0]->value, true), *c0 = ml_leaf(g, w[P_C0]->value, true), *h = h0, *c = c0;
+    ml_node *loss = NULL;
+    for (int64_t k = 0; k < cnt; k++) {
+      ml_node *c2;
+      h = ml_lstm_cell(g, ml_slice(g, xw, 0, k, 1), h, c, w[P_WHH], &c2);
+      c = c2;
+      ml_node *wo = ml_reshape(g, ml_slice(g, w[P_OUTW], 0, bt.tgt[k], 1), 2, (int64_t[]){1, H});
+      ml_node *l = ml_add(g, ml_sum_rows(g, ml_mul(g, h, wo)), ml_reshape(g, ml_slice(g, ob2, 0, bt.tgt[k], 1), 1, (int64_t[]){1}));
+      ml_node *y = vec(g, bt.y + k, 1);
+      ml_node *lk = ml_sum(g, ml_sub(g, ml_softplus(g, l), ml_mul(g, l, y)));
+      loss = loss ? ml_add(g, loss, lk) : lk;
+    }
+    loss = ml_scale(g, loss, 1.0f / (float)cnt);
+    ml_node *gr[2], *in[2] = {h0, c0};
+    if (!loss || ml_grad(g, &loss, 1, NULL, in, 2, false, gr)) return ml_graph_status(g);
+    ml_node *rh = ml_reshape(g, ml_slice(g, w[P_RATE_H], 0, cnt - 1, 1), 2, (int64_t[]){1, H});
+    ml_node *rc = ml_reshape(g, ml_slice(g, w[P_RATE_C], 0, cnt - 1, 1), 2, (int64_t[]){1, H});
+    h = ml_sub(g, h0, ml_mul(g, gr[0], rh));
+    c = ml_sub(g, c0, ml_mul(g, gr[1], rc));
+    for (int64_t k = 0; k <= t; k++) {
+      ml_node *c2;
+      h = ml_lstm_cell(g, ml_slice(g, xw, 0, k, 1), h, c, w[P_WHH], &c2);
+      c = c2;
+    }
+    ml_node *wo = ml_reshape(g, ml_slice(g, w[P_OUTW], 0, bt.tgt[t], 1), 2, (int64_t[]){1, H});
+    ml_node *l = ml_add(g, ml_sum_rows(g, ml_mul(g, h, wo)), ml_reshape(g, ml_slice(g, ob2, 0, bt.tgt[t], 1), 1, (int64_t[]){1}));
     if (!l) return ml_graph_status(g);
     double diff = fabs((double)l->value.data[0] - (double)logits[t]->value.data[0]);
     if (diff > worst) worst = diff;
