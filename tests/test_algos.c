@@ -413,7 +413,8 @@ ML_TEST(first_order_maml_gradient_matches_the_recorded_loop) {
   ml_model *m = cls_model(ML_ALGO_FOMAML);
   const int64_t n = m->params->numel, P = m->params->count, steps = 3;
   const float lr = 0.3f;
-  float *theta = malloc((size_t)n * sizeof(float)), *ref = malloc((size_t)n * sizeof(float));
+  /* calloc: the parameter block may pad between tensors, and the padding has no gradient */
+  float *theta = malloc((size_t)n * sizeof(float)), *ref = calloc((size_t)n, sizeof(float));
   memcpy(theta, m->params->data, (size_t)n * sizeof(float));
   /* reference */
   ml_arena *ar = ml_arena_new(0, NULL);
