@@ -53,13 +53,13 @@ ml_status ml_dkt_new(const ml_dkt_config *cfg, ml_dkt **out) {
     return ml_error(ML_ERR_ARG, "dkt: bad configuration (items %lld, emb %lld, hidden %lld, window %lld, batch %lld)",
                     (long long)cfg->n_items, (long long)cfg->emb, (long long)cfg->hidden, (long long)cfg->window,
                     (long long)cfg->batch);
+  if (cfg->adapt_state && (!cfg->meta || cfg->adapt_window < 2))
+    return ml_error(ML_ERR_ARG, "dkt: adapting the initial state needs a meta-DKT with a bounded support (adapt_window "
+                                ">= 2; each prediction inside it reads the window again)");
   ml_dkt *m = calloc(1, sizeof *m);
   if (!m) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
   m->cfg = *cfg;
   for (int i = 0; i < P_MAX; i++) m->idx[i] = -1;
-  if (cfg->adapt_state && (!cfg->meta || cfg->adapt_window < 2))
-    return ml_error(ML_ERR_ARG, "dkt: adapting the initial state needs a meta-DKT with a bounded support (adapt_window "
-                                ">= 2; each prediction inside it reads the window again)");
   int64_t V = cfg->n_items, E = cfg->emb, H = cfg->hidden;
   int64_t R = cfg->adapt_window > 1 ? cfg->adapt_window - 1 : 1; /* one rate row per support size */
   m->params = ml_params_new();
