@@ -661,6 +661,40 @@ ML_TEST(graph_rewind_drops_newer_nodes) {
   ml_arena_free(ar);
 }
 
+/* Convolutions share one kernel scratch per graph: a second convolution costs its node and
+ * output, not another im2col buffer; a rewind past the scratch's growth gives it back, and the
+ * convolutions after it still compute the right values. */
+ML_TEST(convolutions_share_one_scratch) {
+  ml_arena *ar = ml_arena_new(0, NULL);
+  ml_graph *g = ml_graph_new(ar);
+  ml_node *x = ml_new(g, 4, (int64_t[]){4, 8, 14, 14}), *w = ml_new(g, 4, (int64_t[]){16, 8, 3, 3});
+  ml_test_fill(x->value.data, x->value.numel, 31, -1, 1);
+  ml_test_fill(w->value.data, w->value.numel, 32, -1, 1);
+  ml_conv_shape s;
+  CHECK_OK(ml_conv_shape_make(&s, 4, 8, 14, 14, 16, 3, 3, 1, 1));
+  size_t scratch = ml_conv2d_scratch_floats(&s) * sizeof(float), out = (size_t)(4 * 16 * 14 * 14) * sizeof(float);
+  float *ref = malloc(out);
+  ml_conv2d_forward_ref(&s, ref, x->value.data, w->value.data, NULL);
+  ml_node *y1 = ml_conv2d(g, x, w, NULL, 1, 1);
+  size_t u1 = ml_arena_used(ar);
+  ml_node *y2 = ml_conv2d(g, x, w, NULL, 1, 1);
+  size_t u2 = ml_arena_used(ar);
+  CHECK_MSG(u2 - u1 < out + 1024 && scratch > 1024, "a second convolution took %zu bytes (output %zu, scratch %zu)",
+            u2 - u1, out, scratch);
+  ml_graph_mark m = ml_graph_get_mark(g);
+  ml_node *big = ml_new(g, 4, (int64_t[]){4, 8, 28, 28}); /* grows the scratch after the mark */
+  ml_test_fill(big->value.data, big->value.numel, 33, -1, 1);
+  CHECK(ml_conv2d(g, big, w, NULL, 1, 1) != NULL);
+  ml_graph_rewind(g, m);
+  CHECK(ml_arena_used(ar) == u2);
+  ml_node *y3 = ml_conv2d(g, x, w, NULL, 1, 1);
+  CHECK_OK(ml_graph_status(g));
+  CHECK_CLOSE(y1->value.data, ref, 4 * 16 * 14 * 14, 1e-4, 1e-4);
+  CHECK(!memcmp(y1->value.data, y2->value.data, out) && !memcmp(y1->value.data, y3->value.data, out));
+  free(ref);
+  ml_arena_free(ar);
+}
+
 /* A sweep without create_graph reuses dead gradient buffers and adds in place; slots that share
  * a buffer (an ADD passes its gradient to both inputs) must still get separate sums. */
 static ml_node *f_shared(ml_graph *g, ml_node **x) {

@@ -72,6 +72,8 @@ typedef struct {
   ml_arena_mark arena;
   ml_node **nodes;
   int64_t n, cap;
+  void *temp; /* the graph's kernel scratch as it was */
+  size_t temp_cap;
 } ml_graph_mark;
 ML_API ml_graph_mark ml_graph_get_mark(const ml_graph *g);
 ML_API void ml_graph_rewind(ml_graph *g, ml_graph_mark m);

@@ -49,7 +49,7 @@ bool ml_graph_set_recording(ml_graph *g, bool on) {
 bool ml_graph_is_recording(const ml_graph *g) { return g->recording; }
 
 ml_graph_mark ml_graph_get_mark(const ml_graph *g) {
-  return (ml_graph_mark){ml_arena_get_mark(g->arena), g->nodes, g->n, g->cap};
+  return (ml_graph_mark){ml_arena_get_mark(g->arena), g->nodes, g->n, g->cap, g->temp, g->temp_cap};
 }
 
 void ml_graph_rewind(ml_graph *g, ml_graph_mark m) {
@@ -59,6 +59,8 @@ void ml_graph_rewind(ml_graph *g, ml_graph_mark m) {
   g->nodes = m.nodes;
   g->cap = m.cap;
   g->n = m.n;
+  g->temp = m.temp; /* a buffer grown after the mark is given back with the rest */
+  g->temp_cap = m.temp_cap;
   ml_arena_rewind(g->arena, m.arena);
 }
 
@@ -143,6 +145,18 @@ ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node
   }
   g->nodes[g->n++] = n;
   return n;
+}
+
+void *ml__temp(ml_graph *g, size_t bytes) {
+  if (bytes <= g->temp_cap) return g->temp;
+  void *p = ml_arena_alloc(g->arena, bytes);
+  if (!p) {
+    ml__fail(g, ML_ERR_NOMEM, "graph: out of memory for %zu bytes of scratch", bytes);
+    return NULL;
+  }
+  g->temp = p;
+  g->temp_cap = bytes;
+  return p;
 }
 
 void *ml__scratch(ml_graph *g, size_t bytes) {

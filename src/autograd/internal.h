@@ -22,6 +22,8 @@ struct ml_graph {
   bool recording;
   bool recycle;                         /* inside a sweep without create_graph */
   ml_free_buf *free[ML_FREE_BUCKETS];   /* released buffers, reused by new nodes of the sweep */
+  void *temp;                           /* ml__temp's buffer and its size */
+  size_t temp_cap;
 };
 
 /* Creates a node (value allocated when alloc_data), recording inputs when needed. */
@@ -30,6 +32,10 @@ ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node
 /* Sets the sticky error (first one wins) and returns NULL. */
 ml_node *ml__fail(ml_graph *g, ml_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void *ml__scratch(ml_graph *g, size_t bytes);
+/* Scratch for the duration of one kernel call: one buffer per graph, handed to the next call too
+ * (grown when too small), so the im2col buffers of every convolution in a graph cost one buffer
+ * instead of one each. Nothing may keep it past the op that asked for it. */
+void *ml__temp(ml_graph *g, size_t bytes);
 /* Fills gin[k] (for needin[k]) with the gradient of node n's input k given gout. */
 void ml__backward(ml_graph *g, ml_node *n, ml_node *gout, ml_node **gin, const bool *needin);
 

@@ -311,7 +311,7 @@ ml_node *ml_linear(ml_graph *g, ml_node *x, ml_node *w, ml_node *b) {
  * would keep a second full-size activation per layer. */
 static ml_node *conv_raw(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, const ml_conv_shape *s) {
   ml_node *n = ml__node(g, ML_OP_CONV2D, 4, (int64_t[]){s->B, s->OC, s->OH, s->OW}, x, w, b, true);
-  float *scratch = ml__scratch(g, ml_conv2d_scratch_floats(s) * sizeof(float));
+  float *scratch = ml__temp(g, ml_conv2d_scratch_floats(s) * sizeof(float));
   if (!n || !scratch) return NULL;
   n->conv = *s;
   ml_conv2d_forward(s, n->value.data, x->value.data, w->value.data, b ? b->value.data : NULL, scratch);
@@ -341,7 +341,7 @@ ml_node *ml_conv2d_bwd_data(ml_graph *g, ml_node *dy, ml_node *w, const ml_conv_
   if (dy->value.numel != s->B * s->OC * s->OH * s->OW || w->value.numel != s->OC * s->C * s->KH * s->KW)
     return ml__fail(g, ML_ERR_SHAPE, "conv2d_bwd_data: gradient or weight does not match the conv shape");
   ml_node *n = ml__node(g, ML_OP_CONV2D_BWD_DATA, 4, (int64_t[]){s->B, s->C, s->H, s->W}, dy, w, NULL, true);
-  float *scratch = ml__scratch(g, ml_conv2d_scratch_floats(s) * sizeof(float));
+  float *scratch = ml__temp(g, ml_conv2d_scratch_floats(s) * sizeof(float));
   if (!n || !scratch) return NULL;
   n->conv = *s;
   ml_conv2d_backward_data(s, n->value.data, dy->value.data, w->value.data, scratch);
@@ -353,7 +353,7 @@ ml_node *ml_conv2d_bwd_weight(ml_graph *g, ml_node *x, ml_node *dy, const ml_con
   if (dy->value.numel != s->B * s->OC * s->OH * s->OW || x->value.numel != s->B * s->C * s->H * s->W)
     return ml__fail(g, ML_ERR_SHAPE, "conv2d_bwd_weight: input or gradient does not match the conv shape");
   ml_node *n = ml__node(g, ML_OP_CONV2D_BWD_WEIGHT, 4, (int64_t[]){s->OC, s->C, s->KH, s->KW}, x, dy, NULL, true);
-  float *scratch = ml__scratch(g, ml_conv2d_scratch_floats(s) * sizeof(float));
+  float *scratch = ml__temp(g, ml_conv2d_scratch_floats(s) * sizeof(float));
   if (!n || !scratch) return NULL;
   n->conv = *s;
   ml_conv2d_backward_weight(s, n->value.data, x->value.data, dy->value.data, scratch);
@@ -560,7 +560,7 @@ static void bw_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, cons
   const ml_tensor *t = &x->value;
   ml_node *dx = need[0] ? ml_new(g, t->ndim, t->shape) : NULL;
   ml_node *dgamma = need[1] ? ml_new(g, 1, (int64_t[]){C}) : NULL, *dbeta = need[2] ? ml_new(g, 1, (int64_t[]){C}) : NULL;
-  float *dx_tmp = dx ? NULL : ml__scratch(g, (size_t)t->numel * sizeof(float));
+  float *dx_tmp = dx ? NULL : ml__temp(g, (size_t)t->numel * sizeof(float));
   if (g->status) return;
   ml_batchnorm_pool_backward(dx ? dx->value.data : dx_tmp, dgamma ? dgamma->value.data : NULL,
                              dbeta ? dbeta->value.data : NULL, go->value.data, n->idx, x->value.data, n->saved0,
