@@ -157,11 +157,15 @@ static void bench_conv(const char *label, int64_t B, int64_t C, int64_t H, int64
     c.which = w;
     char name[96];
     snprintf(name, sizeof name, "conv %s %s", label, what[w]);
-    for (int builtin = 1; builtin >= (ML_HAVE_BLAS ? 0 : 1); builtin--) {
-      ml_gemm_use_builtin(builtin);
-      row(name, builtin ? "builtin" : "openblas", flops, time_median(run_conv, &c));
+    /* auto: what the kernel picks (for stride 1 on AVX-512: straight from the padded images where
+     * the rows are wide enough, see kernels/conv_direct.c), then im2col + each GEMM backend */
+    for (int k = w == 2 ? 1 : 0; k < (ML_HAVE_BLAS ? 3 : 2); k++) {
+      ml_conv_use_direct(k == 0);
+      ml_gemm_use_builtin(k == 1);
+      row(name, k == 0 ? "auto" : k == 1 ? "builtin" : "openblas", flops, time_median(run_conv, &c));
     }
   }
+  ml_conv_use_direct(true);
   ml_gemm_use_builtin(false);
   free(c.in), free(c.w), free(c.bias), free(c.out), free(c.scratch);
 }
@@ -204,6 +208,7 @@ int main(int argc, char **argv) {
   bench_conv("80x64x28x28 ->64 3x3 p1", 80, 64, 28, 64);
   bench_conv("80x64x14x14 ->64 3x3 p1", 80, 64, 14, 64);
   bench_conv("80x64x7x7 ->64 3x3 p1", 80, 64, 7, 64);
+  bench_conv("80x64x3x3 ->64 3x3 p1", 80, 64, 3, 64);
   bench_conv("80x1x28x28 ->64 3x3 p1", 80, 1, 28, 64);
   return 0;
 }

@@ -175,7 +175,13 @@ static const conv_case conv_cases[] = {
     /* rows longer than one 16-lane vector, not a multiple of it, wide padding */
     {2, 3, 9, 37, 4, 3, 5, 1, 2}, {1, 2, 4, 17, 3, 3, 3, 1, 1},
     /* more images than a weight-gradient group: partial sums added in group order */
-    {150, 3, 9, 9, 4, 3, 3, 1, 1}, {150, 2, 3, 3, 3, 3, 3, 1, 1}};
+    {150, 3, 9, 9, 4, 3, 3, 1, 1}, {150, 2, 3, 3, 3, 3, 3, 1, 1},
+    /* stride 1 straight from padded images (AVX-512): Conv4's 14x14 layer, channels not a multiple
+     * of the 8-channel tile, a 1x1 kernel with padding (backward data falls back), no padding
+     * (backward data padded by 2), 16-wide padded rows, planes of 1-2 vectors, a tall kernel */
+    {2, 64, 14, 14, 64, 3, 3, 1, 1}, {3, 5, 13, 20, 11, 3, 3, 1, 0}, {2, 3, 12, 12, 9, 1, 1, 1, 1},
+    {2, 4, 10, 16, 13, 3, 3, 1, 1}, {2, 7, 2, 5, 3, 3, 3, 1, 1}, {2, 3, 16, 12, 7, 5, 3, 1, 2},
+    {1, 9, 30, 33, 17, 3, 3, 1, 1}};
 
 static void check_conv(const conv_case *cc, const char *what) {
   ml_conv_shape s;
@@ -233,7 +239,12 @@ ML_TEST(conv2d_against_reference) {
   for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
     ml__simd_force(l);
     ml_gemm_use_builtin(true);
-    for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) check_conv(&conv_cases[i], ml_simd_name((ml_simd_level)l));
+    for (int direct = 1; direct >= 0; direct--) {
+      ml_conv_use_direct(direct);
+      for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
+        check_conv(&conv_cases[i], direct ? ml_simd_name((ml_simd_level)l) : "im2col");
+    }
+    ml_conv_use_direct(true);
   }
   ml__simd_force(-1);
   ml_gemm_use_builtin(false);

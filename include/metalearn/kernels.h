@@ -75,6 +75,10 @@ ML_API void ml_conv2d_backward_data(const ml_conv_shape *s, float *din, const fl
 /* dw (OC,C,KH,KW) = correlation of in with dout; overwrites dw. */
 ML_API void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
                                       float *scratch);
+/* Stride-1 forward and backward-data convolutions run straight from zero-padded images with
+ * AVX-512 where the output rows are wide enough (the default); off: always im2col + GEMM
+ * (tests and benchmarks compare the two). Process-wide. */
+ML_API void ml_conv_use_direct(bool on);
 ML_API void ml_conv2d_forward_ref(const ml_conv_shape *s, float *out, const float *in, const float *w,
                                   const float *bias);
 ML_API void ml_conv2d_backward_data_ref(const ml_conv_shape *s, float *din, const float *dout, const float *w);

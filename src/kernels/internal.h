@@ -32,6 +32,16 @@ void ml__gemm_level(ml_simd_level level, bool ta, bool tb, int64_t M, int64_t N,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc);
 
+/* Stride-1 convolution straight from padded images (conv_direct.c): whether it takes a shape
+ * (AVX-512 on, output rows wide enough), the scratch it needs, and the kernels. */
+bool ml__conv_direct_forward_ok(const ml_conv_shape *s);
+bool ml__conv_direct_backward_data_ok(const ml_conv_shape *s);
+size_t ml__conv_direct_scratch_floats(const ml_conv_shape *s, int workers);
+void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
+                             float *scratch);
+void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
+                                   float *scratch);
+
 /* Runs fn(i, worker, ctx) for i in [0, n): on the lent pool if any, else in order on this
  * thread (worker 0). Items must write disjoint memory; worker indexes per-worker scratch. */
 void ml__kernels_run(int64_t n, ml_parallel_fn fn, void *ctx);

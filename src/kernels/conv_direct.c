@@ -1,0 +1,242 @@
+/* kernels/conv_direct.c: stride-1 convolution read straight from a zero-padded copy of each
+ * image (AVX-512), with no im2col matrix.
+ *
+ * The output positions run over the padded grid flattened row by row: OH rows of Wp = W + 2*pw
+ * columns, of which the last Wp - OW of each row are junk. For the tap (kh, kw), the inputs of
+ * the 16 consecutive positions q..q+15 are the 16 consecutive floats at q + kh*Wp + kw of the
+ * padded plane, so each tap of each channel is one unaligned load per 16 outputs: a GEMM
+ * (OC x K) * (K x positions) whose B operand is read in place instead of being written out by
+ * im2col and packed again by the GEMM. A tile keeps 8 output channels x 3 vectors of 16 positions
+ * in 24 registers through all C*KH*KW taps; at the store, a compress drops the junk lanes, and
+ * the valid lanes of a vector are consecutive in the dense output (a position r*Wp + c with
+ * c < OW lands on r*OW + c). The junk costs 2*pw/Wp of the arithmetic (12.5% on 14x14 planes),
+ * less than the im2col write and the GEMM's own packing pass it replaces.
+ *
+ * Backward data for stride 1 is the same computation: the gradient of the output convolved
+ * with the weights flipped in both spatial axes and transposed in the channel axes, padded by
+ * K - 1 - pad. Each image is one work item: the same bits at any thread count. */
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/internal.h"
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define MR 8      /* output channels per tile */
+#define NR 3      /* 16-lane vectors per tile */
+#define MAX_NV 512 /* vectors per output plane the kernel takes (OH * Wp <= 8192) */
+
+typedef struct {
+  int64_t B, C, H, W, OC, KH, KW, ph, pw, OH, OW;
+  int64_t Wp, PS, NV; /* padded row, floats per padded plane (with slack), vectors per output plane */
+} dconv;
+
+/* Narrower output rows waste more lanes (a 3-wide row keeps 9 of a vector's 16 lanes). Measured
+ * on Conv4's shapes (bench/kernels, Intel AVX-512): direct wins the forward down to 3x3 planes
+ * (1.3x there, 1.5x on 14x14) and the backward data down to 7x7, but loses it on 3x3 (0.8x) to
+ * batched im2col + GEMM. */
+#define MIN_OW_FORWARD 3
+#define MIN_OW_BACKWARD_DATA 7
+
+static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC, int64_t KH, int64_t KW,
+                       int64_t ph, int64_t pw, int64_t min_ow) {
+  if (ph < 0 || pw < 0) return false;
+  d->B = B, d->C = C, d->H = H, d->W = W, d->OC = OC, d->KH = KH, d->KW = KW, d->ph = ph, d->pw = pw;
+  d->OH = H + 2 * ph - KH + 1, d->OW = W + 2 * pw - KW + 1, d->Wp = W + 2 * pw;
+  if (d->OH < 1 || d->OW < min_ow) return false;
+  d->NV = (d->OH * d->Wp + 15) / 16;
+  if (d->NV > MAX_NV) return false;
+  /* the last vector's last tap reads up to NV*16 - 1 + (KH-1)*Wp + KW-1 */
+  int64_t need = d->NV * 16 + (KH - 1) * d->Wp + KW - 1, hw = (H + 2 * ph) * d->Wp + pw;
+  d->PS = ((need > hw ? need : hw) + 15) & ~(int64_t)15;
+  return true;
+}
+
+static size_t wt_floats(const dconv *d) { return (size_t)(((d->OC + MR - 1) / MR) * MR * d->C * d->KH * d->KW); }
+static size_t plane_floats(const dconv *d) { return (size_t)(d->C * d->PS); }
+static size_t dconv_scratch(const dconv *d, int workers) {
+  return ((wt_floats(d) + 15) & ~(size_t)15) + plane_floats(d) * (size_t)workers;
+}
+
+static _Atomic bool g_off;
+void ml_conv_use_direct(bool on) { g_off = !on; }
+
+static bool forward_shape(const ml_conv_shape *s, dconv *d) {
+  return !g_off && s->stride == 1 && ml__simd_level() >= ML_SIMD_AVX512 &&
+         dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, MIN_OW_FORWARD);
+}
+
+/* din = conv(dout, flipped transposed w), padded by K - 1 - pad */
+static bool backward_data_shape(const ml_conv_shape *s, dconv *d) {
+  return !g_off && s->stride == 1 && ml__simd_level() >= ML_SIMD_AVX512 &&
+         dconv_make(d, s->B, s->OC, s->OH, s->OW, s->C, s->KH, s->KW, s->KH - 1 - s->pad, s->KW - 1 - s->pad,
+                   MIN_OW_BACKWARD_DATA) &&
+         d->OH == s->H && d->OW == s->W;
+}
+
+bool ml__conv_direct_forward_ok(const ml_conv_shape *s) {
+  dconv d;
+  return forward_shape(s, &d);
+}
+
+bool ml__conv_direct_backward_data_ok(const ml_conv_shape *s) {
+  dconv d;
+  return backward_data_shape(s, &d);
+}
+
+size_t ml__conv_direct_scratch_floats(const ml_conv_shape *s, int workers) {
+  dconv d;
+  size_t f = 0, g;
+  if (forward_shape(s, &d) && (g = dconv_scratch(&d, workers)) > f) f = g;
+  if (backward_data_shape(s, &d) && (g = dconv_scratch(&d, workers)) > f) f = g;
+  return f;
+}
+
+/* ---- the kernel ---- */
+
+typedef struct {
+  int64_t dest;  /* dense output offset of the vector's first valid lane */
+  __mmask16 keep; /* valid lanes */
+  __mmask16 low;  /* the first popcount(keep) lanes */
+} vec_store;
+
+typedef struct {
+  const dconv *d;
+  const float *in, *wt, *bias;
+  float *out, *planes;
+  const vec_store *vs;
+} dconv_job;
+
+/* One tile: MR output channels from oc0, nr vectors from v0, all channels and taps. */
+AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv *d, const float *xp,
+                                                                     const float *wt, const float *bias,
+                                                                     int64_t oc0, int64_t v0, float *out,
+                                                                     const vec_store *vs, const int nr) {
+  __m512 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; i++) {
+    const __m512 b = _mm512_set1_ps(bias && oc0 + i < d->OC ? bias[oc0 + i] : 0.0f);
+#pragma GCC unroll 3
+    for (int j = 0; j < NR; j++) acc[i][j] = b;
+  }
+  const int64_t Wp = d->Wp, KH = d->KH, KW = d->KW;
+  const float *xv = xp + v0 * 16;
+  for (int64_t c = 0; c < d->C; c++, xv += d->PS)
+    for (int64_t kh = 0; kh < KH; kh++)
+      for (int64_t kw = 0; kw < KW; kw++, wt += MR) {
+        const float *x = xv + kh * Wp + kw;
+        __m512 bv[NR];
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) bv[j] = j < nr ? _mm512_loadu_ps(x + 16 * j) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+          const __m512 a = _mm512_set1_ps(wt[i]);
+#pragma GCC unroll 3
+          for (int j = 0; j < NR; j++)
+            if (j < nr) acc[i][j] = _mm512_fmadd_ps(a, bv[j], acc[i][j]);
+        }
+      }
+  const int64_t P = d->OH * d->OW;
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; i++) {
+    if (oc0 + i >= d->OC) break;
+    float *o = out + (oc0 + i) * P;
+#pragma GCC unroll 3
+    for (int j = 0; j < NR; j++)
+      if (j < nr) {
+        const vec_store *v = &vs[v0 + j];
+        _mm512_mask_storeu_ps(o + v->dest, v->low, _mm512_maskz_compress_ps(v->keep, acc[i][j]));
+      }
+  }
+}
+
+AVX512_TARGET static void pad_image(const dconv *d, float *restrict xp, const float *restrict x) {
+  const int64_t H = d->H, W = d->W, Wp = d->Wp, ph = d->ph, pw = d->pw;
+  for (int64_t c = 0; c < d->C; c++, xp += d->PS, x += H * W) {
+    memset(xp, 0, (size_t)(ph * Wp + pw) * sizeof(float));
+    float *row = xp + ph * Wp + pw;
+    for (int64_t h = 0; h < H; h++, row += Wp) {
+      const float *src = x + h * W;
+      int64_t w = 0;
+      for (; w + 16 <= W; w += 16) _mm512_storeu_ps(row + w, _mm512_loadu_ps(src + w));
+      if (w < W) {
+        const __mmask16 m = (__mmask16)((1u << (W - w)) - 1u);
+        _mm512_mask_storeu_ps(row + w, m, _mm512_maskz_loadu_ps(m, src + w));
+      }
+      /* this row's right padding and the next row's left padding */
+      for (int64_t k = 0; k < 2 * pw; k++) row[W + k] = 0.0f;
+    }
+    /* bottom padding (after the last row's right padding) and the slack */
+    float *tail = xp + (ph + H) * Wp + pw;
+    memset(tail, 0, (size_t)(d->PS - ((ph + H) * Wp + pw)) * sizeof(float));
+  }
+}
+
+AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
+  const dconv_job *j = vj;
+  const dconv *d = j->d;
+  float *xp = j->planes + (size_t)worker * plane_floats(d);
+  pad_image(d, xp, j->in + b * d->C * d->H * d->W);
+  float *out = j->out + b * d->OC * d->OH * d->OW;
+  const int64_t taps = d->C * d->KH * d->KW;
+  for (int64_t v0 = 0; v0 < d->NV; v0 += NR) {
+    const int64_t nr = d->NV - v0 < NR ? d->NV - v0 : NR;
+    for (int64_t oc0 = 0; oc0 < d->OC; oc0 += MR) {
+      const float *wt = j->wt + (oc0 / MR) * taps * MR;
+      if (nr == 3) tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, 3);
+      else if (nr == 2) tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, 2);
+      else tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, 1);
+    }
+  }
+}
+
+static void run(const dconv *d, float *out, const float *in, const float *bias, float *scratch) {
+  vec_store vs[MAX_NV];
+  for (int64_t v = 0; v < d->NV; v++) {
+    unsigned keep = 0;
+    int64_t first = -1, n = 0;
+    for (int l = 0; l < 16; l++) {
+      int64_t p = v * 16 + l, r = p / d->Wp, c = p % d->Wp;
+      if (r < d->OH && c < d->OW) {
+        keep |= 1u << l;
+        if (first < 0) first = r * d->OW + c;
+        n++;
+      }
+    }
+    vs[v] = (vec_store){.dest = first < 0 ? 0 : first, .keep = (__mmask16)keep,
+                        .low = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1u)};
+  }
+  dconv_job j = {.d = d, .in = in, .wt = scratch, .bias = bias, .out = out,
+                 .planes = scratch + ((wt_floats(d) + 15) & ~(size_t)15), .vs = vs};
+  ml__kernels_run(d->B, direct_item, &j);
+}
+
+/* wt[oc / MR][c][kh][kw][oc % MR] = w[oc][c][kh][kw], zero past OC */
+void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
+                             float *scratch) {
+  dconv d;
+  forward_shape(s, &d);
+  const int64_t taps = d.C * d.KH * d.KW;
+  memset(scratch, 0, wt_floats(&d) * sizeof(float));
+  for (int64_t oc = 0; oc < d.OC; oc++)
+    for (int64_t t = 0; t < taps; t++) scratch[((oc / MR) * taps + t) * MR + oc % MR] = w[oc * taps + t];
+  run(&d, out, in, bias, scratch);
+}
+
+/* wt[c / MR][oc][kh][kw][c % MR] = w[oc][c][KH-1-kh][KW-1-kw], zero past C */
+void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
+                                   float *scratch) {
+  dconv d;
+  backward_data_shape(s, &d);
+  const int64_t KH = s->KH, KW = s->KW, taps = s->OC * KH * KW;
+  memset(scratch, 0, wt_floats(&d) * sizeof(float));
+  for (int64_t oc = 0; oc < s->OC; oc++)
+    for (int64_t c = 0; c < s->C; c++)
+      for (int64_t kh = 0; kh < KH; kh++)
+        for (int64_t kw = 0; kw < KW; kw++)
+          scratch[((c / MR) * taps + (oc * KH + kh) * KW + kw) * MR + c % MR] =
+              w[((oc * s->C + c) * KH + KH - 1 - kh) * KW + KW - 1 - kw];
+  run(&d, din, dout, NULL, scratch);
+}
