@@ -159,7 +159,7 @@ static void bench_conv(const char *label, int64_t B, int64_t C, int64_t H, int64
     snprintf(name, sizeof name, "conv %s %s", label, what[w]);
     /* auto: what the kernel picks (for stride 1 on AVX-512: straight from the padded images where
      * the rows are wide enough, see kernels/conv_direct.c), then im2col + each GEMM backend */
-    for (int k = w == 2 ? 1 : 0; k < (ML_HAVE_BLAS ? 3 : 2); k++) {
+    for (int k = 0; k < (ML_HAVE_BLAS ? 3 : 2); k++) {
       ml_conv_use_direct(k == 0);
       ml_gemm_use_builtin(k == 1);
       row(name, k == 0 ? "auto" : k == 1 ? "builtin" : "openblas", flops, time_median(run_conv, &c));

@@ -178,10 +178,12 @@ static const conv_case conv_cases[] = {
     {150, 3, 9, 9, 4, 3, 3, 1, 1}, {150, 2, 3, 3, 3, 3, 3, 1, 1},
     /* stride 1 straight from padded images (AVX-512): Conv4's 14x14 layer, channels not a multiple
      * of the 8-channel tile, a 1x1 kernel with padding (backward data falls back), no padding
-     * (backward data padded by 2), 16-wide padded rows, planes of 1-2 vectors, a tall kernel */
-    {2, 64, 14, 14, 64, 3, 3, 1, 1}, {3, 5, 13, 20, 11, 3, 3, 1, 0}, {2, 3, 12, 12, 9, 1, 1, 1, 1},
-    {2, 4, 10, 16, 13, 3, 3, 1, 1}, {2, 7, 2, 5, 3, 3, 3, 1, 1}, {2, 3, 16, 12, 7, 5, 3, 1, 2},
-    {1, 9, 30, 33, 17, 3, 3, 1, 1}};
+     * (backward data padded by 2), 16-wide padded rows, planes of 1-2 vectors, a tall kernel;
+     * weight gradient: (channel, tap) rows not a multiple of its 6-row tile, output channels past
+     * one 64-channel tile and not a multiple of 16, several weight groups */
+    {2, 64, 14, 14, 64, 3, 3, 1, 1}, {3, 9, 13, 20, 21, 3, 3, 1, 0}, {2, 3, 12, 12, 9, 1, 1, 1, 1},
+    {2, 4, 10, 16, 13, 3, 3, 1, 1}, {2, 7, 2, 5, 3, 3, 3, 1, 1}, {2, 5, 16, 12, 70, 5, 3, 1, 2},
+    {1, 9, 30, 33, 17, 3, 3, 1, 1}, {150, 8, 12, 12, 5, 3, 3, 1, 1}};
 
 static void check_conv(const conv_case *cc, const char *what) {
   ml_conv_shape s;

@@ -67,6 +67,8 @@ static int64_t weight_groups(const ml_conv_shape *s, int64_t *per_group) {
 static size_t worker_floats(const ml_conv_shape *s) {
   const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, nb = images_per_gemm(s);
   size_t f = nb == 1 ? (is_pointwise(s) ? 1 : (size_t)(K * P)) : (size_t)(nb * P * (K + s->OC));
+  size_t direct = ml__conv_direct_weight_work_floats(s);
+  if (direct > f) f = direct;
   return (f + 15) & ~(size_t)15; /* keep every worker's block 64-byte aligned */
 }
 
@@ -331,6 +333,10 @@ static void weight_group(const conv_job *j, int64_t group, int worker, float *ds
   const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
   const int64_t first = group * j->per_group, last = first + j->per_group < s->B ? first + j->per_group : s->B;
   float *scratch = j->scratch + (size_t)worker * worker_floats(s);
+  if (ml__conv_direct_backward_weight_ok(s)) {
+    ml__conv_direct_weight_group(s, j->in, j->dout, first, last, scratch, dst);
+    return;
+  }
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb, L = n * P;
     const float *col = j->in + b0 * img, *db = j->dout + b0 * s->OC * P;

@@ -240,3 +240,117 @@ void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const flo
               w[((oc * s->C + c) * KH + KH - 1 - kh) * KW + KW - 1 - kw];
   run(&d, din, dout, NULL, scratch);
 }
+
+/* ---- weight gradient ----
+ * dw[oc][c][kh][kw] = sum over images and valid positions p = (r, x) of dout[oc][p] times the
+ * padded image at r*Wp + x + kh*Wp + kw. Vectorized over output channels so that nothing needs a
+ * horizontal sum: per image the output gradient is transposed to gt (P, OCp) (OCp = OC rounded up
+ * to 16, zeros past OC), and a register tile holds dw^T for 6 (channel, tap) rows x 64 output
+ * channels (24 registers) while it runs over the image's positions: per position, 4 vector loads
+ * of gt and 6 broadcasts of input pixels for 24 FMAs. dw^T (C*KH*KW, OCp) stays in the worker's
+ * scratch across the images of a group (in order: the same bits at any thread count) and is
+ * transposed into dw at the end. */
+#define WR 6 /* (channel, tap) rows per tile */
+#define WV 4 /* 16-channel vectors per tile */
+
+static int64_t ocp(int64_t OC) { return (OC + 15) & ~(int64_t)15; }
+
+/* Few (channel, tap) rows (a first layer: 9) leave too little arithmetic per image to pay for
+ * transposing its output gradient: 2.8x slower than im2col + OpenBLAS on Conv4's first layer. */
+#define MIN_WEIGHT_ROWS 64
+
+static bool weight_shape(const ml_conv_shape *s, dconv *d) {
+  return !g_off && s->stride == 1 && ml__simd_level() >= ML_SIMD_AVX512 && s->C * s->KH * s->KW >= MIN_WEIGHT_ROWS &&
+         dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, MIN_OW_FORWARD);
+}
+
+bool ml__conv_direct_backward_weight_ok(const ml_conv_shape *s) {
+  dconv d;
+  return weight_shape(s, &d);
+}
+
+/* per worker: padded image, gt, dw^T */
+size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s) {
+  dconv d;
+  if (!weight_shape(s, &d)) return 0;
+  const int64_t O = ocp(s->OC);
+  size_t f = plane_floats(&d) + (size_t)(d.OH * d.OW * O) + (size_t)(d.C * d.KH * d.KW * O);
+  return (f + 15) & ~(size_t)15;
+}
+
+AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(const dconv *d, const float *const *xb,
+                                                                            const float *gt, int64_t O, float *acc_mem,
+                                                                            int64_t ld, bool first, const int nv) {
+  __m512 acc[WR][WV];
+#pragma GCC unroll 6
+  for (int i = 0; i < WR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < WV; v++)
+      if (v < nv) acc[i][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc_mem + i * ld + 16 * v);
+  for (int64_t r = 0; r < d->OH; r++) {
+    const float *g = gt + r * d->OW * O;
+    const int64_t q0 = r * d->Wp;
+    for (int64_t x = 0; x < d->OW; x++, g += O) {
+      __m512 gv[WV];
+#pragma GCC unroll 4
+      for (int v = 0; v < WV; v++) gv[v] = v < nv ? _mm512_loadu_ps(g + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 6
+      for (int i = 0; i < WR; i++) {
+        const __m512 a = _mm512_set1_ps(xb[i][q0 + x]);
+#pragma GCC unroll 4
+        for (int v = 0; v < WV; v++)
+          if (v < nv) acc[i][v] = _mm512_fmadd_ps(a, gv[v], acc[i][v]);
+      }
+    }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < WR; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < WV; v++)
+      if (v < nv) _mm512_storeu_ps(acc_mem + i * ld + 16 * v, acc[i][v]);
+}
+
+/* dst (OC, C, KH, KW) = the weight gradient summed over images [first, last), in order */
+AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout,
+                                                int64_t first, int64_t last, float *work, float *dst) {
+  dconv d;
+  weight_shape(s, &d);
+  const int64_t O = ocp(s->OC), P = d.OH * d.OW, T = d.KH * d.KW, CT = d.C * T;
+  float *xp = work, *gt = xp + plane_floats(&d), *wt = gt + P * O;
+  /* rows past CT (the last tile of a short layer) read row 0's pixels and land in a spare row */
+  float spare[WR * 64];
+  for (int64_t b = first; b < last; b++) {
+    pad_image(&d, xp, in + b * d.C * d.H * d.W);
+    const float *g = dout + b * s->OC * P;
+    for (int64_t p = 0; p < P; p++) {
+      for (int64_t oc = 0; oc < s->OC; oc++) gt[p * O + oc] = g[oc * P + p];
+      for (int64_t oc = s->OC; oc < O; oc++) gt[p * O + oc] = 0.0f;
+    }
+    for (int64_t ct0 = 0; ct0 < CT; ct0 += WR) {
+      const float *xb[WR];
+      for (int i = 0; i < WR; i++) {
+        const int64_t ct = ct0 + i < CT ? ct0 + i : 0, c = ct / T, t = ct % T;
+        xb[i] = xp + c * d.PS + (t / d.KW) * d.Wp + t % d.KW;
+      }
+      for (int64_t o0 = 0; o0 < O; o0 += 16 * WV) {
+        const int nv = (int)((O - o0) / 16 < WV ? (O - o0) / 16 : WV);
+        float *acc = wt + ct0 * O + o0;
+        int64_t ld = O;
+        if (ct0 + WR > CT) { /* a short last tile goes through the spare rows */
+          for (int64_t i = 0; i < WR; i++)
+            for (int64_t k = 0; k < 16 * nv; k++) spare[i * 64 + k] = ct0 + i < CT && b > first ? acc[i * O + k] : 0.0f;
+          acc = spare, ld = 64;
+        }
+        if (nv == 4) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, 4);
+        else if (nv == 3) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, 3);
+        else if (nv == 2) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, 2);
+        else weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, 1);
+        if (acc == spare)
+          for (int64_t i = 0; ct0 + i < CT; i++)
+            for (int64_t k = 0; k < 16 * nv; k++) wt[(ct0 + i) * O + o0 + k] = spare[i * 64 + k];
+      }
+    }
+  }
+  for (int64_t oc = 0; oc < s->OC; oc++)
+    for (int64_t ct = 0; ct < CT; ct++) dst[oc * CT + ct] = wt[ct * O + oc];
+}

@@ -41,6 +41,12 @@ void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in
                              float *scratch);
 void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
                                    float *scratch);
+/* The weight gradient of images [first, last) into dst (overwritten), with work floats of
+ * ml__conv_direct_weight_work_floats (per worker). */
+bool ml__conv_direct_backward_weight_ok(const ml_conv_shape *s);
+size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s);
+void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
+                                  int64_t last, float *work, float *dst);
 
 /* Runs fn(i, worker, ctx) for i in [0, n): on the lent pool if any, else in order on this
  * thread (worker 0). Items must write disjoint memory; worker indexes per-worker scratch. */
