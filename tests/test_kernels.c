@@ -318,9 +318,12 @@ ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
 /* The fused batch-norm + max-pool matches the two kernels in sequence: forward bit for bit,
  * backward against the batch-norm backward of the scattered pooled gradient. */
 ML_TEST(batchnorm_pool_fused) {
-  const int64_t shapes[][4] = {{3, 4, 6, 6}, {2, 3, 7, 5}, {5, 2, 28, 28}};
-  for (size_t k = 0; k < 3; k++) {
-    int64_t B = shapes[k][0], C = shapes[k][1], H = shapes[k][2], W = shapes[k][3], n = B * C * H * W;
+  /* at every SIMD level; odd sizes leave a row and a column outside the windows; pooled rows
+   * shorter and longer than one 16-lane vector */
+  const int64_t shapes[][4] = {{3, 4, 6, 6}, {2, 3, 7, 5}, {5, 2, 28, 28}, {2, 3, 9, 41}, {1, 2, 6, 34}, {2, 2, 3, 64}};
+  for (size_t k = 0; k < 6 * (size_t)(ml_cpu_simd() + 1); k++) {
+    ml__simd_force((int)(k / 6));
+    int64_t B = shapes[k % 6][0], C = shapes[k % 6][1], H = shapes[k % 6][2], W = shapes[k % 6][3], n = B * C * H * W;
     int64_t no = B * C * (H / 2) * (W / 2);
     float *x = fvec(n, 51, -2, 3), *gam = fvec(C, 52, 0.5f, 1.5f), *bet = fvec(C, 53, -1, 1), *go = fvec(no, 54, -1, 1);
     float *y = malloc((size_t)n * 4), *o1 = malloc((size_t)no * 4), *o2 = malloc((size_t)no * 4);
@@ -340,6 +343,7 @@ ML_TEST(batchnorm_pool_fused) {
     CHECK_CLOSE(db2, db1, C, 1e-5, 1e-4);
     free(x), free(gam), free(bet), free(go), free(y), free(o1), free(o2), free(i1), free(i2), free(dy), free(dx1), free(dx2);
   }
+  ml__simd_force(-1);
 }
 
 ML_TEST(conv_shape) {
