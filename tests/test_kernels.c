@@ -227,6 +227,20 @@ static void check_conv(const conv_case *cc, const char *what) {
   CHECK_MSG(r <= 1.0, "%s conv bwd weight (%lld,%lld,%lld,%lld) s%lld p%lld: [%lld] %g vs %g", what,
             (long long)s.B, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.stride, (long long)s.pad,
             (long long)wi, dw[wi], dwr[wi]);
+  /* with the bias gradient in the same pass: the same weight gradient, and the sums of g */
+  float *dw2 = malloc((size_t)nw * 4), *db = malloc((size_t)s.OC * 4), *dbr = malloc((size_t)s.OC * 4);
+  ml_conv2d_backward_weight_bias(&s, dw2, db, in, g, scratch);
+  CHECK_MSG(!memcmp(dw, dw2, (size_t)nw * 4), "%s conv weight gradient changes with the bias gradient", what);
+  for (int64_t oc = 0; oc < s.OC; oc++) {
+    double t = 0;
+    for (int64_t b = 0; b < s.B; b++)
+      for (int64_t p = 0; p < s.OH * s.OW; p++) t += g[(b * s.OC + oc) * s.OH * s.OW + p];
+    dbr[oc] = (float)t;
+  }
+  r = ml_test_close(db, dbr, s.OC, atolw, 1e-4, &wi);
+  CHECK_MSG(r <= 1.0, "%s conv bias gradient (%lld,%lld,%lld,%lld): [%lld] %g vs %g", what, (long long)s.B,
+            (long long)s.C, (long long)s.H, (long long)s.W, (long long)wi, db[wi], dbr[wi]);
+  free(dw2), free(db), free(dbr);
   /* adjoints: <conv(x,w), g> == <x, bwd_data(g,w)> == <w, bwd_weight(x,g)> */
   ml_conv2d_forward(&s, out, in, w, NULL, scratch);
   double a = dot(out, g, nout), b = dot(in, din, nin), c = dot(w, dw, nw);

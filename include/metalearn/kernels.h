@@ -75,6 +75,10 @@ ML_API void ml_conv2d_backward_data(const ml_conv_shape *s, float *din, const fl
 /* dw (OC,C,KH,KW) = correlation of in with dout; overwrites dw. */
 ML_API void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
                                       float *scratch);
+/* The same and the bias gradient db (OC) = sum of dout per channel, in one pass over dout where
+ * the kernel allows (db NULL: none). */
+ML_API void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db, const float *in,
+                                           const float *dout, float *scratch);
 /* Stride-1 forward and backward-data convolutions run straight from zero-padded images with
  * AVX-512 where the output rows are wide enough (the default); off: always im2col + GEMM
  * (tests and benchmarks compare the two). Process-wide. */

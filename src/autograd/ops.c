@@ -360,6 +360,22 @@ ml_node *ml_conv2d_bwd_weight(ml_graph *g, ml_node *x, ml_node *dy, const ml_con
   return n;
 }
 
+/* The weight gradient and the bias gradient in one pass over dy: the bias gradient is the node
+ * ml_reduce_pcq(dy) would make (same op, same backward), its value filled by the weight kernel. */
+static void conv_bwd_weight_bias(ml_graph *g, ml_node *x, ml_node *dy, const ml_conv_shape *s, ml_node **gw,
+                                 ml_node **gb) {
+  *gw = *gb = NULL;
+  if (!x || !dy) return;
+  ml_node *r = ml__node(g, ML_OP_REDUCE, 1, (int64_t[]){s->OC}, dy, NULL, NULL, true);
+  ml_node *n = ml__node(g, ML_OP_CONV2D_BWD_WEIGHT, 4, (int64_t[]){s->OC, s->C, s->KH, s->KW}, x, dy, NULL, true);
+  float *scratch = ml__temp(g, ml_conv2d_scratch_floats(s) * sizeof(float));
+  if (!r || !n || !scratch) return;
+  r->p = s->B, r->c = s->OC, r->q = s->OH * s->OW;
+  n->conv = *s;
+  ml_conv2d_backward_weight_bias(s, n->value.data, r->value.data, x->value.data, dy->value.data, scratch);
+  *gw = n, *gb = r;
+}
+
 /* y = conv(x, w) is bilinear; so are its adjoints, and each one's partial derivatives are the
  * other two (with arguments permuted). */
 static void bw_conv(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
@@ -368,6 +384,12 @@ static void bw_conv(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const b
   switch (n->op) {
     case ML_OP_CONV2D: /* a = x, b = w, in[2] = bias or NULL */
       if (need[0]) gin[0] = ml_conv2d_bwd_data(g, go, b, s);
+      if (need[1] && need[2] && n->in[2]) {
+        ml_node *gb;
+        conv_bwd_weight_bias(g, a, go, s, &gin[1], &gb);
+        gin[2] = reshape_like(g, gb, n->in[2]);
+        break;
+      }
       if (need[1]) gin[1] = ml_conv2d_bwd_weight(g, a, go, s);
       if (need[2] && n->in[2]) gin[2] = reshape_like(g, ml_reduce_pcq(g, go, s->B, s->OC, s->OH * s->OW), n->in[2]);
       break;

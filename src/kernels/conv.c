@@ -76,7 +76,7 @@ static size_t worker_floats(const ml_conv_shape *s) {
 size_t ml_conv2d_scratch_floats(const ml_conv_shape *s) {
   int64_t per, groups = weight_groups(s, &per);
   size_t f = worker_floats(s) * (size_t)ml_kernels_workers();
-  if (groups > 1) f += (size_t)groups * (size_t)(s->OC * s->C * s->KH * s->KW);
+  if (groups > 1) f += (size_t)groups * (size_t)(s->OC * s->C * s->KH * s->KW + s->OC);
   size_t direct = ml__conv_direct_scratch_floats(s, ml_kernels_workers());
   return direct > f ? direct : f;
 }
@@ -245,6 +245,7 @@ typedef struct {
   const float *bias;
   const float *dout; /* backward data, backward weight */
   float *scratch;
+  float *dbias;      /* backward weight: the bias gradient too, or NULL */
   int64_t per_group; /* backward weight: images per group */
   int workers;       /* ml_kernels_workers() of the calling thread (scratch layout) */
 } conv_job;
@@ -328,15 +329,16 @@ void ml_conv2d_backward_data(const ml_conv_shape *s, float *din, const float *do
 }
 
 /* dw_g = sum over the images of group g of dout_b * im2col(in_b)^T, into dst */
-static void weight_group(const conv_job *j, int64_t group, int worker, float *dst) {
+static void weight_group(const conv_job *j, int64_t group, int worker, float *dst, float *dbias) {
   const ml_conv_shape *s = j->s;
   const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
   const int64_t first = group * j->per_group, last = first + j->per_group < s->B ? first + j->per_group : s->B;
   float *scratch = j->scratch + (size_t)worker * worker_floats(s);
   if (ml__conv_direct_backward_weight_ok(s)) {
-    ml__conv_direct_weight_group(s, j->in, j->dout, first, last, scratch, dst);
+    ml__conv_direct_weight_group(s, j->in, j->dout, first, last, scratch, dst, dbias);
     return;
   }
+  if (dbias) ml_reduce_sum(dbias, j->dout + first * s->OC * P, last - first, s->OC, P);
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb, L = n * P;
     const float *col = j->in + b0 * img, *db = j->dout + b0 * s->OC * P;
@@ -357,17 +359,19 @@ static void backward_weight_item(int64_t item, int worker, void *vj) {
   const conv_job *j = vj;
   const ml_conv_shape *s = j->s;
   const size_t wn = (size_t)(s->OC * s->C * s->KH * s->KW);
-  float *partials = j->scratch + worker_floats(s) * (size_t)j->workers;
-  weight_group(j, item, worker, partials + (size_t)item * wn);
+  float *partials = j->scratch + worker_floats(s) * (size_t)j->workers + (size_t)item * (wn + (size_t)s->OC);
+  weight_group(j, item, worker, partials, j->dbias ? partials + wn : NULL);
 }
 
-/* dw (OC,C,KH,KW) = sum over images of dout_b * im2col(in_b)^T */
-void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
-                               float *scratch) {
-  conv_job j = {.s = s, .out = dw, .in = in, .dout = dout, .scratch = scratch, .workers = ml_kernels_workers()};
+/* dw (OC,C,KH,KW) = sum over images of dout_b * im2col(in_b)^T; db (OC, or NULL) = the sums of
+ * dout per channel, taken in the same pass over dout where the kernel allows */
+void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db, const float *in, const float *dout,
+                                    float *scratch) {
+  conv_job j = {.s = s, .out = dw, .in = in, .dout = dout, .scratch = scratch, .workers = ml_kernels_workers(),
+                .dbias = db};
   int64_t groups = weight_groups(s, &j.per_group);
   if (groups == 1) {
-    weight_group(&j, 0, 0, dw);
+    weight_group(&j, 0, 0, dw, db);
     return;
   }
   ml__kernels_run(groups, backward_weight_item, &j);
@@ -376,7 +380,17 @@ void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *i
   const float *partials = scratch + worker_floats(s) * (size_t)j.workers;
   memcpy(dw, partials, (size_t)wn * sizeof(float));
   for (int64_t g = 1; g < groups; g++)
-    for (int64_t k = 0; k < wn; k++) dw[k] += partials[g * wn + k];
+    for (int64_t k = 0; k < wn; k++) dw[k] += partials[g * (wn + s->OC) + k];
+  if (db) {
+    memcpy(db, partials + wn, (size_t)s->OC * sizeof(float));
+    for (int64_t g = 1; g < groups; g++)
+      for (int64_t k = 0; k < s->OC; k++) db[k] += partials[g * (wn + s->OC) + wn + k];
+  }
+}
+
+void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
+                               float *scratch) {
+  ml_conv2d_backward_weight_bias(s, dw, NULL, in, dout, scratch);
 }
 
 /* ---- max-pool 2x2 stride 2 ---- */

@@ -96,6 +96,10 @@ size_t ml__conv_direct_scratch_floats(const ml_conv_shape *s, int workers) {
 
 /* ---- the kernel ---- */
 
+static inline __mmask16 lanes16(int64_t n) { /* the first min(n, 16) lanes */
+  return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+}
+
 typedef struct {
   int64_t dest;  /* dense output offset of the vector's first valid lane */
   __mmask16 keep; /* valid lanes */
@@ -276,7 +280,7 @@ size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s) {
   dconv d;
   if (!weight_shape(s, &d)) return 0;
   const int64_t O = ocp(s->OC);
-  size_t f = plane_floats(&d) + (size_t)(d.OH * d.OW * O) + (size_t)(d.C * d.KH * d.KW * O);
+  size_t f = plane_floats(&d) + (size_t)(d.OH * d.OW * O) + (size_t)(d.C * d.KH * d.KW * O) + 2 * (size_t)O;
   return (f + 15) & ~(size_t)15;
 }
 
@@ -312,13 +316,15 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
       if (v < nv) _mm512_storeu_ps(acc_mem + i * ld + 16 * v, acc[i][v]);
 }
 
-/* dst (OC, C, KH, KW) = the weight gradient summed over images [first, last), in order */
+/* dst (OC, C, KH, KW) = the weight gradient summed over images [first, last), in order; db (OC,
+ * or NULL) = the bias gradient, the sums of dout, taken while the image's dout is in cache */
 AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout,
-                                                int64_t first, int64_t last, float *work, float *dst) {
+                                                int64_t first, int64_t last, float *work, float *dst, float *db) {
   dconv d;
   weight_shape(s, &d);
   const int64_t O = ocp(s->OC), P = d.OH * d.OW, T = d.KH * d.KW, CT = d.C * T;
   float *xp = work, *gt = xp + plane_floats(&d), *wt = gt + P * O;
+  double *dbacc = (double *)(wt + CT * O); /* O doubles; CT * O is a multiple of 16 floats */
   /* rows past CT (the last tile of a short layer) read row 0's pixels and land in a spare row */
   float spare[WR * 64];
   for (int64_t b = first; b < last; b++) {
@@ -328,6 +334,13 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
       for (int64_t oc = 0; oc < s->OC; oc++) gt[p * O + oc] = g[oc * P + p];
       for (int64_t oc = s->OC; oc < O; oc++) gt[p * O + oc] = 0.0f;
     }
+    if (db)
+      for (int64_t oc = 0; oc < s->OC; oc++) {
+        const float *row = g + oc * P;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t p = 0; p < P; p += 16) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(lanes16(P - p), row + p));
+        dbacc[oc] = (b == first ? 0.0 : dbacc[oc]) + (double)_mm512_reduce_add_ps(acc);
+      }
     for (int64_t ct0 = 0; ct0 < CT; ct0 += WR) {
       const float *xb[WR];
       for (int i = 0; i < WR; i++) {
@@ -355,4 +368,6 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
   }
   for (int64_t oc = 0; oc < s->OC; oc++)
     for (int64_t ct = 0; ct < CT; ct++) dst[oc * CT + ct] = wt[ct * O + oc];
+  if (db)
+    for (int64_t oc = 0; oc < s->OC; oc++) db[oc] = (float)dbacc[oc];
 }

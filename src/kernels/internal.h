@@ -41,12 +41,13 @@ void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in
                              float *scratch);
 void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
                                    float *scratch);
-/* The weight gradient of images [first, last) into dst (overwritten), with work floats of
+/* The weight gradient of images [first, last) into dst (overwritten) and, unless db is NULL, the
+ * bias gradient into db, with work floats of
  * ml__conv_direct_weight_work_floats (per worker). */
 bool ml__conv_direct_backward_weight_ok(const ml_conv_shape *s);
 size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s);
 void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
-                                  int64_t last, float *work, float *dst);
+                                  int64_t last, float *work, float *dst, float *db);
 
 /* Runs fn(i, worker, ctx) for i in [0, n): on the lent pool if any, else in order on this
  * thread (worker 0). Items must write disjoint memory; worker indexes per-worker scratch. */
