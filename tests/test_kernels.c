@@ -404,8 +404,12 @@ ML_TEST(maxpool) {
 /* ---- batch-norm ---- */
 
 ML_TEST(batchnorm) {
-  const int64_t shapes[][3] = {{4, 3, 49}, {1, 5, 1}, {7, 2, 17}, {2, 64, 196}, {3, 1, 33}};
-  for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+  /* rows of 1 to 196 floats: shorter and longer than the AVX-512 sums' 64 lanes; each SIMD level */
+  const int64_t shapes[][3] = {{4, 3, 49}, {1, 5, 1}, {7, 2, 17}, {2, 64, 196}, {3, 1, 33}, {2, 3, 130}};
+  const size_t ns = sizeof shapes / sizeof shapes[0];
+  for (size_t k = 0; k < ns * (size_t)(ml_cpu_simd() + 1); k++) {
+    const size_t t = k % ns;
+    ml__simd_force((int)(k / ns));
     int64_t B = shapes[t][0], C = shapes[t][1], HW = shapes[t][2], n = B * C * HW;
     float *x = fvec(n, 41 + t, 2, 4); /* mean far from 0 exercises the centering */
     float *dy = fvec(n, 51 + t, -1, 1), *gamma = fvec(C, 61, 0.5f, 1.5f), *beta = fvec(C, 62, -1, 1);
@@ -428,6 +432,7 @@ ML_TEST(batchnorm) {
     }
     free(x), free(dy), free(gamma), free(beta), free(y), free(yr), free(dx), free(dxr);
   }
+  ml__simd_force(-1);
 }
 
 /* ---- elementwise ---- */
