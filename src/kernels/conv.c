@@ -8,7 +8,9 @@
  *   backward weight:   dw (OC, K) += dout_b (OC, P) * col^T (P, K)
  * A 1x1 kernel with stride 1 and no padding has col == in_b, so im2col is skipped.
  * Small planes are batched: nb images side by side make col (K, nb*P), and out/dout go
- * through an (OC, nb*P) staging matrix in the scratch. */
+ * through an (OC, nb*P) staging matrix in the scratch.
+ * Stride 1 with AVX-512 goes to kernels/conv_direct.c instead where the rows are wide enough
+ * (no col matrix at all); this file is the general path and the fallback. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic") /* col2im, bias, batch-norm loops */
 #endif
