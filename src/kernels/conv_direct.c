@@ -165,10 +165,7 @@ AVX512_TARGET static void pad_image(const dconv *d, float *restrict xp, const fl
       const float *src = x + h * W;
       int64_t w = 0;
       for (; w + 16 <= W; w += 16) _mm512_storeu_ps(row + w, _mm512_loadu_ps(src + w));
-      if (w < W) {
-        const __mmask16 m = (__mmask16)((1u << (W - w)) - 1u);
-        _mm512_mask_storeu_ps(row + w, m, _mm512_maskz_loadu_ps(m, src + w));
-      }
+      if (w < W) _mm512_mask_storeu_ps(row + w, lanes16(W - w), _mm512_maskz_loadu_ps(lanes16(W - w), src + w));
       /* this row's right padding and the next row's left padding */
       for (int64_t k = 0; k < 2 * pw; k++) row[W + k] = 0.0f;
     }
@@ -211,8 +208,7 @@ static void run(const dconv *d, float *out, const float *in, const float *bias, 
         n++;
       }
     }
-    vs[v] = (vec_store){.dest = first < 0 ? 0 : first, .keep = (__mmask16)keep,
-                        .low = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1u)};
+    vs[v] = (vec_store){.dest = first < 0 ? 0 : first, .keep = (__mmask16)keep, .low = lanes16(n)};
   }
   dconv_job j = {.d = d, .in = in, .wt = scratch, .bias = bias, .out = out,
                  .planes = scratch + ((wt_floats(d) + 15) & ~(size_t)15), .vs = vs};
