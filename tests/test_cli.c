@@ -22,7 +22,7 @@ static char out[1 << 16];
 ML_TEST(help_version_info) {
   CHECK(run("--help", out, sizeof out) == 0 && strstr(out, "train"));
   CHECK(run("--version", out, sizeof out) == 0 && strstr(out, ml_version()));
-  CHECK(run("info", out, sizeof out) == 0 && strstr(out, "simd:") && strstr(out, "gemm:"));
+  CHECK(run("info", out, sizeof out) == 0 && strstr(out, "simd:") && strstr(out, "gemm:") && strstr(out, "conv:"));
   CHECK(run("train --help", out, sizeof out) == 0 && strstr(out, "--inner_lr"));
   CHECK(run("eval --help", out, sizeof out) == 0 && strstr(out, "omniglot-runs"));
   CHECK(run("adapt --help", out, sizeof out) == 0);

@@ -83,6 +83,9 @@ ML_API void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, fl
  * AVX-512 where the output rows are wide enough (the default); off: always im2col + GEMM
  * (tests and benchmarks compare the two). Process-wide. */
 ML_API void ml_conv_use_direct(bool on);
+/* "direct avx512 (stride 1, rows >= 3 wide) and im2col + gemm", or "im2col + gemm" where the
+ * direct kernels are off (no AVX-512, ML_SIMD below it, or ml_conv_use_direct(false)). */
+ML_API const char *ml_conv_backend(void);
 ML_API void ml_conv2d_forward_ref(const ml_conv_shape *s, float *out, const float *in, const float *w,
                                   const float *bias);
 ML_API void ml_conv2d_backward_data_ref(const ml_conv_shape *s, float *din, const float *dout, const float *w);

@@ -36,6 +36,7 @@ int ml_cli_info(int argc, char **argv) {
   printf("metalearn %s\n", ml_version());
   printf("simd:    %s\n", ml_simd_name(ml_cpu_simd()));
   printf("gemm:    %s\n", ml_gemm_backend());
+  printf("conv:    %s\n", ml_conv_backend());
   printf("openmp:  %s\n", ML_HAVE_OPENMP ? "yes" : "no");
   printf("threads: %d\n", ml_num_threads());
   if (!ml_dist_built_with_mpi())

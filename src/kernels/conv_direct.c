@@ -62,6 +62,10 @@ static size_t dconv_scratch(const dconv *d, int workers) {
 
 static _Atomic bool g_off;
 void ml_conv_use_direct(bool on) { g_off = !on; }
+const char *ml_conv_backend(void) {
+  return !g_off && ml__simd_level() >= ML_SIMD_AVX512 ? "direct avx512 (stride 1, rows >= 3 wide) and im2col + gemm"
+                                                      : "im2col + gemm";
+}
 
 static bool forward_shape(const ml_conv_shape *s, dconv *d) {
   return !g_off && s->stride == 1 && ml__simd_level() >= ML_SIMD_AVX512 &&
