@@ -348,16 +348,23 @@ ml_node *ml_conv2d_bwd_data(ml_graph *g, ml_node *dy, ml_node *w, const ml_conv_
   return n;
 }
 
-ml_node *ml_conv2d_bwd_weight(ml_graph *g, ml_node *x, ml_node *dy, const ml_conv_shape *s) {
-  GUARD2(x, dy);
-  if (dy->value.numel != s->B * s->OC * s->OH * s->OW || x->value.numel != s->B * s->C * s->H * s->W)
-    return ml__fail(g, ML_ERR_SHAPE, "conv2d_bwd_weight: input or gradient does not match the conv shape");
+/* The weight-gradient node; db (a reduce node over dy, or NULL) gets the bias gradient from the
+ * same kernel call. */
+static ml_node *bwd_weight_node(ml_graph *g, ml_node *x, ml_node *dy, const ml_conv_shape *s, ml_node *db) {
   ml_node *n = ml__node(g, ML_OP_CONV2D_BWD_WEIGHT, 4, (int64_t[]){s->OC, s->C, s->KH, s->KW}, x, dy, NULL, true);
   float *scratch = ml__temp(g, ml_conv2d_scratch_floats(s) * sizeof(float));
   if (!n || !scratch) return NULL;
   n->conv = *s;
-  ml_conv2d_backward_weight(s, n->value.data, x->value.data, dy->value.data, scratch);
+  ml_conv2d_backward_weight_bias(s, n->value.data, db ? db->value.data : NULL, x->value.data, dy->value.data,
+                                 scratch);
   return n;
+}
+
+ml_node *ml_conv2d_bwd_weight(ml_graph *g, ml_node *x, ml_node *dy, const ml_conv_shape *s) {
+  GUARD2(x, dy);
+  if (dy->value.numel != s->B * s->OC * s->OH * s->OW || x->value.numel != s->B * s->C * s->H * s->W)
+    return ml__fail(g, ML_ERR_SHAPE, "conv2d_bwd_weight: input or gradient does not match the conv shape");
+  return bwd_weight_node(g, x, dy, s, NULL);
 }
 
 /* The weight gradient and the bias gradient in one pass over dy: the bias gradient is the node
@@ -367,13 +374,10 @@ static void conv_bwd_weight_bias(ml_graph *g, ml_node *x, ml_node *dy, const ml_
   *gw = *gb = NULL;
   if (!x || !dy) return;
   ml_node *r = ml__node(g, ML_OP_REDUCE, 1, (int64_t[]){s->OC}, dy, NULL, NULL, true);
-  ml_node *n = ml__node(g, ML_OP_CONV2D_BWD_WEIGHT, 4, (int64_t[]){s->OC, s->C, s->KH, s->KW}, x, dy, NULL, true);
-  float *scratch = ml__temp(g, ml_conv2d_scratch_floats(s) * sizeof(float));
-  if (!r || !n || !scratch) return;
+  if (!r) return;
   r->p = s->B, r->c = s->OC, r->q = s->OH * s->OW;
-  n->conv = *s;
-  ml_conv2d_backward_weight_bias(s, n->value.data, r->value.data, x->value.data, dy->value.data, scratch);
-  *gw = n, *gb = r;
+  *gw = bwd_weight_node(g, x, dy, s, r);
+  *gb = *gw ? r : NULL;
 }
 
 /* y = conv(x, w) is bilinear; so are its adjoints, and each one's partial derivatives are the
