@@ -360,6 +360,70 @@ ML_TEST(batchnorm_pool_fused) {
   ml__simd_force(-1);
 }
 
+/* The convolution + batch-norm + pool that recomputes the convolution matches the unfused
+ * kernels in sequence (each checked against its reference above): forward to rounding (the
+ * statistics are merged per image) with the same argmax, backward (every gradient) to rounding;
+ * with a pool lent, the same bits. Every SIMD level, direct convolutions on and off; odd planes
+ * (a row and a column outside the windows), padding 0 to 2, one and several input channels. */
+ML_TEST(conv_bn_pool_fused) {
+  const int64_t shapes[][6] = {/* B, C, H, W, OC, pad */
+                               {4, 1, 28, 28, 16, 1}, {3, 3, 7, 9, 5, 1}, {2, 2, 9, 6, 8, 0}, {3, 1, 6, 5, 3, 2}};
+  const size_t ns = sizeof shapes / sizeof shapes[0];
+  ml_pool *pool = ml_pool_new(3);
+  for (size_t k = 0; k < 2 * ns * (size_t)(ml_cpu_simd() + 1); k++) {
+    const size_t t = k % ns;
+    ml__simd_force((int)(k / (2 * ns)));
+    ml_conv_use_direct((k / ns) % 2 == 0);
+    const int64_t B = shapes[t][0], C = shapes[t][1], H = shapes[t][2], W = shapes[t][3], OC = shapes[t][4];
+    ml_conv_shape s;
+    CHECK_OK(ml_conv_shape_make(&s, B, C, H, W, OC, 3, 3, 1, shapes[t][5]));
+    const int64_t nx = B * C * H * W, nz = B * OC * s.OH * s.OW, np = B * OC * (s.OH / 2) * (s.OW / 2), nw = OC * C * 9;
+    float *x = fvec(nx, 71 + t, -1, 2), *w = fvec(nw, 72, -0.5f, 0.5f), *bias = fvec(OC, 73, -0.3f, 0.3f);
+    float *gam = fvec(OC, 74, 0.5f, 1.5f), *bet = fvec(OC, 75, -1, 1), *go = fvec(np, 76, -1, 1);
+    float *z = malloc((size_t)nz * 4), *dz = malloc((size_t)nz * 4), *o1 = malloc((size_t)np * 4);
+    float *sc = malloc(ml_conv2d_scratch_floats(&s) * 4);
+    float st1[32], dg1[16], dbe1[16], db1[16], *dw1 = malloc((size_t)nw * 4), *dx1 = malloc((size_t)nx * 4);
+    int32_t *i1 = malloc((size_t)np * 4);
+    ml_conv2d_forward(&s, z, x, w, bias, sc);
+    ml_batchnorm_pool_forward(o1, i1, st1, st1 + 16, z, gam, bet, B, OC, s.OH, s.OW, 1e-5f);
+    ml_batchnorm_pool_backward(dz, dg1, dbe1, go, i1, z, st1, st1 + 16, gam, B, OC, s.OH, s.OW);
+    ml_conv2d_backward_weight_bias(&s, dw1, db1, x, dz, sc);
+    ml_conv2d_backward_data(&s, dx1, dz, w, sc);
+    float *o2[2], *dw2[2], *dx2[2], st2[2][32], dg2[2][16], dbe2[2][16], db2[2][16];
+    int32_t *i2[2];
+    for (int lent = 0; lent < 2; lent++) {
+      ml_pool *prev = ml_kernels_set_pool(lent ? pool : NULL);
+      float *fs = malloc(ml_conv_bn_pool_scratch_floats(&s) * 4);
+      o2[lent] = malloc((size_t)np * 4), dw2[lent] = malloc((size_t)nw * 4), dx2[lent] = malloc((size_t)nx * 4);
+      i2[lent] = malloc((size_t)np * 4);
+      ml_conv_bn_pool_forward(&s, o2[lent], i2[lent], st2[lent], st2[lent] + 16, x, w, bias, gam, bet, 1e-5f, fs);
+      ml_conv_bn_pool_backward(&s, dx2[lent], dw2[lent], db2[lent], dg2[lent], dbe2[lent], go, i2[lent], x, w, bias,
+                               st2[lent], st2[lent] + 16, gam, fs);
+      ml_kernels_set_pool(prev);
+      free(fs);
+    }
+    CHECK_CLOSE(o2[0], o1, np, 1e-5, 1e-5);
+    CHECK(!memcmp(i2[0], i1, (size_t)np * 4));
+    CHECK_CLOSE(st2[0], st1, OC, 1e-6, 1e-5);
+    CHECK_CLOSE(st2[0] + 16, st1 + 16, OC, 1e-6, 1e-5);
+    CHECK_CLOSE(dx2[0], dx1, nx, 1e-5, 1e-4);
+    CHECK_CLOSE(dw2[0], dw1, nw, 1e-5, 1e-4);
+    CHECK_CLOSE(dg2[0], dg1, OC, 1e-5, 1e-4);
+    CHECK_CLOSE(dbe2[0], dbe1, OC, 1e-5, 1e-4);
+    /* the bias gradient is 0 up to rounding (the batch-norm removes a constant): absolute only */
+    CHECK_CLOSE(db2[0], db1, OC, 1e-4, 0);
+    CHECK(!memcmp(o2[0], o2[1], (size_t)np * 4) && !memcmp(i2[0], i2[1], (size_t)np * 4));
+    CHECK(!memcmp(dw2[0], dw2[1], (size_t)nw * 4) && !memcmp(dx2[0], dx2[1], (size_t)nx * 4));
+    CHECK(!memcmp(st2[0], st2[1], sizeof st2[0]) && !memcmp(db2[0], db2[1], (size_t)OC * 4));
+    for (int l = 0; l < 2; l++) free(o2[l]), free(dw2[l]), free(dx2[l]), free(i2[l]);
+    free(x), free(w), free(bias), free(gam), free(bet), free(go), free(z), free(dz), free(o1), free(sc), free(dw1);
+    free(dx1), free(i1);
+  }
+  ml_conv_use_direct(true);
+  ml__simd_force(-1);
+  ml_pool_free(pool);
+}
+
 ML_TEST(conv_shape) {
   ml_conv_shape s;
   CHECK_OK(ml_conv_shape_make(&s, 80, 64, 28, 28, 64, 3, 3, 1, 1));

@@ -28,6 +28,8 @@ ML_API const char *ml_op_name(ml_op op);
 ML_API int ml_op_arity(ml_op op);
 ML_API bool ml_op_inner_loop(ml_op op);
 
+#define ML_MAX_INPUTS 5 /* conv + batch-norm + pool: x, w, bias, gamma, beta */
+
 typedef struct ml_node ml_node;
 struct ml_node {
   ml_tensor value;    /* computed at creation */
@@ -35,7 +37,7 @@ struct ml_node {
   bool requires_grad; /* true when a gradient can flow to a leaf through this node */
   int8_t n_in;        /* inputs recorded (0 when nothing requires a gradient) */
   int32_t id;         /* creation index in the graph */
-  ml_node *in[3];
+  ml_node *in[ML_MAX_INPUTS];
   /* op attributes */
   int64_t p, c, q;        /* broadcast / reduction view (P, C, Q) */
   float a, b;             /* scalars (affine, eps) */
@@ -152,6 +154,12 @@ ML_API ml_node *ml_batch_norm(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *
  * stored (their backward needs only x, the statistics and the argmax), which saves a full-size
  * tensor per Conv4 block and a pass over it. x is (B,C,H,W) with H, W >= 2. */
 ML_API ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps);
+/* max-pool 2x2 of batch-norm(conv2d(x, w, stride 1, pad) + b), the convolution's output never
+ * stored (ml_conv_bn_pool_forward): for a cheap first layer, whose output is the largest
+ * activation of a conv net. b, gamma, beta may be NULL. Its backward recomputes the output; with
+ * create_graph it builds the unfused ops, so it differentiates to any order. */
+ML_API ml_node *ml_conv_bn_pool(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, ml_node *gamma, ml_node *beta,
+                                int64_t pad, float eps);
 
 /* Row-wise log-softmax of (N, K). */
 ML_API ml_node *ml_log_softmax(ml_graph *g, ml_node *x);

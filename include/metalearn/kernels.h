@@ -131,6 +131,25 @@ ML_API void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, flo
 ML_API void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const int32_t *idx,
                                        const float *x, const float *mean, const float *invstd, const float *gamma,
                                        int64_t B, int64_t C, int64_t H, int64_t W);
+/* Convolution + batch-norm + 2x2 max-pool that never stores the convolution's output. For a
+ * cheap convolution (a first layer, C*KH*KW small) the full-size output costs more to write and
+ * read back than to compute again, so each image's output is recomputed into a cache-resident
+ * plane by every pass that needs it (statistics, normalize + pool, the backward's two passes):
+ * a first layer's memory is its pooled output. out (B,OC,OH/2,OW/2) = maxpool2(batchnorm(
+ * conv(in, w) + bias)) with batch statistics (bias may be NULL; gamma, beta NULL: 1 and 0);
+ * idx as ml_batchnorm_pool_forward's (or NULL); mean, invstd (OC). Statistics merged per image
+ * (Chan et al.), so the values agree with the unfused kernels to rounding, not bit for bit.
+ * Same bits at any thread count. OH, OW >= 2. */
+ML_API size_t ml_conv_bn_pool_scratch_floats(const ml_conv_shape *s);
+ML_API void ml_conv_bn_pool_forward(const ml_conv_shape *s, float *out, int32_t *idx, float *mean, float *invstd,
+                                    const float *in, const float *w, const float *bias, const float *gamma,
+                                    const float *beta, float eps, float *scratch);
+/* Its backward from the pooled gradient dout: din (B,C,H,W), dw (OC,C,KH,KW), db, dgamma, dbeta
+ * (OC) overwritten; any may be NULL. */
+ML_API void ml_conv_bn_pool_backward(const ml_conv_shape *s, float *din, float *dw, float *db, float *dgamma,
+                                     float *dbeta, const float *dout, const int32_t *idx, const float *in,
+                                     const float *w, const float *bias, const float *mean, const float *invstd,
+                                     const float *gamma, float *scratch);
 ML_API void ml_batchnorm_forward_ref(float *y, float *mean, float *invstd, const float *x, const float *gamma,
                                      const float *beta, int64_t B, int64_t C, int64_t HW, float eps);
 ML_API void ml_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,

@@ -106,8 +106,8 @@ static void release(ml_graph *g, ml_node *owner) {
   g->free[bucket_of(bytes)] = f;
 }
 
-ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node *a, ml_node *b, ml_node *c,
-                  bool alloc_data) {
+ml_node *ml__node_n(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node *const *ins, int n_ins,
+                    bool alloc_data) {
   if (g->status) return NULL;
   if (g->n == g->cap) {
     /* Grow by doubling inside the arena; the old array is dropped with the next reset. */
@@ -134,17 +134,22 @@ ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node
   }
   n->op = op;
   n->id = (int32_t)g->n;
-  ml_node *ins[3] = {a, b, c};
   bool rg = false;
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < n_ins; i++)
     if (ins[i] && ins[i]->requires_grad) rg = true;
   if (g->recording && rg) {
     n->requires_grad = true;
     n->n_in = (int8_t)ml_op_arity(op);
-    for (int i = 0; i < 3; i++) n->in[i] = ins[i];
+    for (int i = 0; i < n_ins; i++) n->in[i] = ins[i];
   }
   g->nodes[g->n++] = n;
   return n;
+}
+
+ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node *a, ml_node *b, ml_node *c,
+                  bool alloc_data) {
+  ml_node *ins[3] = {a, b, c};
+  return ml__node_n(g, op, ndim, shape, ins, 3, alloc_data);
 }
 
 void *ml__temp(ml_graph *g, size_t bytes) {
@@ -346,7 +351,7 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
   for (int64_t i = hi; i >= lo && !g->status; i--) {
     ml_node *n = g->nodes[i];
     if (!gr[i] || n->n_in == 0) continue;
-    bool needin[3] = {false, false, false};
+    bool needin[ML_MAX_INPUTS] = {false};
     bool any = false;
     for (int k = 0; k < n->n_in; k++) {
       needin[k] = n->in[k] && need[n->in[k]->id];
@@ -354,7 +359,7 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
     }
     if (!any) continue;
     if (create_graph || !eager_backward(g, &e, n, gr[i], needin)) {
-      ml_node *gin[3] = {NULL, NULL, NULL};
+      ml_node *gin[ML_MAX_INPUTS] = {NULL};
       ml__backward(g, n, gr[i], gin, needin);
       for (int k = 0; k < n->n_in; k++) {
         if (!needin[k] || !gin[k]) continue;

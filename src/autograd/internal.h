@@ -29,6 +29,9 @@ struct ml_graph {
 /* Creates a node (value allocated when alloc_data), recording inputs when needed. */
 ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node *a, ml_node *b, ml_node *c,
                   bool alloc_data);
+/* The same with n_ins (<= ML_MAX_INPUTS) inputs. */
+ml_node *ml__node_n(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node *const *ins, int n_ins,
+                    bool alloc_data);
 /* Sets the sticky error (first one wins) and returns NULL. */
 ml_node *ml__fail(ml_graph *g, ml_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void *ml__scratch(ml_graph *g, size_t bytes);

@@ -596,6 +596,68 @@ static void bw_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, cons
   if (dbeta) gin[2] = reshape_like(g, dbeta, beta);
 }
 
+/* ------------------------------------------------------------------ conv + batch-norm + max-pool */
+ml_node *ml_conv_bn_pool(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, ml_node *gamma, ml_node *beta, int64_t pad,
+                         float eps) {
+  GUARD2(x, w);
+  if ((b && !b->value.data) || (gamma && !gamma->value.data) || (beta && !beta->value.data)) return NULL;
+  const ml_tensor *tx = &x->value, *tw = &w->value;
+  ml_conv_shape s;
+  if (tx->ndim != 4 || tw->ndim != 4 || tx->shape[1] != tw->shape[1] ||
+      ml_conv_shape_make(&s, tx->shape[0], tx->shape[1], tx->shape[2], tx->shape[3], tw->shape[0], tw->shape[2],
+                         tw->shape[3], 1, pad) != ML_OK ||
+      s.OH < 2 || s.OW < 2) {
+    char b1[64], b2[64];
+    return ml__fail(g, ML_ERR_SHAPE, "conv_bn_pool: input %s and weight %s (pad %lld) do not fit", shp(x, b1),
+                    shp(w, b2), (long long)pad);
+  }
+  if ((b && b->value.numel != s.OC) || (gamma && gamma->value.numel != s.OC) || (beta && beta->value.numel != s.OC))
+    return ml__fail(g, ML_ERR_SHAPE, "conv_bn_pool: bias, gamma and beta must have %lld elements", (long long)s.OC);
+  ml_node *ins[5] = {x, w, b, gamma, beta};
+  ml_node *n = ml__node_n(g, ML_OP_CONV_BN_POOL, 4, (int64_t[]){s.B, s.OC, s.OH / 2, s.OW / 2}, ins, 5, true);
+  float *saved = ml__scratch(g, (size_t)(2 * s.OC) * sizeof(float));
+  int32_t *idx = n && n->n_in ? ml__scratch(g, (size_t)n->value.numel * sizeof(int32_t)) : NULL;
+  float *scratch = ml__temp(g, ml_conv_bn_pool_scratch_floats(&s) * sizeof(float));
+  if (!n || !saved || (n->n_in && !idx) || !scratch) return NULL;
+  n->conv = s, n->a = eps, n->idx = idx;
+  n->saved0 = saved, n->saved1 = saved + s.OC;
+  ml_conv_bn_pool_forward(&s, n->value.data, idx, n->saved0, n->saved1, x->value.data, w->value.data,
+                          b ? b->value.data : NULL, gamma ? gamma->value.data : NULL, beta ? beta->value.data : NULL,
+                          eps, scratch);
+  return n;
+}
+
+static ml_node *new_like(ml_graph *g, const ml_node *x) { return ml_new(g, x->value.ndim, x->value.shape); }
+
+/* Recording: the convolution and the batch-norm + pool recomputed as their own ops, and their
+ * backward rules (which differentiate again). Otherwise the fused kernel, which recomputes each
+ * image's convolution output in cache. */
+static void bw_conv_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
+  ml_node *x = n->in[0], *w = n->in[1], *b = n->in[2], *gamma = n->in[3], *beta = n->in[4];
+  const ml_conv_shape *s = &n->conv;
+  if (g->recording) {
+    ml_node *z = conv_raw(g, x, w, b, s), *p = ml_batch_norm_pool(g, z, gamma, beta, n->a);
+    if (!p) return;
+    ml_node *gp[3] = {NULL, NULL, NULL}, *gc[3] = {NULL, NULL, NULL};
+    const bool np[3] = {need[0] || need[1] || need[2], need[3], need[4]}, nc[3] = {need[0], need[1], need[2]};
+    bw_bn_pool(g, p, go, gp, np);
+    if (gp[0]) bw_conv(g, z, gp[0], gc, nc);
+    for (int k = 0; k < 3; k++) gin[k] = gc[k];
+    gin[3] = gp[1], gin[4] = gp[2];
+    return;
+  }
+  ml_node *din = need[0] ? new_like(g, x) : NULL, *dw = need[1] ? new_like(g, w) : NULL;
+  ml_node *db = need[2] && b ? new_like(g, b) : NULL, *dgamma = need[3] && gamma ? new_like(g, gamma) : NULL;
+  ml_node *dbeta = need[4] && beta ? new_like(g, beta) : NULL;
+  float *scratch = ml__temp(g, ml_conv_bn_pool_scratch_floats(s) * sizeof(float));
+  if (g->status || !scratch) return;
+  ml_conv_bn_pool_backward(s, din ? din->value.data : NULL, dw ? dw->value.data : NULL, db ? db->value.data : NULL,
+                           dgamma ? dgamma->value.data : NULL, dbeta ? dbeta->value.data : NULL, go->value.data,
+                           n->idx, x->value.data, w->value.data, b ? b->value.data : NULL, n->saved0, n->saved1,
+                           gamma ? gamma->value.data : NULL, scratch);
+  gin[0] = din, gin[1] = dw, gin[2] = db, gin[3] = dgamma, gin[4] = dbeta;
+}
+
 /* The double backward as ops (for third-order gradients), the statistics recomputed as
  * functions of x; same formulas as ml_batchnorm_double_backward. ggi: upstream of dx (or NULL),
  * ggg: upstream of dgamma, (C) (or NULL). */
@@ -1072,6 +1134,7 @@ static const bw_fn backward_table[ML_OP_COUNT] = {
     [ML_OP_BN_GRAD] = bw_bn_grad,
     [ML_OP_BN_DGAMMA] = bw_bn_grad,
     [ML_OP_BN_POOL] = bw_bn_pool,
+    [ML_OP_CONV_BN_POOL] = bw_conv_bn_pool,
     [ML_OP_LOG_SOFTMAX] = bw_log_softmax,
     [ML_OP_PICK] = bw_pick,
     [ML_OP_PICK_SCATTER] = bw_pick,

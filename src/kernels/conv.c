@@ -707,28 +707,27 @@ typedef struct {
   float eps;
 } bnp_job;
 
-/* One channel's normalize + pool; store is a constant at each call, so the inference copy has
+/* One plane's normalize + pool; store is a constant at each call, so the inference copy has
  * no argmax stores and no test in its loop. */
-static inline __attribute__((always_inline)) void bnp_forward_planes(const bnp_job *j, int64_t c, float mf, float scale,
-                                                                     float shift, bool store) {
-  const int64_t B = j->B, C = j->C, H = j->H, W = j->W, HW = H * W, OH = H / 2, OW = W / 2;
-  for (int64_t b = 0; b < B; b++) {
-    const float *x = j->x + (b * C + c) * HW;
-    for (int64_t oh = 0; oh < OH; oh++) {
-      const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
-      float *restrict o = j->out + ((b * C + c) * OH + oh) * OW;
-      int32_t *restrict ix = store ? j->idx + ((b * C + c) * OH + oh) * OW : NULL;
-      const int32_t base = (int32_t)(2 * oh * W);
-      for (int64_t ow = 0; ow < OW; ow++) {
-        const int32_t j0 = base + 2 * (int32_t)ow;
-        float mx = (r0[2 * ow] - mf) * scale + shift, y;
-        int32_t bi = j0;
-        y = (r0[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + 1 : bi, mx = y > mx ? y : mx;
-        y = (r1[2 * ow] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W : bi, mx = y > mx ? y : mx;
-        y = (r1[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W + 1 : bi, mx = y > mx ? y : mx;
-        o[ow] = mx;
-        if (store) ix[ow] = bi;
-      }
+static inline __attribute__((always_inline)) void bnp_forward_plane_scalar(const float *x, float *restrict out,
+                                                                           int32_t *restrict idx, int64_t H,
+                                                                           int64_t W, float mf, float scale,
+                                                                           float shift, bool store) {
+  const int64_t OH = H / 2, OW = W / 2;
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+    float *restrict o = out + oh * OW;
+    int32_t *restrict ix = store ? idx + oh * OW : NULL;
+    const int32_t base = (int32_t)(2 * oh * W);
+    for (int64_t ow = 0; ow < OW; ow++) {
+      const int32_t j0 = base + 2 * (int32_t)ow;
+      float mx = (r0[2 * ow] - mf) * scale + shift, y;
+      int32_t bi = j0;
+      y = (r0[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + 1 : bi, mx = y > mx ? y : mx;
+      y = (r1[2 * ow] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W : bi, mx = y > mx ? y : mx;
+      y = (r1[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W + 1 : bi, mx = y > mx ? y : mx;
+      o[ow] = mx;
+      if (store) ix[ow] = bi;
     }
   }
 }
@@ -829,6 +828,41 @@ AVX512_TARGET static void bnp_backward_sums_avx512(const float *x, const float *
   *sdyx += _mm512_reduce_add_ps(s1);
 }
 
+void ml__bnp_forward_plane(const float *x, float *out, int32_t *idx, int64_t H, int64_t W, float mf, float scale,
+                           float shift) {
+  if (ml__simd_level() >= ML_SIMD_AVX512)
+    bnp_forward_plane_avx512(x, out, idx, H, W, mf, scale, shift);
+  else if (idx)
+    bnp_forward_plane_scalar(x, out, idx, H, W, mf, scale, shift, true);
+  else
+    bnp_forward_plane_scalar(x, out, NULL, H, W, mf, scale, shift, false);
+}
+
+void ml__bnp_backward_sums(const float *x, const float *go, const int32_t *idx, int64_t n_out, float mf, double *sdy,
+                           double *sdyx) {
+  if (ml__simd_level() >= ML_SIMD_AVX512) {
+    bnp_backward_sums_avx512(x, go, idx, n_out, mf, sdy, sdyx);
+    return;
+  }
+  float a0 = 0, a1 = 0;
+  for (int64_t i = 0; i < n_out; i++) a0 += go[i], a1 += go[i] * (x[idx[i]] - mf);
+  *sdy += a0, *sdyx += a1;
+}
+
+void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const int32_t *idx, int64_t H, int64_t W,
+                            float mf, float fa, float fb, float fc) {
+  if (ml__simd_level() >= ML_SIMD_AVX512) {
+    bnp_backward_plane_avx512(dx, x, go, idx, H, W, mf, fa, fb, fc);
+    return;
+  }
+  const int64_t HW = H * W, n_out = (H / 2) * (W / 2);
+  for (int64_t i = 0; i < HW; i++) dx[i] = fb * (x[i] - mf) + fc;
+  for (int64_t i = 0; i < n_out; i++) dx[idx[i]] += fa * go[i];
+}
+
+double ml__sum_row(const float *x, int64_t n) { return sum_row(x, n); }
+double ml__sumsq_row(const float *x, int64_t n, double m) { return sumsq_row(x, n, m); }
+
 static void bnp_forward_item(int64_t c, int worker, void *vj) {
   const bnp_job *j = vj;
   const int64_t B = j->B, C = j->C, HW = j->H * j->W;
@@ -842,19 +876,12 @@ static void bnp_forward_item(int64_t c, int worker, void *vj) {
   j->invstd[c] = (float)is;
   /* the same float expression as ml_batchnorm_forward, so values and argmax match it exactly */
   const float scale = (float)(is * (j->gamma ? j->gamma[c] : 1.0)), shift = j->beta ? j->beta[c] : 0.0f, mf = (float)m;
-  if (ml__simd_level() >= ML_SIMD_AVX512) {
-    const int64_t OH = j->H / 2, OW = j->W / 2;
-    for (int64_t b = 0; b < B; b++) {
-      const int64_t plane = b * C + c;
-      bnp_forward_plane_avx512(j->x + plane * HW, j->out + plane * OH * OW, j->idx ? j->idx + plane * OH * OW : NULL,
-                               j->H, j->W, mf, scale, shift);
-    }
-    return;
+  const int64_t n_out = (j->H / 2) * (j->W / 2);
+  for (int64_t b = 0; b < B; b++) {
+    const int64_t plane = b * C + c;
+    ml__bnp_forward_plane(j->x + plane * HW, j->out + plane * n_out, j->idx ? j->idx + plane * n_out : NULL, j->H,
+                          j->W, mf, scale, shift);
   }
-  if (j->idx)
-    bnp_forward_planes(j, c, mf, scale, shift, true);
-  else
-    bnp_forward_planes(j, c, mf, scale, shift, false);
 }
 
 void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x,
@@ -873,34 +900,17 @@ static void bnp_backward_item(int64_t c, int worker, void *vj) {
   const double M = (double)(B * HW), m = j->cmean[c], is = j->cinvstd[c];
   const float mf = (float)m;
   double sdy = 0, sdyx = 0;
-  const bool avx512 = ml__simd_level() >= ML_SIMD_AVX512;
-  for (int64_t b = 0; b < B; b++) {
-    const float *x = j->x + (b * C + c) * HW, *go = j->dout + (b * C + c) * n_out;
-    const int32_t *ix = j->cidx + (b * C + c) * n_out;
-    if (avx512) {
-      bnp_backward_sums_avx512(x, go, ix, n_out, mf, &sdy, &sdyx);
-      continue;
-    }
-    float a0 = 0, a1 = 0;
-    for (int64_t i = 0; i < n_out; i++) a0 += go[i], a1 += go[i] * (x[ix[i]] - mf);
-    sdy += a0, sdyx += a1;
-  }
+  for (int64_t b = 0; b < B; b++)
+    ml__bnp_backward_sums(j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out, j->cidx + (b * C + c) * n_out, n_out,
+                          mf, &sdy, &sdyx);
   sdyx *= is;
   if (j->dgamma) j->dgamma[c] = (float)sdyx;
   if (j->dbeta) j->dbeta[c] = (float)sdy;
   const double g = j->gamma ? j->gamma[c] : 1.0;
   const float fa = (float)(g * is), fb = (float)(-g * is * is * sdyx / M), fc = (float)(-g * is * sdy / M);
-  for (int64_t b = 0; b < B; b++) {
-    const float *x = j->x + (b * C + c) * HW, *go = j->dout + (b * C + c) * n_out;
-    const int32_t *ix = j->cidx + (b * C + c) * n_out;
-    float *dx = j->dx + (b * C + c) * HW;
-    if (avx512) {
-      bnp_backward_plane_avx512(dx, x, go, ix, H, W, mf, fa, fb, fc);
-      continue;
-    }
-    for (int64_t i = 0; i < HW; i++) dx[i] = fb * (x[i] - mf) + fc;
-    for (int64_t i = 0; i < n_out; i++) dx[ix[i]] += fa * go[i];
-  }
+  for (int64_t b = 0; b < B; b++)
+    ml__bnp_backward_plane(j->dx + (b * C + c) * HW, j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
+                           j->cidx + (b * C + c) * n_out, H, W, mf, fa, fb, fc);
 }
 
 void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const int32_t *idx,

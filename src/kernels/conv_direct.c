@@ -201,16 +201,19 @@ AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
 
 static void run(const dconv *d, float *out, const float *in, const float *bias, float *scratch) {
   vec_store vs[MAX_NV];
-  for (int64_t v = 0; v < d->NV; v++) {
+  /* position p = v*16 + l is row r, column c of the padded grid (counted, not divided: a
+   * one-image call, as the fused first layer makes, would spend as long on divisions as on
+   * its arithmetic) */
+  for (int64_t v = 0, r = 0, c = 0; v < d->NV; v++) {
     unsigned keep = 0;
     int64_t first = -1, n = 0;
     for (int l = 0; l < 16; l++) {
-      int64_t p = v * 16 + l, r = p / d->Wp, c = p % d->Wp;
       if (r < d->OH && c < d->OW) {
         keep |= 1u << l;
         if (first < 0) first = r * d->OW + c;
         n++;
       }
+      if (++c == d->Wp) c = 0, r++;
     }
     vs[v] = (vec_store){.dest = first < 0 ? 0 : first, .keep = (__mmask16)keep, .low = lanes16(n)};
   }

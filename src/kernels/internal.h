@@ -49,6 +49,19 @@ size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s);
 void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
                                   int64_t last, float *work, float *dst, float *db);
 
+/* Batch-norm + max-pool on one (H, W) plane (conv.c), for kernels that run a plane at a time:
+ * normalize + pool (idx may be NULL); the backward's sums over the windows (added to *sdy and
+ * *sdyx); the backward's dense write. Same bits as the batched kernels. */
+void ml__bnp_forward_plane(const float *x, float *out, int32_t *idx, int64_t H, int64_t W, float mf, float scale,
+                           float shift);
+void ml__bnp_backward_sums(const float *x, const float *go, const int32_t *idx, int64_t n_out, float mf, double *sdy,
+                           double *sdyx);
+void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const int32_t *idx, int64_t H, int64_t W,
+                            float mf, float fa, float fb, float fc);
+/* A row's sum, and its sum of squares about m (batch-norm statistics). */
+double ml__sum_row(const float *x, int64_t n);
+double ml__sumsq_row(const float *x, int64_t n, double m);
+
 /* Runs fn(i, worker, ctx) for i in [0, n): on the lent pool if any, else in order on this
  * thread (worker 0). Items must write disjoint memory; worker indexes per-worker scratch. */
 void ml__kernels_run(int64_t n, ml_parallel_fn fn, void *ctx);

@@ -199,6 +199,15 @@ static bool lean_block(ml_graph *g, const ml_node *h, ml_node *const *w, int64_t
   return true;
 }
 
+/* A block whose convolution is cheap enough (a first layer: few input channels) to be computed
+ * again instead of stored: conv + batch-norm + pool in one op (ml_conv_bn_pool), which keeps
+ * only the pooled output, a quarter of the convolution's (the largest activation of the net). */
+#define FUSED_MAX_TAPS 27 /* C * 3 * 3: RGB */
+static bool fused_block(const ml_conv4_config *c, const ml_node *h) {
+  return c->batch_norm && c->max_pool && h && h->value.shape[1] * 9 <= FUSED_MAX_TAPS && h->value.shape[2] >= 2 &&
+         h->value.shape[3] >= 2;
+}
+
 /* A Conv4 block for inference: the block's output goes to a tensor allocated before the block
  * and everything else the block made (the full-size convolution output, the scratch) is given
  * back at once, so a forward pass holds one block's temporaries instead of all of them. The
@@ -211,12 +220,17 @@ static ml_node *block_no_grad(const ml_model *m, ml_graph *g, ml_node *const *w,
   ml_node *dst = ml_new(g, 4, (int64_t[]){B, c->filters, OH > 0 ? OH : 1, OW > 0 ? OW : 1});
   if (!dst) return NULL;
   const ml_graph_mark mark = ml_graph_get_mark(g);
-  ml_node *y = ml_conv2d(g, h, w[0], w[1], c->max_pool ? 1 : 2, 1);
-  if (c->batch_norm && c->max_pool && y && y->value.shape[2] >= 2) {
-    y = ml_batch_norm_pool(g, y, w[2], w[3], c->bn_eps);
+  ml_node *y;
+  if (fused_block(c, h)) {
+    y = ml_conv_bn_pool(g, h, w[0], w[1], w[2], w[3], 1, c->bn_eps);
   } else {
-    if (c->batch_norm) y = ml_batch_norm(g, y, w[2], w[3], c->bn_eps);
-    if (c->max_pool) y = ml_maxpool2(g, y);
+    y = ml_conv2d(g, h, w[0], w[1], c->max_pool ? 1 : 2, 1);
+    if (c->batch_norm && c->max_pool && y && y->value.shape[2] >= 2) {
+      y = ml_batch_norm_pool(g, y, w[2], w[3], c->bn_eps);
+    } else {
+      if (c->batch_norm) y = ml_batch_norm(g, y, w[2], w[3], c->bn_eps);
+      if (c->max_pool) y = ml_maxpool2(g, y);
+    }
   }
   bool ok = y && y->value.numel == dst->value.numel;
   if (ok) ml_unary(ML_UN_RELU, dst->value.data, y->value.data, y->value.numel);
@@ -245,6 +259,11 @@ ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml
     if (h && lean_block(g, h, w + k, nw)) {
       h = block_no_grad(m, g, w + k, h);
       k += nw;
+      continue;
+    }
+    if (fused_block(c, h)) {
+      h = ml_relu(g, ml_conv_bn_pool(g, h, w[k], w[k + 1], w[k + 2], w[k + 3], 1, c->bn_eps));
+      k += 4;
       continue;
     }
     h = ml_conv2d(g, h, w[k], w[k + 1], c->max_pool ? 1 : 2, 1);
