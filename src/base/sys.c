@@ -72,21 +72,32 @@ void ml_parallel_for(int64_t n, int threads, ml_parallel_fn fn, void *ctx) {
 }
 
 /* ---- persistent pool ----
- * Workers wait on a condition variable for a new generation of work, pull item indices from an
- * atomic counter, and report completion; the caller pulls items too and waits for the rest. */
+ * Workers wait for a new generation of work, pull item indices from an atomic counter, and
+ * report completion; the caller pulls items too and waits for the rest. A kernel lent the pool
+ * (one task on two threads) hands it hundreds of runs of tens of microseconds each, so both sides
+ * first spin briefly on the atomics before sleeping on a condition variable: a sleeping worker
+ * takes longer to wake than such a run lasts. */
 struct ml_pool {
   int threads;
   pthread_t *tid;
   pthread_mutex_t mu;
   pthread_cond_t start, done;
-  uint64_t generation;
-  int busy; /* workers still in the current run */
-  bool quit;
+  _Atomic uint64_t generation;
+  _Atomic int busy; /* workers still in the current run */
+  _Atomic bool quit;
   int64_t n;
   _Atomic int64_t next;
   ml_parallel_fn fn;
   void *ctx;
 };
+
+/* about 50 microseconds of polling (a pause is 10-140 cycles depending on the core) */
+#define POOL_SPINS 4000
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 
 typedef struct {
   ml_pool *p;
@@ -107,17 +118,23 @@ static void *pool_worker(void *vp) {
   int thread = a->thread;
   free(a);
   uint64_t seen = 0;
-  pthread_mutex_lock(&p->mu);
   for (;;) {
-    while (!p->quit && p->generation == seen) pthread_cond_wait(&p->start, &p->mu);
-    if (p->quit) break;
-    seen = p->generation;
-    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < POOL_SPINS && atomic_load(&p->generation) == seen && !atomic_load(&p->quit); i++) cpu_relax();
+    if (atomic_load(&p->generation) == seen && !atomic_load(&p->quit)) {
+      /* checked again under the lock the caller takes after publishing: no lost wake-up */
+      pthread_mutex_lock(&p->mu);
+      while (atomic_load(&p->generation) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->start, &p->mu);
+      pthread_mutex_unlock(&p->mu);
+    }
+    if (atomic_load(&p->quit)) break;
+    seen = atomic_load(&p->generation);
     pool_drain(p, thread);
-    pthread_mutex_lock(&p->mu);
-    if (--p->busy == 0) pthread_cond_signal(&p->done);
+    if (atomic_fetch_sub(&p->busy, 1) == 1) {
+      pthread_mutex_lock(&p->mu);
+      pthread_cond_signal(&p->done);
+      pthread_mutex_unlock(&p->mu);
+    }
   }
-  pthread_mutex_unlock(&p->mu);
   return NULL;
 }
 
@@ -154,23 +171,27 @@ void ml_pool_run(ml_pool *p, int64_t n, ml_parallel_fn fn, void *ctx) {
     for (int64_t i = 0; i < n; i++) fn(i, 0, ctx);
     return;
   }
-  pthread_mutex_lock(&p->mu);
+  /* the previous run is over (busy reached 0), so no worker reads these now */
   p->n = n, p->fn = fn, p->ctx = ctx;
   atomic_store(&p->next, 0);
-  p->busy = p->threads - 1;
-  p->generation++;
+  atomic_store(&p->busy, p->threads - 1);
+  pthread_mutex_lock(&p->mu);
+  atomic_fetch_add(&p->generation, 1);
   pthread_cond_broadcast(&p->start);
   pthread_mutex_unlock(&p->mu);
   pool_drain(p, 0);
-  pthread_mutex_lock(&p->mu);
-  while (p->busy > 0) pthread_cond_wait(&p->done, &p->mu);
-  pthread_mutex_unlock(&p->mu);
+  for (int i = 0; i < POOL_SPINS && atomic_load(&p->busy) > 0; i++) cpu_relax();
+  if (atomic_load(&p->busy) > 0) {
+    pthread_mutex_lock(&p->mu);
+    while (atomic_load(&p->busy) > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+  }
 }
 
 void ml_pool_free(ml_pool *p) {
   if (!p) return;
   pthread_mutex_lock(&p->mu);
-  p->quit = true;
+  atomic_store(&p->quit, true);
   pthread_cond_broadcast(&p->start);
   pthread_mutex_unlock(&p->mu);
   for (int t = 1; p->tid && t < p->threads; t++) pthread_join(p->tid[t], NULL);

@@ -337,7 +337,7 @@ static void weight_group(const conv_job *j, int64_t group, int worker, float *ds
   const int64_t first = group * j->per_group, last = first + j->per_group < s->B ? first + j->per_group : s->B;
   float *scratch = j->scratch + (size_t)worker * worker_floats(s);
   if (ml__conv_direct_backward_weight_ok(s)) {
-    ml__conv_direct_weight_group(s, j->in, j->dout, first, last, scratch, dst, dbias);
+    ml__conv_direct_weight_group(s, j->in, j->dout, first, last, 0, K, scratch, dst, dbias);
     return;
   }
   if (dbias) ml_reduce_sum(dbias, j->dout + first * s->OC * P, last - first, s->OC, P);
@@ -365,6 +365,25 @@ static void backward_weight_item(int64_t item, int worker, void *vj) {
   weight_group(j, item, worker, partials, j->dbias ? partials + wn : NULL);
 }
 
+/* One group of images (a MAML task's, a Reptile minibatch) on a lent pool: the direct kernel's
+ * (channel, tap) rows split into one band per worker, each band summed over all the images in
+ * order. Each element's sum is the same whatever the bands, so the same bits as one call (bands
+ * may follow the thread count); the first band takes the bias gradient. Few bands: each one
+ * pads and transposes every image again. */
+typedef struct {
+  const conv_job *j;
+  int64_t rows; /* per band, a multiple of ML__DIRECT_WEIGHT_ROWS */
+} band_job;
+
+static void weight_band_item(int64_t band, int worker, void *vb) {
+  const band_job *bj = vb;
+  const conv_job *j = bj->j;
+  const ml_conv_shape *s = j->s;
+  const int64_t K = s->C * s->KH * s->KW, r0 = band * bj->rows, r1 = r0 + bj->rows < K ? r0 + bj->rows : K;
+  ml__conv_direct_weight_group(s, j->in, j->dout, 0, s->B, r0, r1, j->scratch + (size_t)worker * worker_floats(s),
+                               j->out, band == 0 ? j->dbias : NULL);
+}
+
 /* dw (OC,C,KH,KW) = sum over images of dout_b * im2col(in_b)^T; db (OC, or NULL) = the sums of
  * dout per channel, taken in the same pass over dout where the kernel allows */
 void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db, const float *in, const float *dout,
@@ -373,7 +392,12 @@ void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db
                 .dbias = db};
   int64_t groups = weight_groups(s, &j.per_group);
   if (groups == 1) {
-    weight_group(&j, 0, 0, dw, db);
+    const int64_t K = s->C * s->KH * s->KW, R = ML__DIRECT_WEIGHT_ROWS;
+    band_job bj = {&j, (K / R + j.workers - 1) / j.workers * R};
+    if (j.workers > 1 && bj.rows > 0 && bj.rows < K && ml__conv_direct_backward_weight_ok(s))
+      ml__kernels_run((K + bj.rows - 1) / bj.rows, weight_band_item, &bj);
+    else
+      weight_group(&j, 0, 0, dw, db);
     return;
   }
   ml__kernels_run(groups, backward_weight_item, &j);

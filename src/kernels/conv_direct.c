@@ -259,7 +259,7 @@ void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const flo
  * of gt and 6 broadcasts of input pixels for 24 FMAs. dw^T (C*KH*KW, OCp) stays in the worker's
  * scratch across the images of a group (in order: the same bits at any thread count) and is
  * transposed into dw at the end. */
-#define WR 6 /* (channel, tap) rows per tile */
+#define WR ML__DIRECT_WEIGHT_ROWS /* (channel, tap) rows per tile */
 #define WV 4 /* 16-channel vectors per tile */
 
 static int64_t ocp(int64_t OC) { return (OC + 15) & ~(int64_t)15; }
@@ -319,10 +319,13 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
       if (v < nv) _mm512_storeu_ps(acc_mem + i * ld + 16 * v, acc[i][v]);
 }
 
-/* dst (OC, C, KH, KW) = the weight gradient summed over images [first, last), in order; db (OC,
- * or NULL) = the bias gradient, the sums of dout, taken while the image's dout is in cache */
+/* dst (OC, C, KH, KW) = the weight gradient summed over images [first, last), in order, for the
+ * (channel, tap) rows [row0, row1) (row0 a multiple of WR; the other rows untouched); db (OC, or
+ * NULL) = the bias gradient, the sums of dout, taken while the image's dout is in cache. Each
+ * element's sum runs in the same order whatever the row range: the same bits. */
 AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout,
-                                                int64_t first, int64_t last, float *work, float *dst, float *db) {
+                                                int64_t first, int64_t last, int64_t row0, int64_t row1,
+                                                float *work, float *dst, float *db) {
   dconv d;
   weight_shape(s, &d);
   const int64_t O = ocp(s->OC), P = d.OH * d.OW, T = d.KH * d.KW, CT = d.C * T;
@@ -344,7 +347,7 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
         for (int64_t p = 0; p < P; p += 16) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(lanes16(P - p), row + p));
         dbacc[oc] = (b == first ? 0.0 : dbacc[oc]) + (double)_mm512_reduce_add_ps(acc);
       }
-    for (int64_t ct0 = 0; ct0 < CT; ct0 += WR) {
+    for (int64_t ct0 = row0; ct0 < row1; ct0 += WR) {
       const float *xb[WR];
       for (int i = 0; i < WR; i++) {
         const int64_t ct = ct0 + i < CT ? ct0 + i : 0, c = ct / T, t = ct % T;
@@ -370,7 +373,7 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
     }
   }
   for (int64_t oc = 0; oc < s->OC; oc++)
-    for (int64_t ct = 0; ct < CT; ct++) dst[oc * CT + ct] = wt[ct * O + oc];
+    for (int64_t ct = row0; ct < row1; ct++) dst[oc * CT + ct] = wt[ct * O + oc];
   if (db)
     for (int64_t oc = 0; oc < s->OC; oc++) db[oc] = (float)dbacc[oc];
 }

@@ -41,13 +41,14 @@ void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in
                              float *scratch);
 void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
                                    float *scratch);
-/* The weight gradient of images [first, last) into dst (overwritten) and, unless db is NULL, the
- * bias gradient into db, with work floats of
- * ml__conv_direct_weight_work_floats (per worker). */
+/* The weight gradient of images [first, last) into dst (overwritten; only the (channel, tap)
+ * rows [row0, row1), row0 a multiple of ML__DIRECT_WEIGHT_ROWS) and, unless db is NULL, the bias
+ * gradient into db, with work floats of ml__conv_direct_weight_work_floats (per worker). */
+#define ML__DIRECT_WEIGHT_ROWS 6
 bool ml__conv_direct_backward_weight_ok(const ml_conv_shape *s);
 size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s);
 void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
-                                  int64_t last, float *work, float *dst, float *db);
+                                  int64_t last, int64_t row0, int64_t row1, float *work, float *dst, float *db);
 
 /* Batch-norm + max-pool on one (H, W) plane (conv.c), for kernels that run a plane at a time:
  * normalize + pool (idx may be NULL); the backward's sums over the windows (added to *sdy and
