@@ -449,31 +449,37 @@ ML_TEST(grad_conv_block) {
 }
 
 static ml_node *f_bn_pool(ml_graph *g, ml_node **x, void *ctx) {
-  (void)ctx;
-  return weighted_sum(g, ml_tanh(g, ml_batch_norm_pool(g, x[0], x[1], x[2], 1e-5f)), 15);
+  return weighted_sum(g, ml_tanh(g, ml_batch_norm_pool(g, x[0], x[1], x[2], 1e-5f, ctx != NULL)), 15);
 }
 
 ML_TEST(grad_batch_norm_pool) {
-  /* 5x5 planes: the odd row and column are dropped by the pool but still shape the statistics */
-  gcase c = {.name = "batch_norm_pool", .n_in = 3, .shape = {ml_shape4(3, 2, 4, 5), ml_shape1(2), ml_shape1(2)},
-             .lo = {-2, 0.5f, -1}, .hi = {2, 1.5f, 1}, .f = f_bn_pool, .second = true, .wrapped = true};
-  check(c, 3e-3, 3e-2);
+  /* 5x5 planes: the odd row and column are dropped by the pool but still shape the statistics; with the ReLU (ctx
+   * non-NULL), whose mask the backward and the double backward apply */
+  static const bool relu = true;
+  for (int r = 0; r < 2; r++) {
+    gcase c = {.name = r ? "batch_norm_pool_relu" : "batch_norm_pool", .n_in = 3,
+               .shape = {ml_shape4(3, 2, 4, 5), ml_shape1(2), ml_shape1(2)}, .lo = {-2, 0.5f, -1}, .hi = {2, 1.5f, 1},
+               .f = f_bn_pool, .ctx = r ? (void *)&relu : NULL, .second = true, .wrapped = true};
+    check(c, 3e-3, 3e-2);
+  }
 }
 
 static ml_node *f_conv_bn_pool(ml_graph *g, ml_node **x, void *ctx) {
-  (void)ctx;
-  return weighted_sum(g, ml_tanh(g, ml_conv_bn_pool(g, x[0], x[1], x[2], x[3], x[4], 1, 1e-5f)), 16);
+  return weighted_sum(g, ml_tanh(g, ml_conv_bn_pool(g, x[0], x[1], x[2], x[3], x[4], 1, 1e-5f, ctx != NULL)), 16);
 }
 
 /* The fused first block: its eager backward (the fused kernel, recomputing the convolution) is
  * checked against differences and against the create_graph backward (the unfused ops); its
  * second order goes through those ops. 5x7 planes: a row and a column outside the windows. */
 ML_TEST(grad_conv_bn_pool) {
-  gcase c = {.name = "conv_bn_pool", .n_in = 5,
-             .shape = {ml_shape4(3, 2, 5, 7), ml_shape4(3, 2, 3, 3), ml_shape1(3), ml_shape1(3), ml_shape1(3)},
-             .lo = {-1, -0.5f, -0.5f, 0.5f, -1}, .hi = {1, 0.5f, 0.5f, 1.5f, 1}, .f = f_conv_bn_pool, .second = true,
-             .wrapped = true};
-  check(c, 3e-3, 3e-2);
+  static const bool relu = true;
+  for (int r = 0; r < 2; r++) {
+    gcase c = {.name = r ? "conv_bn_pool_relu" : "conv_bn_pool", .n_in = 5,
+               .shape = {ml_shape4(3, 2, 5, 7), ml_shape4(3, 2, 3, 3), ml_shape1(3), ml_shape1(3), ml_shape1(3)},
+               .lo = {-1, -0.5f, -0.5f, 0.5f, -1}, .hi = {1, 0.5f, 0.5f, 1.5f, 1}, .f = f_conv_bn_pool,
+               .ctx = r ? (void *)&relu : NULL, .second = true, .wrapped = true};
+    check(c, 3e-3, 3e-2);
+  }
 }
 
 ML_TEST(grad_batch_norm) {

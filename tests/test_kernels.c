@@ -329,33 +329,41 @@ ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
   ml_pool_free(pool);
 }
 
-/* The fused batch-norm + max-pool matches the two kernels in sequence: forward bit for bit,
- * backward against the batch-norm backward of the scattered pooled gradient. */
+/* The fused batch-norm + max-pool (+ ReLU) matches the kernels in sequence: forward bit for bit,
+ * backward against the batch-norm backward of the scattered pooled gradient (masked by the ReLU). */
 ML_TEST(batchnorm_pool_fused) {
-  /* at every SIMD level; odd sizes leave a row and a column outside the windows; pooled rows
-   * shorter and longer than one 16-lane vector */
+  /* at every SIMD level, with and without the ReLU; odd sizes leave a row and a column outside
+   * the windows; pooled rows shorter and longer than one 16-lane vector */
   const int64_t shapes[][4] = {{3, 4, 6, 6}, {2, 3, 7, 5}, {5, 2, 28, 28}, {2, 3, 9, 41}, {1, 2, 6, 34}, {2, 2, 3, 64}};
-  for (size_t k = 0; k < 6 * (size_t)(ml_cpu_simd() + 1); k++) {
-    ml__simd_force((int)(k / 6));
+  for (size_t k = 0; k < 12 * (size_t)(ml_cpu_simd() + 1); k++) {
+    ml__simd_force((int)(k / 12));
+    const bool relu = k % 12 >= 6;
     int64_t B = shapes[k % 6][0], C = shapes[k % 6][1], H = shapes[k % 6][2], W = shapes[k % 6][3], n = B * C * H * W;
     int64_t no = B * C * (H / 2) * (W / 2);
     float *x = fvec(n, 51, -2, 3), *gam = fvec(C, 52, 0.5f, 1.5f), *bet = fvec(C, 53, -1, 1), *go = fvec(no, 54, -1, 1);
     float *y = malloc((size_t)n * 4), *o1 = malloc((size_t)no * 4), *o2 = malloc((size_t)no * 4);
+    float *gm = malloc((size_t)no * 4);
     float st1[16], st2[16], dg1[8], db1[8], dg2[8], db2[8];
     int32_t *i1 = malloc((size_t)no * 4), *i2 = malloc((size_t)no * 4);
     ml_batchnorm_forward(y, st1, st1 + 8, x, gam, bet, B, C, H * W, 1e-5f);
     ml_maxpool2_forward(o1, i1, y, B, C, H, W);
-    ml_batchnorm_pool_forward(o2, i2, st2, st2 + 8, x, gam, bet, B, C, H, W, 1e-5f);
+    memcpy(gm, go, (size_t)no * 4);
+    if (relu) {
+      ml_relu_mask_kernel(gm, go, o1, no); /* the ReLU's backward, from its input */
+      ml_unary(ML_UN_RELU, o1, o1, no);
+    }
+    ml_batchnorm_pool_forward(o2, i2, st2, st2 + 8, x, gam, bet, B, C, H, W, 1e-5f, relu);
     CHECK(!memcmp(o1, o2, (size_t)no * 4) && !memcmp(i1, i2, (size_t)no * 4));
     CHECK(!memcmp(st1, st2, (size_t)C * 4) && !memcmp(st1 + 8, st2 + 8, (size_t)C * 4));
     float *dy = malloc((size_t)n * 4), *dx1 = malloc((size_t)n * 4), *dx2 = malloc((size_t)n * 4);
-    ml_maxpool2_scatter(dy, go, i1, B, C, H, W);
+    ml_maxpool2_scatter(dy, gm, i1, B, C, H, W);
     ml_batchnorm_backward(dx1, dg1, db1, dy, x, st1, st1 + 8, gam, B, C, H * W);
-    ml_batchnorm_pool_backward(dx2, dg2, db2, go, i2, x, st2, st2 + 8, gam, B, C, H, W);
+    ml_batchnorm_pool_backward(dx2, dg2, db2, go, relu ? o2 : NULL, i2, x, st2, st2 + 8, gam, B, C, H, W);
     CHECK_CLOSE(dx2, dx1, n, 1e-5, 1e-4);
     CHECK_CLOSE(dg2, dg1, C, 1e-5, 1e-4);
     CHECK_CLOSE(db2, db1, C, 1e-5, 1e-4);
     free(x), free(gam), free(bet), free(go), free(y), free(o1), free(o2), free(i1), free(i2), free(dy), free(dx1), free(dx2);
+    free(gm);
   }
   ml__simd_force(-1);
 }
@@ -363,8 +371,9 @@ ML_TEST(batchnorm_pool_fused) {
 /* The convolution + batch-norm + pool that recomputes the convolution matches the unfused
  * kernels in sequence (each checked against its reference above): forward to rounding (the
  * statistics are merged per image) with the same argmax, backward (every gradient) to rounding;
- * with a pool lent, the same bits. Every SIMD level, direct convolutions on and off; odd planes
- * (a row and a column outside the windows), padding 0 to 2, one and several input channels. */
+ * with a pool lent, the same bits. Every SIMD level, direct convolutions on and off, with and
+ * without the ReLU; odd planes (a row and a column outside the windows), padding 0 to 2, one and
+ * several input channels. */
 ML_TEST(conv_bn_pool_fused) {
   const int64_t shapes[][6] = {/* B, C, H, W, OC, pad */
                                {4, 1, 28, 28, 16, 1}, {3, 3, 7, 9, 5, 1}, {2, 2, 9, 6, 8, 0}, {3, 1, 6, 5, 3, 2}};
@@ -374,6 +383,7 @@ ML_TEST(conv_bn_pool_fused) {
     const size_t t = k % ns;
     ml__simd_force((int)(k / (2 * ns)));
     ml_conv_use_direct((k / ns) % 2 == 0);
+    const bool relu = (t + k / ns) % 2 == 1; /* each shape with and without, at every SIMD level */
     const int64_t B = shapes[t][0], C = shapes[t][1], H = shapes[t][2], W = shapes[t][3], OC = shapes[t][4];
     ml_conv_shape s;
     CHECK_OK(ml_conv_shape_make(&s, B, C, H, W, OC, 3, 3, 1, shapes[t][5]));
@@ -385,8 +395,8 @@ ML_TEST(conv_bn_pool_fused) {
     float st1[32], dg1[16], dbe1[16], db1[16], *dw1 = malloc((size_t)nw * 4), *dx1 = malloc((size_t)nx * 4);
     int32_t *i1 = malloc((size_t)np * 4);
     ml_conv2d_forward(&s, z, x, w, bias, sc);
-    ml_batchnorm_pool_forward(o1, i1, st1, st1 + 16, z, gam, bet, B, OC, s.OH, s.OW, 1e-5f);
-    ml_batchnorm_pool_backward(dz, dg1, dbe1, go, i1, z, st1, st1 + 16, gam, B, OC, s.OH, s.OW);
+    ml_batchnorm_pool_forward(o1, i1, st1, st1 + 16, z, gam, bet, B, OC, s.OH, s.OW, 1e-5f, relu);
+    ml_batchnorm_pool_backward(dz, dg1, dbe1, go, relu ? o1 : NULL, i1, z, st1, st1 + 16, gam, B, OC, s.OH, s.OW);
     ml_conv2d_backward_weight_bias(&s, dw1, db1, x, dz, sc);
     ml_conv2d_backward_data(&s, dx1, dz, w, sc);
     float *o2[2], *dw2[2], *dx2[2], st2[2][32], dg2[2][16], dbe2[2][16], db2[2][16];
@@ -396,9 +406,9 @@ ML_TEST(conv_bn_pool_fused) {
       float *fs = malloc(ml_conv_bn_pool_scratch_floats(&s) * 4);
       o2[lent] = malloc((size_t)np * 4), dw2[lent] = malloc((size_t)nw * 4), dx2[lent] = malloc((size_t)nx * 4);
       i2[lent] = malloc((size_t)np * 4);
-      ml_conv_bn_pool_forward(&s, o2[lent], i2[lent], st2[lent], st2[lent] + 16, x, w, bias, gam, bet, 1e-5f, fs);
-      ml_conv_bn_pool_backward(&s, dx2[lent], dw2[lent], db2[lent], dg2[lent], dbe2[lent], go, i2[lent], x, w, bias,
-                               st2[lent], st2[lent] + 16, gam, fs);
+      ml_conv_bn_pool_forward(&s, o2[lent], i2[lent], st2[lent], st2[lent] + 16, x, w, bias, gam, bet, 1e-5f, relu, fs);
+      ml_conv_bn_pool_backward(&s, dx2[lent], dw2[lent], db2[lent], dg2[lent], dbe2[lent], go, relu ? o2[lent] : NULL,
+                               i2[lent], x, w, bias, st2[lent], st2[lent] + 16, gam, fs);
       ml_kernels_set_pool(prev);
       free(fs);
     }

@@ -69,10 +69,11 @@ ML_TEST(conv4_inference_same_bits_less_memory) {
   }
   CHECK(!memcmp(out[0], out[1], 100 * sizeof(float)));
   /* what stays is the first block's full-size convolution output (batch-norm needs all of it for
-   * its statistics) and the blocks' outputs: about 60% of the recorded forward's memory here (0.59
-   * measured with im2col convolutions, 0.60 with the direct ones; the bound leaves room for the
-   * kernel scratch both hold, whose size follows the convolution path) */
-  CHECK_MSG(peak[1] < 0.65 * (double)peak[0], "inference peak %zu bytes, recorded forward %zu", peak[1], peak[0]);
+   * its statistics) and the blocks' outputs: 6.35 MB against the recorded forward's 9.26 MB here
+   * (0.685; it was 0.60 while the recorded path still stored each pooled output twice, before and
+   * after the ReLU; the bound leaves room for the kernel scratch both hold, whose size follows the
+   * convolution path) */
+  CHECK_MSG(peak[1] < 0.72 * (double)peak[0], "inference peak %zu bytes, recorded forward %zu", peak[1], peak[0]);
   free(out[0]), free(out[1]);
   ml_model_free(m);
 }

@@ -42,6 +42,7 @@ struct ml_node {
   int64_t p, c, q;        /* broadcast / reduction view (P, C, Q) */
   float a, b;             /* scalars (affine, eps) */
   bool ta, tb;            /* matmul transposes */
+  bool relu;              /* batch-norm + pool: ReLU applied to the output */
   ml_conv_shape conv;     /* conv ops */
   const int32_t *idx;     /* pool argmax, labels, embedding ids */
   float *saved0, *saved1; /* batch-norm mean and invstd */
@@ -152,14 +153,16 @@ ML_API ml_node *ml_maxpool2(ml_graph *g, ml_node *x);
 ML_API ml_node *ml_batch_norm(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps);
 /* ml_maxpool2(ml_batch_norm(x, ...)) in one op, bit for bit: the normalized activations are never
  * stored (their backward needs only x, the statistics and the argmax), which saves a full-size
- * tensor per Conv4 block and a pass over it. x is (B,C,H,W) with H, W >= 2. */
-ML_API ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps);
+ * tensor per Conv4 block and a pass over it. x is (B,C,H,W) with H, W >= 2. With relu, the output
+ * is ml_relu of that, bit for bit (max-pool commutes with ReLU), without storing it twice: a
+ * Conv4 block's batch-norm -> ReLU -> pool. */
+ML_API ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps, bool relu);
 /* max-pool 2x2 of batch-norm(conv2d(x, w, stride 1, pad) + b), the convolution's output never
  * stored (ml_conv_bn_pool_forward): for a cheap first layer, whose output is the largest
  * activation of a conv net. b, gamma, beta may be NULL. Its backward recomputes the output; with
  * create_graph it builds the unfused ops, so it differentiates to any order. */
 ML_API ml_node *ml_conv_bn_pool(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, ml_node *gamma, ml_node *beta,
-                                int64_t pad, float eps);
+                                int64_t pad, float eps, bool relu);
 
 /* Row-wise log-softmax of (N, K). */
 ML_API ml_node *ml_log_softmax(ml_graph *g, ml_node *x);

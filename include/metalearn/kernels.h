@@ -122,15 +122,18 @@ ML_API void ml_batchnorm_double_backward(float *gx, float *gdy, float *ggamma, c
                                          const float *gamma, int64_t B, int64_t C, int64_t HW);
 /* Batch-norm (statistics over B and H*W) followed by 2x2 max-pool, without storing the
  * normalized tensor: out (B,C,H/2,W/2) and idx exactly as ml_maxpool2_forward of
- * ml_batchnorm_forward's output; mean, invstd (C) as there. idx may be NULL (no backward). */
+ * ml_batchnorm_forward's output; mean, invstd (C) as there. idx may be NULL (no backward). With relu, out is ReLU'd as
+ * ml_unary does (the argmax is the pool's): a Conv4 block's batch-norm -> ReLU -> pool, since max-pool commutes with
+ * ReLU. */
 ML_API void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x,
-                                      const float *gamma, const float *beta, int64_t B, int64_t C, int64_t H,
-                                      int64_t W, float eps);
+                                      const float *gamma, const float *beta, int64_t B, int64_t C, int64_t H, int64_t W,
+                                      float eps, bool relu);
 /* Its backward: the pooled gradient dout scattered to the argmax (idx) is the batch-norm's dy;
- * dx (B,C,H,W) overwritten, dgamma / dbeta (C) may be NULL. No full-size temporary. */
-ML_API void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const int32_t *idx,
-                                       const float *x, const float *mean, const float *invstd, const float *gamma,
-                                       int64_t B, int64_t C, int64_t H, int64_t W);
+ * dx (B,C,H,W) overwritten, dgamma / dbeta (C) may be NULL. No full-size temporary. relu_out: the forward's out when it
+ * applied ReLU (dout then counts only where out > 0), else NULL. */
+ML_API void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const float *relu_out,
+                                       const int32_t *idx, const float *x, const float *mean, const float *invstd,
+                                       const float *gamma, int64_t B, int64_t C, int64_t H, int64_t W);
 /* Convolution + batch-norm + 2x2 max-pool that never stores the convolution's output. For a
  * cheap convolution (a first layer, C*KH*KW small) the full-size output costs more to write and
  * read back than to compute again, so each image's output is recomputed into a cache-resident
@@ -143,13 +146,13 @@ ML_API void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, c
 ML_API size_t ml_conv_bn_pool_scratch_floats(const ml_conv_shape *s);
 ML_API void ml_conv_bn_pool_forward(const ml_conv_shape *s, float *out, int32_t *idx, float *mean, float *invstd,
                                     const float *in, const float *w, const float *bias, const float *gamma,
-                                    const float *beta, float eps, float *scratch);
+                                    const float *beta, float eps, bool relu, float *scratch);
 /* Its backward from the pooled gradient dout: din (B,C,H,W), dw (OC,C,KH,KW), db, dgamma, dbeta
  * (OC) overwritten; any may be NULL. */
 ML_API void ml_conv_bn_pool_backward(const ml_conv_shape *s, float *din, float *dw, float *db, float *dgamma,
-                                     float *dbeta, const float *dout, const int32_t *idx, const float *in,
-                                     const float *w, const float *bias, const float *mean, const float *invstd,
-                                     const float *gamma, float *scratch);
+                                     float *dbeta, const float *dout, const float *relu_out, const int32_t *idx,
+                                     const float *in, const float *w, const float *bias, const float *mean,
+                                     const float *invstd, const float *gamma, float *scratch);
 ML_API void ml_batchnorm_forward_ref(float *y, float *mean, float *invstd, const float *x, const float *gamma,
                                      const float *beta, int64_t B, int64_t C, int64_t HW, float eps);
 ML_API void ml_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,

@@ -546,7 +546,7 @@ static void bw_batch_norm(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, c
 }
 
 /* ------------------------------------------------------------------ batch-norm + max-pool */
-ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps) {
+ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *beta, float eps, bool relu) {
   GUARD1(x);
   if ((gamma && !gamma->value.data) || (beta && !beta->value.data) || g->status) return NULL;
   const ml_tensor *t = &x->value;
@@ -568,17 +568,19 @@ ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *be
   n->p = B, n->c = C, n->q = H * W, n->a = eps;
   n->saved0 = saved, n->saved1 = saved + C;
   n->conv.B = B, n->conv.C = C, n->conv.H = H, n->conv.W = W; /* for the pool scatter */
-  n->idx = idx;
+  n->idx = idx, n->relu = relu;
   ml_batchnorm_pool_forward(n->value.data, idx, n->saved0, n->saved1, x->value.data, gamma ? gamma->value.data : NULL,
-                            beta ? beta->value.data : NULL, B, C, H, W, eps);
+                            beta ? beta->value.data : NULL, B, C, H, W, eps, relu);
   return n;
 }
 
-/* Recording: the batch-norm's dy is the pool scatter of go, and the rest is bn_backward_nodes.
+/* Recording: the batch-norm's dy is the pool scatter of go (masked by the ReLU, which has no
+ * second derivative), and the rest is bn_backward_nodes.
  * Otherwise one fused kernel straight from the pooled gradient. */
 static void bw_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
   ml_node *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
   if (g->recording) {
+    if (n->relu) go = ml_relu_mask(g, go, n);
     bn_backward_nodes(g, n, x, pool_scatter(g, go, n), gamma, beta, gin, need);
     return;
   }
@@ -589,8 +591,9 @@ static void bw_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, cons
   float *dx_tmp = dx ? NULL : ml__temp(g, (size_t)t->numel * sizeof(float));
   if (g->status) return;
   ml_batchnorm_pool_backward(dx ? dx->value.data : dx_tmp, dgamma ? dgamma->value.data : NULL,
-                             dbeta ? dbeta->value.data : NULL, go->value.data, n->idx, x->value.data, n->saved0,
-                             n->saved1, gamma ? gamma->value.data : NULL, n->conv.B, C, n->conv.H, n->conv.W);
+                             dbeta ? dbeta->value.data : NULL, go->value.data, n->relu ? n->value.data : NULL, n->idx,
+                             x->value.data, n->saved0, n->saved1, gamma ? gamma->value.data : NULL, n->conv.B, C,
+                             n->conv.H, n->conv.W);
   if (dx) gin[0] = dx;
   if (dgamma) gin[1] = reshape_like(g, dgamma, gamma);
   if (dbeta) gin[2] = reshape_like(g, dbeta, beta);
@@ -598,7 +601,7 @@ static void bw_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, cons
 
 /* ------------------------------------------------------------------ conv + batch-norm + max-pool */
 ml_node *ml_conv_bn_pool(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, ml_node *gamma, ml_node *beta, int64_t pad,
-                         float eps) {
+                         float eps, bool relu) {
   GUARD2(x, w);
   if ((b && !b->value.data) || (gamma && !gamma->value.data) || (beta && !beta->value.data)) return NULL;
   const ml_tensor *tx = &x->value, *tw = &w->value;
@@ -619,11 +622,11 @@ ml_node *ml_conv_bn_pool(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, ml_nod
   int32_t *idx = n && n->n_in ? ml__scratch(g, (size_t)n->value.numel * sizeof(int32_t)) : NULL;
   float *scratch = ml__temp(g, ml_conv_bn_pool_scratch_floats(&s) * sizeof(float));
   if (!n || !saved || (n->n_in && !idx) || !scratch) return NULL;
-  n->conv = s, n->a = eps, n->idx = idx;
+  n->conv = s, n->a = eps, n->idx = idx, n->relu = relu;
   n->saved0 = saved, n->saved1 = saved + s.OC;
   ml_conv_bn_pool_forward(&s, n->value.data, idx, n->saved0, n->saved1, x->value.data, w->value.data,
                           b ? b->value.data : NULL, gamma ? gamma->value.data : NULL, beta ? beta->value.data : NULL,
-                          eps, scratch);
+                          eps, relu, scratch);
   return n;
 }
 
@@ -636,7 +639,7 @@ static void bw_conv_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin,
   ml_node *x = n->in[0], *w = n->in[1], *b = n->in[2], *gamma = n->in[3], *beta = n->in[4];
   const ml_conv_shape *s = &n->conv;
   if (g->recording) {
-    ml_node *z = conv_raw(g, x, w, b, s), *p = ml_batch_norm_pool(g, z, gamma, beta, n->a);
+    ml_node *z = conv_raw(g, x, w, b, s), *p = ml_batch_norm_pool(g, z, gamma, beta, n->a, n->relu);
     if (!p) return;
     ml_node *gp[3] = {NULL, NULL, NULL}, *gc[3] = {NULL, NULL, NULL};
     const bool np[3] = {need[0] || need[1] || need[2], need[3], need[4]}, nc[3] = {need[0], need[1], need[2]};
@@ -653,8 +656,8 @@ static void bw_conv_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin,
   if (g->status || !scratch) return;
   ml_conv_bn_pool_backward(s, din ? din->value.data : NULL, dw ? dw->value.data : NULL, db ? db->value.data : NULL,
                            dgamma ? dgamma->value.data : NULL, dbeta ? dbeta->value.data : NULL, go->value.data,
-                           n->idx, x->value.data, w->value.data, b ? b->value.data : NULL, n->saved0, n->saved1,
-                           gamma ? gamma->value.data : NULL, scratch);
+                           n->relu ? n->value.data : NULL, n->idx, x->value.data, w->value.data,
+                           b ? b->value.data : NULL, n->saved0, n->saved1, gamma ? gamma->value.data : NULL, scratch);
   gin[0] = din, gin[1] = dw, gin[2] = db, gin[3] = dgamma, gin[4] = dbeta;
 }
 

@@ -727,16 +727,18 @@ typedef struct {
   int32_t *idx;
   const int32_t *cidx;
   const float *x, *dout, *gamma, *beta, *cmean, *cinvstd;
+  const float *rout; /* backward: the forward's output when it applied ReLU (its mask), else NULL */
   int64_t B, C, H, W;
   float eps;
+  bool relu;
 } bnp_job;
 
-/* One plane's normalize + pool; store is a constant at each call, so the inference copy has
- * no argmax stores and no test in its loop. */
+/* One plane's normalize + pool (+ ReLU); store is a constant at each call, so the inference copy
+ * has no argmax stores and no test in its loop. */
 static inline __attribute__((always_inline)) void bnp_forward_plane_scalar(const float *x, float *restrict out,
-                                                                           int32_t *restrict idx, int64_t H,
-                                                                           int64_t W, float mf, float scale,
-                                                                           float shift, bool store) {
+                                                                           int32_t *restrict idx, int64_t H, int64_t W,
+                                                                           float mf, float scale, float shift,
+                                                                           bool relu, bool store) {
   const int64_t OH = H / 2, OW = W / 2;
   for (int64_t oh = 0; oh < OH; oh++) {
     const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
@@ -750,7 +752,7 @@ static inline __attribute__((always_inline)) void bnp_forward_plane_scalar(const
       y = (r0[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + 1 : bi, mx = y > mx ? y : mx;
       y = (r1[2 * ow] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W : bi, mx = y > mx ? y : mx;
       y = (r1[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W + 1 : bi, mx = y > mx ? y : mx;
-      o[ow] = mx;
+      o[ow] = relu ? (mx > 0.0f ? mx : 0.0f) : mx; /* ml_unary's ReLU expression */
       if (store) ix[ow] = bi;
     }
   }
@@ -761,7 +763,7 @@ static inline __attribute__((always_inline)) void bnp_forward_plane_scalar(const
  * compare masks in the scalar code's order (strict >, so ties and NaNs resolve as there): the same
  * bits. The scalar loop was a third of a MAML step's batch-norm time on L2-resident planes. */
 AVX512_TARGET static void bnp_forward_plane_avx512(const float *x, float *out, int32_t *idx, int64_t H, int64_t W,
-                                                  float mf, float scale, float shift) {
+                                                   float mf, float scale, float shift, bool relu) {
   const int64_t OH = H / 2, OW = W / 2;
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
@@ -788,18 +790,27 @@ AVX512_TARGET static void bnp_forward_plane_avx512(const float *x, float *out, i
       mx = _mm512_mask_mov_ps(mx, m, y10), bi = _mm512_mask_mov_epi32(bi, m, _mm512_add_epi32(j0, wv));
       m = _mm512_cmp_ps_mask(y11, mx, _CMP_GT_OQ);
       mx = _mm512_mask_mov_ps(mx, m, y11), bi = _mm512_mask_mov_epi32(bi, m, _mm512_add_epi32(j0, w1));
+      if (relu) mx = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_GT_OQ), mx);
       _mm512_mask_storeu_ps(out + oh * OW + ow0, mo, mx);
       if (idx) _mm512_mask_storeu_epi32(idx + oh * OW + ow0, mo, bi);
     }
   }
 }
 
+/* Lanes m of the 16 outputs from i on, less those a ReLU zeroed (rout: the forward's output
+ * with ReLU, NULL without): there dout is taken as 0, as ml_relu_mask_kernel does. */
+AVX512_TARGET static inline __mmask16 relu_lanes(__mmask16 m, const float *rout, int64_t i) {
+  if (!rout) return m;
+  return _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, rout + i), _mm512_setzero_ps(), _CMP_GT_OQ);
+}
+
 /* Backward of one plane with AVX-512: dx = fb*(x - m) + fc everywhere, plus fa*dout at each
  * window's argmax, in one pass of 16 windows at a time (the argmax's place in its window, read
  * from idx, becomes a lane mask over the two 32-column input rows); the same bits as the scalar
  * dense pass followed by its scatter. Columns and rows outside every window get the dense term. */
-AVX512_TARGET static void bnp_backward_plane_avx512(float *dx, const float *x, const float *go, const int32_t *idx,
-                                                   int64_t H, int64_t W, float mf, float fa, float fb, float fc) {
+AVX512_TARGET static void bnp_backward_plane_avx512(float *dx, const float *x, const float *go, const float *rout,
+                                                    const int32_t *idx, int64_t H, int64_t W, float mf, float fa,
+                                                    float fb, float fc) {
   const int64_t OH = H / 2, OW = W / 2;
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i dup_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
@@ -818,7 +829,8 @@ AVX512_TARGET static void bnp_backward_plane_avx512(float *dx, const float *x, c
       __m512 a0 = DENSE(_mm512_maskz_loadu_ps(mlo, r0 + c0)), a1 = DENSE(_mm512_maskz_loadu_ps(mhi, r0 + c0 + 16));
       __m512 b0 = DENSE(_mm512_maskz_loadu_ps(mlo, r1 + c0)), b1 = DENSE(_mm512_maskz_loadu_ps(mhi, r1 + c0 + 16));
 #undef DENSE
-      const __m512 g = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(mo, go + oh * OW + ow0));
+      const __m512 g =
+          _mm512_mul_ps(va, _mm512_maskz_loadu_ps(relu_lanes(mo, rout, oh * OW + ow0), go + oh * OW + ow0));
       /* the argmax's offset from its window's corner: 0, 1, W or W + 1 (lanes past n: negative) */
       const __m512i j0 = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(2 * oh * W + c0)), even);
       const __m512i code = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mo, idx + oh * OW + ow0), j0);
@@ -837,12 +849,13 @@ AVX512_TARGET static void bnp_backward_plane_avx512(float *dx, const float *x, c
 }
 
 /* sum dout and sum dout * (x[argmax] - m) over one plane's windows, 16 lanes */
-AVX512_TARGET static void bnp_backward_sums_avx512(const float *x, const float *go, const int32_t *idx, int64_t n_out,
-                                                  float mf, double *sdy, double *sdyx) {
+AVX512_TARGET static void bnp_backward_sums_avx512(const float *x, const float *go, const float *rout,
+                                                   const int32_t *idx, int64_t n_out, float mf, double *sdy,
+                                                   double *sdyx) {
   const __m512 vm = _mm512_set1_ps(mf);
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   for (int64_t i = 0; i < n_out; i += 16) {
-    const __mmask16 m = lanes(0, n_out - i);
+    const __mmask16 m = relu_lanes(lanes(0, n_out - i), rout, i);
     const __m512 g = _mm512_maskz_loadu_ps(m, go + i);
     const __m512 xg = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, _mm512_maskz_loadu_epi32(m, idx + i), x, 4);
     s0 = _mm512_add_ps(s0, g);
@@ -853,35 +866,43 @@ AVX512_TARGET static void bnp_backward_sums_avx512(const float *x, const float *
 }
 
 void ml__bnp_forward_plane(const float *x, float *out, int32_t *idx, int64_t H, int64_t W, float mf, float scale,
-                           float shift) {
+                           float shift, bool relu) {
   if (ml__simd_level() >= ML_SIMD_AVX512)
-    bnp_forward_plane_avx512(x, out, idx, H, W, mf, scale, shift);
+    bnp_forward_plane_avx512(x, out, idx, H, W, mf, scale, shift, relu);
   else if (idx)
-    bnp_forward_plane_scalar(x, out, idx, H, W, mf, scale, shift, true);
+    bnp_forward_plane_scalar(x, out, idx, H, W, mf, scale, shift, relu, true);
   else
-    bnp_forward_plane_scalar(x, out, NULL, H, W, mf, scale, shift, false);
+    bnp_forward_plane_scalar(x, out, NULL, H, W, mf, scale, shift, relu, false);
 }
 
-void ml__bnp_backward_sums(const float *x, const float *go, const int32_t *idx, int64_t n_out, float mf, double *sdy,
-                           double *sdyx) {
+/* dout where the ReLU passed it (rout[i] > 0, ml_relu_mask_kernel's test), 0 elsewhere */
+static inline float relu_go(const float *go, const float *rout, int64_t i) {
+  return !rout || rout[i] > 0.0f ? go[i] : 0.0f;
+}
+
+void ml__bnp_backward_sums(const float *x, const float *go, const float *rout, const int32_t *idx, int64_t n_out,
+                           float mf, double *sdy, double *sdyx) {
   if (ml__simd_level() >= ML_SIMD_AVX512) {
-    bnp_backward_sums_avx512(x, go, idx, n_out, mf, sdy, sdyx);
+    bnp_backward_sums_avx512(x, go, rout, idx, n_out, mf, sdy, sdyx);
     return;
   }
   float a0 = 0, a1 = 0;
-  for (int64_t i = 0; i < n_out; i++) a0 += go[i], a1 += go[i] * (x[idx[i]] - mf);
+  for (int64_t i = 0; i < n_out; i++) {
+    const float gi = relu_go(go, rout, i);
+    a0 += gi, a1 += gi * (x[idx[i]] - mf);
+  }
   *sdy += a0, *sdyx += a1;
 }
 
-void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const int32_t *idx, int64_t H, int64_t W,
-                            float mf, float fa, float fb, float fc) {
+void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const float *rout, const int32_t *idx,
+                            int64_t H, int64_t W, float mf, float fa, float fb, float fc) {
   if (ml__simd_level() >= ML_SIMD_AVX512) {
-    bnp_backward_plane_avx512(dx, x, go, idx, H, W, mf, fa, fb, fc);
+    bnp_backward_plane_avx512(dx, x, go, rout, idx, H, W, mf, fa, fb, fc);
     return;
   }
   const int64_t HW = H * W, n_out = (H / 2) * (W / 2);
   for (int64_t i = 0; i < HW; i++) dx[i] = fb * (x[i] - mf) + fc;
-  for (int64_t i = 0; i < n_out; i++) dx[idx[i]] += fa * go[i];
+  for (int64_t i = 0; i < n_out; i++) dx[idx[i]] += fa * relu_go(go, rout, i);
 }
 
 double ml__sum_row(const float *x, int64_t n) { return sum_row(x, n); }
@@ -903,16 +924,15 @@ static void bnp_forward_item(int64_t c, int worker, void *vj) {
   const int64_t n_out = (j->H / 2) * (j->W / 2);
   for (int64_t b = 0; b < B; b++) {
     const int64_t plane = b * C + c;
-    ml__bnp_forward_plane(j->x + plane * HW, j->out + plane * n_out, j->idx ? j->idx + plane * n_out : NULL, j->H,
-                          j->W, mf, scale, shift);
+    ml__bnp_forward_plane(j->x + plane * HW, j->out + plane * n_out, j->idx ? j->idx + plane * n_out : NULL, j->H, j->W,
+                          mf, scale, shift, j->relu);
   }
 }
 
-void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x,
-                               const float *gamma, const float *beta, int64_t B, int64_t C, int64_t H, int64_t W,
-                               float eps) {
-  bnp_job j = {.out = out, .idx = idx, .mean = mean, .invstd = invstd, .x = x, .gamma = gamma, .beta = beta,
-               .B = B, .C = C, .H = H, .W = W, .eps = eps};
+void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x, const float *gamma,
+                               const float *beta, int64_t B, int64_t C, int64_t H, int64_t W, float eps, bool relu) {
+  bnp_job j = {.out = out, .idx = idx, .mean = mean, .invstd = invstd, .x = x, .gamma = gamma, .beta = beta, .B = B,
+               .C = C, .H = H, .W = W, .eps = eps, .relu = relu};
   ml__kernels_run(C, bnp_forward_item, &j);
 }
 
@@ -925,8 +945,9 @@ static void bnp_backward_item(int64_t c, int worker, void *vj) {
   const float mf = (float)m;
   double sdy = 0, sdyx = 0;
   for (int64_t b = 0; b < B; b++)
-    ml__bnp_backward_sums(j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out, j->cidx + (b * C + c) * n_out, n_out,
-                          mf, &sdy, &sdyx);
+    ml__bnp_backward_sums(j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
+                          j->rout ? j->rout + (b * C + c) * n_out : NULL, j->cidx + (b * C + c) * n_out, n_out, mf,
+                          &sdy, &sdyx);
   sdyx *= is;
   if (j->dgamma) j->dgamma[c] = (float)sdyx;
   if (j->dbeta) j->dbeta[c] = (float)sdy;
@@ -934,13 +955,14 @@ static void bnp_backward_item(int64_t c, int worker, void *vj) {
   const float fa = (float)(g * is), fb = (float)(-g * is * is * sdyx / M), fc = (float)(-g * is * sdy / M);
   for (int64_t b = 0; b < B; b++)
     ml__bnp_backward_plane(j->dx + (b * C + c) * HW, j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
-                           j->cidx + (b * C + c) * n_out, H, W, mf, fa, fb, fc);
+                           j->rout ? j->rout + (b * C + c) * n_out : NULL, j->cidx + (b * C + c) * n_out, H, W, mf, fa,
+                           fb, fc);
 }
 
-void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const int32_t *idx,
-                                const float *x, const float *mean, const float *invstd, const float *gamma,
-                                int64_t B, int64_t C, int64_t H, int64_t W) {
-  bnp_job j = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .cidx = idx, .x = x, .cmean = mean,
-               .cinvstd = invstd, .gamma = gamma, .B = B, .C = C, .H = H, .W = W};
+void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const float *relu_out,
+                                const int32_t *idx, const float *x, const float *mean, const float *invstd,
+                                const float *gamma, int64_t B, int64_t C, int64_t H, int64_t W) {
+  bnp_job j = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .rout = relu_out, .cidx = idx, .x = x,
+               .cmean = mean, .cinvstd = invstd, .gamma = gamma, .B = B, .C = C, .H = H, .W = W};
   ml__kernels_run(C, bnp_backward_item, &j);
 }

@@ -227,19 +227,24 @@ static ml_node *block_no_grad(const ml_model *m, ml_graph *g, ml_node *const *w,
   if (!dst) return NULL;
   const ml_graph_mark mark = ml_graph_get_mark(g);
   ml_node *y;
+  bool relu_done = true;
   if (fused_block(c, h)) {
-    y = ml_conv_bn_pool(g, h, w[0], w[1], w[2], w[3], 1, c->bn_eps);
+    y = ml_conv_bn_pool(g, h, w[0], w[1], w[2], w[3], 1, c->bn_eps, true);
   } else {
     y = ml_conv2d(g, h, w[0], w[1], c->max_pool ? 1 : 2, 1);
     if (c->batch_norm && c->max_pool && y && y->value.shape[2] >= 2) {
-      y = ml_batch_norm_pool(g, y, w[2], w[3], c->bn_eps);
+      y = ml_batch_norm_pool(g, y, w[2], w[3], c->bn_eps, true);
     } else {
       if (c->batch_norm) y = ml_batch_norm(g, y, w[2], w[3], c->bn_eps);
       if (c->max_pool) y = ml_maxpool2(g, y);
+      relu_done = false;
     }
   }
   bool ok = y && y->value.numel == dst->value.numel;
-  if (ok) ml_unary(ML_UN_RELU, dst->value.data, y->value.data, y->value.numel);
+  if (ok && relu_done)
+    memcpy(dst->value.data, y->value.data, (size_t)y->value.numel * sizeof(float));
+  else if (ok)
+    ml_unary(ML_UN_RELU, dst->value.data, y->value.data, y->value.numel);
   ml_graph_rewind(g, mark);
   return ok ? dst : NULL;
 }
@@ -268,7 +273,7 @@ ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml
       continue;
     }
     if (fused_block(c, h)) {
-      h = ml_relu(g, ml_conv_bn_pool(g, h, w[k], w[k + 1], w[k + 2], w[k + 3], 1, c->bn_eps));
+      h = ml_conv_bn_pool(g, h, w[k], w[k + 1], w[k + 2], w[k + 3], 1, c->bn_eps, true);
       k += 4;
       continue;
     }
@@ -276,18 +281,18 @@ ml_node *ml_model_features(const ml_model *m, ml_graph *g, ml_node *const *w, ml
     k += 2;
     /* max-pool then ReLU: the same values and gradients as ReLU then max-pool (max commutes with
      * a monotone function; where the window's max is <= 0 both give 0 and a zero gradient), with
-     * the ReLU and its backward on a quarter of the data; batch-norm and pool are one op, so the
-     * normalized full-size tensor is never stored */
+     * the ReLU and its backward on a quarter of the data; batch-norm, pool and ReLU are one op, so neither the
+     * normalized full-size tensor nor a second copy of the pooled one is stored */
     if (c->batch_norm && c->max_pool && h && h->value.shape[2] >= 2) {
-      h = ml_batch_norm_pool(g, h, w[k], w[k + 1], c->bn_eps);
+      h = ml_batch_norm_pool(g, h, w[k], w[k + 1], c->bn_eps, true);
       k += 2;
-    } else {
-      if (c->batch_norm) {
-        h = ml_batch_norm(g, h, w[k], w[k + 1], c->bn_eps);
-        k += 2;
-      }
-      if (c->max_pool) h = ml_maxpool2(g, h);
+      continue;
     }
+    if (c->batch_norm) {
+      h = ml_batch_norm(g, h, w[k], w[k + 1], c->bn_eps);
+      k += 2;
+    }
+    if (c->max_pool) h = ml_maxpool2(g, h);
     h = ml_relu(g, h);
   }
   if (!h) return NULL;
