@@ -302,11 +302,11 @@ ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
   const int64_t B = 40, C = 16, H = 28, W = 28, n = B * C * H * W, np = n / 4;
   float *x = fvec(n, 31, -2, 2), *y = fvec(n, 32, -2, 2), *gam = fvec(C, 33, 0.5f, 1.5f), *bet = fvec(C, 34, -1, 1);
   float *o[2][8];
-  int32_t *ix[2];
+  uint8_t *ix[2];
   for (int lent = 0; lent < 2; lent++) {
     ml_pool *prev = ml_kernels_set_pool(lent ? pool : NULL);
     for (int k = 0; k < 8; k++) o[lent][k] = calloc((size_t)n, 4);
-    ix[lent] = malloc((size_t)np * 4);
+    ix[lent] = malloc((size_t)np);
     ml_maxpool2_forward(o[lent][0], ix[lent], x, B, C, H, W);
     ml_maxpool2_scatter(o[lent][1], o[lent][0], ix[lent], B, C, H, W);
     ml_maxpool2_gather(o[lent][2], y, ix[lent], B, C, H, W);
@@ -319,7 +319,7 @@ ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
     ml_unary(ML_UN_RELU, o[lent][1] + n / 2, x, n / 2);
     ml_kernels_set_pool(prev);
   }
-  CHECK(!memcmp(ix[0], ix[1], (size_t)np * 4));
+  CHECK(!memcmp(ix[0], ix[1], (size_t)np));
   for (int k = 0; k < 8; k++) CHECK_MSG(!memcmp(o[0][k], o[1][k], (size_t)n * 4), "buffer %d differs with a pool", k);
   for (int l = 0; l < 2; l++) {
     for (int k = 0; k < 8; k++) free(o[l][k]);
@@ -344,7 +344,7 @@ ML_TEST(batchnorm_pool_fused) {
     float *y = malloc((size_t)n * 4), *o1 = malloc((size_t)no * 4), *o2 = malloc((size_t)no * 4);
     float *gm = malloc((size_t)no * 4);
     float st1[16], st2[16], dg1[8], db1[8], dg2[8], db2[8];
-    int32_t *i1 = malloc((size_t)no * 4), *i2 = malloc((size_t)no * 4);
+    uint8_t *i1 = malloc((size_t)no), *i2 = malloc((size_t)no);
     ml_batchnorm_forward(y, st1, st1 + 8, x, gam, bet, B, C, H * W, 1e-5f);
     ml_maxpool2_forward(o1, i1, y, B, C, H, W);
     memcpy(gm, go, (size_t)no * 4);
@@ -353,7 +353,7 @@ ML_TEST(batchnorm_pool_fused) {
       ml_unary(ML_UN_RELU, o1, o1, no);
     }
     ml_batchnorm_pool_forward(o2, i2, st2, st2 + 8, x, gam, bet, B, C, H, W, 1e-5f, relu);
-    CHECK(!memcmp(o1, o2, (size_t)no * 4) && !memcmp(i1, i2, (size_t)no * 4));
+    CHECK(!memcmp(o1, o2, (size_t)no * 4) && !memcmp(i1, i2, (size_t)no));
     CHECK(!memcmp(st1, st2, (size_t)C * 4) && !memcmp(st1 + 8, st2 + 8, (size_t)C * 4));
     float *dy = malloc((size_t)n * 4), *dx1 = malloc((size_t)n * 4), *dx2 = malloc((size_t)n * 4);
     ml_maxpool2_scatter(dy, gm, i1, B, C, H, W);
@@ -393,19 +393,19 @@ ML_TEST(conv_bn_pool_fused) {
     float *z = malloc((size_t)nz * 4), *dz = malloc((size_t)nz * 4), *o1 = malloc((size_t)np * 4);
     float *sc = malloc(ml_conv2d_scratch_floats(&s) * 4);
     float st1[32], dg1[16], dbe1[16], db1[16], *dw1 = malloc((size_t)nw * 4), *dx1 = malloc((size_t)nx * 4);
-    int32_t *i1 = malloc((size_t)np * 4);
+    uint8_t *i1 = malloc((size_t)np);
     ml_conv2d_forward(&s, z, x, w, bias, sc);
     ml_batchnorm_pool_forward(o1, i1, st1, st1 + 16, z, gam, bet, B, OC, s.OH, s.OW, 1e-5f, relu);
     ml_batchnorm_pool_backward(dz, dg1, dbe1, go, relu ? o1 : NULL, i1, z, st1, st1 + 16, gam, B, OC, s.OH, s.OW);
     ml_conv2d_backward_weight_bias(&s, dw1, db1, x, dz, sc);
     ml_conv2d_backward_data(&s, dx1, dz, w, sc);
     float *o2[2], *dw2[2], *dx2[2], st2[2][32], dg2[2][16], dbe2[2][16], db2[2][16];
-    int32_t *i2[2];
+    uint8_t *i2[2];
     for (int lent = 0; lent < 2; lent++) {
       ml_pool *prev = ml_kernels_set_pool(lent ? pool : NULL);
       float *fs = malloc(ml_conv_bn_pool_scratch_floats(&s) * 4);
       o2[lent] = malloc((size_t)np * 4), dw2[lent] = malloc((size_t)nw * 4), dx2[lent] = malloc((size_t)nx * 4);
-      i2[lent] = malloc((size_t)np * 4);
+      i2[lent] = malloc((size_t)np);
       ml_conv_bn_pool_forward(&s, o2[lent], i2[lent], st2[lent], st2[lent] + 16, x, w, bias, gam, bet, 1e-5f, relu, fs);
       ml_conv_bn_pool_backward(&s, dx2[lent], dw2[lent], db2[lent], dg2[lent], dbe2[lent], go, relu ? o2[lent] : NULL,
                                i2[lent], x, w, bias, st2[lent], st2[lent] + 16, gam, fs);
@@ -413,7 +413,7 @@ ML_TEST(conv_bn_pool_fused) {
       free(fs);
     }
     CHECK_CLOSE(o2[0], o1, np, 1e-5, 1e-5);
-    CHECK(!memcmp(i2[0], i1, (size_t)np * 4));
+    CHECK(!memcmp(i2[0], i1, (size_t)np));
     CHECK_CLOSE(st2[0], st1, OC, 1e-6, 1e-5);
     CHECK_CLOSE(st2[0] + 16, st1 + 16, OC, 1e-6, 1e-5);
     CHECK_CLOSE(dx2[0], dx1, nx, 1e-5, 1e-4);
@@ -422,7 +422,7 @@ ML_TEST(conv_bn_pool_fused) {
     CHECK_CLOSE(dbe2[0], dbe1, OC, 1e-5, 1e-4);
     /* the bias gradient is 0 up to rounding (the batch-norm removes a constant): absolute only */
     CHECK_CLOSE(db2[0], db1, OC, 1e-4, 0);
-    CHECK(!memcmp(o2[0], o2[1], (size_t)np * 4) && !memcmp(i2[0], i2[1], (size_t)np * 4));
+    CHECK(!memcmp(o2[0], o2[1], (size_t)np * 4) && !memcmp(i2[0], i2[1], (size_t)np));
     CHECK(!memcmp(dw2[0], dw2[1], (size_t)nw * 4) && !memcmp(dx2[0], dx2[1], (size_t)nx * 4));
     CHECK(!memcmp(st2[0], st2[1], sizeof st2[0]) && !memcmp(db2[0], db2[1], (size_t)OC * 4));
     for (int l = 0; l < 2; l++) free(o2[l]), free(dw2[l]), free(dx2[l]), free(i2[l]);
@@ -456,21 +456,31 @@ ML_TEST(maxpool) {
     if (t == 4)
       for (int64_t i = 0; i < B * C * H * W; i++) in[i] = floorf(in[i]); /* many ties */
     float *out = malloc((size_t)n * 4), *ref = malloc((size_t)n * 4);
-    int32_t *idx = malloc((size_t)n * 4), *idr = malloc((size_t)n * 4);
+    uint8_t *idx = malloc((size_t)n), *idr = malloc((size_t)n);
     ml_maxpool2_forward(out, idx, in, B, C, H, W);
     ml_maxpool2_forward_ref(ref, idr, in, B, C, H, W);
     CHECK(!memcmp(out, ref, (size_t)n * 4));
-    CHECK(!memcmp(idx, idr, (size_t)n * 4));
+    CHECK(!memcmp(idx, idr, (size_t)n));
+    /* each code (2*dh + dw) names an input equal to its window's max; and its plane offset, for
+     * the naive scatter and gather below */
+    const int64_t OH = H / 2, OW = W / 2;
+    int64_t *pos = malloc((size_t)n * sizeof *pos);
+    for (int64_t i = 0; i < n; i++) {
+      const int64_t p = i / (OH * OW), oh = i % (OH * OW) / OW, ow = i % OW;
+      CHECK(idx[i] < 4);
+      pos[i] = (2 * oh + idx[i] / 2) * W + 2 * ow + idx[i] % 2;
+      CHECK(in[p * H * W + pos[i]] == out[i]);
+    }
     /* scatter against a naive version, and <scatter(g), y> == <g, gather(y)> */
     float *g = fvec(n, 31, -1, 1), *din = fvec(B * C * H * W, 32, 5, 6), *naive = calloc((size_t)(B * C * H * W), 4);
     float *y = fvec(B * C * H * W, 33, -1, 1), *gy = malloc((size_t)n * 4);
     ml_maxpool2_scatter(din, g, idx, B, C, H, W);
-    for (int64_t p = 0; p < B * C; p++)
-      for (int64_t i = 0; i < (H / 2) * (W / 2); i++) naive[p * H * W + idx[p * (H / 2) * (W / 2) + i]] += g[p * (H / 2) * (W / 2) + i];
+    for (int64_t i = 0; i < n; i++) naive[i / (OH * OW) * H * W + pos[i]] += g[i];
     CHECK(!memcmp(din, naive, (size_t)(B * C * H * W) * 4));
     ml_maxpool2_gather(gy, y, idx, B, C, H, W);
     CHECK_NEAR(dot(din, y, B * C * H * W), dot(g, gy, n), 1e-9 * (double)n + 1e-12);
-    for (int64_t i = 0; i < n; i++) CHECK(gy[i] == y[(i / ((H / 2) * (W / 2))) * H * W + idx[i]]);
+    for (int64_t i = 0; i < n; i++) CHECK(gy[i] == y[i / (OH * OW) * H * W + pos[i]]);
+    free(pos);
     free(in), free(out), free(ref), free(idx), free(idr), free(g), free(din), free(naive), free(y), free(gy);
   }
 }

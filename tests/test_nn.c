@@ -68,12 +68,14 @@ ML_TEST(conv4_inference_same_bits_less_memory) {
     ml_arena_free(ar);
   }
   CHECK(!memcmp(out[0], out[1], 100 * sizeof(float)));
-  /* what stays is the first block's full-size convolution output (batch-norm needs all of it for
-   * its statistics) and the blocks' outputs: 6.35 MB against the recorded forward's 9.26 MB here
-   * (0.685; it was 0.60 while the recorded path still stored each pooled output twice, before and
-   * after the ReLU; the bound leaves room for the kernel scratch both hold, whose size follows the
-   * convolution path) */
-  CHECK_MSG(peak[1] < 0.72 * (double)peak[0], "inference peak %zu bytes, recorded forward %zu", peak[1], peak[0]);
+  /* what must stay is the input, the first block's full-size convolution output (batch-norm needs
+   * all of it for its statistics) and the blocks' outputs: 5.38 MB here; measured 6.35 MB, the
+   * rest being kernel scratch, whose size follows the convolution path. Keeping any other block's
+   * convolution output (1 MB for the second) would break the bound. The recorded forward, which
+   * keeps every block's, took 8.28 MB. */
+  const double floor_bytes = 4.0 * 20 * (28 * 28 + 64 * 28 * 28 + 64 * (14 * 14 + 7 * 7 + 3 * 3 + 1));
+  CHECK_MSG(peak[1] < 1.25 * floor_bytes && peak[1] < peak[0],
+            "inference peak %zu bytes, %.0f unavoidable, recorded %zu", peak[1], floor_bytes, peak[0]);
   free(out[0]), free(out[1]);
   ml_model_free(m);
 }

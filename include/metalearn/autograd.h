@@ -44,7 +44,8 @@ struct ml_node {
   bool ta, tb;            /* matmul transposes */
   bool relu;              /* batch-norm + pool: ReLU applied to the output */
   ml_conv_shape conv;     /* conv ops */
-  const int32_t *idx;     /* pool argmax, labels, embedding ids */
+  const int32_t *idx;     /* labels, embedding ids */
+  const uint8_t *arg;     /* pool argmax: window codes (ml_maxpool2_forward) */
   float *saved0, *saved1; /* batch-norm mean and invstd */
   /* memory bookkeeping of gradient sweeps: the node whose buffer holds value.data (itself when
    * it allocated it, the source's owner for a view such as a reshape or a slice: every op that

@@ -92,17 +92,23 @@ ML_API void ml_conv2d_backward_data_ref(const ml_conv_shape *s, float *din, cons
 ML_API void ml_conv2d_backward_weight_ref(const ml_conv_shape *s, float *dw, const float *in, const float *dout);
 
 /* ---- max-pool 2x2, stride 2, floor (7 -> 3) ----
- * in (B,C,H,W), out (B,C,H/2,W/2); idx[i] = h*W + w of the max within its input plane. */
-ML_API void ml_maxpool2_forward(float *out, int32_t *idx, const float *in, int64_t B, int64_t C, int64_t H,
+ * in (B,C,H,W), out (B,C,H/2,W/2); arg[i] is the max's place in its window as a code 2*dh + dw
+ * (0..3): one byte per output instead of a 4-byte index (29 of the 213 MB a 600-image ProtoNet
+ * episode took). Ties keep the first in row order. */
+ML_API void ml_maxpool2_forward(float *out, uint8_t *arg, const float *in, int64_t B, int64_t C, int64_t H,
                                 int64_t W);
-/* din = 0, then din[plane][idx[i]] += dout[i]. */
-ML_API void ml_maxpool2_scatter(float *din, const float *dout, const int32_t *idx, int64_t B, int64_t C,
-                                int64_t H, int64_t W);
-/* out[i] = din[plane][idx[i]] (the adjoint of scatter). */
-ML_API void ml_maxpool2_gather(float *out, const float *din, const int32_t *idx, int64_t B, int64_t C,
-                               int64_t H, int64_t W);
-ML_API void ml_maxpool2_forward_ref(float *out, int32_t *idx, const float *in, int64_t B, int64_t C,
-                                    int64_t H, int64_t W);
+/* The input-plane offset of window code a for output (oh, ow) of a plane W wide. */
+static inline int64_t ml_pool_offset(uint8_t a, int64_t oh, int64_t ow, int64_t W) {
+  return (2 * oh + (a >> 1)) * W + 2 * ow + (a & 1);
+}
+/* din = 0, then din at each output's argmax += dout[i]. */
+ML_API void ml_maxpool2_scatter(float *din, const float *dout, const uint8_t *arg, int64_t B, int64_t C, int64_t H,
+                                int64_t W);
+/* out[i] = din at output i's argmax (the adjoint of scatter). */
+ML_API void ml_maxpool2_gather(float *out, const float *din, const uint8_t *arg, int64_t B, int64_t C, int64_t H,
+                               int64_t W);
+ML_API void ml_maxpool2_forward_ref(float *out, uint8_t *arg, const float *in, int64_t B, int64_t C, int64_t H,
+                                    int64_t W);
 
 /* ---- batch-norm with batch statistics over (B, C, HW): statistics per channel over B and HW.
  * gamma / beta may be NULL (1 and 0); dgamma / dbeta may be NULL (not written).
@@ -121,18 +127,18 @@ ML_API void ml_batchnorm_double_backward(float *gx, float *gdy, float *ggamma, c
                                          const float *ggi, const float *ggg, const float *mean, const float *invstd,
                                          const float *gamma, int64_t B, int64_t C, int64_t HW);
 /* Batch-norm (statistics over B and H*W) followed by 2x2 max-pool, without storing the
- * normalized tensor: out (B,C,H/2,W/2) and idx exactly as ml_maxpool2_forward of
- * ml_batchnorm_forward's output; mean, invstd (C) as there. idx may be NULL (no backward). With relu, out is ReLU'd as
+ * normalized tensor: out (B,C,H/2,W/2) and arg exactly as ml_maxpool2_forward of
+ * ml_batchnorm_forward's output; mean, invstd (C) as there. arg may be NULL (no backward). With relu, out is ReLU'd as
  * ml_unary does (the argmax is the pool's): a Conv4 block's batch-norm -> ReLU -> pool, since max-pool commutes with
  * ReLU. */
-ML_API void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x,
+ML_API void ml_batchnorm_pool_forward(float *out, uint8_t *arg, float *mean, float *invstd, const float *x,
                                       const float *gamma, const float *beta, int64_t B, int64_t C, int64_t H, int64_t W,
                                       float eps, bool relu);
-/* Its backward: the pooled gradient dout scattered to the argmax (idx) is the batch-norm's dy;
+/* Its backward: the pooled gradient dout scattered to the argmax (arg) is the batch-norm's dy;
  * dx (B,C,H,W) overwritten, dgamma / dbeta (C) may be NULL. No full-size temporary. relu_out: the forward's out when it
  * applied ReLU (dout then counts only where out > 0), else NULL. */
 ML_API void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const float *relu_out,
-                                       const int32_t *idx, const float *x, const float *mean, const float *invstd,
+                                       const uint8_t *arg, const float *x, const float *mean, const float *invstd,
                                        const float *gamma, int64_t B, int64_t C, int64_t H, int64_t W);
 /* Convolution + batch-norm + 2x2 max-pool that never stores the convolution's output. For a
  * cheap convolution (a first layer, C*KH*KW small) the full-size output costs more to write and
@@ -140,17 +146,17 @@ ML_API void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, c
  * plane by every pass that needs it (statistics, normalize + pool, the backward's two passes):
  * a first layer's memory is its pooled output. out (B,OC,OH/2,OW/2) = maxpool2(batchnorm(
  * conv(in, w) + bias)) with batch statistics (bias may be NULL; gamma, beta NULL: 1 and 0);
- * idx as ml_batchnorm_pool_forward's (or NULL); mean, invstd (OC). Statistics merged per image
+ * arg as ml_batchnorm_pool_forward's (or NULL); mean, invstd (OC). Statistics merged per image
  * (Chan et al.), so the values agree with the unfused kernels to rounding, not bit for bit.
  * Same bits at any thread count. OH, OW >= 2. */
 ML_API size_t ml_conv_bn_pool_scratch_floats(const ml_conv_shape *s);
-ML_API void ml_conv_bn_pool_forward(const ml_conv_shape *s, float *out, int32_t *idx, float *mean, float *invstd,
+ML_API void ml_conv_bn_pool_forward(const ml_conv_shape *s, float *out, uint8_t *arg, float *mean, float *invstd,
                                     const float *in, const float *w, const float *bias, const float *gamma,
                                     const float *beta, float eps, bool relu, float *scratch);
 /* Its backward from the pooled gradient dout: din (B,C,H,W), dw (OC,C,KH,KW), db, dgamma, dbeta
  * (OC) overwritten; any may be NULL. */
 ML_API void ml_conv_bn_pool_backward(const ml_conv_shape *s, float *din, float *dw, float *db, float *dgamma,
-                                     float *dbeta, const float *dout, const float *relu_out, const int32_t *idx,
+                                     float *dbeta, const float *dout, const float *relu_out, const uint8_t *arg,
                                      const float *in, const float *w, const float *bias, const float *mean,
                                      const float *invstd, const float *gamma, float *scratch);
 ML_API void ml_batchnorm_forward_ref(float *y, float *mean, float *invstd, const float *x, const float *gamma,

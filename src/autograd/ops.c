@@ -412,7 +412,7 @@ static void bw_conv(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const b
 
 /* ------------------------------------------------------------------ max-pool */
 static ml_node *pool_scatter(ml_graph *g, ml_node *go, const ml_node *pool_or_gather);
-static ml_node *pool_gather(ml_graph *g, ml_node *x, const ml_conv_shape *s, const int32_t *idx);
+static ml_node *pool_gather(ml_graph *g, ml_node *x, const ml_conv_shape *s, const uint8_t *arg);
 
 ml_node *ml_maxpool2(ml_graph *g, ml_node *x) {
   GUARD1(x);
@@ -423,11 +423,11 @@ ml_node *ml_maxpool2(ml_graph *g, ml_node *x) {
   }
   int64_t B = t->shape[0], C = t->shape[1], H = t->shape[2], W = t->shape[3];
   ml_node *n = ml__node(g, ML_OP_MAXPOOL2, 4, (int64_t[]){B, C, H / 2, W / 2}, x, NULL, NULL, true);
-  int32_t *idx = ml__scratch(g, (size_t)(B * C * (H / 2) * (W / 2)) * sizeof(int32_t));
-  if (!n || !idx) return NULL;
+  uint8_t *arg = ml__scratch(g, (size_t)(B * C * (H / 2) * (W / 2)));
+  if (!n || !arg) return NULL;
   n->conv.B = B, n->conv.C = C, n->conv.H = H, n->conv.W = W;
-  n->idx = idx;
-  ml_maxpool2_forward(n->value.data, idx, x->value.data, B, C, H, W);
+  n->arg = arg;
+  ml_maxpool2_forward(n->value.data, arg, x->value.data, B, C, H, W);
   return n;
 }
 
@@ -437,18 +437,18 @@ static ml_node *pool_scatter(ml_graph *g, ml_node *go, const ml_node *src) {
   ml_node *n = ml__node(g, ML_OP_POOL_SCATTER, 4, (int64_t[]){s->B, s->C, s->H, s->W}, go, NULL, NULL, true);
   if (!n) return NULL;
   n->conv = *s;
-  n->idx = src->idx;
-  ml_maxpool2_scatter(n->value.data, go->value.data, n->idx, s->B, s->C, s->H, s->W);
+  n->arg = src->arg;
+  ml_maxpool2_scatter(n->value.data, go->value.data, n->arg, s->B, s->C, s->H, s->W);
   return n;
 }
 
-static ml_node *pool_gather(ml_graph *g, ml_node *x, const ml_conv_shape *s, const int32_t *idx) {
+static ml_node *pool_gather(ml_graph *g, ml_node *x, const ml_conv_shape *s, const uint8_t *arg) {
   GUARD1(x);
   ml_node *n = ml__node(g, ML_OP_POOL_GATHER, 4, (int64_t[]){s->B, s->C, s->H / 2, s->W / 2}, x, NULL, NULL, true);
   if (!n) return NULL;
   n->conv = *s;
-  n->idx = idx;
-  ml_maxpool2_gather(n->value.data, x->value.data, idx, s->B, s->C, s->H, s->W);
+  n->arg = arg;
+  ml_maxpool2_gather(n->value.data, x->value.data, arg, s->B, s->C, s->H, s->W);
   return n;
 }
 
@@ -456,7 +456,7 @@ static ml_node *pool_gather(ml_graph *g, ml_node *x, const ml_conv_shape *s, con
 static void bw_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
   if (!need[0]) return;
   if (n->op == ML_OP_POOL_SCATTER)
-    gin[0] = pool_gather(g, go, &n->conv, n->idx);
+    gin[0] = pool_gather(g, go, &n->conv, n->arg);
   else
     gin[0] = pool_scatter(g, go, n);
 }
@@ -563,13 +563,13 @@ ml_node *ml_batch_norm_pool(ml_graph *g, ml_node *x, ml_node *gamma, ml_node *be
   ml_node *n = ml__node(g, ML_OP_BN_POOL, 4, (int64_t[]){B, C, H / 2, W / 2}, x, gamma, beta, true);
   float *saved = ml__scratch(g, (size_t)(2 * C) * sizeof(float));
   /* the argmax only when a backward can need it */
-  int32_t *idx = n && n->n_in ? ml__scratch(g, (size_t)(B * C * (H / 2) * (W / 2)) * sizeof(int32_t)) : NULL;
-  if (!n || !saved || (n->n_in && !idx)) return NULL;
+  uint8_t *arg = n && n->n_in ? ml__scratch(g, (size_t)(B * C * (H / 2) * (W / 2))) : NULL;
+  if (!n || !saved || (n->n_in && !arg)) return NULL;
   n->p = B, n->c = C, n->q = H * W, n->a = eps;
   n->saved0 = saved, n->saved1 = saved + C;
   n->conv.B = B, n->conv.C = C, n->conv.H = H, n->conv.W = W; /* for the pool scatter */
-  n->idx = idx, n->relu = relu;
-  ml_batchnorm_pool_forward(n->value.data, idx, n->saved0, n->saved1, x->value.data, gamma ? gamma->value.data : NULL,
+  n->arg = arg, n->relu = relu;
+  ml_batchnorm_pool_forward(n->value.data, arg, n->saved0, n->saved1, x->value.data, gamma ? gamma->value.data : NULL,
                             beta ? beta->value.data : NULL, B, C, H, W, eps, relu);
   return n;
 }
@@ -591,7 +591,7 @@ static void bw_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, cons
   float *dx_tmp = dx ? NULL : ml__temp(g, (size_t)t->numel * sizeof(float));
   if (g->status) return;
   ml_batchnorm_pool_backward(dx ? dx->value.data : dx_tmp, dgamma ? dgamma->value.data : NULL,
-                             dbeta ? dbeta->value.data : NULL, go->value.data, n->relu ? n->value.data : NULL, n->idx,
+                             dbeta ? dbeta->value.data : NULL, go->value.data, n->relu ? n->value.data : NULL, n->arg,
                              x->value.data, n->saved0, n->saved1, gamma ? gamma->value.data : NULL, n->conv.B, C,
                              n->conv.H, n->conv.W);
   if (dx) gin[0] = dx;
@@ -619,12 +619,12 @@ ml_node *ml_conv_bn_pool(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, ml_nod
   ml_node *ins[5] = {x, w, b, gamma, beta};
   ml_node *n = ml__node_n(g, ML_OP_CONV_BN_POOL, 4, (int64_t[]){s.B, s.OC, s.OH / 2, s.OW / 2}, ins, 5, true);
   float *saved = ml__scratch(g, (size_t)(2 * s.OC) * sizeof(float));
-  int32_t *idx = n && n->n_in ? ml__scratch(g, (size_t)n->value.numel * sizeof(int32_t)) : NULL;
+  uint8_t *arg = n && n->n_in ? ml__scratch(g, (size_t)n->value.numel) : NULL;
   float *scratch = ml__temp(g, ml_conv_bn_pool_scratch_floats(&s) * sizeof(float));
-  if (!n || !saved || (n->n_in && !idx) || !scratch) return NULL;
-  n->conv = s, n->a = eps, n->idx = idx, n->relu = relu;
+  if (!n || !saved || (n->n_in && !arg) || !scratch) return NULL;
+  n->conv = s, n->a = eps, n->arg = arg, n->relu = relu;
   n->saved0 = saved, n->saved1 = saved + s.OC;
-  ml_conv_bn_pool_forward(&s, n->value.data, idx, n->saved0, n->saved1, x->value.data, w->value.data,
+  ml_conv_bn_pool_forward(&s, n->value.data, arg, n->saved0, n->saved1, x->value.data, w->value.data,
                           b ? b->value.data : NULL, gamma ? gamma->value.data : NULL, beta ? beta->value.data : NULL,
                           eps, relu, scratch);
   return n;
@@ -656,7 +656,7 @@ static void bw_conv_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin,
   if (g->status || !scratch) return;
   ml_conv_bn_pool_backward(s, din ? din->value.data : NULL, dw ? dw->value.data : NULL, db ? db->value.data : NULL,
                            dgamma ? dgamma->value.data : NULL, dbeta ? dbeta->value.data : NULL, go->value.data,
-                           n->relu ? n->value.data : NULL, n->idx, x->value.data, w->value.data,
+                           n->relu ? n->value.data : NULL, n->arg, x->value.data, w->value.data,
                            b ? b->value.data : NULL, n->saved0, n->saved1, gamma ? gamma->value.data : NULL, scratch);
   gin[0] = din, gin[1] = dw, gin[2] = db, gin[3] = dgamma, gin[4] = dbeta;
 }

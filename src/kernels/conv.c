@@ -421,12 +421,12 @@ void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *i
 
 /* ---- max-pool 2x2 stride 2 ---- */
 
-/* out (B,C,H/2,W/2), idx the argmax's h*W+w in its plane; ties keep the first in row order */
+/* out (B,C,H/2,W/2), arg the argmax's window code; ties keep the first in row order */
 typedef struct {
   float *out;
-  int32_t *idx;
+  uint8_t *arg;
   const float *in;
-  const int32_t *cidx;
+  const uint8_t *carg;
   int64_t planes, H, W;
 } pool_job;
 
@@ -442,17 +442,15 @@ static void pool_forward_item(int64_t item, int worker, void *vj) {
     for (int64_t oh = 0; oh < OH; oh++) {
       const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
       float *restrict o = j->out + (p * OH + oh) * OW;
-      int32_t *restrict ix = j->idx + (p * OH + oh) * OW;
-      const int32_t base = (int32_t)(2 * oh * W);
+      uint8_t *restrict ix = j->arg + (p * OH + oh) * OW;
       /* branch-free (the argmax of random activations defeats the branch predictor); strict >
        * keeps the first maximum in row order */
       for (int64_t ow = 0; ow < OW; ow++) {
-        const int32_t j0 = base + 2 * (int32_t)ow;
         float m = r0[2 * ow], v;
-        int32_t bi = j0;
-        v = r0[2 * ow + 1], bi = v > m ? j0 + 1 : bi, m = v > m ? v : m;
-        v = r1[2 * ow], bi = v > m ? j0 + (int32_t)W : bi, m = v > m ? v : m;
-        v = r1[2 * ow + 1], bi = v > m ? j0 + (int32_t)W + 1 : bi, m = v > m ? v : m;
+        uint8_t bi = 0;
+        v = r0[2 * ow + 1], bi = v > m ? 1 : bi, m = v > m ? v : m;
+        v = r1[2 * ow], bi = v > m ? 2 : bi, m = v > m ? v : m;
+        v = r1[2 * ow + 1], bi = v > m ? 3 : bi, m = v > m ? v : m;
         o[ow] = m;
         ix[ow] = bi;
       }
@@ -462,38 +460,45 @@ static void pool_forward_item(int64_t item, int worker, void *vj) {
 
 static int64_t pool_items(int64_t planes) { return (planes + POOL_PLANES - 1) / POOL_PLANES; }
 
-/* out (B,C,H/2,W/2), idx the argmax's h*W+w in its plane; ties keep the first in row order */
-void ml_maxpool2_forward(float *out, int32_t *idx, const float *in, int64_t B, int64_t C, int64_t H, int64_t W) {
-  pool_job j = {.out = out, .idx = idx, .in = in, .planes = B * C, .H = H, .W = W};
+void ml_maxpool2_forward(float *out, uint8_t *arg, const float *in, int64_t B, int64_t C, int64_t H, int64_t W) {
+  pool_job j = {.out = out, .arg = arg, .in = in, .planes = B * C, .H = H, .W = W};
   ml__kernels_run(pool_items(B * C), pool_forward_item, &j);
 }
 
 static void pool_scatter_item(int64_t item, int worker, void *vj) {
   const pool_job *j = vj;
-  const int64_t n = (j->H / 2) * (j->W / 2), HW = j->H * j->W;
+  const int64_t OH = j->H / 2, OW = j->W / 2, n = OH * OW, HW = j->H * j->W;
   const int64_t p0 = item * POOL_PLANES, p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
   memset(j->out + p0 * HW, 0, (size_t)((p1 - p0) * HW) * sizeof(float));
   for (int64_t p = p0; p < p1; p++)
-    for (int64_t i = 0; i < n; i++) j->out[p * HW + j->cidx[p * n + i]] += j->in[p * n + i];
+    for (int64_t oh = 0; oh < OH; oh++)
+      for (int64_t ow = 0; ow < OW; ow++) {
+        const int64_t i = p * n + oh * OW + ow;
+        j->out[p * HW + ml_pool_offset(j->carg[i], oh, ow, j->W)] += j->in[i];
+      }
 }
 
-void ml_maxpool2_scatter(float *din, const float *dout, const int32_t *idx, int64_t B, int64_t C, int64_t H,
+void ml_maxpool2_scatter(float *din, const float *dout, const uint8_t *arg, int64_t B, int64_t C, int64_t H,
                          int64_t W) {
-  pool_job j = {.out = din, .in = dout, .cidx = idx, .planes = B * C, .H = H, .W = W};
+  pool_job j = {.out = din, .in = dout, .carg = arg, .planes = B * C, .H = H, .W = W};
   ml__kernels_run(pool_items(B * C), pool_scatter_item, &j);
 }
 
 static void pool_gather_item(int64_t item, int worker, void *vj) {
   const pool_job *j = vj;
-  const int64_t n = (j->H / 2) * (j->W / 2), HW = j->H * j->W;
+  const int64_t OH = j->H / 2, OW = j->W / 2, n = OH * OW, HW = j->H * j->W;
   const int64_t p0 = item * POOL_PLANES, p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
   for (int64_t p = p0; p < p1; p++)
-    for (int64_t i = 0; i < n; i++) j->out[p * n + i] = j->in[p * HW + j->cidx[p * n + i]];
+    for (int64_t oh = 0; oh < OH; oh++)
+      for (int64_t ow = 0; ow < OW; ow++) {
+        const int64_t i = p * n + oh * OW + ow;
+        j->out[i] = j->in[p * HW + ml_pool_offset(j->carg[i], oh, ow, j->W)];
+      }
 }
 
-void ml_maxpool2_gather(float *out, const float *din, const int32_t *idx, int64_t B, int64_t C, int64_t H,
+void ml_maxpool2_gather(float *out, const float *din, const uint8_t *arg, int64_t B, int64_t C, int64_t H,
                         int64_t W) {
-  pool_job j = {.out = out, .in = din, .cidx = idx, .planes = B * C, .H = H, .W = W};
+  pool_job j = {.out = out, .in = din, .carg = arg, .planes = B * C, .H = H, .W = W};
   ml__kernels_run(pool_items(B * C), pool_gather_item, &j);
 }
 
@@ -724,8 +729,8 @@ void ml_batchnorm_double_backward(float *gx, float *gdy, float *ggamma, const fl
 /* ---- batch-norm + max-pool 2x2 ---- */
 typedef struct {
   float *out, *mean, *invstd, *dx, *dgamma, *dbeta;
-  int32_t *idx;
-  const int32_t *cidx;
+  uint8_t *arg;
+  const uint8_t *carg;
   const float *x, *dout, *gamma, *beta, *cmean, *cinvstd;
   const float *rout; /* backward: the forward's output when it applied ReLU (its mask), else NULL */
   int64_t B, C, H, W;
@@ -736,22 +741,20 @@ typedef struct {
 /* One plane's normalize + pool (+ ReLU); store is a constant at each call, so the inference copy
  * has no argmax stores and no test in its loop. */
 static inline __attribute__((always_inline)) void bnp_forward_plane_scalar(const float *x, float *restrict out,
-                                                                           int32_t *restrict idx, int64_t H, int64_t W,
+                                                                           uint8_t *restrict arg, int64_t H, int64_t W,
                                                                            float mf, float scale, float shift,
                                                                            bool relu, bool store) {
   const int64_t OH = H / 2, OW = W / 2;
   for (int64_t oh = 0; oh < OH; oh++) {
     const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
     float *restrict o = out + oh * OW;
-    int32_t *restrict ix = store ? idx + oh * OW : NULL;
-    const int32_t base = (int32_t)(2 * oh * W);
+    uint8_t *restrict ix = store ? arg + oh * OW : NULL;
     for (int64_t ow = 0; ow < OW; ow++) {
-      const int32_t j0 = base + 2 * (int32_t)ow;
       float mx = (r0[2 * ow] - mf) * scale + shift, y;
-      int32_t bi = j0;
-      y = (r0[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + 1 : bi, mx = y > mx ? y : mx;
-      y = (r1[2 * ow] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W : bi, mx = y > mx ? y : mx;
-      y = (r1[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? j0 + (int32_t)W + 1 : bi, mx = y > mx ? y : mx;
+      uint8_t bi = 0;
+      y = (r0[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? 1 : bi, mx = y > mx ? y : mx;
+      y = (r1[2 * ow] - mf) * scale + shift, bi = y > mx ? 2 : bi, mx = y > mx ? y : mx;
+      y = (r1[2 * ow + 1] - mf) * scale + shift, bi = y > mx ? 3 : bi, mx = y > mx ? y : mx;
       o[ow] = relu ? (mx > 0.0f ? mx : 0.0f) : mx; /* ml_unary's ReLU expression */
       if (store) ix[ow] = bi;
     }
@@ -762,13 +765,13 @@ static inline __attribute__((always_inline)) void bnp_forward_plane_scalar(const
  * split into even and odd columns by a permute, and the running max and argmax kept with
  * compare masks in the scalar code's order (strict >, so ties and NaNs resolve as there): the same
  * bits. The scalar loop was a third of a MAML step's batch-norm time on L2-resident planes. */
-AVX512_TARGET static void bnp_forward_plane_avx512(const float *x, float *out, int32_t *idx, int64_t H, int64_t W,
+AVX512_TARGET static void bnp_forward_plane_avx512(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W,
                                                    float mf, float scale, float shift, bool relu) {
   const int64_t OH = H / 2, OW = W / 2;
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512 vm = _mm512_set1_ps(mf), vs = _mm512_set1_ps(scale), vh = _mm512_set1_ps(shift);
-  const __m512i one = _mm512_set1_epi32(1), wv = _mm512_set1_epi32((int32_t)W), w1 = _mm512_set1_epi32((int32_t)W + 1);
+  const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2), three = _mm512_set1_epi32(3);
   for (int64_t oh = 0; oh < OH; oh++) {
     const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
     for (int64_t ow0 = 0; ow0 < OW; ow0 += 16) {
@@ -781,20 +784,29 @@ AVX512_TARGET static void bnp_forward_plane_avx512(const float *x, float *out, i
       const __m512 y00 = NORM(_mm512_permutex2var_ps(a0, even, a1)), y01 = NORM(_mm512_permutex2var_ps(a0, odd, a1));
       const __m512 y10 = NORM(_mm512_permutex2var_ps(b0, even, b1)), y11 = NORM(_mm512_permutex2var_ps(b0, odd, b1));
 #undef NORM
-      const __m512i j0 = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(2 * oh * W + 2 * ow0)), even);
       __m512 mx = y00;
-      __m512i bi = j0;
+      __m512i bi = _mm512_setzero_si512();
       __mmask16 m = _mm512_cmp_ps_mask(y01, mx, _CMP_GT_OQ);
-      mx = _mm512_mask_mov_ps(mx, m, y01), bi = _mm512_mask_mov_epi32(bi, m, _mm512_add_epi32(j0, one));
+      mx = _mm512_mask_mov_ps(mx, m, y01), bi = _mm512_mask_mov_epi32(bi, m, one);
       m = _mm512_cmp_ps_mask(y10, mx, _CMP_GT_OQ);
-      mx = _mm512_mask_mov_ps(mx, m, y10), bi = _mm512_mask_mov_epi32(bi, m, _mm512_add_epi32(j0, wv));
+      mx = _mm512_mask_mov_ps(mx, m, y10), bi = _mm512_mask_mov_epi32(bi, m, two);
       m = _mm512_cmp_ps_mask(y11, mx, _CMP_GT_OQ);
-      mx = _mm512_mask_mov_ps(mx, m, y11), bi = _mm512_mask_mov_epi32(bi, m, _mm512_add_epi32(j0, w1));
+      mx = _mm512_mask_mov_ps(mx, m, y11), bi = _mm512_mask_mov_epi32(bi, m, three);
       if (relu) mx = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_GT_OQ), mx);
       _mm512_mask_storeu_ps(out + oh * OW + ow0, mo, mx);
-      if (idx) _mm512_mask_storeu_epi32(idx + oh * OW + ow0, mo, bi);
+      if (arg) _mm512_mask_cvtepi32_storeu_epi8(arg + oh * OW + ow0, mo, bi);
     }
   }
+}
+
+/* Codes i.. of a plane of n >= 16 window codes as 32-bit lanes. A byte-masked load would need
+ * AVX-512BW and reading past the plane could leave the buffer, so near the plane's end its last
+ * 16 codes are loaded and shifted down (lanes past the plane: don't care; callers mask them). */
+AVX512_TARGET static inline __m512i plane_codes_at(const uint8_t *p, int64_t n, int64_t i) {
+  if (i + 16 <= n) return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p + i)));
+  const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p + n - 16)));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return _mm512_permutexvar_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32((int32_t)(i + 16 - n))), v);
 }
 
 /* Lanes m of the 16 outputs from i on, less those a ReLU zeroed (rout: the forward's output
@@ -805,18 +817,17 @@ AVX512_TARGET static inline __mmask16 relu_lanes(__mmask16 m, const float *rout,
 }
 
 /* Backward of one plane with AVX-512: dx = fb*(x - m) + fc everywhere, plus fa*dout at each
- * window's argmax, in one pass of 16 windows at a time (the argmax's place in its window, read
- * from idx, becomes a lane mask over the two 32-column input rows); the same bits as the scalar
+ * window's argmax, in one pass of 16 windows at a time (the argmax's window code, read from arg,
+ * becomes a lane mask over the two 32-column input rows); the same bits as the scalar
  * dense pass followed by its scatter. Columns and rows outside every window get the dense term. */
 AVX512_TARGET static void bnp_backward_plane_avx512(float *dx, const float *x, const float *go, const float *rout,
-                                                    const int32_t *idx, int64_t H, int64_t W, float mf, float fa,
+                                                    const uint8_t *arg, int64_t H, int64_t W, float mf, float fa,
                                                     float fb, float fc) {
   const int64_t OH = H / 2, OW = W / 2;
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i dup_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
   const __m512i dup_hi = _mm512_add_epi32(dup_lo, _mm512_set1_epi32(8));
   const __m512i par = _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
-  const __m512i parw = _mm512_add_epi32(par, _mm512_set1_epi32((int32_t)W));
+  const __m512i par2 = _mm512_add_epi32(par, _mm512_set1_epi32(2));
   const __m512 vm = _mm512_set1_ps(mf), va = _mm512_set1_ps(fa), vb = _mm512_set1_ps(fb), vc = _mm512_set1_ps(fc);
   for (int64_t oh = 0; oh < OH; oh++) {
     const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
@@ -831,15 +842,14 @@ AVX512_TARGET static void bnp_backward_plane_avx512(float *dx, const float *x, c
 #undef DENSE
       const __m512 g =
           _mm512_mul_ps(va, _mm512_maskz_loadu_ps(relu_lanes(mo, rout, oh * OW + ow0), go + oh * OW + ow0));
-      /* the argmax's offset from its window's corner: 0, 1, W or W + 1 (lanes past n: negative) */
-      const __m512i j0 = _mm512_add_epi32(_mm512_set1_epi32((int32_t)(2 * oh * W + c0)), even);
-      const __m512i code = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mo, idx + oh * OW + ow0), j0);
+      /* window codes 0..3 (2*dh + dw); lanes past n add a zero g to columns that are not stored */
+      const __m512i code = plane_codes_at(arg, OH * OW, oh * OW + ow0);
       const __m512i clo = _mm512_permutexvar_epi32(dup_lo, code), chi = _mm512_permutexvar_epi32(dup_hi, code);
       const __m512 glo = _mm512_permutexvar_ps(dup_lo, g), ghi = _mm512_permutexvar_ps(dup_hi, g);
       a0 = _mm512_mask_add_ps(a0, _mm512_cmpeq_epi32_mask(clo, par), a0, glo);
       a1 = _mm512_mask_add_ps(a1, _mm512_cmpeq_epi32_mask(chi, par), a1, ghi);
-      b0 = _mm512_mask_add_ps(b0, _mm512_cmpeq_epi32_mask(clo, parw), b0, glo);
-      b1 = _mm512_mask_add_ps(b1, _mm512_cmpeq_epi32_mask(chi, parw), b1, ghi);
+      b0 = _mm512_mask_add_ps(b0, _mm512_cmpeq_epi32_mask(clo, par2), b0, glo);
+      b1 = _mm512_mask_add_ps(b1, _mm512_cmpeq_epi32_mask(chi, par2), b1, ghi);
       _mm512_mask_storeu_ps(d0 + c0, mlo, a0), _mm512_mask_storeu_ps(d0 + c0 + 16, mhi, a1);
       _mm512_mask_storeu_ps(d1 + c0, mlo, b0), _mm512_mask_storeu_ps(d1 + c0 + 16, mhi, b1);
     }
@@ -848,16 +858,31 @@ AVX512_TARGET static void bnp_backward_plane_avx512(float *dx, const float *x, c
   for (int64_t i = 2 * OH * W; i < H * W; i++) dx[i] = fb * (x[i] - mf) + fc;
 }
 
-/* sum dout and sum dout * (x[argmax] - m) over one plane's windows, 16 lanes */
+/* sum dout and sum dout * (x[argmax] - m) over one plane's windows, 16 at a time (n_out >= 16).
+ * A window's input offset is (2*oh + dh)*W + 2*ow + dw for code 2*dh + dw, its (oh, ow) from
+ * its index by a float division: exact while n_out < 2^22 (the caller checks). */
 AVX512_TARGET static void bnp_backward_sums_avx512(const float *x, const float *go, const float *rout,
-                                                   const int32_t *idx, int64_t n_out, float mf, double *sdy,
+                                                   const uint8_t *arg, int64_t H, int64_t W, float mf, double *sdy,
                                                    double *sdyx) {
-  const __m512 vm = _mm512_set1_ps(mf);
+  const int64_t OW = W / 2, n_out = (H / 2) * OW;
+  const __m512 vm = _mm512_set1_ps(mf), inv_ow = _mm512_set1_ps(1.0f / (float)OW);
+  const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2), wv = _mm512_set1_epi32((int32_t)W);
+  const __m512i w2 = _mm512_set1_epi32((int32_t)(2 * W)), owv = _mm512_set1_epi32((int32_t)OW);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   for (int64_t i = 0; i < n_out; i += 16) {
     const __mmask16 m = relu_lanes(lanes(0, n_out - i), rout, i);
     const __m512 g = _mm512_maskz_loadu_ps(m, go + i);
-    const __m512 xg = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, _mm512_maskz_loadu_epi32(m, idx + i), x, 4);
+    const __m512i code = plane_codes_at(arg, n_out, i);
+    const __m512i wi = _mm512_add_epi32(_mm512_set1_epi32((int32_t)i), lane);
+    /* (i + 0.5) / OW is at least 0.5 / OW from an integer, more than the float error here */
+    const __m512i oh = _mm512_cvttps_epi32(
+        _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(wi), _mm512_set1_ps(0.5f)), inv_ow));
+    const __m512i ow = _mm512_sub_epi32(wi, _mm512_mullo_epi32(oh, owv));
+    __m512i off = _mm512_add_epi32(_mm512_mullo_epi32(oh, w2), _mm512_add_epi32(ow, ow));
+    off = _mm512_add_epi32(off, _mm512_and_si512(code, one));
+    off = _mm512_mask_add_epi32(off, _mm512_test_epi32_mask(code, two), off, wv);
+    const __m512 xg = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, off, x, 4);
     s0 = _mm512_add_ps(s0, g);
     s1 = _mm512_add_ps(s1, _mm512_mul_ps(g, _mm512_maskz_sub_ps(m, xg, vm)));
   }
@@ -865,12 +890,12 @@ AVX512_TARGET static void bnp_backward_sums_avx512(const float *x, const float *
   *sdyx += _mm512_reduce_add_ps(s1);
 }
 
-void ml__bnp_forward_plane(const float *x, float *out, int32_t *idx, int64_t H, int64_t W, float mf, float scale,
+void ml__bnp_forward_plane(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W, float mf, float scale,
                            float shift, bool relu) {
   if (ml__simd_level() >= ML_SIMD_AVX512)
-    bnp_forward_plane_avx512(x, out, idx, H, W, mf, scale, shift, relu);
-  else if (idx)
-    bnp_forward_plane_scalar(x, out, idx, H, W, mf, scale, shift, relu, true);
+    bnp_forward_plane_avx512(x, out, arg, H, W, mf, scale, shift, relu);
+  else if (arg)
+    bnp_forward_plane_scalar(x, out, arg, H, W, mf, scale, shift, relu, true);
   else
     bnp_forward_plane_scalar(x, out, NULL, H, W, mf, scale, shift, relu, false);
 }
@@ -880,29 +905,36 @@ static inline float relu_go(const float *go, const float *rout, int64_t i) {
   return !rout || rout[i] > 0.0f ? go[i] : 0.0f;
 }
 
-void ml__bnp_backward_sums(const float *x, const float *go, const float *rout, const int32_t *idx, int64_t n_out,
-                           float mf, double *sdy, double *sdyx) {
-  if (ml__simd_level() >= ML_SIMD_AVX512) {
-    bnp_backward_sums_avx512(x, go, rout, idx, n_out, mf, sdy, sdyx);
+void ml__bnp_backward_sums(const float *x, const float *go, const float *rout, const uint8_t *arg, int64_t H,
+                           int64_t W, float mf, double *sdy, double *sdyx) {
+  const int64_t n_out = (H / 2) * (W / 2);
+  /* planes of fewer than 16 windows (3x3 pooled, say) leave most lanes idle: scalar */
+  if (ml__simd_level() >= ML_SIMD_AVX512 && n_out >= 16 && n_out < (1 << 22)) {
+    bnp_backward_sums_avx512(x, go, rout, arg, H, W, mf, sdy, sdyx);
     return;
   }
+  const int64_t OH = H / 2, OW = W / 2;
   float a0 = 0, a1 = 0;
-  for (int64_t i = 0; i < n_out; i++) {
-    const float gi = relu_go(go, rout, i);
-    a0 += gi, a1 += gi * (x[idx[i]] - mf);
-  }
+  for (int64_t oh = 0; oh < OH; oh++)
+    for (int64_t ow = 0; ow < OW; ow++) {
+      const int64_t i = oh * OW + ow;
+      const float gi = relu_go(go, rout, i);
+      a0 += gi, a1 += gi * (x[ml_pool_offset(arg[i], oh, ow, W)] - mf);
+    }
   *sdy += a0, *sdyx += a1;
 }
 
-void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const float *rout, const int32_t *idx,
+void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const float *rout, const uint8_t *arg,
                             int64_t H, int64_t W, float mf, float fa, float fb, float fc) {
-  if (ml__simd_level() >= ML_SIMD_AVX512) {
-    bnp_backward_plane_avx512(dx, x, go, rout, idx, H, W, mf, fa, fb, fc);
+  if (ml__simd_level() >= ML_SIMD_AVX512 && (H / 2) * (W / 2) >= 16) {
+    bnp_backward_plane_avx512(dx, x, go, rout, arg, H, W, mf, fa, fb, fc);
     return;
   }
-  const int64_t HW = H * W, n_out = (H / 2) * (W / 2);
+  const int64_t HW = H * W, OH = H / 2, OW = W / 2;
   for (int64_t i = 0; i < HW; i++) dx[i] = fb * (x[i] - mf) + fc;
-  for (int64_t i = 0; i < n_out; i++) dx[idx[i]] += fa * relu_go(go, rout, i);
+  for (int64_t oh = 0; oh < OH; oh++)
+    for (int64_t ow = 0; ow < OW; ow++)
+      dx[ml_pool_offset(arg[oh * OW + ow], oh, ow, W)] += fa * relu_go(go, rout, oh * OW + ow);
 }
 
 double ml__sum_row(const float *x, int64_t n) { return sum_row(x, n); }
@@ -924,14 +956,14 @@ static void bnp_forward_item(int64_t c, int worker, void *vj) {
   const int64_t n_out = (j->H / 2) * (j->W / 2);
   for (int64_t b = 0; b < B; b++) {
     const int64_t plane = b * C + c;
-    ml__bnp_forward_plane(j->x + plane * HW, j->out + plane * n_out, j->idx ? j->idx + plane * n_out : NULL, j->H, j->W,
+    ml__bnp_forward_plane(j->x + plane * HW, j->out + plane * n_out, j->arg ? j->arg + plane * n_out : NULL, j->H, j->W,
                           mf, scale, shift, j->relu);
   }
 }
 
-void ml_batchnorm_pool_forward(float *out, int32_t *idx, float *mean, float *invstd, const float *x, const float *gamma,
+void ml_batchnorm_pool_forward(float *out, uint8_t *arg, float *mean, float *invstd, const float *x, const float *gamma,
                                const float *beta, int64_t B, int64_t C, int64_t H, int64_t W, float eps, bool relu) {
-  bnp_job j = {.out = out, .idx = idx, .mean = mean, .invstd = invstd, .x = x, .gamma = gamma, .beta = beta, .B = B,
+  bnp_job j = {.out = out, .arg = arg, .mean = mean, .invstd = invstd, .x = x, .gamma = gamma, .beta = beta, .B = B,
                .C = C, .H = H, .W = W, .eps = eps, .relu = relu};
   ml__kernels_run(C, bnp_forward_item, &j);
 }
@@ -946,7 +978,7 @@ static void bnp_backward_item(int64_t c, int worker, void *vj) {
   double sdy = 0, sdyx = 0;
   for (int64_t b = 0; b < B; b++)
     ml__bnp_backward_sums(j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
-                          j->rout ? j->rout + (b * C + c) * n_out : NULL, j->cidx + (b * C + c) * n_out, n_out, mf,
+                          j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf,
                           &sdy, &sdyx);
   sdyx *= is;
   if (j->dgamma) j->dgamma[c] = (float)sdyx;
@@ -955,14 +987,14 @@ static void bnp_backward_item(int64_t c, int worker, void *vj) {
   const float fa = (float)(g * is), fb = (float)(-g * is * is * sdyx / M), fc = (float)(-g * is * sdy / M);
   for (int64_t b = 0; b < B; b++)
     ml__bnp_backward_plane(j->dx + (b * C + c) * HW, j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
-                           j->rout ? j->rout + (b * C + c) * n_out : NULL, j->cidx + (b * C + c) * n_out, H, W, mf, fa,
+                           j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf, fa,
                            fb, fc);
 }
 
 void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const float *relu_out,
-                                const int32_t *idx, const float *x, const float *mean, const float *invstd,
+                                const uint8_t *arg, const float *x, const float *mean, const float *invstd,
                                 const float *gamma, int64_t B, int64_t C, int64_t H, int64_t W) {
-  bnp_job j = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .rout = relu_out, .cidx = idx, .x = x,
+  bnp_job j = {.dx = dx, .dgamma = dgamma, .dbeta = dbeta, .dout = dout, .rout = relu_out, .carg = arg, .x = x,
                .cmean = mean, .cinvstd = invstd, .gamma = gamma, .B = B, .C = C, .H = H, .W = W};
   ml__kernels_run(C, bnp_backward_item, &j);
 }

@@ -23,9 +23,9 @@ typedef struct {
   double *per_image; /* (B, OC, 2): statistics or backward sums */
   float *wpart;      /* (B, OC*C*KH*KW + OC): weight and bias gradients per image */
   float *din, *out;
-  int32_t *idx;
+  uint8_t *arg;
   const float *in, *w, *bias, *dout, *rout;
-  const int32_t *cidx;
+  const uint8_t *carg;
   const float *mf, *k1, *k2, *k3; /* per channel: mean, then (scale, shift) or (fa, fb, fc) */
   bool want_weight, relu;
 } cbp_job;
@@ -82,18 +82,18 @@ static void pool_item(int64_t b, int worker, void *vj) {
   const float *z = conv_image(j, b, worker);
   for (int64_t c = 0; c < s->OC; c++) {
     const int64_t plane = b * s->OC + c;
-    ml__bnp_forward_plane(z + c * P, j->out + plane * n_out, j->idx ? j->idx + plane * n_out : NULL, s->OH, s->OW,
+    ml__bnp_forward_plane(z + c * P, j->out + plane * n_out, j->arg ? j->arg + plane * n_out : NULL, s->OH, s->OW,
                           j->mf[c], j->k1[c], j->k2[c], j->relu);
   }
 }
 
-void ml_conv_bn_pool_forward(const ml_conv_shape *s, float *out, int32_t *idx, float *mean, float *invstd,
+void ml_conv_bn_pool_forward(const ml_conv_shape *s, float *out, uint8_t *arg, float *mean, float *invstd,
                              const float *in, const float *w, const float *bias, const float *gamma, const float *beta,
                              float eps, bool relu, float *scratch) {
   const int64_t B = s->B, OC = s->OC, P = s->OH * s->OW;
   const int workers = ml_kernels_workers();
   cbp_job j = {.s = s, .one = one_image(s), .scratch = scratch, .worker_floats = worker_floats(s), .out = out,
-               .idx = idx, .in = in, .w = w, .bias = bias, .relu = relu};
+               .arg = arg, .in = in, .w = w, .bias = bias, .relu = relu};
   j.per_image = (double *)(void *)(scratch + j.worker_floats * (size_t)workers);
   float *ch = scratch + j.worker_floats * (size_t)workers + round16((size_t)(B * OC * 4)) +
               (size_t)(B * (OC * s->C * s->KH * s->KW + OC));
@@ -133,7 +133,7 @@ static void sums_item(int64_t b, int worker, void *vj) {
     double *st = j->per_image + plane * 2;
     st[0] = st[1] = 0;
     ml__bnp_backward_sums(z + c * P, j->dout + plane * n_out, j->rout ? j->rout + plane * n_out : NULL,
-                          j->cidx + plane * n_out, n_out, j->mf[c], &st[0], &st[1]);
+                          j->carg + plane * n_out, s->OH, s->OW, j->mf[c], &st[0], &st[1]);
   }
 }
 
@@ -149,7 +149,7 @@ static void dense_item(int64_t b, int worker, void *vj) {
   for (int64_t c = 0; c < s->OC; c++) {
     const int64_t plane = b * s->OC + c;
     ml__bnp_backward_plane(dz + c * P, z + c * P, j->dout + plane * n_out, j->rout ? j->rout + plane * n_out : NULL,
-                           j->cidx + plane * n_out, s->OH, s->OW, j->mf[c], j->k1[c], j->k2[c], j->k3[c]);
+                           j->carg + plane * n_out, s->OH, s->OW, j->mf[c], j->k1[c], j->k2[c], j->k3[c]);
   }
   const float *x = j->in + b * s->C * s->H * s->W;
   if (j->want_weight) {
@@ -160,13 +160,13 @@ static void dense_item(int64_t b, int worker, void *vj) {
 }
 
 void ml_conv_bn_pool_backward(const ml_conv_shape *s, float *din, float *dw, float *db, float *dgamma, float *dbeta,
-                              const float *dout, const float *relu_out, const int32_t *idx, const float *in,
+                              const float *dout, const float *relu_out, const uint8_t *arg, const float *in,
                               const float *w, const float *bias, const float *mean, const float *invstd,
                               const float *gamma, float *scratch) {
   const int64_t B = s->B, OC = s->OC, P = s->OH * s->OW, CT = s->C * s->KH * s->KW;
   const int workers = ml_kernels_workers();
   cbp_job j = {.s = s, .one = one_image(s), .scratch = scratch, .worker_floats = worker_floats(s), .din = din, .in = in,
-               .w = w, .bias = bias, .dout = dout, .rout = relu_out, .cidx = idx, .mf = mean, .want_weight = dw || db};
+               .w = w, .bias = bias, .dout = dout, .rout = relu_out, .carg = arg, .mf = mean, .want_weight = dw || db};
   j.per_image = (double *)(void *)(scratch + j.worker_floats * (size_t)workers);
   j.wpart = scratch + j.worker_floats * (size_t)workers + round16((size_t)(B * OC * 4));
   float *ch = j.wpart + (size_t)(B * (OC * CT + OC));

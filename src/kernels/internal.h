@@ -51,14 +51,14 @@ void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const
                                   int64_t last, int64_t row0, int64_t row1, float *work, float *dst, float *db);
 
 /* Batch-norm + max-pool (+ ReLU) on one (H, W) plane (conv.c), for kernels that run a plane at
- * a time: normalize + pool (idx may be NULL); the backward's sums over the windows (added to
+ * a time: normalize + pool (arg may be NULL); the backward's sums over the windows (added to
  * *sdy and *sdyx); the backward's dense write. rout: the forward's output when it applied ReLU (dout
  * counts only where it is > 0), else NULL. Same bits as the batched kernels. */
-void ml__bnp_forward_plane(const float *x, float *out, int32_t *idx, int64_t H, int64_t W, float mf, float scale,
+void ml__bnp_forward_plane(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W, float mf, float scale,
                            float shift, bool relu);
-void ml__bnp_backward_sums(const float *x, const float *go, const float *rout, const int32_t *idx, int64_t n_out,
-                           float mf, double *sdy, double *sdyx);
-void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const float *rout, const int32_t *idx,
+void ml__bnp_backward_sums(const float *x, const float *go, const float *rout, const uint8_t *arg, int64_t H,
+                           int64_t W, float mf, double *sdy, double *sdyx);
+void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const float *rout, const uint8_t *arg,
                             int64_t H, int64_t W, float mf, float fa, float fb, float fc);
 /* A row's sum, and its sum of squares about m (batch-norm statistics). */
 double ml__sum_row(const float *x, int64_t n);

@@ -83,20 +83,20 @@ void ml_conv2d_backward_weight_ref(const ml_conv_shape *s, float *dw, const floa
 }
 
 /* out (B,C,H/2,W/2); ties keep the first of (0,0), (0,1), (1,0), (1,1) */
-void ml_maxpool2_forward_ref(float *out, int32_t *idx, const float *in, int64_t B, int64_t C, int64_t H,
+void ml_maxpool2_forward_ref(float *out, uint8_t *arg, const float *in, int64_t B, int64_t C, int64_t H,
                              int64_t W) {
   int64_t OH = H / 2, OW = W / 2;
   for (int64_t p = 0; p < B * C; p++)
     for (int64_t oh = 0; oh < OH; oh++)
       for (int64_t ow = 0; ow < OW; ow++) {
-        int64_t best = (2 * oh) * W + 2 * ow;
+        int64_t best = (2 * oh) * W + 2 * ow, code = 0;
         for (int64_t dh = 0; dh < 2; dh++)
           for (int64_t dw = 0; dw < 2; dw++) {
             int64_t i = (2 * oh + dh) * W + 2 * ow + dw;
-            if (in[p * H * W + i] > in[p * H * W + best]) best = i;
+            if (in[p * H * W + i] > in[p * H * W + best]) best = i, code = 2 * dh + dw;
           }
         out[(p * OH + oh) * OW + ow] = in[p * H * W + best];
-        idx[(p * OH + oh) * OW + ow] = (int32_t)best;
+        arg[(p * OH + oh) * OW + ow] = (uint8_t)code;
       }
 }
 
