@@ -47,6 +47,8 @@ ML_TEST(simd_names_and_backend) {
   /* The automatic choice: the built-in GEMM only where BLAS's kernel is narrower than the
    * vectors this process runs at full width. */
   CHECK(ml__gemm_prefer_builtin("Haswell", ML_SIMD_AVX512, true));
+  CHECK(ml__gemm_narrow_prefer_builtin("Prescott") && ml__gemm_narrow_prefer_builtin("NEHALEM"));
+  CHECK(!ml__gemm_narrow_prefer_builtin("Haswell") && !ml__gemm_narrow_prefer_builtin("SkylakeX"));
   CHECK(ml__gemm_prefer_builtin("ZEN", ML_SIMD_AVX512, true));
   CHECK(!ml__gemm_prefer_builtin("Haswell", ML_SIMD_AVX512, false)); /* zmm split in halves (Zen 4) */
   CHECK(!ml__gemm_prefer_builtin("SkylakeX", ML_SIMD_AVX512, true));

@@ -103,6 +103,28 @@ bool ml__gemm_prefer_builtin(const char *blas_core, ml_simd_level level, bool fu
   return full_width_512;
 }
 
+/* The vector width of an OpenBLAS core's kernels, for `metalearn info`: a CPU that OpenBLAS does
+ * not recognize (a VM's generic "Intel Xeon Processor", say) gets Prescott's SSE3 kernels unless
+ * OPENBLAS_CORETYPE names a better one. */
+static const char *blas_core_isa(const char *core) {
+  static const char *const avx512[] = {"skylakex", "cooperlake", "sapphirerapids"};
+  static const char *const avx2[] = {"haswell", "zen", "excavator"};
+  static const char *const sse[] = {"prescott", "core2", "penryn", "nehalem", "dunnington", "atom", "barcelona"};
+  if (!core) return "unknown";
+  for (size_t i = 0; i < sizeof avx512 / sizeof avx512[0]; i++)
+    if (same_name(core, avx512[i])) return "AVX-512";
+  for (size_t i = 0; i < sizeof avx2 / sizeof avx2[0]; i++)
+    if (same_name(core, avx2[i])) return "AVX2";
+  for (size_t i = 0; i < sizeof sse / sizeof sse[0]; i++)
+    if (same_name(core, sse[i])) return "SSE";
+  return same_name(core, "sandybridge") || same_name(core, "bulldozer") || same_name(core, "piledriver") ||
+                 same_name(core, "steamroller")
+             ? "AVX"
+             : "unknown width";
+}
+
+bool ml__gemm_narrow_prefer_builtin(const char *blas_core) { return !strcmp(blas_core_isa(blas_core), "SSE"); }
+
 static atomic_int gemm_auto = -1; /* 1: ml_gemm sends the shapes the built-in GEMM does well to it */
 
 bool ml__gemm_auto_builtin(void) {
@@ -118,13 +140,28 @@ bool ml__gemm_auto_builtin(void) {
   return v;
 }
 
+static atomic_int gemm_narrow = -1;
+
+bool ml__gemm_narrow_builtin(void) {
+  int v = atomic_load_explicit(&gemm_narrow, memory_order_relaxed);
+  if (v >= 0) return v;
+  v = 0;
+#if ML_HAVE_BLAS
+  v = ml__gemm_auto_builtin() && ml__gemm_narrow_prefer_builtin(openblas_get_corename());
+#endif
+  atomic_store_explicit(&gemm_narrow, v, memory_order_relaxed);
+  return v;
+}
+
 const char *ml_gemm_backend(void) {
   /* Per-thread buffer: the string depends on the thread count, which may change. */
   static _Thread_local char buf[256];
 #if ML_HAVE_BLAS
   if (!ml__gemm_builtin_forced() && ml__gemm_auto_builtin()) {
-    snprintf(buf, sizeof buf, "builtin %s (full-width 512-bit FMAs; openblas's %s kernels are AVX2) and openblas for narrow shapes",
-             ml_simd_name(ml__simd_level()), openblas_get_corename());
+    snprintf(buf, sizeof buf,
+             "builtin %s (full-width 512-bit FMAs; openblas's %s kernels are %s)%s", ml_simd_name(ml__simd_level()),
+             openblas_get_corename(), blas_core_isa(openblas_get_corename()),
+             ml__gemm_narrow_builtin() ? " for every shape" : " and openblas for narrow shapes");
     return buf;
   }
   if (!ml__gemm_builtin_forced()) {
@@ -134,8 +171,9 @@ const char *ml_gemm_backend(void) {
     if (cfg && !strncmp(cfg, "OpenBLAS ", 9)) sscanf(cfg + 9, "%31s", ver);
     int par = openblas_get_parallel();
     int nt = openblas_get_num_threads();
-    snprintf(buf, sizeof buf, "openblas %s %s (%s, %d thread%s)", ver, openblas_get_corename(),
-             par == 0 ? "sequential" : par == 2 ? "openmp" : "pthreads", nt, nt == 1 ? "" : "s");
+    snprintf(buf, sizeof buf, "openblas %s %s (%s kernels, %s, %d thread%s)", ver, openblas_get_corename(),
+             blas_core_isa(openblas_get_corename()), par == 0 ? "sequential" : par == 2 ? "openmp" : "pthreads", nt,
+             nt == 1 ? "" : "s");
     return buf;
   }
 #endif

@@ -387,8 +387,9 @@ void ml_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, con
 #if ML_HAVE_BLAS
   /* BLAS unless the built-in GEMM runs wider vectors than BLAS's kernel here (see cpu.c), and
    * even then BLAS for narrow products (a first-layer weight gradient, N = 9), where its
-   * small-matrix kernels are 2x faster */
-  if (!ml__gemm_builtin_forced() && M > 0 && N > 0 && !(ml__gemm_auto_builtin() && M >= 16 && N >= 16)) {
+   * small-matrix kernels are 2x faster; unless they are SSE kernels (see cpu.c) */
+  if (!ml__gemm_builtin_forced() && M > 0 && N > 0 &&
+      !(ml__gemm_auto_builtin() && ((M >= 16 && N >= 16) || ml__gemm_narrow_builtin()))) {
     if (K <= 0) {
       scale_c(M, N, beta, C, ldc);
       return;

@@ -21,6 +21,10 @@ bool ml__cpu_full_width_512(void);
 bool ml__gemm_prefer_builtin(const char *blas_core, ml_simd_level level, bool full_width_512);
 /* The cached decision for this process (ML_GEMM=blas or builtin pins it). */
 bool ml__gemm_auto_builtin(void);
+/* Whether ml_gemm also keeps the narrow products (M or N < 16) that it otherwise leaves to BLAS:
+ * when BLAS runs SSE kernels (OpenBLAS's Prescott fallback on a CPU it does not recognize) */
+bool ml__gemm_narrow_prefer_builtin(const char *blas_core);
+bool ml__gemm_narrow_builtin(void);
 
 /* The built-in GEMM with the micro-kernel of a given level (must be <= ml_cpu_simd()). */
 /* The prepacked-B GEMM at a given SIMD level (the tests call each level). */
