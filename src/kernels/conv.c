@@ -819,7 +819,8 @@ AVX512_TARGET static inline __mmask16 relu_lanes(__mmask16 m, const float *rout,
 /* Backward of one plane with AVX-512: dx = fb*(x - m) + fc everywhere, plus fa*dout at each
  * window's argmax, in one pass of 16 windows at a time (the argmax's window code, read from arg,
  * becomes a lane mask over the two 32-column input rows); the same bits as the scalar
- * dense pass followed by its scatter. Columns and rows outside every window get the dense term. */
+ * dense pass followed by its scatter. Columns and rows outside every window get the dense term.
+ * Planes of 16 windows or more (plane_codes_at); smaller ones take the scalar loops. */
 AVX512_TARGET static void bnp_backward_plane_avx512(float *dx, const float *x, const float *go, const float *rout,
                                                     const uint8_t *arg, int64_t H, int64_t W, float mf, float fa,
                                                     float fb, float fc) {
