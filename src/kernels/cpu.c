@@ -95,13 +95,6 @@ static bool same_name(const char *a, const char *b) { /* ASCII, case-insensitive
   return *a == *b;
 }
 
-bool ml__gemm_prefer_builtin(const char *blas_core, ml_simd_level level, bool full_width_512) {
-  static const char *const wide[] = {"skylakex", "cooperlake", "sapphirerapids"}; /* OpenBLAS's AVX-512 kernels */
-  if (level < ML_SIMD_AVX512 || !blas_core) return false;
-  for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++)
-    if (same_name(blas_core, wide[i])) return false;
-  return full_width_512;
-}
 
 /* The vector width of an OpenBLAS core's kernels, for `metalearn info`: a CPU that OpenBLAS does
  * not recognize (a VM's generic "Intel Xeon Processor", say) gets Prescott's SSE3 kernels unless
@@ -121,6 +114,11 @@ static const char *blas_core_isa(const char *core) {
                  same_name(core, "steamroller")
              ? "AVX"
              : "unknown width";
+}
+
+bool ml__gemm_prefer_builtin(const char *blas_core, ml_simd_level level, bool full_width_512) {
+  if (level < ML_SIMD_AVX512 || !blas_core) return false;
+  return full_width_512 && strcmp(blas_core_isa(blas_core), "AVX-512") != 0;
 }
 
 bool ml__gemm_narrow_prefer_builtin(const char *blas_core) { return !strcmp(blas_core_isa(blas_core), "SSE"); }
