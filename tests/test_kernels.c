@@ -185,7 +185,11 @@ static const conv_case conv_cases[] = {
      * one 64-channel tile and not a multiple of 16, several weight groups */
     {2, 64, 14, 14, 64, 3, 3, 1, 1}, {3, 9, 13, 20, 21, 3, 3, 1, 0}, {2, 3, 12, 12, 9, 1, 1, 1, 1},
     {2, 4, 10, 16, 13, 3, 3, 1, 1}, {2, 7, 2, 5, 3, 3, 3, 1, 1}, {2, 5, 16, 12, 70, 5, 3, 1, 2},
-    {1, 9, 30, 33, 17, 3, 3, 1, 1}, {150, 8, 12, 12, 5, 3, 3, 1, 1}};
+    {1, 9, 30, 33, 17, 3, 3, 1, 1}, {150, 8, 12, 12, 5, 3, 3, 1, 1},
+    /* weight gradient of few (channel, tap) rows, vectorized along output rows: Conv4's first
+     * layer, an odd channel count, rows of 16 + 1 and of 2, no padding, 7 input channels */
+    {3, 1, 28, 28, 64, 3, 3, 1, 1}, {2, 1, 9, 17, 5, 3, 3, 1, 1}, {2, 2, 4, 2, 3, 3, 3, 1, 1},
+    {2, 3, 11, 19, 4, 3, 3, 1, 0}, {70, 7, 5, 6, 6, 3, 3, 1, 1}};
 
 static void check_conv(const conv_case *cc, const char *what) {
   ml_conv_shape s;

@@ -394,7 +394,7 @@ void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db
   if (groups == 1) {
     const int64_t K = s->C * s->KH * s->KW, R = ML__DIRECT_WEIGHT_ROWS;
     band_job bj = {&j, (K / R + j.workers - 1) / j.workers * R};
-    if (j.workers > 1 && bj.rows > 0 && bj.rows < K && ml__conv_direct_backward_weight_ok(s))
+    if (j.workers > 1 && bj.rows > 0 && bj.rows < K && ml__conv_direct_weight_bands_ok(s))
       ml__kernels_run((K + bj.rows - 1) / bj.rows, weight_band_item, &bj);
     else
       weight_group(&j, 0, 0, dw, db);

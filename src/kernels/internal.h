@@ -50,6 +50,9 @@ void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const flo
  * gradient into db, with work floats of ml__conv_direct_weight_work_floats (per worker). */
 #define ML__DIRECT_WEIGHT_ROWS 6
 bool ml__conv_direct_backward_weight_ok(const ml_conv_shape *s);
+/* whether the rows may be split into bands (row0 > 0 or row1 < C*KH*KW); otherwise the kernel
+ * takes every row */
+bool ml__conv_direct_weight_bands_ok(const ml_conv_shape *s);
 size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s);
 void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
                                   int64_t last, int64_t row0, int64_t row1, float *work, float *dst, float *db);
