@@ -252,7 +252,9 @@ static void check_conv(const conv_case *cc, const char *what) {
   double a = dot(out, g, nout), b = dot(in, din, nin), c = dot(w, dw, nw);
   double scale = 1e-5 * (sqrt((double)nout * K) + 1.0);
   CHECK_MSG(fabs(a - b) <= scale && fabs(a - c) <= scale, "%s conv adjoint: %.9g %.9g %.9g", what, a, b, c);
-  for (int i = 0; i < 16; i++) CHECK(scratch[ns + (size_t)i] == 12345.0f);
+  for (int i = 0; i < 16; i++)
+    CHECK_MSG(scratch[ns + (size_t)i] == 12345.0f, "%s conv (%lld,%lld,%lld,%lld) oc %lld: scratch overrun", what,
+              (long long)s.B, (long long)s.C, (long long)s.H, (long long)s.W, (long long)s.OC);
   free(in), free(w), free(bias), free(g), free(out), free(ref), free(din), free(dinr), free(dw), free(dwr);
   free(scratch);
 }
@@ -261,10 +263,15 @@ ML_TEST(conv2d_against_reference) {
   for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
     ml__simd_force(l);
     ml_gemm_use_builtin(true);
-    for (int direct = 1; direct >= 0; direct--) {
-      ml_conv_use_direct(direct);
+    /* direct: each kernel forced on every shape it takes, then by shape; then im2col */
+    static const char *kernel[] = {"by shape", "row-vector", "channel-vector"};
+    for (int direct = 3; direct >= 0; direct--) {
+      ml_conv_use_direct(direct > 0);
+      ml__conv_direct_kernel(direct % 3);
+      char what[64];
+      snprintf(what, sizeof what, "%s %s", ml_simd_name((ml_simd_level)l), kernel[direct % 3]);
       for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
-        check_conv(&conv_cases[i], direct ? ml_simd_name((ml_simd_level)l) : "im2col");
+        check_conv(&conv_cases[i], direct ? what : "im2col");
     }
     ml_conv_use_direct(true);
   }

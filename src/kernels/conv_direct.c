@@ -28,10 +28,18 @@
 #define NR 3      /* 16-lane vectors per tile */
 #define MAX_NV 512 /* vectors per output plane the kernel takes (OH * Wp <= 8192) */
 
+#define PR 6  /* output positions per tile of the channel-vector kernel */
+#define OB 64 /* output channels per block of the channel-vector kernel (4 vectors) */
+
 typedef struct {
   int64_t B, C, H, W, OC, KH, KW, ph, pw, OH, OW;
   int64_t Wp, PS, NV; /* padded row, floats per padded plane (with slack), vectors per output plane */
+  bool by_channel;    /* the channel-vector kernel (else the row-vector one) */
 } dconv;
+
+/* Which kernel: 0 = by shape, 1 = row-vector, 2 = channel-vector (the tests run both) */
+static _Atomic int g_kernel;
+void ml__conv_direct_kernel(int which) { g_kernel = which; }
 
 /* Narrower output rows waste more lanes (a 3-wide row keeps 9 of a vector's 16 lanes). Measured
  * on Conv4's shapes (bench/kernels, Intel AVX-512): direct wins the forward down to 3x3 planes
@@ -39,13 +47,21 @@ typedef struct {
  * batched im2col + GEMM. */
 #define MIN_OW_FORWARD 3
 #define MIN_OW_BACKWARD_DATA 7
+/* The channel-vector kernel needs taps enough to pay for transposing its output, and output
+ * channels enough to fill its 4 vectors. */
+#define MIN_CHANNEL_TAPS 64
+#define MIN_CHANNEL_OC 48
 
+/* min_ow < 0: the weight gradient's shape (-min_ow wide rows at least), no kernel choice */
 static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC, int64_t KH, int64_t KW,
                        int64_t ph, int64_t pw, int64_t min_ow) {
   if (ph < 0 || pw < 0) return false;
   d->B = B, d->C = C, d->H = H, d->W = W, d->OC = OC, d->KH = KH, d->KW = KW, d->ph = ph, d->pw = pw;
   d->OH = H + 2 * ph - KH + 1, d->OW = W + 2 * pw - KW + 1, d->Wp = W + 2 * pw;
-  if (d->OH < 1 || d->OW < min_ow) return false;
+  d->by_channel = min_ow > 0 && (g_kernel == 2 || (g_kernel == 0 && C * KH * KW >= MIN_CHANNEL_TAPS &&
+                                                   OC >= MIN_CHANNEL_OC));
+  /* the channel-vector kernel wastes no lanes on narrow rows */
+  if (d->OH < 1 || d->OW < (d->by_channel ? 1 : min_ow < 0 ? -min_ow : min_ow)) return false;
   d->NV = (d->OH * d->Wp + 15) / 16;
   if (d->NV > MAX_NV) return false;
   /* the last vector's last tap reads up to NV*16 - 1 + (KH-1)*Wp + KW-1 */
@@ -54,10 +70,17 @@ static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int
   return true;
 }
 
-static size_t wt_floats(const dconv *d) { return (size_t)(((d->OC + MR - 1) / MR) * MR * d->C * d->KH * d->KW); }
+static int64_t mr(const dconv *d) { return d->by_channel ? OB : MR; }
+static size_t wt_floats(const dconv *d) { return (size_t)(((d->OC + mr(d) - 1) / mr(d)) * mr(d) * d->C * d->KH * d->KW); }
 static size_t plane_floats(const dconv *d) { return (size_t)(d->C * d->PS); }
+/* the channel-vector kernel's output, position-major: (OH*OW, OC rounded up to OB) */
+static size_t tbuf_floats(const dconv *d) {
+  return d->by_channel ? (size_t)(d->OH * d->OW * ((d->OC + OB - 1) / OB) * OB) : 0;
+}
+static size_t worker_floats(const dconv *d) { return ((plane_floats(d) + 15) & ~(size_t)15) + tbuf_floats(d); }
+static int64_t bias_floats(const dconv *d) { return d->by_channel ? (d->OC + OB - 1) / OB * OB : 0; }
 static size_t dconv_scratch(const dconv *d, int workers) {
-  return ((wt_floats(d) + 15) & ~(size_t)15) + plane_floats(d) * (size_t)workers;
+  return ((wt_floats(d) + 15) & ~(size_t)15) + (size_t)bias_floats(d) + worker_floats(d) * (size_t)workers;
 }
 
 static _Atomic bool g_off;
@@ -160,31 +183,161 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
   }
 }
 
+/* Zero the plane, then copy the rows in: per channel a handful of vector stores, no library
+ * calls (a 3x3 plane's padded copy is 2 vectors; memset's call overhead was half of a 3x3
+ * layer's weight gradient). */
 AVX512_TARGET static void pad_image(const dconv *d, float *restrict xp, const float *restrict x) {
-  const int64_t H = d->H, W = d->W, Wp = d->Wp, ph = d->ph, pw = d->pw;
+  const int64_t H = d->H, W = d->W, Wp = d->Wp;
+  const __m512 zero = _mm512_setzero_ps();
   for (int64_t c = 0; c < d->C; c++, xp += d->PS, x += H * W) {
-    memset(xp, 0, (size_t)(ph * Wp + pw) * sizeof(float));
-    float *row = xp + ph * Wp + pw;
+    for (int64_t k = 0; k < d->PS; k += 16) _mm512_storeu_ps(xp + k, zero);
+    float *row = xp + d->ph * Wp + d->pw;
     for (int64_t h = 0; h < H; h++, row += Wp) {
       const float *src = x + h * W;
       int64_t w = 0;
       for (; w + 16 <= W; w += 16) _mm512_storeu_ps(row + w, _mm512_loadu_ps(src + w));
       if (w < W) _mm512_mask_storeu_ps(row + w, lanes16(W - w), _mm512_maskz_loadu_ps(lanes16(W - w), src + w));
-      /* this row's right padding and the next row's left padding */
-      for (int64_t k = 0; k < 2 * pw; k++) row[W + k] = 0.0f;
     }
-    /* bottom padding (after the last row's right padding) and the slack */
-    float *tail = xp + (ph + H) * Wp + pw;
-    memset(tail, 0, (size_t)(d->PS - ((ph + H) * Wp + pw)) * sizeof(float));
   }
 }
+
+/* ---- the channel-vector kernel ----
+ * The other way round: vectors over 16 output channels, broadcasts of input pixels. A tile
+ * keeps PR output positions x 64 output channels in 24 registers through all C*KH*KW taps; per
+ * tap, 4 vector loads of weights and PR broadcasts for 4*PR FMAs. Every lane is a real output
+ * (no junk columns, however narrow the rows), and the positions of a tile may straddle rows,
+ * each with its own pointer into the padded image. The tile lands position-major in a buffer
+ * (position, channel), transposed to the dense output in 16 x 16 blocks after the image. */
+AVX512_TARGET static inline __attribute__((always_inline)) void ctile(const dconv *d, const float *xp,
+                                                                      const float *wt, const float *bias64,
+                                                                      int64_t r, int64_t c, float *tb, int64_t ldt,
+                                                                      const int np, const bool k3) {
+  __m512 acc[PR][4];
+  const float *xq[PR];
+  const int64_t Wp = d->Wp, PS = d->PS, KH = k3 ? 3 : d->KH, KW = k3 ? 3 : d->KW;
+#pragma GCC unroll 6
+  for (int i = 0; i < PR; i++)
+    if (i < np) {
+      xq[i] = xp + r * Wp + c;
+      if (++c == d->OW) c = 0, r++;
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++) acc[i][v] = bias64 ? _mm512_loadu_ps(bias64 + 16 * v) : _mm512_setzero_ps();
+    }
+  for (int64_t ch = 0; ch < d->C; ch++) {
+#pragma GCC unroll 3
+    for (int64_t kh = 0; kh < KH; kh++)
+#pragma GCC unroll 3
+      for (int64_t kw = 0; kw < KW; kw++, wt += OB) {
+        const int64_t off = kh * Wp + kw;
+        __m512 w[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) w[v] = _mm512_loadu_ps(wt + 16 * v);
+#pragma GCC unroll 6
+        for (int i = 0; i < PR; i++)
+          if (i < np) {
+            const __m512 x = _mm512_set1_ps(xq[i][off]);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(w[v], x, acc[i][v]);
+          }
+      }
+#pragma GCC unroll 6
+    for (int i = 0; i < PR; i++)
+      if (i < np) xq[i] += PS;
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < PR; i++)
+    if (i < np)
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++) _mm512_storeu_ps(tb + i * ldt + 16 * v, acc[i][v]);
+}
+
+/* 16 x 16 transpose: rows r[i] (i < 16) become columns */
+AVX512_TARGET static inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int k = 0; k < 8; k++) {
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);     /* rows 2k, 2k+1 of columns 4L, 4L+1 */
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]); /* of columns 4L+2, 4L+3 */
+  }
+  for (int g = 0; g < 4; g++) { /* u[4g + e]: rows 4g..4g+3 of column 4L + e, in 128-bit lane L */
+    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+  }
+  for (int e = 0; e < 4; e++) { /* column 4L + e gathers lane L of u[e], u[4+e], u[8+e], u[12+e] */
+    const __m512 a = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88), b = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xdd);
+    const __m512 c = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88), dd = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xdd);
+    r[e] = _mm512_shuffle_f32x4(a, c, 0x88);
+    r[4 + e] = _mm512_shuffle_f32x4(b, dd, 0x88);
+    r[8 + e] = _mm512_shuffle_f32x4(a, c, 0xdd);
+    r[12 + e] = _mm512_shuffle_f32x4(b, dd, 0xdd);
+  }
+}
+
+/* out (OC, P) = tb (P, ldt) transposed */
+AVX512_TARGET static void untranspose(float *out, const float *tb, int64_t P, int64_t OC, int64_t ldt) {
+  for (int64_t o0 = 0; o0 < OC; o0 += 16)
+    for (int64_t p0 = 0; p0 < P; p0 += 16) {
+      __m512 r[16];
+      for (int i = 0; i < 16; i++) r[i] = p0 + i < P ? _mm512_loadu_ps(tb + (p0 + i) * ldt + o0) : _mm512_setzero_ps();
+      transpose16(r);
+      const __mmask16 m = lanes16(P - p0);
+      for (int i = 0; i < 16 && o0 + i < OC; i++) _mm512_mask_storeu_ps(out + (o0 + i) * P + p0, m, r[i]);
+    }
+}
+
+/* gt (P, O) = g (OC, P) transposed, zeros in the columns past OC (O a multiple of 16) */
+AVX512_TARGET static void transpose_in(float *gt, int64_t O, const float *g, int64_t OC, int64_t P) {
+  for (int64_t o0 = 0; o0 < O; o0 += 16)
+    for (int64_t p0 = 0; p0 < P; p0 += 16) {
+      __m512 r[16];
+      const __mmask16 m = lanes16(P - p0);
+      for (int i = 0; i < 16; i++) r[i] = o0 + i < OC ? _mm512_maskz_loadu_ps(m, g + (o0 + i) * P + p0) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16 && p0 + i < P; i++) _mm512_storeu_ps(gt + (p0 + i) * O + o0, r[i]);
+    }
+}
+
+/* Tiles as even as they go (P = 49: 4 of 6 and 5 of 5, not 8 of 6 and 1 of 1) */
+#define CTILE(np)                                                                              \
+  (k3 ? ctile(d, xp, wt, b64, r, c, tb + p * ldt + ob, ldt, np, true)                          \
+      : ctile(d, xp, wt, b64, r, c, tb + p * ldt + ob, ldt, np, false))
+AVX512_TARGET static void channel_image(const dconv *d, const float *xp, const float *wt_all, const float *bias64,
+                                        float *tb, float *out) {
+  const int64_t P = d->OH * d->OW, taps = d->C * d->KH * d->KW, OCp = (d->OC + OB - 1) / OB * OB, ldt = OCp;
+  const int64_t tiles = (P + PR - 1) / PR, base = P / tiles, extra = P % tiles; /* extra tiles of base + 1 */
+  const bool k3 = d->KH == 3 && d->KW == 3;
+  for (int64_t ob = 0; ob < OCp; ob += OB) {
+    const float *wt = wt_all + ob * taps;
+    const float *b64 = bias64 ? bias64 + ob : NULL;
+    for (int64_t t = 0, p = 0, r = 0, c = 0; t < tiles; t++) {
+      const int np = (int)(base + (t < extra));
+      switch (np) {
+        case 6: CTILE(6); break;
+        case 5: CTILE(5); break;
+        case 4: CTILE(4); break;
+        case 3: CTILE(3); break;
+        case 2: CTILE(2); break;
+        default: CTILE(1); break;
+      }
+      p += np, c += np;
+      while (c >= d->OW) c -= d->OW, r++;
+    }
+  }
+  untranspose(out, tb, P, d->OC, ldt);
+}
+#undef CTILE
 
 AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
   const dconv_job *j = vj;
   const dconv *d = j->d;
-  float *xp = j->planes + (size_t)worker * plane_floats(d);
+  float *xp = j->planes + (size_t)worker * worker_floats(d);
   pad_image(d, xp, j->in + b * d->C * d->H * d->W);
   float *out = j->out + b * d->OC * d->OH * d->OW;
+  if (d->by_channel) {
+    channel_image(d, xp, j->wt, j->bias, xp + ((plane_floats(d) + 15) & ~(size_t)15), out);
+    return;
+  }
   const int64_t taps = d->C * d->KH * d->KW;
   /* channel groups outside: a group's weights (8 x C*KH*KW floats, 18 KB for 64 channels of
    * 3x3) stay in L1 while the padded image streams from L2 (5-15% faster than the other order) */
@@ -217,35 +370,41 @@ static void run(const dconv *d, float *out, const float *in, const float *bias, 
     }
     vs[v] = (vec_store){.dest = first < 0 ? 0 : first, .keep = (__mmask16)keep, .low = lanes16(n)};
   }
-  dconv_job j = {.d = d, .in = in, .wt = scratch, .bias = bias, .out = out,
-                 .planes = scratch + ((wt_floats(d) + 15) & ~(size_t)15), .vs = vs};
+  /* the channel-vector kernel loads the bias in vectors: a copy zero-padded to whole blocks */
+  float *biasp = scratch + ((wt_floats(d) + 15) & ~(size_t)15);
+  if (d->by_channel && bias) {
+    for (int64_t oc = 0; oc < bias_floats(d); oc++) biasp[oc] = oc < d->OC ? bias[oc] : 0.0f;
+    bias = biasp;
+  }
+  dconv_job j = {.d = d, .in = in, .wt = scratch, .bias = bias, .out = out, .planes = biasp + bias_floats(d), .vs = vs};
   ml__kernels_run(d->B, direct_item, &j);
 }
 
-/* wt[oc / MR][c][kh][kw][oc % MR] = w[oc][c][kh][kw], zero past OC */
+/* wt[oc / R][c][kh][kw][oc % R] = w[oc][c][kh][kw], zero past OC (R: the kernel's block) */
 void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
                              float *scratch) {
   dconv d;
   forward_shape(s, &d);
   const int64_t taps = d.C * d.KH * d.KW;
+  const int64_t R = mr(&d);
   memset(scratch, 0, wt_floats(&d) * sizeof(float));
   for (int64_t oc = 0; oc < d.OC; oc++)
-    for (int64_t t = 0; t < taps; t++) scratch[((oc / MR) * taps + t) * MR + oc % MR] = w[oc * taps + t];
+    for (int64_t t = 0; t < taps; t++) scratch[((oc / R) * taps + t) * R + oc % R] = w[oc * taps + t];
   run(&d, out, in, bias, scratch);
 }
 
-/* wt[c / MR][oc][kh][kw][c % MR] = w[oc][c][KH-1-kh][KW-1-kw], zero past C */
+/* wt[c / R][oc][kh][kw][c % R] = w[oc][c][KH-1-kh][KW-1-kw], zero past C */
 void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
                                    float *scratch) {
   dconv d;
   backward_data_shape(s, &d);
-  const int64_t KH = s->KH, KW = s->KW, taps = s->OC * KH * KW;
+  const int64_t KH = s->KH, KW = s->KW, taps = s->OC * KH * KW, R = mr(&d);
   memset(scratch, 0, wt_floats(&d) * sizeof(float));
   for (int64_t oc = 0; oc < s->OC; oc++)
     for (int64_t c = 0; c < s->C; c++)
       for (int64_t kh = 0; kh < KH; kh++)
         for (int64_t kw = 0; kw < KW; kw++)
-          scratch[((c / MR) * taps + (oc * KH + kh) * KW + kw) * MR + c % MR] =
+          scratch[((c / R) * taps + (oc * KH + kh) * KW + kw) * R + c % R] =
               w[((oc * s->C + c) * KH + KH - 1 - kh) * KW + KW - 1 - kw];
   run(&d, din, dout, NULL, scratch);
 }
@@ -270,14 +429,14 @@ static int64_t ocp(int64_t OC) { return (OC + 15) & ~(int64_t)15; }
 
 static bool weight_shape(const ml_conv_shape *s, dconv *d) {
   return !g_off && s->stride == 1 && ml__simd_level() >= ML_SIMD_AVX512 && s->C * s->KH * s->KW >= MIN_WEIGHT_ROWS &&
-         dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, MIN_OW_FORWARD);
+         dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, -MIN_OW_FORWARD);
 }
 
 /* A 3x3 layer with fewer (channel, tap) rows (a first layer: 1 channel, 9 rows) instead
  * vectorizes over the positions of an output row: see weight_narrow. */
 static bool narrow_shape(const ml_conv_shape *s, dconv *d) {
   return !g_off && s->stride == 1 && ml__simd_level() >= ML_SIMD_AVX512 && s->C * s->KH * s->KW < MIN_WEIGHT_ROWS &&
-         s->KH == 3 && s->KW == 3 && dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, 1);
+         s->KH == 3 && s->KW == 3 && dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, -1);
 }
 
 bool ml__conv_direct_backward_weight_ok(const ml_conv_shape *s) {
@@ -290,28 +449,38 @@ bool ml__conv_direct_weight_bands_ok(const ml_conv_shape *s) {
   return weight_shape(s, &d);
 }
 
-/* per worker: padded image, gt, dw^T (narrow: the padded image) */
+/* Images per pass of the register tile: small planes (3x3: 9 positions) would otherwise load and
+ * store the tile's 24 accumulators every few positions. */
+#define WEIGHT_TILE_POSITIONS 96
+static int64_t weight_images(const dconv *d) {
+  const int64_t P = d->OH * d->OW, nb = (WEIGHT_TILE_POSITIONS + P - 1) / P;
+  return nb < d->B ? nb : d->B;
+}
+
+/* per worker: padded images, gt, dw^T (narrow: the padded image) */
 size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s) {
   dconv d;
   if (narrow_shape(s, &d)) return (plane_floats(&d) + 15) & ~(size_t)15;
   if (!weight_shape(s, &d)) return 0;
-  const int64_t O = ocp(s->OC);
-  size_t f = plane_floats(&d) + (size_t)(d.OH * d.OW * O) + (size_t)(d.C * d.KH * d.KW * O) + 2 * (size_t)O;
+  const int64_t O = ocp(s->OC), nb = weight_images(&d);
+  size_t f = (size_t)nb * (plane_floats(&d) + (size_t)(d.OH * d.OW * O)) + (size_t)(d.C * d.KH * d.KW * O) +
+             2 * (size_t)O;
   return (f + 15) & ~(size_t)15;
 }
 
 AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(const dconv *d, const float *const *xb,
                                                                             const float *gt, int64_t O, float *acc_mem,
-                                                                            int64_t ld, bool first, const int nv) {
+                                                                            int64_t ld, bool first, int64_t n,
+                                                                            const int nv) {
   __m512 acc[WR][WV];
 #pragma GCC unroll 6
   for (int i = 0; i < WR; i++)
 #pragma GCC unroll 4
     for (int v = 0; v < WV; v++)
       if (v < nv) acc[i][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc_mem + i * ld + 16 * v);
-  for (int64_t r = 0; r < d->OH; r++) {
-    const float *g = gt + r * d->OW * O;
-    const int64_t q0 = r * d->Wp;
+  const int64_t XS = plane_floats(d);
+  const float *g = gt;
+  for (int64_t k = 0, rows = n * d->OH, q0 = 0, r = 0; k < rows; k++) { /* n images' rows, in order */
     for (int64_t x = 0; x < d->OW; x++, g += O) {
       __m512 gv[WV];
 #pragma GCC unroll 4
@@ -324,6 +493,8 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
           if (v < nv) acc[i][v] = _mm512_fmadd_ps(a, gv[v], acc[i][v]);
       }
     }
+    if (++r == d->OH) r = 0, q0 += XS - (d->OH - 1) * d->Wp; /* the next image's first row */
+    else q0 += d->Wp;
   }
 #pragma GCC unroll 6
   for (int i = 0; i < WR; i++)
@@ -395,25 +566,27 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
     return;
   }
   weight_shape(s, &d);
-  const int64_t O = ocp(s->OC), P = d.OH * d.OW, T = d.KH * d.KW, CT = d.C * T;
-  float *xp = work, *gt = xp + plane_floats(&d), *wt = gt + P * O;
+  const int64_t O = ocp(s->OC), P = d.OH * d.OW, T = d.KH * d.KW, CT = d.C * T, NB = weight_images(&d);
+  float *xp = work, *gt = xp + NB * plane_floats(&d), *wt = gt + NB * P * O;
   double *dbacc = (double *)(wt + CT * O); /* O doubles; CT * O is a multiple of 16 floats */
   /* rows past CT (the last tile of a short layer) read row 0's pixels and land in a spare row */
   float spare[WR * 64];
-  for (int64_t b = first; b < last; b++) {
-    pad_image(&d, xp, in + b * d.C * d.H * d.W);
-    const float *g = dout + b * s->OC * P;
-    for (int64_t p = 0; p < P; p++) {
-      for (int64_t oc = 0; oc < s->OC; oc++) gt[p * O + oc] = g[oc * P + p];
-      for (int64_t oc = s->OC; oc < O; oc++) gt[p * O + oc] = 0.0f;
+  for (int64_t b0 = first, n; b0 < last; b0 += n) {
+    n = last - b0 < NB ? last - b0 : NB;
+    const int64_t b = b0; /* the pass's first image: accumulators start at zero when b == first */
+    for (int64_t i = 0; i < n; i++) {
+      pad_image(&d, xp + i * plane_floats(&d), in + (b0 + i) * d.C * d.H * d.W);
+      const float *g = dout + (b0 + i) * s->OC * P;
+      transpose_in(gt + i * P * O, O, g, s->OC, P);
+      if (db)
+        for (int64_t oc = 0; oc < s->OC; oc++) {
+          const float *row = g + oc * P;
+          __m512 acc = _mm512_setzero_ps();
+          for (int64_t p = 0; p < P; p += 16)
+            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(lanes16(P - p), row + p));
+          dbacc[oc] = (b0 + i == first ? 0.0 : dbacc[oc]) + (double)_mm512_reduce_add_ps(acc);
+        }
     }
-    if (db)
-      for (int64_t oc = 0; oc < s->OC; oc++) {
-        const float *row = g + oc * P;
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t p = 0; p < P; p += 16) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(lanes16(P - p), row + p));
-        dbacc[oc] = (b == first ? 0.0 : dbacc[oc]) + (double)_mm512_reduce_add_ps(acc);
-      }
     for (int64_t ct0 = row0; ct0 < row1; ct0 += WR) {
       const float *xb[WR];
       for (int i = 0; i < WR; i++) {
@@ -429,10 +602,10 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
             for (int64_t k = 0; k < 16 * nv; k++) spare[i * 64 + k] = ct0 + i < CT && b > first ? acc[i * O + k] : 0.0f;
           acc = spare, ld = 64;
         }
-        if (nv == 4) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, 4);
-        else if (nv == 3) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, 3);
-        else if (nv == 2) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, 2);
-        else weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, 1);
+        if (nv == 4) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, n, 4);
+        else if (nv == 3) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, n, 3);
+        else if (nv == 2) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, n, 2);
+        else weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, n, 1);
         if (acc == spare)
           for (int64_t i = 0; ct0 + i < CT; i++)
             for (int64_t k = 0; k < 16 * nv; k++) wt[(ct0 + i) * O + o0 + k] = spare[i * 64 + k];

@@ -41,6 +41,8 @@ void ml__gemm_level(ml_simd_level level, bool ta, bool tb, int64_t M, int64_t N,
 bool ml__conv_direct_forward_ok(const ml_conv_shape *s);
 bool ml__conv_direct_backward_data_ok(const ml_conv_shape *s);
 size_t ml__conv_direct_scratch_floats(const ml_conv_shape *s, int workers);
+/* which forward / backward-data kernel: 0 by shape, 1 row-vector, 2 channel-vector (tests) */
+void ml__conv_direct_kernel(int which);
 void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
                              float *scratch);
 void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
