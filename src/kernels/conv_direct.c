@@ -252,7 +252,7 @@ AVX512_TARGET static inline __attribute__((always_inline)) void ctile(const dcon
 }
 
 /* 16 x 16 transpose: rows r[i] (i < 16) become columns */
-AVX512_TARGET static inline void transpose16(__m512 r[16]) {
+AVX512_TARGET static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
   __m512 t[16], u[16];
   for (int k = 0; k < 8; k++) {
     t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);     /* rows 2k, 2k+1 of columns 4L, 4L+1 */
@@ -388,8 +388,13 @@ void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in
   const int64_t taps = d.C * d.KH * d.KW;
   const int64_t R = mr(&d);
   memset(scratch, 0, wt_floats(&d) * sizeof(float));
-  for (int64_t oc = 0; oc < d.OC; oc++)
-    for (int64_t t = 0; t < taps; t++) scratch[((oc / R) * taps + t) * R + oc % R] = w[oc * taps + t];
+  /* writes in order; the reads' R lines stay in L1 from one tap to the next */
+  for (int64_t o0 = 0; o0 < d.OC; o0 += R) {
+    float *dst = scratch + o0 * taps;
+    const int64_t n = d.OC - o0 < R ? d.OC - o0 : R;
+    for (int64_t t = 0; t < taps; t++)
+      for (int64_t i = 0; i < n; i++) dst[t * R + i] = w[(o0 + i) * taps + t];
+  }
   run(&d, out, in, bias, scratch);
 }
 
@@ -400,12 +405,16 @@ void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const flo
   backward_data_shape(s, &d);
   const int64_t KH = s->KH, KW = s->KW, taps = s->OC * KH * KW, R = mr(&d);
   memset(scratch, 0, wt_floats(&d) * sizeof(float));
-  for (int64_t oc = 0; oc < s->OC; oc++)
-    for (int64_t c = 0; c < s->C; c++)
-      for (int64_t kh = 0; kh < KH; kh++)
-        for (int64_t kw = 0; kw < KW; kw++)
-          scratch[((c / R) * taps + (oc * KH + kh) * KW + kw) * R + c % R] =
-              w[((oc * s->C + c) * KH + KH - 1 - kh) * KW + KW - 1 - kw];
+  const int64_t T = KH * KW;
+  for (int64_t c0 = 0; c0 < s->C; c0 += R) {
+    const int64_t n = s->C - c0 < R ? s->C - c0 : R;
+    for (int64_t oc = 0; oc < s->OC; oc++)
+      for (int64_t t = 0; t < T; t++) {
+        float *dst = scratch + c0 * taps + (oc * T + t) * R;
+        const float *src = w + (oc * s->C + c0) * T + T - 1 - t; /* flipped taps */
+        for (int64_t i = 0; i < n; i++) dst[i] = src[i * T];
+      }
+  }
   run(&d, din, dout, NULL, scratch);
 }
 
