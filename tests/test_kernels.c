@@ -189,7 +189,9 @@ static const conv_case conv_cases[] = {
     /* weight gradient of few (channel, tap) rows, vectorized along output rows: Conv4's first
      * layer, an odd channel count, rows of 16 + 1 and of 2, no padding, 7 input channels */
     {3, 1, 28, 28, 64, 3, 3, 1, 1}, {2, 1, 9, 17, 5, 3, 3, 1, 1}, {2, 2, 4, 2, 3, 3, 3, 1, 1},
-    {2, 3, 11, 19, 4, 3, 3, 1, 0}, {70, 7, 5, 6, 6, 3, 3, 1, 1}};
+    {2, 3, 11, 19, 4, 3, 3, 1, 0}, {70, 7, 5, 6, 6, 3, 3, 1, 1},
+    /* padding wider than a vector: the padded copy's zero runs span several stores */
+    {1, 2, 5, 4, 3, 3, 3, 1, 9}, {2, 16, 3, 18, 64, 3, 3, 1, 9}};
 
 static void check_conv(const conv_case *cc, const char *what) {
   ml_conv_shape s;

@@ -189,15 +189,21 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
 AVX512_TARGET static void pad_image(const dconv *d, float *restrict xp, const float *restrict x) {
   const int64_t H = d->H, W = d->W, Wp = d->Wp;
   const __m512 zero = _mm512_setzero_ps();
+  const int64_t top = d->ph * Wp + d->pw, bottom = (d->ph + H) * Wp + d->pw; /* first and last padding runs */
   for (int64_t c = 0; c < d->C; c++, xp += d->PS, x += H * W) {
-    for (int64_t k = 0; k < d->PS; k += 16) _mm512_storeu_ps(xp + k, zero);
-    float *row = xp + d->ph * Wp + d->pw;
+    for (int64_t k = 0; k < top; k += 16) _mm512_mask_storeu_ps(xp + k, lanes16(top - k), zero);
+    float *row = xp + top;
     for (int64_t h = 0; h < H; h++, row += Wp) {
       const float *src = x + h * W;
       int64_t w = 0;
       for (; w + 16 <= W; w += 16) _mm512_storeu_ps(row + w, _mm512_loadu_ps(src + w));
-      if (w < W) _mm512_mask_storeu_ps(row + w, lanes16(W - w), _mm512_maskz_loadu_ps(lanes16(W - w), src + w));
+      /* the row's tail, then this row's right padding and the next row's left one (up to the
+       * next row's first pixel: the last row's reach ends at the bottom padding) */
+      const int64_t end = W + 2 * d->pw;
+      _mm512_mask_storeu_ps(row + w, lanes16(end - w), _mm512_maskz_loadu_ps(lanes16(W - w), src + w));
+      for (int64_t k = w + 16; k < end; k += 16) _mm512_mask_storeu_ps(row + k, lanes16(end - k), zero);
     }
+    for (int64_t k = bottom; k < d->PS; k += 16) _mm512_mask_storeu_ps(xp + k, lanes16(d->PS - k), zero);
   }
 }
 
@@ -276,14 +282,26 @@ AVX512_TARGET static inline __attribute__((always_inline)) void transpose16(__m5
 
 /* out (OC, P) = tb (P, ldt) transposed */
 AVX512_TARGET static void untranspose(float *out, const float *tb, int64_t P, int64_t OC, int64_t ldt) {
-  for (int64_t o0 = 0; o0 < OC; o0 += 16)
+  for (int64_t o0 = 0; o0 < OC; o0 += 16) {
+    const int64_t n_oc = OC - o0 < 16 ? OC - o0 : 16;
     for (int64_t p0 = 0; p0 < P; p0 += 16) {
       __m512 r[16];
-      for (int i = 0; i < 16; i++) r[i] = p0 + i < P ? _mm512_loadu_ps(tb + (p0 + i) * ldt + o0) : _mm512_setzero_ps();
+      if (p0 + 16 <= P) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(tb + (p0 + i) * ldt + o0);
+      } else {
+        for (int i = 0; i < 16; i++) r[i] = p0 + i < P ? _mm512_loadu_ps(tb + (p0 + i) * ldt + o0) : _mm512_setzero_ps();
+      }
       transpose16(r);
       const __mmask16 m = lanes16(P - p0);
-      for (int i = 0; i < 16 && o0 + i < OC; i++) _mm512_mask_storeu_ps(out + (o0 + i) * P + p0, m, r[i]);
+      if (n_oc == 16) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) _mm512_mask_storeu_ps(out + (o0 + i) * P + p0, m, r[i]);
+      } else {
+        for (int i = 0; i < n_oc; i++) _mm512_mask_storeu_ps(out + (o0 + i) * P + p0, m, r[i]);
+      }
     }
+  }
 }
 
 /* gt (P, O) = g (OC, P) transposed, zeros in the columns past OC (O a multiple of 16) */
