@@ -149,7 +149,14 @@ static void bench_conv(const char *label, int64_t B, int64_t C, int64_t H, int64
   c.w = rnd(OC * C * 9, 5);
   c.bias = rnd(OC, 6);
   c.out = rnd(B * OC * s->OH * s->OW, 7);
-  c.scratch = rnd((int64_t)ml_conv2d_scratch_floats(s), 8);
+  size_t ns = 0; /* enough for either direct kernel forced */
+  for (int k = 0; k < 3; k++) {
+    ml__conv_direct_kernel(k);
+    size_t n = ml_conv2d_scratch_floats(s);
+    ns = n > ns ? n : ns;
+  }
+  ml__conv_direct_kernel(0);
+  c.scratch = rnd((int64_t)ns, 8);
   double flops = 2.0 * B * OC * s->OH * s->OW * C * 9;
   static const char *what[] = {"forward", "backward data", "backward weight"};
   for (int w = 0; w < 3; w++) {
@@ -164,6 +171,15 @@ static void bench_conv(const char *label, int64_t B, int64_t C, int64_t H, int64
       ml_gemm_use_builtin(k == 1);
       row(name, k == 0 ? "auto" : k == 1 ? "builtin" : "openblas", flops, time_median(run_conv, &c));
     }
+    /* each direct kernel forced, where it takes the shape: vectors along output rows (junk lanes
+     * past each row) or along output channels (broadcast pixels, transposed output) */
+    ml_conv_use_direct(true);
+    for (int k = 1; k <= 2 && w < 2; k++) {
+      ml__conv_direct_kernel(k);
+      if (w == 0 ? ml__conv_direct_forward_ok(s) : ml__conv_direct_backward_data_ok(s))
+        row(name, k == 1 ? "direct rows" : "direct chans", flops, time_median(run_conv, &c));
+    }
+    ml__conv_direct_kernel(0);
   }
   ml_conv_use_direct(true);
   ml_gemm_use_builtin(false);
@@ -210,5 +226,8 @@ int main(int argc, char **argv) {
   bench_conv("80x64x7x7 ->64 3x3 p1", 80, 64, 7, 64);
   bench_conv("80x64x3x3 ->64 3x3 p1", 80, 64, 3, 64);
   bench_conv("80x1x28x28 ->64 3x3 p1", 80, 1, 28, 64);
+  /* the first layer as the fused conv + batch-norm + pool block runs it: one image at a time,
+   * output in cache (80 images' output, 16 MB, goes to memory and back) */
+  bench_conv("1x1x28x28 ->64 3x3 p1 (one image)", 1, 1, 28, 64);
   return 0;
 }
