@@ -35,6 +35,8 @@ typedef struct {
   int64_t B, C, H, W, OC, KH, KW, ph, pw, OH, OW;
   int64_t Wp, PS, NV; /* padded row, floats per padded plane (with slack), vectors per output plane */
   bool by_channel;    /* the channel-vector kernel (else the row-vector one) */
+  bool aligned;       /* row-vector kernel: vectors start at each output row (no compress) */
+  int64_t NR_ROW;     /* vectors per output row when aligned */
 } dconv;
 
 /* Which kernel: 0 = by shape, 1 = row-vector, 2 = channel-vector (the tests run both) */
@@ -64,8 +66,15 @@ static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int
   if (d->OH < 1 || d->OW < (d->by_channel ? 1 : min_ow < 0 ? -min_ow : min_ow)) return false;
   d->NV = (d->OH * d->Wp + 15) / 16;
   if (d->NV > MAX_NV) return false;
-  /* the last vector's last tap reads up to NV*16 - 1 + (KH-1)*Wp + KW-1 */
-  int64_t need = d->NV * 16 + (KH - 1) * d->Wp + KW - 1, hw = (H + 2 * ph) * d->Wp + pw;
+  /* Rows that fill at least 3/4 of their vectors (28 wide: 16 + 12 lanes) get vectors of their
+   * own: a plain masked store instead of a compress across the junk columns (2 more uops per
+   * vector on the port the FMAs share; a first layer's 9 FMAs per output feel it). */
+  d->NR_ROW = (d->OW + 15) / 16;
+  d->aligned = !d->by_channel && 4 * d->OW >= 3 * 16 * d->NR_ROW && d->OH * d->NR_ROW <= MAX_NV;
+  if (d->aligned) d->NV = d->OH * d->NR_ROW;
+  /* the last vector's last tap reads up to NV*16 - 1 + (KH-1)*Wp + KW-1 (aligned: up to 16 past
+   * the last row's end) */
+  int64_t need = d->NV * 16 + (KH - 1) * d->Wp + KW - 1 + 16, hw = (H + 2 * ph) * d->Wp + pw;
   d->PS = ((need > hw ? need : hw) + 15) & ~(int64_t)15;
   return true;
 }
@@ -128,7 +137,8 @@ static inline __mmask16 lanes16(int64_t n) { /* the first min(n, 16) lanes */
 }
 
 typedef struct {
-  int64_t dest;  /* dense output offset of the vector's first valid lane */
+  int64_t src;    /* padded-grid offset of the vector's first lane */
+  int64_t dest;   /* dense output offset of the vector's first valid lane */
   __mmask16 keep; /* valid lanes */
   __mmask16 low;  /* the first popcount(keep) lanes */
 } vec_store;
@@ -144,7 +154,8 @@ typedef struct {
 AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv *d, const float *xp,
                                                                      const float *wt, const float *bias,
                                                                      int64_t oc0, int64_t v0, float *out,
-                                                                     const vec_store *vs, const int nr) {
+                                                                     const vec_store *vs, const int nr,
+                                                                     const bool aligned, const bool k3) {
   __m512 acc[MR][NR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; i++) {
@@ -152,15 +163,19 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
 #pragma GCC unroll 3
     for (int j = 0; j < NR; j++) acc[i][j] = b;
   }
-  const int64_t Wp = d->Wp, KH = d->KH, KW = d->KW;
-  const float *xv = xp + v0 * 16;
-  for (int64_t c = 0; c < d->C; c++, xv += d->PS)
+  const int64_t Wp = d->Wp, KH = k3 ? 3 : d->KH, KW = k3 ? 3 : d->KW;
+  const float *xv[NR];
+#pragma GCC unroll 3
+  for (int j = 0; j < NR; j++) xv[j] = xp + (j < nr ? vs[v0 + j].src : 0);
+  for (int64_t c = 0; c < d->C; c++)
+#pragma GCC unroll 3
     for (int64_t kh = 0; kh < KH; kh++)
+#pragma GCC unroll 3
       for (int64_t kw = 0; kw < KW; kw++, wt += MR) {
-        const float *x = xv + kh * Wp + kw;
+        const int64_t off = c * d->PS + kh * Wp + kw;
         __m512 bv[NR];
 #pragma GCC unroll 3
-        for (int j = 0; j < NR; j++) bv[j] = j < nr ? _mm512_loadu_ps(x + 16 * j) : _mm512_setzero_ps();
+        for (int j = 0; j < NR; j++) bv[j] = j < nr ? _mm512_loadu_ps(xv[j] + off) : _mm512_setzero_ps();
 #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
           const __m512 a = _mm512_set1_ps(wt[i]);
@@ -178,7 +193,8 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
     for (int j = 0; j < NR; j++)
       if (j < nr) {
         const vec_store *v = &vs[v0 + j];
-        _mm512_mask_storeu_ps(o + v->dest, v->low, _mm512_maskz_compress_ps(v->keep, acc[i][j]));
+        if (aligned) _mm512_mask_storeu_ps(o + v->dest, v->low, acc[i][j]);
+        else _mm512_mask_storeu_ps(o + v->dest, v->low, _mm512_maskz_compress_ps(v->keep, acc[i][j]));
       }
   }
 }
@@ -357,15 +373,26 @@ AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
     return;
   }
   const int64_t taps = d->C * d->KH * d->KW;
+  const bool k3 = d->KH == 3 && d->KW == 3;
   /* channel groups outside: a group's weights (8 x C*KH*KW floats, 18 KB for 64 channels of
    * 3x3) stay in L1 while the padded image streams from L2 (5-15% faster than the other order) */
   for (int64_t oc0 = 0; oc0 < d->OC; oc0 += MR) {
     const float *wt = j->wt + (oc0 / MR) * taps * MR;
     for (int64_t v0 = 0; v0 < d->NV; v0 += NR) {
       const int64_t nr = d->NV - v0 < NR ? d->NV - v0 : NR;
-      if (nr == 3) tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, 3);
-      else if (nr == 2) tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, 2);
-      else tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, 1);
+      /* instances: vectors per tile x aligned rows or not x 3x3 taps or any */
+#define TILE(n, al) \
+  (k3 ? tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, true) : tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, false))
+      if (d->aligned) {
+        if (nr == 3) TILE(3, true);
+        else if (nr == 2) TILE(2, true);
+        else TILE(1, true);
+      } else {
+        if (nr == 3) TILE(3, false);
+        else if (nr == 2) TILE(2, false);
+        else TILE(1, false);
+      }
+#undef TILE
     }
   }
 }
@@ -375,15 +402,22 @@ AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
  * call. */
 static _Thread_local struct {
   int64_t OH, OW, Wp;
+  bool aligned;
   vec_store vs[MAX_NV];
 } g_vs;
 
 static void run(const dconv *d, float *out, const float *in, const float *bias, float *scratch) {
   vec_store *vs = g_vs.vs;
   /* position p = v*16 + l is row r, column c of the padded grid (counted, not divided) */
-  if (!d->by_channel && (g_vs.OH != d->OH || g_vs.OW != d->OW || g_vs.Wp != d->Wp)) {
+  if (!d->by_channel &&
+      (g_vs.OH != d->OH || g_vs.OW != d->OW || g_vs.Wp != d->Wp || g_vs.aligned != d->aligned)) {
     g_vs.OH = g_vs.OW = g_vs.Wp = 0;
-    for (int64_t v = 0, r = 0, c = 0; v < d->NV; v++) {
+    for (int64_t v = 0; d->aligned && v < d->NV; v++) { /* row r's chunk k */
+      const int64_t r = v / d->NR_ROW, k = v % d->NR_ROW;
+      vs[v] = (vec_store){.src = r * d->Wp + 16 * k, .dest = r * d->OW + 16 * k, .low = lanes16(d->OW - 16 * k)};
+      vs[v].keep = vs[v].low;
+    }
+    for (int64_t v = 0, r = 0, c = 0; !d->aligned && v < d->NV; v++) {
       unsigned keep = 0;
       int64_t first = -1, n = 0;
       for (int l = 0; l < 16; l++) {
@@ -394,9 +428,9 @@ static void run(const dconv *d, float *out, const float *in, const float *bias, 
         }
         if (++c == d->Wp) c = 0, r++;
       }
-      vs[v] = (vec_store){.dest = first < 0 ? 0 : first, .keep = (__mmask16)keep, .low = lanes16(n)};
+      vs[v] = (vec_store){.src = 16 * v, .dest = first < 0 ? 0 : first, .keep = (__mmask16)keep, .low = lanes16(n)};
     }
-    g_vs.OH = d->OH, g_vs.OW = d->OW, g_vs.Wp = d->Wp;
+    g_vs.OH = d->OH, g_vs.OW = d->OW, g_vs.Wp = d->Wp, g_vs.aligned = d->aligned;
   }
   /* the channel-vector kernel loads the bias in vectors: a copy zero-padded to whole blocks */
   float *biasp = scratch + ((wt_floats(d) + 15) & ~(size_t)15);
@@ -547,30 +581,43 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
  * padded image (from L1) for 18 FMAs. The image's 9 x 2 sums are reduced once per channel pair;
  * images are added in order: the same bits at any thread count. The im2col + GEMM path it
  * replaces ran at 10% of the FMA peak (a GEMM 9 columns wide, with the transposes of its packing). */
+#define NO 3 /* output channels per register tile: 27 accumulators, 3 of dout, 1 of the image */
 AVX512_TARGET static void weight_narrow(const dconv *d, const float *xp, const float *g, int64_t oc,
-                                        bool bias, float out[2][9], float bsum[2]) {
+                                        float out[NO][9]) {
   const int64_t OH = d->OH, OW = d->OW, Wp = d->Wp, P = OH * OW;
-  const float *g0 = g + oc * P, *g1 = oc + 1 < d->OC ? g0 + P : g0;
+  const float *go[NO];
+#pragma GCC unroll 3
+  for (int i = 0; i < NO; i++) go[i] = g + (oc + i < d->OC ? oc + i : oc) * P; /* past OC: a copy, dropped */
   /* every loop over the accumulators unrolled, or GCC keeps them on the stack (2.5x slower) */
-  __m512 acc[2][9], bacc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 acc[NO][9];
+#pragma GCC unroll 3
+  for (int i = 0; i < NO; i++)
 #pragma GCC unroll 9
-  for (int t = 0; t < 9; t++) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    for (int t = 0; t < 9; t++) acc[i][t] = _mm512_setzero_ps();
   for (int64_t r = 0; r < OH; r++)
     for (int64_t x0 = 0; x0 < OW; x0 += 16) {
       const __mmask16 m = lanes16(OW - x0);
-      const __m512 a0 = _mm512_maskz_loadu_ps(m, g0 + r * OW + x0), a1 = _mm512_maskz_loadu_ps(m, g1 + r * OW + x0);
+      __m512 a[NO];
+#pragma GCC unroll 3
+      for (int i = 0; i < NO; i++) a[i] = _mm512_maskz_loadu_ps(m, go[i] + r * OW + x0);
       const float *x = xp + r * Wp + x0;
 #pragma GCC unroll 9
       for (int t = 0; t < 9; t++) {
         const __m512 v = _mm512_maskz_loadu_ps(m, x + (t / 3) * Wp + t % 3);
-        acc[0][t] = _mm512_fmadd_ps(a0, v, acc[0][t]);
-        acc[1][t] = _mm512_fmadd_ps(a1, v, acc[1][t]);
+#pragma GCC unroll 3
+        for (int i = 0; i < NO; i++) acc[i][t] = _mm512_fmadd_ps(a[i], v, acc[i][t]);
       }
-      bacc[0] = _mm512_add_ps(bacc[0], a0), bacc[1] = _mm512_add_ps(bacc[1], a1);
     }
+#pragma GCC unroll 3
+  for (int i = 0; i < NO; i++)
 #pragma GCC unroll 9
-  for (int t = 0; t < 9; t++) out[0][t] = _mm512_reduce_add_ps(acc[0][t]), out[1][t] = _mm512_reduce_add_ps(acc[1][t]);
-  if (bias) bsum[0] = _mm512_reduce_add_ps(bacc[0]), bsum[1] = _mm512_reduce_add_ps(bacc[1]);
+    for (int t = 0; t < 9; t++) out[i][t] = _mm512_reduce_add_ps(acc[i][t]);
+}
+
+AVX512_TARGET static float plane_sum(const float *x, int64_t n) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t k = 0; k < n; k += 16) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(lanes16(n - k), x + k));
+  return _mm512_reduce_add_ps(acc);
 }
 
 static void weight_narrow_group(const dconv *d, const float *in, const float *dout, int64_t first, int64_t last,
@@ -580,18 +627,22 @@ static void weight_narrow_group(const dconv *d, const float *in, const float *do
     pad_image(d, xp, in + b * C * d->H * d->W);
     const float *g = dout + b * OC * P;
     for (int64_t c = 0; c < C; c++)
-      for (int64_t oc = 0; oc < OC; oc += 2) {
-        float w[2][9], bs[2];
-        const bool bias = db && c == 0;
-        weight_narrow(d, xp + c * d->PS, g, oc, bias, w, bs);
-        for (int64_t i = 0; i < 2 && oc + i < OC; i++) {
+      for (int64_t oc = 0; oc < OC; oc += NO) {
+        float w[NO][9];
+        weight_narrow(d, xp + c * d->PS, g, oc, w);
+        for (int64_t i = 0; i < NO && oc + i < OC; i++) {
           float *o = dst + ((oc + i) * C + c) * 9;
           for (int t = 0; t < 9; t++) o[t] = b == first ? w[i][t] : o[t] + w[i][t];
-          if (bias) db[oc + i] = b == first ? bs[i] : db[oc + i] + bs[i];
         }
+      }
+    if (db)
+      for (int64_t oc = 0; oc < OC; oc++) {
+        const float t = plane_sum(g + oc * P, P);
+        db[oc] = b == first ? t : db[oc] + t;
       }
   }
 }
+#undef NO
 
 /* dst (OC, C, KH, KW) = the weight gradient summed over images [first, last), in order, for the
  * (channel, tap) rows [row0, row1) (row0 a multiple of WR; the other rows untouched); db (OC, or
