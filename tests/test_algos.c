@@ -256,10 +256,12 @@ ML_TEST(steady_state_arenas_do_not_grow) {
     ml_algo_free(a);
     ml_model_free(m);
   }
-  /* second order keeps each step's graph: memory grows with steps, but linearly */
+  /* second order keeps each step's graph: memory grows with steps, but not faster than linearly
+   * (a step costs no more than the one before; it may cost less, as the outer sweep reuses dead
+   * gradient buffers of one step for the next) */
   CHECK(peak_by_steps[1] > peak_by_steps[0] && peak_by_steps[2] > peak_by_steps[1]);
   double d1 = (double)(peak_by_steps[1] - peak_by_steps[0]), d2 = (double)(peak_by_steps[2] - peak_by_steps[1]);
-  CHECK_MSG(fabs(d2 - d1) < 0.2 * d1, "per-step memory %g then %g bytes", d1, d2);
+  CHECK_MSG(d2 < 1.2 * d1, "per-step memory %g then %g bytes", d1, d2);
 }
 
 /* In-process "ranks" on threads, exchanging partial sums through shared buffers by recursive

@@ -53,6 +53,7 @@ struct ml_node {
    * sweep without create_graph, how many gradient slots refer to that buffer */
   ml_node *owner;
   int32_t refs;
+  size_t cap;             /* bytes of value.data's buffer (a sweep may hand a node a larger one) */
   int64_t start;          /* slice: first index along the sliced axis */
 };
 

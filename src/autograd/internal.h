@@ -8,7 +8,6 @@
 #include "metalearn/autograd.h"
 
 /* Buffers released during a gradient sweep, by exact size (FREE_BUCKETS lists). */
-#define ML_FREE_BUCKETS 64
 typedef struct ml_free_buf {
   struct ml_free_buf *next;
   size_t bytes;
@@ -21,7 +20,7 @@ struct ml_graph {
   ml_status status;
   bool recording;
   bool recycle;                         /* inside a sweep without create_graph */
-  ml_free_buf *free[ML_FREE_BUCKETS];   /* released buffers, reused by new nodes of the sweep */
+  ml_free_buf *free;                    /* released buffers, reused by new nodes of the sweep */
   void *temp;                           /* ml__temp's buffer and its size */
   size_t temp_cap;
 };
