@@ -502,23 +502,35 @@ static float *ones_for(ml_graph *g, const ml_node *gamma, int64_t C) {
 
 /* The batch-norm gradients as nodes that stay differentiable: dx and dgamma become BN_GRAD and
  * BN_DGAMMA nodes (values from the fused kernel) whose own backward is the fused double-backward
- * kernel; dbeta is a reduction. st carries the statistics (a BATCH_NORM or BN_POOL node). */
+ * kernel; dbeta is a reduction. st carries the statistics (a BATCH_NORM or BN_POOL node). Under
+ * a BN_POOL, dy is the pooled gradient and the nodes keep the pool's argmax (arg set): the
+ * full-size dy, three quarters zeros, is scattered only inside the kernels that read it, so a
+ * second-order inner step keeps one full-size tensor per block instead of two. */
 static void bn_backward_nodes(ml_graph *g, const ml_node *st, ml_node *x, ml_node *dy, ml_node *gamma, ml_node *beta,
                               ml_node **gin, const bool *need) {
   int64_t B = st->p, C = st->c, HW = st->q;
+  const bool pooled = st->op == ML_OP_BN_POOL;
   const ml_tensor *t = &x->value;
   float *ones = ones_for(g, gamma, C), *dbeta_tmp = ml__scratch(g, (size_t)C * sizeof(float));
   if (!ones || !dbeta_tmp) return;
   ml_node *dx = ml__node(g, ML_OP_BN_GRAD, t->ndim, t->shape, x, dy, gamma, true);
   ml_node *dgamma = ml__node(g, ML_OP_BN_DGAMMA, 1, (int64_t[]){C}, x, dy, NULL, true);
-  ml_node *dbeta = ml_reduce_pcq(g, dy, B, C, HW);
+  /* a scatter keeps each channel's sum */
+  ml_node *dbeta = ml_reduce_pcq(g, dy, B, C, pooled ? dy->value.numel / (B * C) : HW);
   if (!dx || !dgamma || !dbeta) return;
   ml_node *nodes[2] = {dx, dgamma};
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < 2; i++) {
     nodes[i]->p = B, nodes[i]->c = C, nodes[i]->q = HW, nodes[i]->a = st->a, nodes[i]->saved0 = st->saved0,
     nodes[i]->saved1 = st->saved1;
-  ml_batchnorm_backward(dx->value.data, dgamma->value.data, dbeta_tmp, dy->value.data, x->value.data, st->saved0,
-                        st->saved1, ones, B, C, HW);
+    if (pooled) nodes[i]->arg = st->arg, nodes[i]->conv = st->conv;
+  }
+  if (pooled)
+    ml_batchnorm_pool_backward(dx->value.data, dgamma->value.data, dbeta_tmp, dy->value.data, NULL, st->arg,
+                               x->value.data, st->saved0, st->saved1, gamma ? gamma->value.data : NULL, B, C,
+                               st->conv.H, st->conv.W);
+  else
+    ml_batchnorm_backward(dx->value.data, dgamma->value.data, dbeta_tmp, dy->value.data, x->value.data, st->saved0,
+                          st->saved1, ones, B, C, HW);
   if (need[0]) gin[0] = dx;
   if (need[1]) gin[1] = reshape_like(g, dgamma, gamma);
   if (need[2]) gin[2] = reshape_like(g, dbeta, beta);
@@ -581,7 +593,7 @@ static void bw_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, cons
   ml_node *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
   if (g->recording) {
     if (n->relu) go = ml_relu_mask(g, go, n);
-    bn_backward_nodes(g, n, x, pool_scatter(g, go, n), gamma, beta, gin, need);
+    bn_backward_nodes(g, n, x, go, gamma, beta, gin, need);
     return;
   }
   int64_t C = n->c;
@@ -704,28 +716,40 @@ static void bn_double_composite(ml_graph *g, ml_node *x, ml_node *dy, ml_node *g
   *gdy = vdy;
 }
 
-/* Backward of BN_GRAD (upstream: the gradient of dx) and of BN_DGAMMA (of dgamma). */
+/* Backward of BN_GRAD (upstream: the gradient of dx) and of BN_DGAMMA (of dgamma). A pooled dy
+ * (arg set) is scattered to full size for the double backward, whose dy-gradient is gathered
+ * back: a temporary in the eager sweep, nodes when recording. */
 static void bw_bn_grad(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
   ml_node *x = n->in[0], *dy = n->in[1], *gamma = n->op == ML_OP_BN_GRAD ? n->in[2] : NULL;
   int64_t B = n->p, C = n->c, HW = n->q;
   bool is_dx = n->op == ML_OP_BN_GRAD;
+  const ml_conv_shape *ps = &n->conv;
   if (g->recording) {
     ml_node *gx, *gdy, *ggamma = NULL;
-    bn_double_composite(g, x, dy, gamma, is_dx ? go : NULL, is_dx ? NULL : go, B, C, HW, n->a, &gx, &gdy,
-                        is_dx && gamma && need[2] ? &ggamma : NULL);
+    bn_double_composite(g, x, n->arg ? pool_scatter(g, dy, n) : dy, gamma, is_dx ? go : NULL, is_dx ? NULL : go, B, C,
+                        HW, n->a, &gx, &gdy, is_dx && gamma && need[2] ? &ggamma : NULL);
     if (need[0]) gin[0] = gx;
-    if (need[1]) gin[1] = gdy;
+    if (need[1]) gin[1] = n->arg ? pool_gather(g, gdy, ps, n->arg) : gdy;
     if (is_dx && gamma && need[2]) gin[2] = reshape_like(g, ggamma, gamma);
     return;
   }
   const ml_tensor *t = &x->value;
-  ml_node *gx = need[0] ? ml_new(g, t->ndim, t->shape) : NULL, *gdy = need[1] ? ml_new(g, t->ndim, t->shape) : NULL;
+  ml_node *gx = need[0] ? ml_new(g, t->ndim, t->shape) : NULL;
+  ml_node *gdy = need[1] ? ml_new(g, dy->value.ndim, dy->value.shape) : NULL;
   ml_node *ggamma = is_dx && gamma && need[2] ? ml_new(g, 1, (int64_t[]){C}) : NULL;
+  float *dyf = dy->value.data, *gdyf = gdy ? gdy->value.data : NULL;
+  if (n->arg) { /* full-size dy and its gradient, for the kernel only */
+    dyf = ml__temp(g, 2 * (size_t)t->numel * sizeof(float));
+    if (dyf) {
+      gdyf = gdy ? dyf + t->numel : NULL;
+      ml_maxpool2_scatter(dyf, dy->value.data, n->arg, ps->B, ps->C, ps->H, ps->W);
+    }
+  }
   if (g->status) return;
-  ml_batchnorm_double_backward(gx ? gx->value.data : NULL, gdy ? gdy->value.data : NULL,
-                               ggamma ? ggamma->value.data : NULL, x->value.data, dy->value.data,
-                               is_dx ? go->value.data : NULL, is_dx ? NULL : go->value.data, n->saved0, n->saved1,
-                               gamma ? gamma->value.data : NULL, B, C, HW);
+  ml_batchnorm_double_backward(gx ? gx->value.data : NULL, gdyf, ggamma ? ggamma->value.data : NULL, x->value.data,
+                               dyf, is_dx ? go->value.data : NULL, is_dx ? NULL : go->value.data, n->saved0,
+                               n->saved1, gamma ? gamma->value.data : NULL, B, C, HW);
+  if (n->arg && gdy) ml_maxpool2_gather(gdy->value.data, gdyf, n->arg, ps->B, ps->C, ps->H, ps->W);
   if (gx) gin[0] = gx;
   if (gdy) gin[1] = gdy;
   if (ggamma) gin[2] = reshape_like(g, ggamma, gamma);
