@@ -296,40 +296,33 @@ AVX512_TARGET static inline __attribute__((always_inline)) void transpose16(__m5
   }
 }
 
-/* out (OC, P) = tb (P, ldt) transposed */
-AVX512_TARGET static void untranspose(float *out, const float *tb, int64_t P, int64_t OC, int64_t ldt) {
-  for (int64_t o0 = 0; o0 < OC; o0 += 16) {
-    const int64_t n_oc = OC - o0 < 16 ? OC - o0 : 16;
-    for (int64_t p0 = 0; p0 < P; p0 += 16) {
+/* dst (cols, ldd) = src (rows, lds) transposed, in 16 x 16 register blocks; each dst row gets
+ * width floats, zeros past rows (the channel-vector kernel's output back to (OC, P): width = P;
+ * an output gradient to (P, OC rounded up to 16) for the weight gradient: width = that) */
+AVX512_TARGET static void transpose(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                                    int64_t cols, int64_t width) {
+  for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+    const __mmask16 mc = lanes16(cols - c0);
+    const int64_t nc = cols - c0 < 16 ? cols - c0 : 16;
+    for (int64_t r0 = 0; r0 < width; r0 += 16) {
       __m512 r[16];
-      if (p0 + 16 <= P) {
+      if (r0 + 16 <= rows && nc == 16) {
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(tb + (p0 + i) * ldt + o0);
+        for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (r0 + i) * lds + c0);
       } else {
-        for (int i = 0; i < 16; i++) r[i] = p0 + i < P ? _mm512_loadu_ps(tb + (p0 + i) * ldt + o0) : _mm512_setzero_ps();
+        for (int i = 0; i < 16; i++)
+          r[i] = r0 + i < rows ? _mm512_maskz_loadu_ps(mc, src + (r0 + i) * lds + c0) : _mm512_setzero_ps();
       }
       transpose16(r);
-      const __mmask16 m = lanes16(P - p0);
-      if (n_oc == 16) {
+      const __mmask16 mw = lanes16(width - r0);
+      if (nc == 16) {
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) _mm512_mask_storeu_ps(out + (o0 + i) * P + p0, m, r[i]);
+        for (int i = 0; i < 16; i++) _mm512_mask_storeu_ps(dst + (c0 + i) * ldd + r0, mw, r[i]);
       } else {
-        for (int i = 0; i < n_oc; i++) _mm512_mask_storeu_ps(out + (o0 + i) * P + p0, m, r[i]);
+        for (int i = 0; i < nc; i++) _mm512_mask_storeu_ps(dst + (c0 + i) * ldd + r0, mw, r[i]);
       }
     }
   }
-}
-
-/* gt (P, O) = g (OC, P) transposed, zeros in the columns past OC (O a multiple of 16) */
-AVX512_TARGET static void transpose_in(float *gt, int64_t O, const float *g, int64_t OC, int64_t P) {
-  for (int64_t o0 = 0; o0 < O; o0 += 16)
-    for (int64_t p0 = 0; p0 < P; p0 += 16) {
-      __m512 r[16];
-      const __mmask16 m = lanes16(P - p0);
-      for (int i = 0; i < 16; i++) r[i] = o0 + i < OC ? _mm512_maskz_loadu_ps(m, g + (o0 + i) * P + p0) : _mm512_setzero_ps();
-      transpose16(r);
-      for (int i = 0; i < 16 && p0 + i < P; i++) _mm512_storeu_ps(gt + (p0 + i) * O + o0, r[i]);
-    }
 }
 
 /* Tiles as even as they go (P = 49: 4 of 6 and 5 of 5, not 8 of 6 and 1 of 1) */
@@ -358,7 +351,7 @@ AVX512_TARGET static void channel_image(const dconv *d, const float *xp, const f
       while (c >= d->OW) c -= d->OW, r++;
     }
   }
-  untranspose(out, tb, P, d->OC, ldt);
+  transpose(out, P, tb, ldt, P, d->OC, P);
 }
 #undef CTILE
 
@@ -668,15 +661,10 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
     for (int64_t i = 0; i < n; i++) {
       pad_image(&d, xp + i * plane_floats(&d), in + (b0 + i) * d.C * d.H * d.W);
       const float *g = dout + (b0 + i) * s->OC * P;
-      transpose_in(gt + i * P * O, O, g, s->OC, P);
+      transpose(gt + i * P * O, O, g, P, s->OC, P, O);
       if (db)
-        for (int64_t oc = 0; oc < s->OC; oc++) {
-          const float *row = g + oc * P;
-          __m512 acc = _mm512_setzero_ps();
-          for (int64_t p = 0; p < P; p += 16)
-            acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(lanes16(P - p), row + p));
-          dbacc[oc] = (b0 + i == first ? 0.0 : dbacc[oc]) + (double)_mm512_reduce_add_ps(acc);
-        }
+        for (int64_t oc = 0; oc < s->OC; oc++)
+          dbacc[oc] = (b0 + i == first ? 0.0 : dbacc[oc]) + (double)plane_sum(g + oc * P, P);
     }
     for (int64_t ct0 = row0; ct0 < row1; ct0 += WR) {
       const float *xb[WR];
