@@ -79,9 +79,9 @@ ml_node *ml__fail(ml_graph *g, ml_status s, const char *fmt, ...) {
 
 /* ---- buffer reuse inside a gradient sweep ----
  * Without create_graph, a gradient is dead once the backward of its node has run and no other
- * gradient slot shares its buffer. Dead buffers of nodes the sweep created go to size-keyed free
- * lists and are handed to the next nodes of the same size: a sweep then holds a few layers of
- * gradients at a time instead of all of them (the arena itself never frees). */
+ * gradient slot shares its buffer. Dead buffers of nodes the sweep created go to the graph's free
+ * list and are handed to the next nodes they fit: a sweep then holds a few layers of gradients at
+ * a time instead of all of them (the arena itself never frees). */
 #define MIN_REUSE_BYTES 256
 /* The smallest free buffer that holds bytes, split when it is larger: a sweep's gradients come
  * in many sizes (second-order MAML's outer sweep frees the 300 query images' 15 MB activation
@@ -212,7 +212,7 @@ ml_node *ml_zeros(ml_graph *g, int ndim, const int64_t *shape) { return ml_full(
  *    net's weight gradients then take one buffer per weight instead of one tensor per step.
  *  - slots count references to the buffers this sweep created (through ml_node.owner, so views
  *    count too); a buffer no slot holds any more once its node's backward has run goes to the
- *    graph's free lists and is handed to the next new node of the same size. A sweep then holds
+ *    graph's free list and is handed to the next new nodes it fits. A sweep then holds
  *    a few layers of gradients at a time instead of all of them (the arena itself never frees). */
 static ml_node *accumulate(ml_graph *g, ml_node *acc, ml_node *x) { return acc ? ml_add(g, acc, x) : x; }
 

@@ -7,7 +7,7 @@
 
 #include "metalearn/autograd.h"
 
-/* Buffers released during a gradient sweep, by exact size (FREE_BUCKETS lists). */
+/* Buffers released during a gradient sweep (one list; reuse takes the best fit and splits it). */
 typedef struct ml_free_buf {
   struct ml_free_buf *next;
   size_t bytes;

@@ -43,10 +43,10 @@ typedef struct {
 static _Atomic int g_kernel;
 void ml__conv_direct_kernel(int which) { g_kernel = which; }
 
-/* Narrower output rows waste more lanes (a 3-wide row keeps 9 of a vector's 16 lanes). Measured
- * on Conv4's shapes (bench/kernels, Intel AVX-512): direct wins the forward down to 3x3 planes
- * (1.3x there, 1.5x on 14x14) and the backward data down to 7x7, but loses it on 3x3 (0.8x) to
- * batched im2col + GEMM. */
+/* The row-vector kernel: narrower output rows waste more lanes (a 3-wide row keeps 9 of a
+ * vector's 16 lanes). Measured on Conv4's shapes (bench/kernels, Intel AVX-512): it wins the
+ * forward down to 3x3 planes (1.3x there, 1.5x on 14x14) and the backward data down to 7x7, but
+ * loses it on 3x3 (0.8x) to batched im2col + GEMM. The channel-vector kernel takes any width. */
 #define MIN_OW_FORWARD 3
 #define MIN_OW_BACKWARD_DATA 7
 /* The channel-vector kernel needs taps enough to pay for transposing its output, and output
@@ -80,23 +80,26 @@ static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int
 }
 
 static int64_t mr(const dconv *d) { return d->by_channel ? OB : MR; }
-static size_t wt_floats(const dconv *d) { return (size_t)(((d->OC + mr(d) - 1) / mr(d)) * mr(d) * d->C * d->KH * d->KW); }
-static size_t plane_floats(const dconv *d) { return (size_t)(d->C * d->PS); }
-/* the channel-vector kernel's output, position-major: (OH*OW, OC rounded up to OB) */
-static size_t tbuf_floats(const dconv *d) {
-  return d->by_channel ? (size_t)(d->OH * d->OW * ((d->OC + OB - 1) / OB) * OB) : 0;
+static size_t wt_floats(const dconv *d) {
+  return (size_t)(((d->OC + mr(d) - 1) / mr(d)) * mr(d) * d->C * d->KH * d->KW);
 }
+static size_t plane_floats(const dconv *d) { return (size_t)(d->C * d->PS); }
+/* the channel-vector kernel's output channels rounded up to whole blocks (its bias copy and the
+ * row length of its output buffer); 0 for the row-vector kernel */
+static int64_t oc_blocks(const dconv *d) { return d->by_channel ? (d->OC + OB - 1) / OB * OB : 0; }
+/* the channel-vector kernel's output, position-major: (OH*OW, oc_blocks) */
+static size_t tbuf_floats(const dconv *d) { return (size_t)(d->OH * d->OW * oc_blocks(d)); }
 static size_t worker_floats(const dconv *d) { return ((plane_floats(d) + 15) & ~(size_t)15) + tbuf_floats(d); }
-static int64_t bias_floats(const dconv *d) { return d->by_channel ? (d->OC + OB - 1) / OB * OB : 0; }
 static size_t dconv_scratch(const dconv *d, int workers) {
-  return ((wt_floats(d) + 15) & ~(size_t)15) + (size_t)bias_floats(d) + worker_floats(d) * (size_t)workers;
+  return ((wt_floats(d) + 15) & ~(size_t)15) + (size_t)oc_blocks(d) + worker_floats(d) * (size_t)workers;
 }
 
 static _Atomic bool g_off;
 void ml_conv_use_direct(bool on) { g_off = !on; }
 const char *ml_conv_backend(void) {
-  return !g_off && ml__simd_level() >= ML_SIMD_AVX512 ? "direct avx512 (stride 1, rows >= 3 wide) and im2col + gemm"
-                                                      : "im2col + gemm";
+  return !g_off && ml__simd_level() >= ML_SIMD_AVX512
+             ? "direct avx512 (stride 1; vectors over output channels, or over output rows >= 3 wide) and im2col + gemm"
+             : "im2col + gemm";
 }
 
 static bool forward_shape(const ml_conv_shape *s, dconv *d) {
@@ -288,7 +291,8 @@ AVX512_TARGET static inline __attribute__((always_inline)) void transpose16(__m5
   }
   for (int e = 0; e < 4; e++) { /* column 4L + e gathers lane L of u[e], u[4+e], u[8+e], u[12+e] */
     const __m512 a = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88), b = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xdd);
-    const __m512 c = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88), dd = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xdd);
+    const __m512 c = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88);
+    const __m512 dd = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xdd);
     r[e] = _mm512_shuffle_f32x4(a, c, 0x88);
     r[4 + e] = _mm512_shuffle_f32x4(b, dd, 0x88);
     r[8 + e] = _mm512_shuffle_f32x4(a, c, 0xdd);
@@ -331,7 +335,7 @@ AVX512_TARGET static void transpose(float *dst, int64_t ldd, const float *src, i
       : ctile(d, xp, wt, b64, r, c, tb + p * ldt + ob, ldt, np, false))
 AVX512_TARGET static void channel_image(const dconv *d, const float *xp, const float *wt_all, const float *bias64,
                                         float *tb, float *out) {
-  const int64_t P = d->OH * d->OW, taps = d->C * d->KH * d->KW, OCp = (d->OC + OB - 1) / OB * OB, ldt = OCp;
+  const int64_t P = d->OH * d->OW, taps = d->C * d->KH * d->KW, OCp = oc_blocks(d), ldt = OCp;
   const int64_t tiles = (P + PR - 1) / PR, base = P / tiles, extra = P % tiles; /* extra tiles of base + 1 */
   const bool k3 = d->KH == 3 && d->KW == 3;
   for (int64_t ob = 0; ob < OCp; ob += OB) {
@@ -374,8 +378,9 @@ AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
     for (int64_t v0 = 0; v0 < d->NV; v0 += NR) {
       const int64_t nr = d->NV - v0 < NR ? d->NV - v0 : NR;
       /* instances: vectors per tile x aligned rows or not x 3x3 taps or any */
-#define TILE(n, al) \
-  (k3 ? tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, true) : tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, false))
+#define TILE(n, al)                                                       \
+  (k3 ? tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, true)        \
+      : tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, false))
       if (d->aligned) {
         if (nr == 3) TILE(3, true);
         else if (nr == 2) TILE(2, true);
@@ -428,10 +433,10 @@ static void run(const dconv *d, float *out, const float *in, const float *bias, 
   /* the channel-vector kernel loads the bias in vectors: a copy zero-padded to whole blocks */
   float *biasp = scratch + ((wt_floats(d) + 15) & ~(size_t)15);
   if (d->by_channel && bias) {
-    for (int64_t oc = 0; oc < bias_floats(d); oc++) biasp[oc] = oc < d->OC ? bias[oc] : 0.0f;
+    for (int64_t oc = 0; oc < oc_blocks(d); oc++) biasp[oc] = oc < d->OC ? bias[oc] : 0.0f;
     bias = biasp;
   }
-  dconv_job j = {.d = d, .in = in, .wt = scratch, .bias = bias, .out = out, .planes = biasp + bias_floats(d), .vs = vs};
+  dconv_job j = {.d = d, .in = in, .wt = scratch, .bias = bias, .out = out, .planes = biasp + oc_blocks(d), .vs = vs};
   ml__kernels_run(d->B, direct_item, &j);
 }
 
@@ -656,8 +661,8 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
   /* rows past CT (the last tile of a short layer) read row 0's pixels and land in a spare row */
   float spare[WR * 64];
   for (int64_t b0 = first, n; b0 < last; b0 += n) {
+    /* images [b0, b0 + n); the accumulators start at zero on the first pass */
     n = last - b0 < NB ? last - b0 : NB;
-    const int64_t b = b0; /* the pass's first image: accumulators start at zero when b == first */
     for (int64_t i = 0; i < n; i++) {
       pad_image(&d, xp + i * plane_floats(&d), in + (b0 + i) * d.C * d.H * d.W);
       const float *g = dout + (b0 + i) * s->OC * P;
@@ -678,13 +683,14 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
         int64_t ld = O;
         if (ct0 + WR > CT) { /* a short last tile goes through the spare rows */
           for (int64_t i = 0; i < WR; i++)
-            for (int64_t k = 0; k < 16 * nv; k++) spare[i * 64 + k] = ct0 + i < CT && b > first ? acc[i * O + k] : 0.0f;
+            for (int64_t k = 0; k < 16 * nv; k++)
+              spare[i * 64 + k] = ct0 + i < CT && b0 > first ? acc[i * O + k] : 0.0f;
           acc = spare, ld = 64;
         }
-        if (nv == 4) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, n, 4);
-        else if (nv == 3) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, n, 3);
-        else if (nv == 2) weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, n, 2);
-        else weight_tile(&d, xb, gt + o0, O, acc, ld, b == first, n, 1);
+        if (nv == 4) weight_tile(&d, xb, gt + o0, O, acc, ld, b0 == first, n, 4);
+        else if (nv == 3) weight_tile(&d, xb, gt + o0, O, acc, ld, b0 == first, n, 3);
+        else if (nv == 2) weight_tile(&d, xb, gt + o0, O, acc, ld, b0 == first, n, 2);
+        else weight_tile(&d, xb, gt + o0, O, acc, ld, b0 == first, n, 1);
         if (acc == spare)
           for (int64_t i = 0; ct0 + i < CT; i++)
             for (int64_t k = 0; k < 16 * nv; k++) wt[(ct0 + i) * O + o0 + k] = spare[i * 64 + k];

@@ -95,7 +95,6 @@ static bool same_name(const char *a, const char *b) { /* ASCII, case-insensitive
   return *a == *b;
 }
 
-
 /* The vector width of an OpenBLAS core's kernels, for `metalearn info`: a CPU that OpenBLAS does
  * not recognize (a VM's generic "Intel Xeon Processor", say) gets Prescott's SSE3 kernels unless
  * OPENBLAS_CORETYPE names a better one. */
