@@ -758,6 +758,86 @@ ML_TEST(sweep_reuses_buffers_and_keeps_shared_gradients_apart) {
   ml_arena_free(ar);
 }
 
+/* A consuming sweep (ml_graph_consume_next_sweep) hands forward values it has passed to the
+ * gradients it still computes. A second-order MAML step on a small conv net (fused first block,
+ * conv + batch-norm-pool, a linear head; inner step with create_graph, outer step over the query)
+ * must give the same meta-gradient bit for bit as the plain sweep, keep the loss readable, and
+ * grow the arena by less. A gradient slot that is a forward value (an ADD passes its seed to
+ * both inputs; the seed here is the graph's own ReLU output) keeps that buffer alive. */
+static ml_node *small_convnet(ml_graph *g, ml_node *x, ml_node *const *w) {
+  ml_node *h = ml_conv_bn_pool(g, x, w[0], w[1], w[2], w[3], 1, 1e-5f, true);        /* 8x8 -> 4x4 */
+  h = ml_batch_norm_pool(g, ml_conv2d(g, h, w[4], w[5], 1, 1), w[6], w[7], 1e-5f, true); /* 4x4 -> 2x2 */
+  int64_t B = x->value.shape[0];
+  return ml_add(g, ml_matmul(g, ml_reshape(g, h, 2, (int64_t[]){B, 8 * 2 * 2}), w[8], false, false), w[9]);
+}
+
+ML_TEST(consuming_sweep_matches_and_reuses_forward_values) {
+  static const int64_t shapes[10][4] = {{6, 2, 3, 3}, {6}, {6}, {6}, {8, 6, 3, 3}, {8}, {8}, {8}, {32, 5}, {5}};
+  static const int nd[10] = {4, 1, 1, 1, 4, 1, 1, 1, 2, 1};
+  float *wd[10], *ref[10];
+  int64_t cnt[10];
+  for (int j = 0; j < 10; j++) {
+    cnt[j] = 1;
+    for (int d = 0; d < nd[j]; d++) cnt[j] *= shapes[j][d];
+    wd[j] = malloc((size_t)cnt[j] * sizeof(float)), ref[j] = malloc((size_t)cnt[j] * sizeof(float));
+    ml_test_fill(wd[j], cnt[j], 50 + (uint64_t)j, -0.5, 0.5);
+    if (j == 2 || j == 6) for (int64_t k = 0; k < cnt[j]; k++) wd[j][k] += 1.0f; /* gammas near 1 */
+  }
+  int32_t ys[10] = {0, 1, 2, 3, 4, 0, 1, 2, 3, 4}, yq[20];
+  for (int i = 0; i < 20; i++) yq[i] = i % 5;
+  ml_arena *ar = ml_arena_new(1 << 20, NULL);
+  size_t growth[2];
+  float loss[2];
+  for (int consume = 0; consume < 2; consume++) {
+    ml_arena_reset(ar);
+    ml_graph *g = ml_graph_new(ar);
+    ml_node *w[10], *gw[10], *fast[10];
+    for (int j = 0; j < 10; j++) {
+      ml_tensor t = ml_shape(nd[j], shapes[j]);
+      t.data = wd[j];
+      w[j] = ml_leaf(g, t, true);
+    }
+    ml_node *xs = ml_new(g, 4, (int64_t[]){10, 2, 8, 8}), *xq = ml_new(g, 4, (int64_t[]){20, 2, 8, 8});
+    ml_test_fill(xs->value.data, xs->value.numel, 60, -1, 1);
+    ml_test_fill(xq->value.data, xq->value.numel, 61, -1, 1);
+    ml_node *ls = ml_cross_entropy(g, small_convnet(g, xs, w), ys);
+    CHECK_OK(ml_grad(g, &ls, 1, NULL, w, 10, true, gw));
+    for (int j = 0; j < 10; j++) fast[j] = ml_sub(g, w[j], ml_scale(g, gw[j], 0.1f));
+    ml_node *lq = ml_cross_entropy(g, small_convnet(g, xq, fast), yq);
+    CHECK(lq != NULL);
+    if (!lq) break;
+    loss[consume] = lq->value.data[0];
+    size_t before = ml_arena_used(ar);
+    if (consume) ml_graph_consume_next_sweep(g);
+    CHECK_OK(ml_grad(g, &lq, 1, NULL, w, 10, false, gw));
+    growth[consume] = ml_arena_used(ar) - before;
+    CHECK(lq->value.data[0] == loss[consume]); /* the outputs stay readable */
+    for (int j = 0; j < 10; j++) {
+      if (!consume) memcpy(ref[j], gw[j]->value.data, (size_t)cnt[j] * sizeof(float));
+      else CHECK_MSG(!memcmp(gw[j]->value.data, ref[j], (size_t)cnt[j] * sizeof(float)), "parameter %d differs", j);
+    }
+  }
+  CHECK_MSG(growth[1] < growth[0] * 3 / 4, "consuming sweep grew the arena by %zu bytes (plain: %zu)", growth[1],
+            growth[0]);
+
+  /* the seed is a forward value: gr[y] = gr[r] = gr[a] = r's buffer, which must outlive r's sweep */
+  float av[256], gref[256];
+  ml_test_fill(av, 256, 70, -1, 1);
+  for (int consume = 0; consume < 2; consume++) {
+    ml_arena_reset(ar);
+    ml_graph *g = ml_graph_new(ar);
+    ml_node *a = ml_leaf(g, (ml_tensor){av, {16, 16, 1, 1}, 2, 256}, true), *ga;
+    ml_node *r = ml_relu(g, ml_mul(g, a, a));
+    ml_node *y = ml_add(g, r, a);
+    if (consume) ml_graph_consume_next_sweep(g);
+    CHECK_OK(ml_grad(g, &y, 1, &r, &a, 1, false, &ga));
+    if (!consume) memcpy(gref, ga->value.data, sizeof gref);
+    else CHECK_CLOSE(ga->value.data, gref, 256, 0, 0);
+  }
+  for (int j = 0; j < 10; j++) free(wd[j]), free(ref[j]);
+  ml_arena_free(ar);
+}
+
 ML_TEST_LAST(every_op_has_gradient_checks) {
   for (int op = 0; op < ML_OP_COUNT; op++) {
     if (op == ML_OP_LEAF) continue;

@@ -32,6 +32,7 @@ ml_status ml__finetune_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64
   if (!loss) return ml_graph_status(g);
   out->loss_s = out->loss_q = loss->value.data[0];
   out->acc = ml_accuracy(logits->value.data, labels, n, classes);
+  ml_graph_consume_next_sweep(g); /* nothing reads the forward after this sweep */
   st = ml_grad(g, &loss, 1, NULL, w, P, false, gr);
   if (st) return st;
   ml__store_grads(a->model->params, gr, 0, slot);

@@ -145,6 +145,7 @@ ml_status ml__maml_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64_t i
     memcpy(inputs + P, s.lr, (size_t)P * sizeof(ml_node *));
     n_in += P;
   }
+  ml_graph_consume_next_sweep(g); /* nothing reads the forward after this sweep */
   st = ml_grad(g, &obj, 1, NULL, inputs, n_in, false, grads);
   if (st) return st;
   ml__store_grads(a->model->params, grads, 0, slot);

@@ -57,6 +57,7 @@ ml_status ml__metric_task(ml_algo *a, ml_graph *g, const ml_episode *ep, int64_t
   if (!loss) return ml_graph_status(g) ? ml_graph_status(g) : ml_error(ML_ERR_ARG, "episode has over 1024 classes");
   out->loss_q = out->loss_s = loss->value.data[0];
   out->acc = ml__task_acc(logits, ep, true);
+  ml_graph_consume_next_sweep(g); /* nothing reads the forward after this sweep */
   st = ml_grad(g, &loss, 1, NULL, w, P, false, gr);
   if (st) return st;
   ml__store_grads(a->model->params, gr, 0, slot);

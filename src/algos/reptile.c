@@ -74,6 +74,7 @@ static ml_status adapt(ml_algo *a, ml_graph *g, const ml_episode *ep, float *fas
     }
     if (!loss) return ml_graph_status(g);
     if (s == 0 && loss0) *loss0 = loss->value.data[0];
+    ml_graph_consume_next_sweep(g); /* nothing reads the forward after this sweep */
     ml_status st = ml_grad(g, &loss, 1, NULL, w, P, false, gr);
     if (st) return st;
     /* Adam with beta1 = 0, as in the Reptile paper's Omniglot runs (m is just the current

@@ -47,6 +47,7 @@ bool ml_graph_set_recording(ml_graph *g, bool on) {
 }
 
 bool ml_graph_is_recording(const ml_graph *g) { return g->recording; }
+void ml_graph_consume_next_sweep(ml_graph *g) { g->consume = true; }
 
 ml_graph_mark ml_graph_get_mark(const ml_graph *g) {
   return (ml_graph_mark){ml_arena_get_mark(g->arena), g->nodes, g->n, g->cap, g->temp, g->temp_cap};
@@ -167,7 +168,14 @@ ml_node *ml__node(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node
 
 void *ml__temp(ml_graph *g, size_t bytes) {
   if (bytes <= g->temp_cap) return g->temp;
-  void *p = ml_arena_alloc(g->arena, bytes);
+  size_t cap = bytes;
+  void *p = g->recycle ? reuse(g, bytes, &cap) : NULL; /* a sweep's dead buffers serve here too */
+  if (p) {
+    g->temp = p;
+    g->temp_cap = cap;
+    return p;
+  }
+  p = ml_arena_alloc(g->arena, bytes);
   if (!p) {
     ml__fail(g, ML_ERR_NOMEM, "graph: out of memory for %zu bytes of scratch", bytes);
     return NULL;
@@ -220,6 +228,7 @@ typedef struct {
   ml_graph *g;
   ml_node **gr;
   uint8_t *owned;
+  uint8_t *pinned;   /* consuming sweeps: forward buffers a gradient slot refers to */
   int64_t first_new; /* nodes with id >= first_new were created by this sweep */
 } eager;
 
@@ -262,6 +271,8 @@ static void eager_add(ml_graph *g, eager *e, ml_node *x, ml_node *v) {
   if (!e->gr[x->id]) {
     e->gr[x->id] = v;
     ref(e, v);
+    /* a gradient that is a forward value (or a view of one) keeps that buffer */
+    if (e->pinned && v->owner && v->owner->id < e->first_new) e->pinned[v->owner->id] = 1;
     return;
   }
   ml_node *acc = own(g, e, x);
@@ -325,9 +336,12 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
   ml_node **gr = ml_arena_calloc(g->arena, (size_t)N * sizeof(ml_node *));
   uint8_t *owned = create_graph ? NULL : ml_arena_calloc(g->arena, (size_t)N);
   uint8_t *is_input = ml_arena_calloc(g->arena, (size_t)N);
-  if (!need || !gr || !is_input || (!create_graph && !owned))
+  bool consume = g->consume && !create_graph;
+  g->consume = false;
+  uint8_t *pinned = consume ? ml_arena_calloc(g->arena, (size_t)N) : NULL;
+  if (!need || !gr || !is_input || (!create_graph && !owned) || (consume && !pinned))
     return ml_error(g->status = ML_ERR_NOMEM, "ml_grad: out of memory");
-  eager e = {g, gr, owned, N};
+  eager e = {g, gr, owned, pinned, N};
   for (int64_t j = 0; j < n_in; j++) {
     if (!inputs[j]) return ml_error(g->status = ML_ERR_ARG, "ml_grad: input %lld is NULL", (long long)j);
     need[inputs[j]->id] = 1;
@@ -354,6 +368,7 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
       return ml_error(g->status = ML_ERR_ARG, "ml_grad: output %lld is NULL", (long long)i);
     }
     if (!need[o->id]) continue;
+    if (pinned) pinned[o->id] = 1; /* the caller may still read the outputs */
     ml_node *seed = grad_outputs && grad_outputs[i] ? grad_outputs[i] : ml_full(g, o->value.ndim, o->value.shape, 1.0f);
     if (create_graph)
       gr[o->id] = accumulate(g, gr[o->id], seed);
@@ -371,6 +386,12 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
       any |= needin[k];
     }
     if (!any) continue;
+    /* Consuming: node i's own buffer is dead once the sweep reaches it (the backward of a node
+     * reads its own value and its inputs', which came before it; every view of node i came after
+     * it and was swept already), before its backward when that does not read it: a convolution's
+     * output then holds the gradient of its input. */
+    bool dead = consume && !is_input[i] && !pinned[i] && n->owner == n;
+    if (dead && !ml__backward_reads_value(n)) release(g, n);
     if (create_graph || !eager_backward(g, &e, n, gr[i], needin)) {
       ml_node *gin[ML_MAX_INPUTS] = {NULL};
       ml__backward(g, n, gr[i], gin, needin);
@@ -385,6 +406,7 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
     /* node i's gradient is consumed: its buffer is free unless a slot shares it or it is an
      * answer */
     if (!create_graph && !is_input[i]) unref(&e, gr[i]);
+    if (dead && !pinned[i]) release(g, n); /* once only: release() clears n->owner */
   }
   for (int64_t j = 0; j < n_in && !g->status; j++) {
     ml_node *x = inputs[j];

@@ -20,6 +20,7 @@ struct ml_graph {
   ml_status status;
   bool recording;
   bool recycle;                         /* inside a sweep without create_graph */
+  bool consume;                         /* the next eager sweep may reuse forward values it passed */
   ml_free_buf *free;                    /* released buffers, reused by new nodes of the sweep */
   void *temp;                           /* ml__temp's buffer and its size */
   size_t temp_cap;
@@ -35,10 +36,13 @@ ml_node *ml__node_n(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_no
 ml_node *ml__fail(ml_graph *g, ml_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void *ml__scratch(ml_graph *g, size_t bytes);
 /* Scratch for the duration of one kernel call: one buffer per graph, handed to the next call too
- * (grown when too small), so the im2col buffers of every convolution in a graph cost one buffer
- * instead of one each. Nothing may keep it past the op that asked for it. */
+ * (grown when too small, inside a sweep from its dead buffers), so the im2col buffers of every
+ * convolution in a graph cost one buffer instead of one each. Nothing may keep it past the op
+ * that asked for it. */
 void *ml__temp(ml_graph *g, size_t bytes);
 /* Fills gin[k] (for needin[k]) with the gradient of node n's input k given gout. */
 void ml__backward(ml_graph *g, ml_node *n, ml_node *gout, ml_node **gin, const bool *needin);
+/* false when node n's backward (without create_graph) never reads n's own value */
+bool ml__backward_reads_value(const ml_node *n);
 
 #endif

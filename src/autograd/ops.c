@@ -1173,6 +1173,39 @@ static const bw_fn backward_table[ML_OP_COUNT] = {
     [ML_OP_LSTM_SEQ] = bw_lstm_seq,
 };
 
+bool ml__backward_reads_value(const ml_node *n) {
+  switch (n->op) { /* the rules above that read only their inputs, gout and saved statistics */
+    case ML_OP_ADD:
+    case ML_OP_SUB:
+    case ML_OP_MUL:
+    case ML_OP_AFFINE:
+    case ML_OP_REDUCE:
+    case ML_OP_EXPAND:
+    case ML_OP_MATMUL:
+    case ML_OP_CONV2D:
+    case ML_OP_CONV2D_BWD_DATA:
+    case ML_OP_CONV2D_BWD_WEIGHT:
+    case ML_OP_MAXPOOL2:
+    case ML_OP_POOL_SCATTER:
+    case ML_OP_POOL_GATHER:
+    case ML_OP_BATCH_NORM:
+    case ML_OP_BN_GRAD:
+    case ML_OP_BN_DGAMMA:
+    case ML_OP_PICK:
+    case ML_OP_PICK_SCATTER:
+    case ML_OP_EMBEDDING:
+    case ML_OP_EMBEDDING_SCATTER:
+    case ML_OP_SLICE:
+    case ML_OP_SLICE_PAD:
+      return false;
+    case ML_OP_BN_POOL:
+    case ML_OP_CONV_BN_POOL:
+      return n->relu; /* the ReLU's mask is read off the output */
+    default:
+      return true;
+  }
+}
+
 void ml__backward(ml_graph *g, ml_node *n, ml_node *gout, ml_node **gin, const bool *needin) {
   bw_fn f = backward_table[n->op];
   if (f) f(g, n, gout, gin, needin);
