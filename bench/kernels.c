@@ -150,7 +150,7 @@ static void bench_conv(const char *label, int64_t B, int64_t C, int64_t H, int64
   c.bias = rnd(OC, 6);
   c.out = rnd(B * OC * s->OH * s->OW, 7);
   size_t ns = 0; /* enough for either direct kernel forced */
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < 4; k++) {
     ml__conv_direct_kernel(k);
     size_t n = ml_conv2d_scratch_floats(s);
     ns = n > ns ? n : ns;
@@ -174,10 +174,11 @@ static void bench_conv(const char *label, int64_t B, int64_t C, int64_t H, int64
     /* each direct kernel forced, where it takes the shape: vectors along output rows (junk lanes
      * past each row) or along output channels (broadcast pixels, transposed output) */
     ml_conv_use_direct(true);
-    for (int k = 1; k <= 2 && w < 2; k++) {
+    for (int k = 1; k <= 3 && w < 2; k++) {
       ml__conv_direct_kernel(k);
-      if (w == 0 ? ml__conv_direct_forward_ok(s) : ml__conv_direct_backward_data_ok(s))
-        row(name, k == 1 ? "direct rows" : "direct chans", flops, time_median(run_conv, &c));
+      bool ok = k == 3 ? (w == 0 ? ml__conv_winograd_forward_ok(s) : ml__conv_winograd_backward_data_ok(s))
+                       : (w == 0 ? ml__conv_direct_forward_ok(s) : ml__conv_direct_backward_data_ok(s));
+      if (ok) row(name, k == 1 ? "direct rows" : k == 2 ? "direct chans" : "winograd", flops, time_median(run_conv, &c));
     }
     ml__conv_direct_kernel(0);
   }

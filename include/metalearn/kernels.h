@@ -79,12 +79,12 @@ ML_API void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const f
  * the kernel allows (db NULL: none). */
 ML_API void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db, const float *in,
                                            const float *dout, float *scratch);
-/* Stride-1 forward and backward-data convolutions run straight from zero-padded images with
- * AVX-512 where the output rows are wide enough (the default); off: always im2col + GEMM
- * (tests and benchmarks compare the two). Process-wide. */
+/* Stride-1 forward and backward-data convolutions run by Winograd F(2x2, 3x3) (3x3 filters, 16
+ * channels or more, planes 6 wide or more) or straight from zero-padded images, with AVX-512 (the
+ * default); off: always im2col + GEMM (tests and benchmarks compare them). Process-wide. */
 ML_API void ml_conv_use_direct(bool on);
-/* "direct avx512 (stride 1, rows >= 3 wide) and im2col + gemm", or "im2col + gemm" where the
- * direct kernels are off (no AVX-512, ML_SIMD below it, or ml_conv_use_direct(false)). */
+/* The convolution kernels in use: Winograd and direct (AVX-512) before im2col + gemm, or
+ * "im2col + gemm" where those are off (no AVX-512, ML_SIMD below it, or ml_conv_use_direct(false)). */
 ML_API const char *ml_conv_backend(void);
 ML_API void ml_conv2d_forward_ref(const ml_conv_shape *s, float *out, const float *in, const float *w,
                                   const float *bias);

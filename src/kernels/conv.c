@@ -80,7 +80,9 @@ size_t ml_conv2d_scratch_floats(const ml_conv_shape *s) {
   size_t f = worker_floats(s) * (size_t)ml_kernels_workers();
   if (groups > 1) f += (size_t)groups * (size_t)(s->OC * s->C * s->KH * s->KW + s->OC);
   size_t direct = ml__conv_direct_scratch_floats(s, ml_kernels_workers());
-  return direct > f ? direct : f;
+  size_t wino = ml__conv_winograd_scratch_floats(s, ml_kernels_workers());
+  if (direct > f) f = direct;
+  return wino > f ? wino : f;
 }
 
 /* Output columns [lo, hi) whose input column ow*stride - pad + k lies in [0, n). */
@@ -291,6 +293,10 @@ static int64_t image_items(const ml_conv_shape *s) {
 /* out (B,OC,OH,OW) = conv(in (B,C,H,W), w (OC,C,KH,KW)) + bias (OC) */
 void ml_conv2d_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
                        float *scratch) {
+  if (ml__conv_winograd_forward_ok(s)) {
+    ml__conv_winograd_forward(s, out, in, w, bias, scratch);
+    return;
+  }
   if (ml__conv_direct_forward_ok(s)) {
     ml__conv_direct_forward(s, out, in, w, bias, scratch);
     return;
@@ -322,6 +328,10 @@ static void backward_data_item(int64_t item, int worker, void *vj) {
 /* din (B,C,H,W) = conv^T(dout (B,OC,OH,OW), w) */
 void ml_conv2d_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
                              float *scratch) {
+  if (ml__conv_winograd_backward_data_ok(s)) {
+    ml__conv_winograd_backward_data(s, din, dout, w, scratch);
+    return;
+  }
   if (ml__conv_direct_backward_data_ok(s)) {
     ml__conv_direct_backward_data(s, din, dout, w, scratch);
     return;

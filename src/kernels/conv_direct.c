@@ -42,6 +42,7 @@ typedef struct {
 /* Which kernel: 0 = by shape, 1 = row-vector, 2 = channel-vector (the tests run both) */
 static _Atomic int g_kernel;
 void ml__conv_direct_kernel(int which) { g_kernel = which; }
+int ml__conv_direct_which(void) { return g_kernel; }
 
 /* The row-vector kernel: narrower output rows waste more lanes (a 3-wide row keeps 9 of a
  * vector's 16 lanes). Measured on Conv4's shapes (bench/kernels, Intel AVX-512): it wins the
@@ -60,7 +61,7 @@ static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int
   if (ph < 0 || pw < 0) return false;
   d->B = B, d->C = C, d->H = H, d->W = W, d->OC = OC, d->KH = KH, d->KW = KW, d->ph = ph, d->pw = pw;
   d->OH = H + 2 * ph - KH + 1, d->OW = W + 2 * pw - KW + 1, d->Wp = W + 2 * pw;
-  d->by_channel = min_ow > 0 && (g_kernel == 2 || (g_kernel == 0 && C * KH * KW >= MIN_CHANNEL_TAPS &&
+  d->by_channel = min_ow > 0 && (g_kernel == 2 || ((g_kernel == 0 || g_kernel == 3) && C * KH * KW >= MIN_CHANNEL_TAPS &&
                                                    OC >= MIN_CHANNEL_OC));
   /* the channel-vector kernel wastes no lanes on narrow rows */
   if (d->OH < 1 || d->OW < (d->by_channel ? 1 : min_ow < 0 ? -min_ow : min_ow)) return false;
@@ -96,9 +97,11 @@ static size_t dconv_scratch(const dconv *d, int workers) {
 
 static _Atomic bool g_off;
 void ml_conv_use_direct(bool on) { g_off = !on; }
+bool ml__conv_direct_on(void) { return !g_off; }
 const char *ml_conv_backend(void) {
   return !g_off && ml__simd_level() >= ML_SIMD_AVX512
-             ? "direct avx512 (stride 1; vectors over output channels, or over output rows >= 3 wide) and im2col + gemm"
+             ? "winograd F(2x2,3x3) avx512 (3x3 stride 1, >= 16 channels, planes >= 6 wide); direct avx512 (stride 1; "
+               "vectors over output channels, or over output rows >= 3 wide); im2col + gemm"
              : "im2col + gemm";
 }
 
@@ -358,6 +361,11 @@ AVX512_TARGET static void channel_image(const dconv *d, const float *xp, const f
   transpose(out, P, tb, ldt, P, d->OC, P);
 }
 #undef CTILE
+
+void ml__transpose16(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols,
+                     int64_t width) {
+  transpose(dst, ldd, src, lds, rows, cols, width);
+}
 
 AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
   const dconv_job *j = vj;

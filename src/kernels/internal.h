@@ -41,8 +41,23 @@ void ml__gemm_level(ml_simd_level level, bool ta, bool tb, int64_t M, int64_t N,
 bool ml__conv_direct_forward_ok(const ml_conv_shape *s);
 bool ml__conv_direct_backward_data_ok(const ml_conv_shape *s);
 size_t ml__conv_direct_scratch_floats(const ml_conv_shape *s, int workers);
-/* which forward / backward-data kernel: 0 by shape, 1 row-vector, 2 channel-vector (tests) */
+/* which forward / backward-data kernel: 0 by shape, 1 row-vector, 2 channel-vector, 3 Winograd
+ * wherever it takes the shape, by shape elsewhere (tests, bench/kernels) */
 void ml__conv_direct_kernel(int which);
+int ml__conv_direct_which(void);
+bool ml__conv_direct_on(void); /* ml_conv_use_direct's setting */
+/* dst (cols, ldd) = src (rows, lds) transposed in 16 x 16 register blocks, width floats per dst
+ * row, zeros past rows (AVX-512) */
+void ml__transpose16(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols,
+                     int64_t width);
+/* 3x3 stride-1 convolution by Winograd F(2x2, 3x3) (conv_winograd.c), same contract */
+bool ml__conv_winograd_forward_ok(const ml_conv_shape *s);
+bool ml__conv_winograd_backward_data_ok(const ml_conv_shape *s);
+size_t ml__conv_winograd_scratch_floats(const ml_conv_shape *s, int workers);
+void ml__conv_winograd_forward(const ml_conv_shape *s, float *out, const float *in, const float *w,
+                               const float *bias, float *scratch);
+void ml__conv_winograd_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
+                                     float *scratch);
 void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
                              float *scratch);
 void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
