@@ -171,14 +171,20 @@ static void bench_conv(const char *label, int64_t B, int64_t C, int64_t H, int64
       ml_gemm_use_builtin(k == 1);
       row(name, k == 0 ? "auto" : k == 1 ? "builtin" : "openblas", flops, time_median(run_conv, &c));
     }
-    /* each direct kernel forced, where it takes the shape: vectors along output rows (junk lanes
-     * past each row) or along output channels (broadcast pixels, transposed output) */
+    /* each kernel forced, where it takes the shape: direct with vectors along output rows (junk
+     * lanes past each row) or along output channels (broadcast pixels, transposed output), and
+     * Winograd F(2x2, 3x3) (rates in direct-convolution FLOPs: it does 2.25x fewer multiplies) */
     ml_conv_use_direct(true);
-    for (int k = 1; k <= 3 && w < 2; k++) {
+    for (int k = w < 2 ? 1 : 2; k <= 3; k++) { /* the weight gradient has one direct kernel */
       ml__conv_direct_kernel(k);
-      bool ok = k == 3 ? (w == 0 ? ml__conv_winograd_forward_ok(s) : ml__conv_winograd_backward_data_ok(s))
-                       : (w == 0 ? ml__conv_direct_forward_ok(s) : ml__conv_direct_backward_data_ok(s));
-      if (ok) row(name, k == 1 ? "direct rows" : k == 2 ? "direct chans" : "winograd", flops, time_median(run_conv, &c));
+      bool ok = k == 3 ? (w == 0   ? ml__conv_winograd_forward_ok(s)
+                          : w == 1 ? ml__conv_winograd_backward_data_ok(s)
+                                   : ml__conv_winograd_weight_ok(s))
+                       : (w == 0   ? ml__conv_direct_forward_ok(s)
+                          : w == 1 ? ml__conv_direct_backward_data_ok(s)
+                                   : ml__conv_direct_backward_weight_ok(s));
+      const char *kind = k == 3 ? "winograd" : w == 2 ? "direct" : k == 1 ? "direct rows" : "direct chans";
+      if (ok) row(name, kind, flops, time_median(run_conv, &c));
     }
     ml__conv_direct_kernel(0);
   }

@@ -287,7 +287,9 @@ ML_TEST(conv2d_against_reference) {
 ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
   ml_pool *pool = ml_pool_new(3);
   CHECK(pool != NULL);
-  const conv_case cases[] = {{150, 3, 9, 9, 4, 3, 3, 1, 1}, {130, 4, 7, 7, 5, 3, 3, 1, 1}, {70, 2, 28, 28, 3, 3, 3, 1, 1}};
+  /* the last two by Winograd: one weight group split into channel bands, and two groups */
+  const conv_case cases[] = {{150, 3, 9, 9, 4, 3, 3, 1, 1}, {130, 4, 7, 7, 5, 3, 3, 1, 1}, {70, 2, 28, 28, 3, 3, 3, 1, 1},
+                             {20, 40, 10, 9, 50, 3, 3, 1, 1}, {70, 16, 8, 8, 64, 3, 3, 1, 1}};
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
     const conv_case *cc = &cases[ci];
     ml_conv_shape s;

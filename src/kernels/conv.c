@@ -69,8 +69,9 @@ static int64_t weight_groups(const ml_conv_shape *s, int64_t *per_group) {
 static size_t worker_floats(const ml_conv_shape *s) {
   const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, nb = images_per_gemm(s);
   size_t f = nb == 1 ? (is_pointwise(s) ? 1 : (size_t)(K * P)) : (size_t)(nb * P * (K + s->OC));
-  size_t direct = ml__conv_direct_weight_work_floats(s);
+  size_t direct = ml__conv_direct_weight_work_floats(s), wino = ml__conv_winograd_weight_work_floats(s);
   if (direct > f) f = direct;
+  if (wino > f) f = wino;
   return (f + 15) & ~(size_t)15; /* keep every worker's block 64-byte aligned */
 }
 
@@ -346,6 +347,10 @@ static void weight_group(const conv_job *j, int64_t group, int worker, float *ds
   const int64_t K = s->C * s->KH * s->KW, P = s->OH * s->OW, img = s->C * s->H * s->W, nb = images_per_gemm(s);
   const int64_t first = group * j->per_group, last = first + j->per_group < s->B ? first + j->per_group : s->B;
   float *scratch = j->scratch + (size_t)worker * worker_floats(s);
+  if (ml__conv_winograd_weight_ok(s)) {
+    ml__conv_winograd_weight_group(s, j->in, j->dout, first, last, 0, s->C, scratch, dst, dbias);
+    return;
+  }
   if (ml__conv_direct_backward_weight_ok(s)) {
     ml__conv_direct_weight_group(s, j->in, j->dout, first, last, 0, K, scratch, dst, dbias);
     return;
@@ -382,7 +387,7 @@ static void backward_weight_item(int64_t item, int worker, void *vj) {
  * pads and transposes every image again. */
 typedef struct {
   const conv_job *j;
-  int64_t rows; /* per band, a multiple of ML__DIRECT_WEIGHT_ROWS */
+  int64_t rows; /* per band, a multiple of ML__DIRECT_WEIGHT_ROWS (Winograd: channels) */
 } band_job;
 
 static void weight_band_item(int64_t band, int worker, void *vb) {
@@ -394,6 +399,18 @@ static void weight_band_item(int64_t band, int worker, void *vb) {
                                j->out, band == 0 ? j->dbias : NULL);
 }
 
+/* The same for the Winograd kernel: bands of input channels (16 or more each), each summed over
+ * all the images in order (each element's sum is the same whatever the bands); the first band
+ * takes the bias gradient. */
+static void winograd_band_item(int64_t band, int worker, void *vb) {
+  const band_job *bj = vb;
+  const conv_job *j = bj->j;
+  const ml_conv_shape *s = j->s;
+  const int64_t c0 = band * bj->rows, c1 = c0 + bj->rows < s->C ? c0 + bj->rows : s->C;
+  ml__conv_winograd_weight_group(s, j->in, j->dout, 0, s->B, c0, c1, j->scratch + (size_t)worker * worker_floats(s),
+                                 j->out, band == 0 ? j->dbias : NULL);
+}
+
 /* dw (OC,C,KH,KW) = sum over images of dout_b * im2col(in_b)^T; db (OC, or NULL) = the sums of
  * dout per channel, taken in the same pass over dout where the kernel allows */
 void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db, const float *in, const float *dout,
@@ -401,6 +418,11 @@ void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db
   conv_job j = {.s = s, .out = dw, .in = in, .dout = dout, .scratch = scratch, .workers = ml_kernels_workers(),
                 .dbias = db};
   int64_t groups = weight_groups(s, &j.per_group);
+  if (groups == 1 && j.workers > 1 && ml__conv_winograd_weight_ok(s)) {
+    band_job bj = {&j, ((s->C + j.workers - 1) / j.workers + 15) & ~(int64_t)15}; /* channels per band */
+    ml__kernels_run((s->C + bj.rows - 1) / bj.rows, winograd_band_item, &bj);
+    return;
+  }
   if (groups == 1) {
     const int64_t K = s->C * s->KH * s->KW, R = ML__DIRECT_WEIGHT_ROWS;
     band_job bj = {&j, (K / R + j.workers - 1) / j.workers * R};

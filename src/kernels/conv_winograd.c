@@ -107,24 +107,6 @@ size_t ml__conv_winograd_scratch_floats(const ml_conv_shape *s, int workers) {
 
 /* ---- transforms ---- */
 
-/* U[xi][c][o] = (G g G^T)[xi] for the 3x3 filter g of input channel c, output channel o (o < OC;
- * zeros up to OCp), G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. tap(o, c, k) is g[k / 3][k % 3]. */
-static void transform_filter(const float g[9], float u[XI]) {
-  float t[4][3];
-  for (int j = 0; j < 3; j++) {
-    t[0][j] = g[j];
-    t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-    t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-    t[3][j] = g[6 + j];
-  }
-  for (int i = 0; i < 4; i++) {
-    u[4 * i + 0] = t[i][0];
-    u[4 * i + 1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-    u[4 * i + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-    u[4 * i + 3] = t[i][2];
-  }
-}
-
 /* The image's tiles' V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], on vectors of
  * 16 channels: V[xi][t][c]. */
 AVX512_TARGET static void transform_input(const wconv *d, const float *xh, float *V) {
@@ -260,21 +242,52 @@ AVX512_TARGET static void image_item(int64_t b, int worker, void *vj) {
   ml__transpose16(j->out + b * d->OC * P, P, ob, d->OCp, P, d->OC, P);
 }
 
-/* U from the weights (tap(o, c) gives filter (o, c)'s 9 floats, flipped or not), then the images */
+/* U[xi][c][o..o+15] for 16 output channels at once: the 9 taps of their filters gathered from w
+ * (forward: w (OC, C, 3, 3), filter (o, c) at (o*C + c)*9; backward data: the flipped filter of w
+ * (C_in = d->OC, C_out = d->C) at (c*OC + o)*9, taps reversed), transformed in vectors */
+AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool flip, float *U) {
+  const int64_t C = d->C, OC = d->OC, OCp = d->OCp;
+  const int32_t ostride = (int32_t)(flip ? 9 : C * 9);
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(ostride));
+  const __m512 half = _mm512_set1_ps(0.5f);
+  for (int64_t o = 0; o < OC; o += 16) {
+    const __mmask16 m = o + 16 <= OC ? (__mmask16)0xffff : (__mmask16)((1u << (OC - o)) - 1u);
+    for (int64_t c = 0; c < C; c++) {
+      const float *base = flip ? w + (c * OC + o) * 9 : w + (o * C + c) * 9;
+      __m512 g[9], t[4][3];
+      for (int k = 0; k < 9; k++)
+        g[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flip ? 8 - k : k), 4);
+      for (int j = 0; j < 3; j++) {
+        t[0][j] = g[j];
+        t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[j], g[3 + j]), g[6 + j]));
+        t[2][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(g[j], g[3 + j]), g[6 + j]));
+        t[3][j] = g[6 + j];
+      }
+      float *u = U + c * OCp + o;
+      const int64_t step = C * OCp;
+      for (int i = 0; i < 4; i++) {
+        _mm512_storeu_ps(u + (4 * i + 0) * step, t[i][0]);
+        _mm512_storeu_ps(u + (4 * i + 1) * step,
+                         _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2])));
+        _mm512_storeu_ps(u + (4 * i + 2) * step,
+                         _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(t[i][0], t[i][1]), t[i][2])));
+        _mm512_storeu_ps(u + (4 * i + 3) * step, t[i][2]);
+      }
+    }
+  }
+}
+
+/* U from the weights, then the images */
 static void run(const wconv *d, float *out, const float *in, const float *w, bool flip, const float *bias,
                 float *scratch) {
   float *U = scratch, *biasp = U + u_floats(d), *work = biasp + d->OCp;
-  memset(U, 0, u_floats(d) * sizeof(float));
-  for (int64_t o = 0; o < d->OC; o++)
-    for (int64_t c = 0; c < d->C; c++) {
-      float g[9], u[XI];
-      if (!flip) /* forward: w (OC, C, 3, 3) */
-        memcpy(g, w + (o * d->C + c) * 9, sizeof g);
-      else /* backward data: the flipped filter of w (C_in = d->OC, C_out = d->C) */
-        for (int k = 0; k < 9; k++) g[k] = w[(c * d->OC + o) * 9 + 8 - k];
-      transform_filter(g, u);
-      for (int xi = 0; xi < XI; xi++) U[(xi * d->C + c) * d->OCp + o] = u[xi];
-    }
+  if (d->OC % 16) memset(U, 0, u_floats(d) * sizeof(float)); /* masked lanes write zeros; OCp past them */
+  else
+    for (int64_t xi = 0; xi < XI; xi++)
+      for (int64_t c = 0; c < d->C; c++)
+        memset(U + (xi * d->C + c) * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
+  transform_filters(d, w, flip, U);
   if (bias) {
     for (int64_t o = 0; o < d->OCp; o++) biasp[o] = o < d->OC ? bias[o] : 0.0f;
     bias = biasp;
@@ -295,4 +308,175 @@ void ml__conv_winograd_backward_data(const ml_conv_shape *s, float *din, const f
   wconv d;
   backward_data_shape(s, &d);
   run(&d, din, dout, w, true, NULL, scratch);
+}
+
+/* ---- weight gradient ----
+ * The forward is exactly y_t = A^T [(G w G^T) . V_t] A for every tile t, so
+ * dw = G^T [sum over tiles of (A dy_t A^T) . V_t] G: per point xi a GEMM reduced over the tiles
+ * of every image, dU[xi][c][o] = sum over t of V[xi][t][c] Y[xi][t][o], and one transform back
+ * at the end. Positions of a tile past the output (odd planes) get a zero gradient. The tiles of
+ * each image are summed in order, image after image: the same bits however the channels are
+ * split into bands. */
+static bool weight_shape(const ml_conv_shape *s, wconv *d) { return forward_shape(s, d); }
+
+bool ml__conv_winograd_weight_ok(const ml_conv_shape *s) {
+  wconv d;
+  return weight_shape(s, &d);
+}
+
+static size_t gt_floats(const wconv *d) { return (size_t)(d->OH * d->OW * d->OCp); }
+static size_t du_floats(const wconv *d) { return (size_t)(XI * d->C * d->OCp); }
+
+size_t ml__conv_winograd_weight_work_floats(const ml_conv_shape *s) {
+  wconv d;
+  if (!weight_shape(s, &d)) return 0;
+  return image_floats(&d) + v_floats(&d) + m_floats(&d) + gt_floats(&d) + du_floats(&d);
+}
+
+/* Y[xi][t][o] = (A dy_t A^T)[xi], A = [1 0; 1 1; 1 -1; 0 -1], from the image's output gradient
+ * position-major in gt (P, OCp) */
+AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, float *Y) {
+  const int64_t OCp = d->OCp, step = d->T * OCp, OW = d->OW;
+  for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
+    for (int64_t tx = 0; tx < d->TW; tx++, t++) {
+      const bool down = 2 * ty + 1 < d->OH, right = 2 * tx + 1 < OW;
+      const float *g0 = gt + ((2 * ty) * OW + 2 * tx) * OCp, *g1 = g0 + OW * OCp;
+      for (int64_t o = 0; o < OCp; o += 16) {
+        const __m512 zero = _mm512_setzero_ps();
+        const __m512 a = _mm512_loadu_ps(g0 + o), b = right ? _mm512_loadu_ps(g0 + OCp + o) : zero;
+        const __m512 c = down ? _mm512_loadu_ps(g1 + o) : zero;
+        const __m512 e = down && right ? _mm512_loadu_ps(g1 + OCp + o) : zero;
+        __m512 z[4][2] = {{a, b},
+                          {_mm512_add_ps(a, c), _mm512_add_ps(b, e)},
+                          {_mm512_sub_ps(a, c), _mm512_sub_ps(b, e)},
+                          {_mm512_sub_ps(zero, c), _mm512_sub_ps(zero, e)}};
+        float *y = Y + t * OCp + o;
+        for (int k = 0; k < 4; k++) {
+          _mm512_storeu_ps(y + (4 * k + 0) * step, z[k][0]);
+          _mm512_storeu_ps(y + (4 * k + 1) * step, _mm512_add_ps(z[k][0], z[k][1]));
+          _mm512_storeu_ps(y + (4 * k + 2) * step, _mm512_sub_ps(z[k][0], z[k][1]));
+          _mm512_storeu_ps(y + (4 * k + 3) * step, _mm512_sub_ps(zero, z[k][1]));
+        }
+      }
+    }
+}
+
+/* dU[c][o] += sum over the tiles of V[t][c] Y[t][o] for nc <= TR channels from c0 and the 64
+ * output channels from o0 (one point) */
+AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(const wconv *d, const float *V,
+                                                                            const float *Y, float *dU, int64_t c0,
+                                                                            int64_t o0, const int nc) {
+  __m512 acc[TR][4];
+#pragma GCC unroll 6
+  for (int i = 0; i < TR; i++)
+    if (i < nc)
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
+  const int64_t Cv = d->Cv, OCp = d->OCp;
+  const float *x = V + c0, *y = Y + o0;
+  for (int64_t t = 0; t < d->T; t++, x += Cv, y += OCp) {
+    __m512 g[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) g[v] = _mm512_loadu_ps(y + 16 * v);
+#pragma GCC unroll 6
+    for (int i = 0; i < TR; i++)
+      if (i < nc) {
+        const __m512 b = _mm512_set1_ps(x[i]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(g[v], b, acc[i][v]);
+      }
+  }
+  float *u = dU + c0 * OCp + o0;
+#pragma GCC unroll 6
+  for (int i = 0; i < TR; i++)
+    if (i < nc)
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++)
+        _mm512_storeu_ps(u + i * OCp + 16 * v, _mm512_add_ps(_mm512_loadu_ps(u + i * OCp + 16 * v), acc[i][v]));
+}
+
+AVX512_TARGET static void weight_gemms(const wconv *d, const float *V, const float *Y, float *dU) {
+  for (int64_t xi = 0; xi < XI; xi++) {
+    const float *v = V + xi * d->T * d->Cv, *y = Y + xi * d->T * d->OCp;
+    float *u = dU + xi * d->C * d->OCp;
+    for (int64_t o0 = 0; o0 < d->OCp; o0 += OB)
+      for (int64_t c0 = 0; c0 < d->C; c0 += TR) {
+        switch (d->C - c0 < TR ? d->C - c0 : TR) {
+          case 6: weight_tile(d, v, y, u, c0, o0, 6); break;
+          case 5: weight_tile(d, v, y, u, c0, o0, 5); break;
+          case 4: weight_tile(d, v, y, u, c0, o0, 4); break;
+          case 3: weight_tile(d, v, y, u, c0, o0, 3); break;
+          case 2: weight_tile(d, v, y, u, c0, o0, 2); break;
+          default: weight_tile(d, v, y, u, c0, o0, 1); break;
+        }
+      }
+  }
+}
+
+/* per output channel, the sum of the image's output gradient (gt: P rows of OCp) added to db */
+AVX512_TARGET static void bias_sums(const wconv *d, const float *gt, float *db) {
+  const int64_t P = d->OH * d->OW, OCp = d->OCp;
+  for (int64_t o = 0; o < d->OC; o += 16) {
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t p = 0; p < P; p++) s = _mm512_add_ps(s, _mm512_loadu_ps(gt + p * OCp + o));
+    float f[16];
+    _mm512_storeu_ps(f, s);
+    for (int64_t k = 0; k < 16 && o + k < d->OC; k++) db[o + k] += f[k];
+  }
+}
+
+/* dw = G^T dU G, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1], for 16 output channels at once,
+ * scattered to dw[o][c0 + c][k] (dw's channel count C) */
+AVX512_TARGET static void filters_back(const wconv *d, int64_t C, int64_t c0, const float *dU, float *dw) {
+  const int64_t OC = d->OC, OCp = d->OCp, step = d->C * OCp;
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32((int32_t)(C * 9)));
+  const __m512 half = _mm512_set1_ps(0.5f);
+  for (int64_t o = 0; o < OC; o += 16) {
+    const __mmask16 m = o + 16 <= OC ? (__mmask16)0xffff : (__mmask16)((1u << (OC - o)) - 1u);
+    for (int64_t c = 0; c < d->C; c++) {
+      const float *u = dU + c * OCp + o;
+      __m512 t[3][4];
+      for (int j = 0; j < 4; j++) {
+        const __m512 u0 = _mm512_loadu_ps(u + j * step), u1 = _mm512_loadu_ps(u + (4 + j) * step);
+        const __m512 u2 = _mm512_loadu_ps(u + (8 + j) * step), u3 = _mm512_loadu_ps(u + (12 + j) * step);
+        const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(u1, u2));
+        t[0][j] = _mm512_add_ps(u0, p);
+        t[1][j] = _mm512_mul_ps(half, _mm512_sub_ps(u1, u2));
+        t[2][j] = _mm512_add_ps(p, u3);
+      }
+      float *g = dw + (o * C + c0 + c) * 9;
+      for (int i = 0; i < 3; i++) {
+        const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(t[i][1], t[i][2]));
+        _mm512_mask_i32scatter_ps(g + 3 * i + 0, m, idx, _mm512_add_ps(t[i][0], p), 4);
+        _mm512_mask_i32scatter_ps(g + 3 * i + 1, m, idx, _mm512_mul_ps(half, _mm512_sub_ps(t[i][1], t[i][2])), 4);
+        _mm512_mask_i32scatter_ps(g + 3 * i + 2, m, idx, _mm512_add_ps(p, t[i][3]), 4);
+      }
+    }
+  }
+}
+
+void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
+                                    int64_t last, int64_t c0, int64_t c1, float *work, float *dw, float *db) {
+  wconv full, d;
+  weight_shape(s, &full);
+  d = full; /* the band: channels [c0, c1) */
+  d.C = c1 - c0, d.Cv = (d.C + 15) & ~(int64_t)15;
+  float *xh = work, *V = xh + image_floats(&full), *Y = V + v_floats(&full), *gt = Y + m_floats(&full);
+  float *dU = gt + gt_floats(&full);
+  const int64_t HW = s->H * s->W, P = d.OH * d.OW;
+  memset(dU, 0, du_floats(&d) * sizeof(float));
+  if (db) memset(db, 0, (size_t)s->OC * sizeof(float));
+  for (int64_t b = first; b < last; b++) {
+    memset(xh, 0, image_floats(&d) * sizeof(float));
+    const float *x = in + (b * s->C + c0) * HW;
+    for (int64_t y = 0; y < d.H; y++)
+      ml__transpose16(xh + ((y + d.ph) * d.Wp + d.pw) * d.Cv, d.Cv, x + y * d.W, HW, d.C, d.W, d.C);
+    transform_input(&d, xh, V);
+    ml__transpose16(gt, d.OCp, dout + b * s->OC * P, P, s->OC, P, d.OCp);
+    if (db) bias_sums(&d, gt, db);
+    transform_dy(&d, gt, Y);
+    weight_gemms(&d, V, Y, dU);
+  }
+  filters_back(&d, s->C, c0, dU, dw);
 }

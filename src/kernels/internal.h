@@ -58,6 +58,13 @@ void ml__conv_winograd_forward(const ml_conv_shape *s, float *out, const float *
                                const float *bias, float *scratch);
 void ml__conv_winograd_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
                                      float *scratch);
+/* The weight gradient of images [first, last) for input channels [c0, c1) into those channels of
+ * dw (OC, C, 3, 3), overwritten, and (db not NULL) the bias gradient into db, with work floats of
+ * ml__conv_winograd_weight_work_floats (per worker) */
+bool ml__conv_winograd_weight_ok(const ml_conv_shape *s);
+size_t ml__conv_winograd_weight_work_floats(const ml_conv_shape *s);
+void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
+                                    int64_t last, int64_t c0, int64_t c1, float *work, float *dw, float *db);
 void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
                              float *scratch);
 void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
