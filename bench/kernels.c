@@ -183,8 +183,13 @@ static void bench_conv(const char *label, int64_t B, int64_t C, int64_t H, int64
                        : (w == 0   ? ml__conv_direct_forward_ok(s)
                           : w == 1 ? ml__conv_direct_backward_data_ok(s)
                                    : ml__conv_direct_backward_weight_ok(s));
-      const char *kind = k == 3 ? "winograd" : w == 2 ? "direct" : k == 1 ? "direct rows" : "direct chans";
-      if (ok) row(name, kind, flops, time_median(run_conv, &c));
+      const char *kind = w == 2 ? "direct" : k == 1 ? "direct rows" : "direct chans";
+      if (ok && k < 3) row(name, kind, flops, time_median(run_conv, &c));
+      for (int m = 2; ok && k == 3 && m <= 4; m += 2) { /* each Winograd tile */
+        ml__conv_winograd_tile(m);
+        row(name, m == 2 ? "winograd 2x2" : "winograd 4x4", flops, time_median(run_conv, &c));
+        ml__conv_winograd_tile(0);
+      }
     }
     ml__conv_direct_kernel(0);
   }

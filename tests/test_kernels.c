@@ -265,14 +265,16 @@ ML_TEST(conv2d_against_reference) {
   for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
     ml__simd_force(l);
     ml_gemm_use_builtin(true);
-    /* direct: each kernel forced on every shape it takes (Winograd: every 3x3 stride-1 shape), then
-     * by shape; then im2col */
-    static const char *kernel[] = {"by shape", "row-vector", "channel-vector", "winograd"};
-    for (int direct = 4; direct >= 0; direct--) {
+    /* direct: each kernel forced on every shape it takes (Winograd, each tile: every 3x3 stride-1
+     * shape), then by shape; then im2col */
+    static const char *kernel[] = {"im2col", "row-vector", "channel-vector", "winograd 2x2", "winograd 4x4", "by shape"};
+    static const int which[] = {0, 1, 2, 3, 3, 0}, tile[] = {0, 0, 0, 2, 4, 0};
+    for (int direct = 5; direct >= 0; direct--) {
       ml_conv_use_direct(direct > 0);
-      ml__conv_direct_kernel(direct % 4);
+      ml__conv_direct_kernel(which[direct]);
+      ml__conv_winograd_tile(tile[direct]);
       char what[64];
-      snprintf(what, sizeof what, "%s %s", ml_simd_name((ml_simd_level)l), kernel[direct % 4]);
+      snprintf(what, sizeof what, "%s %s", ml_simd_name((ml_simd_level)l), kernel[direct]);
       for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++)
         check_conv(&conv_cases[i], direct ? what : "im2col");
     }

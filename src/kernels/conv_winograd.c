@@ -1,12 +1,17 @@
-/* kernels/conv_winograd.c: 3x3 stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3)
- * (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), AVX-512.
+/* kernels/conv_winograd.c: 3x3 stride-1 convolutions by Winograd's minimal filtering F(4x4, 3x3)
+ * and F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016),
+ * AVX-512.
  *
- * Each 2x2 block of outputs (a tile) comes from the 4x4 input patch around it: with the input
- * patch transformed, V = B^T d B, and each filter transformed, U = G g G^T, the tile is
- * A^T (sum over input channels of U . V) A, the product elementwise over the 16 points xi of the
- * transformed domain. Per point the channel sum is a GEMM (tiles x C) * (C x OC), so a tile costs
- * 16 * C multiply-adds per output channel instead of 4 * 9 * C: 2.25x fewer, for the price of the
- * input and output transforms (additions only) and of output rows rounded up to even.
+ * Each m x m block of outputs (a tile; m = 4 or 2) comes from the (m+2) x (m+2) input patch
+ * around it: with the patch transformed, V = B^T d B, and each filter transformed, U = G g G^T,
+ * the tile is A^T (sum over input channels of U . V) A, the product elementwise over the
+ * (m+2)^2 points xi of the transformed domain. Per point the channel sum is a GEMM
+ * (tiles x C) * (C x OC), so a tile costs (m+2)^2 * C multiply-adds per output channel instead of
+ * m^2 * 9 * C: 4x fewer for m = 4 (2.25x for m = 2), for the price of the transforms and of
+ * output planes rounded up to whole tiles (14x14 in 4x4 tiles: 16x16). F(4x4) is used by shape:
+ * on Conv4's 7x7 to 28x28 planes it beats F(2x2) (bench/kernels: 7x7 forward 1.4 against 2.1 ms,
+ * 14x14 6.7 against 7.4, direct 2.8 and 11.3); F(2x2), whose rounding is about 10x smaller,
+ * stays for tests and comparisons.
  *
  * Per image (one work item, so the same bits at any thread count): the padded image is stored
  * channel-minor (pixel, channel) so that the input transform runs on vectors of 16 channels; the
@@ -16,8 +21,9 @@
  * transform writes a (position, channel) buffer, transposed into the image's output planes.
  *
  * Backward data for stride 1 is the same computation with the weights flipped and transposed
- * (conv_direct.c explains why), padded by 2 - pad. Rounding differs from direct summation by
- * about the size of the transforms' sums: errors grow like those of a 16-term sum, not more. */
+ * (conv_direct.c explains why), padded by 2 - pad. Rounding: F(4x4) on 64 channels of values in
+ * [-1, 1] is off by ~5e-5 where the outputs reach ~12 (direct summation: ~1e-6), well inside
+ * test_kernels' tolerance and far below the gradient noise of training. */
 #include <immintrin.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -27,32 +33,41 @@
 #include "kernels/internal.h"
 
 #define AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma")))
-#define XI 16   /* points of the transformed 4x4 tile */
 #define TR 6    /* tiles per register block */
 #define OB 64   /* output channels per register block (4 vectors) */
 #define MAX_TILES 4096
 
-/* Used by shape where it pays: enough channels for the GEMMs to run at full speed and planes
- * at least 6 wide, where the rounding up to even rows wastes at most a quarter of the tiles
- * (bench/kernels, "winograd" rows). */
+/* Used by shape where it pays (bench/kernels): enough channels for the GEMMs to run at full
+ * speed, and planes at least 6 wide (on 3x3 planes one tile per image leaves the GEMMs too little
+ * work: slower than the direct kernel). */
 #define MIN_C 16
 #define MIN_OC 48
 #define MIN_OUT 6
+#define TILE_BY_SHAPE 4
 
 typedef struct {
   int64_t B, C, H, W, OC, ph, pw, OH, OW;
+  int64_t m, xi;     /* outputs per tile side (2 or 4), points of the transformed tile */
   int64_t TH, TW, T; /* tiles down, across, in all */
+  int64_t TS;        /* tiles from one point to the next in V, M and Y (T; the weight gradient's
+                        buffers hold several images) */
   int64_t Hp, Wp;    /* padded channel-minor image (Hp, Wp, Cv) */
   int64_t Cv, OCp;   /* channels rounded up to 16, output channels rounded up to 64 */
 } wconv;
+
+/* F(4x4, 3x3) or F(2x2, 3x3): 0 by shape, else that tile (tests, bench/kernels) */
+static _Atomic int g_tile;
+void ml__conv_winograd_tile(int m) { g_tile = m; }
 
 static bool wconv_make(wconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC, int64_t ph, int64_t pw) {
   d->B = B, d->C = C, d->H = H, d->W = W, d->OC = OC, d->ph = ph, d->pw = pw;
   d->OH = H + 2 * ph - 2, d->OW = W + 2 * pw - 2;
   if (ph < 0 || pw < 0 || d->OH < 1 || d->OW < 1) return false;
-  d->TH = (d->OH + 1) / 2, d->TW = (d->OW + 1) / 2, d->T = d->TH * d->TW;
+  d->m = g_tile ? g_tile : TILE_BY_SHAPE, d->xi = (d->m + 2) * (d->m + 2);
+  d->TH = (d->OH + d->m - 1) / d->m, d->TW = (d->OW + d->m - 1) / d->m, d->T = d->TH * d->TW;
   if (d->T > MAX_TILES) return false;
-  d->Hp = 2 * d->TH + 2, d->Wp = 2 * d->TW + 2;
+  d->TS = d->T;
+  d->Hp = d->m * d->TH + 2, d->Wp = d->m * d->TW + 2;
   d->Cv = (C + 15) & ~(int64_t)15, d->OCp = (OC + OB - 1) / OB * OB;
   return true;
 }
@@ -85,10 +100,10 @@ bool ml__conv_winograd_backward_data_ok(const ml_conv_shape *s) {
   return backward_data_shape(s, &d);
 }
 
-static size_t u_floats(const wconv *d) { return (size_t)(XI * d->C * d->OCp); }
+static size_t u_floats(const wconv *d) { return (size_t)(d->xi * d->C * d->OCp); }
 static size_t image_floats(const wconv *d) { return (size_t)(d->Hp * d->Wp * d->Cv); }
-static size_t v_floats(const wconv *d) { return (size_t)(XI * d->T * d->Cv); }
-static size_t m_floats(const wconv *d) { return (size_t)(XI * d->T * d->OCp); }
+static size_t v_floats(const wconv *d) { return (size_t)(d->xi * d->TS * d->Cv); }
+static size_t m_floats(const wconv *d) { return (size_t)(d->xi * d->TS * d->OCp); }
 static size_t out_floats(const wconv *d) { return (size_t)(d->OH * d->OW * d->OCp); }
 static size_t worker_floats(const wconv *d) {
   return image_floats(d) + v_floats(d) + m_floats(d) + out_floats(d); /* each a multiple of 16 */
@@ -107,10 +122,194 @@ size_t ml__conv_winograd_scratch_floats(const ml_conv_shape *s, int workers) {
 
 /* ---- transforms ---- */
 
+/* ---- F(4x4, 3x3): 6x6 tiles, 36 points, 4x fewer multiplies than direct (Lavin and Gray):
+ * B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1],
+ * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
+ * A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]. Each 2-D transform is the 1-D
+ * one on the rows, then on the columns; a point's values are step floats apart. */
+#define A4 6
+
+AVX512_TARGET static inline void in4(const __m512 *d, __m512 *v) { /* v = B^T d */
+  const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
+  v[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+  v[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
+  v[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
+  v[3] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[4], d[2]));
+  v[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
+  v[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+AVX512_TARGET static inline void out4(const __m512 *m, __m512 *y) { /* y = A^T m */
+  const __m512 a = _mm512_add_ps(m[1], m[2]), b = _mm512_sub_ps(m[1], m[2]);
+  const __m512 c = _mm512_add_ps(m[3], m[4]), e = _mm512_sub_ps(m[3], m[4]);
+  y[0] = _mm512_add_ps(_mm512_add_ps(m[0], a), c);
+  y[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), e, b);
+  y[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), c, a);
+  y[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), e, b), m[5]);
+}
+
+AVX512_TARGET static inline void filter4(const __m512 *g, __m512 *u) { /* u = G g */
+  const __m512 s = _mm512_add_ps(g[0], g[2]), sixth = _mm512_set1_ps(-1.0f / 6.0f);
+  const __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24.0f), g[0], _mm512_mul_ps(_mm512_set1_ps(1.0f / 6.0f), g[2]));
+  const __m512 q = _mm512_mul_ps(_mm512_set1_ps(1.0f / 12.0f), g[1]);
+  u[0] = _mm512_mul_ps(_mm512_set1_ps(0.25f), g[0]);
+  u[1] = _mm512_mul_ps(sixth, _mm512_add_ps(s, g[1]));
+  u[2] = _mm512_mul_ps(sixth, _mm512_sub_ps(s, g[1]));
+  u[3] = _mm512_add_ps(p, q);
+  u[4] = _mm512_sub_ps(p, q);
+  u[5] = g[2];
+}
+
+AVX512_TARGET static inline void dy4(const __m512 *a, __m512 *z) { /* z = A a (A = (A^T)^T) */
+  const __m512 p = _mm512_add_ps(a[0], a[2]), q = _mm512_add_ps(a[1], a[3]);
+  const __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), a[2], a[0]);
+  const __m512 s = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), a[3], _mm512_add_ps(a[1], a[1]));
+  z[0] = a[0];
+  z[1] = _mm512_add_ps(p, q);
+  z[2] = _mm512_sub_ps(p, q);
+  z[3] = _mm512_add_ps(r, s);
+  z[4] = _mm512_sub_ps(r, s);
+  z[5] = a[3];
+}
+
+AVX512_TARGET static inline void back4(const __m512 *u, __m512 *w) { /* w = G^T u */
+  const __m512 a = _mm512_add_ps(u[1], u[2]), b = _mm512_sub_ps(u[2], u[1]);
+  const __m512 c = _mm512_add_ps(u[3], u[4]), e = _mm512_sub_ps(u[3], u[4]);
+  const __m512 sixth = _mm512_set1_ps(1.0f / 6.0f);
+  w[0] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 24.0f), c,
+                         _mm512_fnmadd_ps(sixth, a, _mm512_mul_ps(_mm512_set1_ps(0.25f), u[0])));
+  w[1] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 12.0f), e, _mm512_mul_ps(sixth, b));
+  w[2] = _mm512_add_ps(_mm512_mul_ps(sixth, _mm512_sub_ps(c, a)), u[5]);
+}
+
+AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, float *V) {
+  const int64_t Cv = d->Cv, Wp = d->Wp, step = d->TS * Cv;
+  for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
+    for (int64_t tx = 0; tx < d->TW; tx++, t++)
+      for (int64_t c = 0; c < Cv; c += 16) {
+        const float *p = xh + ((4 * ty) * Wp + 4 * tx) * Cv + c;
+        __m512 x[A4][A4], r[A4][A4], col[A4], o[A4];
+        for (int i = 0; i < A4; i++)
+          for (int j = 0; j < A4; j++) x[i][j] = _mm512_loadu_ps(p + (i * Wp + j) * Cv);
+        for (int j = 0; j < A4; j++) { /* B^T d: column j */
+          for (int i = 0; i < A4; i++) col[i] = x[i][j];
+          in4(col, o);
+          for (int i = 0; i < A4; i++) r[i][j] = o[i];
+        }
+        float *v = V + t * Cv + c;
+        for (int i = 0; i < A4; i++) { /* (B^T d) B: row i */
+          in4(r[i], o);
+          for (int j = 0; j < A4; j++) _mm512_storeu_ps(v + (A4 * i + j) * step, o[j]);
+        }
+      }
+}
+
+AVX512_TARGET static void transform_output4(const wconv *d, const float *M, const float *bias, float *ob) {
+  const int64_t OCp = d->OCp, step = d->TS * OCp, OW = d->OW;
+  for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
+    for (int64_t tx = 0; tx < d->TW; tx++, t++) {
+      const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
+      float *y0 = ob + ((4 * ty) * OW + 4 * tx) * OCp;
+      for (int64_t o = 0; o < OCp; o += 16) {
+        const float *m = M + t * OCp + o;
+        __m512 s[4][A4], col[A4], y[4];
+        for (int j = 0; j < A4; j++) { /* A^T M: column j */
+          for (int i = 0; i < A4; i++) col[i] = _mm512_loadu_ps(m + (A4 * i + j) * step);
+          out4(col, y);
+          for (int p = 0; p < 4; p++) s[p][j] = y[p];
+        }
+        const __m512 b = bias ? _mm512_loadu_ps(bias + o) : _mm512_setzero_ps();
+        for (int p = 0; p < rows; p++) {
+          out4(s[p], y);
+          for (int q = 0; q < cols; q++) _mm512_storeu_ps(y0 + (p * OW + q) * OCp + o, _mm512_add_ps(y[q], b));
+        }
+      }
+    }
+}
+
+/* U[xi][c][o..o+15] = (G g G^T)[xi] for 16 output channels; g gathered as in transform_filters */
+AVX512_TARGET static void transform_filters4(const wconv *d, const float *w, bool flip, float *U) {
+  const int64_t C = d->C, OC = d->OC, OCp = d->OCp, step = C * OCp;
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32((int32_t)(flip ? 9 : C * 9)));
+  for (int64_t o = 0; o < OC; o += 16) {
+    const __mmask16 m = o + 16 <= OC ? (__mmask16)0xffff : (__mmask16)((1u << (OC - o)) - 1u);
+    for (int64_t c = 0; c < C; c++) {
+      const float *base = flip ? w + (c * OC + o) * 9 : w + (o * C + c) * 9;
+      __m512 g[3][3], t[A4][3], col[3], u[A4];
+      for (int k = 0; k < 9; k++)
+        g[k / 3][k % 3] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flip ? 8 - k : k), 4);
+      for (int j = 0; j < 3; j++) { /* G g: column j */
+        for (int i = 0; i < 3; i++) col[i] = g[i][j];
+        filter4(col, u);
+        for (int i = 0; i < A4; i++) t[i][j] = u[i];
+      }
+      float *dst = U + c * OCp + o;
+      for (int i = 0; i < A4; i++) {
+        filter4(t[i], u);
+        for (int j = 0; j < A4; j++) _mm512_storeu_ps(dst + (A4 * i + j) * step, u[j]);
+      }
+    }
+  }
+}
+
+AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, float *Y) {
+  const int64_t OCp = d->OCp, step = d->TS * OCp, OW = d->OW;
+  for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
+    for (int64_t tx = 0; tx < d->TW; tx++, t++) {
+      const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
+      const float *g0 = gt + ((4 * ty) * OW + 4 * tx) * OCp;
+      for (int64_t o = 0; o < OCp; o += 16) {
+        __m512 a[4][4], z[A4][4], col[4], e[A4];
+        for (int p = 0; p < 4; p++)
+          for (int q = 0; q < 4; q++)
+            a[p][q] = p < rows && q < cols ? _mm512_loadu_ps(g0 + (p * OW + q) * OCp + o) : _mm512_setzero_ps();
+        for (int q = 0; q < 4; q++) { /* A dy: column q */
+          for (int p = 0; p < 4; p++) col[p] = a[p][q];
+          dy4(col, e);
+          for (int i = 0; i < A4; i++) z[i][q] = e[i];
+        }
+        float *y = Y + t * OCp + o;
+        for (int i = 0; i < A4; i++) { /* (A dy) A^T: row i */
+          dy4(z[i], e);
+          for (int j = 0; j < A4; j++) _mm512_storeu_ps(y + (A4 * i + j) * step, e[j]);
+        }
+      }
+    }
+}
+
+AVX512_TARGET static void filters_back4(const wconv *d, int64_t C, int64_t c0, const float *dU, float *dw) {
+  const int64_t OC = d->OC, OCp = d->OCp, step = d->C * OCp;
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32((int32_t)(C * 9)));
+  for (int64_t o = 0; o < OC; o += 16) {
+    const __mmask16 m = o + 16 <= OC ? (__mmask16)0xffff : (__mmask16)((1u << (OC - o)) - 1u);
+    for (int64_t c = 0; c < d->C; c++) {
+      const float *u = dU + c * OCp + o;
+      __m512 t[3][A4], col[A4], w[3];
+      for (int j = 0; j < A4; j++) { /* G^T dU: column j */
+        for (int i = 0; i < A4; i++) col[i] = _mm512_loadu_ps(u + (A4 * i + j) * step);
+        back4(col, w);
+        for (int i = 0; i < 3; i++) t[i][j] = w[i];
+      }
+      float *g = dw + (o * C + c0 + c) * 9;
+      for (int i = 0; i < 3; i++) {
+        back4(t[i], w);
+        for (int j = 0; j < 3; j++) _mm512_mask_i32scatter_ps(g + 3 * i + j, m, idx, w[j], 4);
+      }
+    }
+  }
+}
+
+
 /* The image's tiles' V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], on vectors of
  * 16 channels: V[xi][t][c]. */
 AVX512_TARGET static void transform_input(const wconv *d, const float *xh, float *V) {
-  const int64_t Cv = d->Cv, Wp = d->Wp, T = d->T;
+  if (d->m == 4) {
+    transform_input4(d, xh, V);
+    return;
+  }
+  const int64_t Cv = d->Cv, Wp = d->Wp;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++)
       for (int64_t c = 0; c < Cv; c += 16) {
@@ -125,7 +324,7 @@ AVX512_TARGET static void transform_input(const wconv *d, const float *xh, float
           r[3][j] = _mm512_sub_ps(x[1][j], x[3][j]);
         }
         float *v = V + t * Cv + c;
-        const int64_t step = T * Cv; /* from one point to the next */
+        const int64_t step = d->TS * Cv; /* from one point to the next */
         for (int i = 0; i < 4; i++) {
           _mm512_storeu_ps(v + (4 * i + 0) * step, _mm512_sub_ps(r[i][0], r[i][2]));
           _mm512_storeu_ps(v + (4 * i + 1) * step, _mm512_add_ps(r[i][1], r[i][2]));
@@ -170,7 +369,7 @@ AVX512_TARGET static inline __attribute__((always_inline)) void gemm_tile(const 
 
 AVX512_TARGET static void gemms(const wconv *d, const float *V, const float *U, float *M) {
   const int64_t T = d->T, tiles = (T + TR - 1) / TR, base = T / tiles, extra = T % tiles;
-  for (int64_t xi = 0; xi < XI; xi++) {
+  for (int64_t xi = 0; xi < d->xi; xi++) {
     const float *v = V + xi * T * d->Cv, *u = U + xi * d->C * d->OCp;
     float *m = M + xi * T * d->OCp;
     for (int64_t o0 = 0; o0 < d->OCp; o0 += OB)
@@ -192,7 +391,11 @@ AVX512_TARGET static void gemms(const wconv *d, const float *V, const float *U, 
 /* Y = A^T M A + bias, A^T = [1 1 1 0; 0 1 -1 -1], into the (position, channel) buffer ob (rows
  * of OCp floats); the tiles' positions past the output's last row or column are dropped. */
 AVX512_TARGET static void transform_output(const wconv *d, const float *M, const float *bias, float *ob) {
-  const int64_t T = d->T, OCp = d->OCp, step = T * OCp, OW = d->OW;
+  if (d->m == 4) {
+    transform_output4(d, M, bias, ob);
+    return;
+  }
+  const int64_t OCp = d->OCp, step = d->TS * OCp, OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const bool down = 2 * ty + 1 < d->OH, right = 2 * tx + 1 < OW;
@@ -246,6 +449,10 @@ AVX512_TARGET static void image_item(int64_t b, int worker, void *vj) {
  * (forward: w (OC, C, 3, 3), filter (o, c) at (o*C + c)*9; backward data: the flipped filter of w
  * (C_in = d->OC, C_out = d->C) at (c*OC + o)*9, taps reversed), transformed in vectors */
 AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool flip, float *U) {
+  if (d->m == 4) {
+    transform_filters4(d, w, flip, U);
+    return;
+  }
   const int64_t C = d->C, OC = d->OC, OCp = d->OCp;
   const int32_t ostride = (int32_t)(flip ? 9 : C * 9);
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -284,7 +491,7 @@ static void run(const wconv *d, float *out, const float *in, const float *w, boo
   float *U = scratch, *biasp = U + u_floats(d), *work = biasp + d->OCp;
   if (d->OC % 16) memset(U, 0, u_floats(d) * sizeof(float)); /* masked lanes write zeros; OCp past them */
   else
-    for (int64_t xi = 0; xi < XI; xi++)
+    for (int64_t xi = 0; xi < d->xi; xi++)
       for (int64_t c = 0; c < d->C; c++)
         memset(U + (xi * d->C + c) * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
   transform_filters(d, w, flip, U);
@@ -325,18 +532,31 @@ bool ml__conv_winograd_weight_ok(const ml_conv_shape *s) {
 }
 
 static size_t gt_floats(const wconv *d) { return (size_t)(d->OH * d->OW * d->OCp); }
-static size_t du_floats(const wconv *d) { return (size_t)(XI * d->C * d->OCp); }
+static size_t du_floats(const wconv *d) { return (size_t)(d->xi * d->C * d->OCp); }
+
+/* Images per pass of the weight GEMMs: each pass loads and stores dU once, so a pass takes
+ * about WEIGHT_TILES tiles (F(4x4) on a 7x7 plane has 4 per image), V and Y for them ~0.6 MB. */
+#define WEIGHT_TILES 32
+static void weight_batch(const ml_conv_shape *s, wconv *d) {
+  int64_t nb = (WEIGHT_TILES + d->T - 1) / d->T;
+  d->TS = d->T * (nb < s->B ? nb : s->B);
+}
 
 size_t ml__conv_winograd_weight_work_floats(const ml_conv_shape *s) {
   wconv d;
   if (!weight_shape(s, &d)) return 0;
+  weight_batch(s, &d);
   return image_floats(&d) + v_floats(&d) + m_floats(&d) + gt_floats(&d) + du_floats(&d);
 }
 
 /* Y[xi][t][o] = (A dy_t A^T)[xi], A = [1 0; 1 1; 1 -1; 0 -1], from the image's output gradient
  * position-major in gt (P, OCp) */
 AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, float *Y) {
-  const int64_t OCp = d->OCp, step = d->T * OCp, OW = d->OW;
+  if (d->m == 4) {
+    transform_dy4(d, gt, Y);
+    return;
+  }
+  const int64_t OCp = d->OCp, step = d->TS * OCp, OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const bool down = 2 * ty + 1 < d->OH, right = 2 * tx + 1 < OW;
@@ -362,10 +582,10 @@ AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, float *Y
 }
 
 /* dU[c][o] += sum over the tiles of V[t][c] Y[t][o] for nc <= TR channels from c0 and the 64
- * output channels from o0 (one point) */
+ * output channels from o0 (one point; tiles of one or several images) */
 AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(const wconv *d, const float *V,
                                                                             const float *Y, float *dU, int64_t c0,
-                                                                            int64_t o0, const int nc) {
+                                                                            int64_t o0, int64_t tiles, const int nc) {
   __m512 acc[TR][4];
 #pragma GCC unroll 6
   for (int i = 0; i < TR; i++)
@@ -374,7 +594,7 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
       for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
   const int64_t Cv = d->Cv, OCp = d->OCp;
   const float *x = V + c0, *y = Y + o0;
-  for (int64_t t = 0; t < d->T; t++, x += Cv, y += OCp) {
+  for (int64_t t = 0; t < tiles; t++, x += Cv, y += OCp) {
     __m512 g[4];
 #pragma GCC unroll 4
     for (int v = 0; v < 4; v++) g[v] = _mm512_loadu_ps(y + 16 * v);
@@ -395,19 +615,19 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
         _mm512_storeu_ps(u + i * OCp + 16 * v, _mm512_add_ps(_mm512_loadu_ps(u + i * OCp + 16 * v), acc[i][v]));
 }
 
-AVX512_TARGET static void weight_gemms(const wconv *d, const float *V, const float *Y, float *dU) {
-  for (int64_t xi = 0; xi < XI; xi++) {
-    const float *v = V + xi * d->T * d->Cv, *y = Y + xi * d->T * d->OCp;
+AVX512_TARGET static void weight_gemms(const wconv *d, const float *V, const float *Y, float *dU, int64_t tiles) {
+  for (int64_t xi = 0; xi < d->xi; xi++) {
+    const float *v = V + xi * d->TS * d->Cv, *y = Y + xi * d->TS * d->OCp;
     float *u = dU + xi * d->C * d->OCp;
     for (int64_t o0 = 0; o0 < d->OCp; o0 += OB)
       for (int64_t c0 = 0; c0 < d->C; c0 += TR) {
         switch (d->C - c0 < TR ? d->C - c0 : TR) {
-          case 6: weight_tile(d, v, y, u, c0, o0, 6); break;
-          case 5: weight_tile(d, v, y, u, c0, o0, 5); break;
-          case 4: weight_tile(d, v, y, u, c0, o0, 4); break;
-          case 3: weight_tile(d, v, y, u, c0, o0, 3); break;
-          case 2: weight_tile(d, v, y, u, c0, o0, 2); break;
-          default: weight_tile(d, v, y, u, c0, o0, 1); break;
+          case 6: weight_tile(d, v, y, u, c0, o0, tiles, 6); break;
+          case 5: weight_tile(d, v, y, u, c0, o0, tiles, 5); break;
+          case 4: weight_tile(d, v, y, u, c0, o0, tiles, 4); break;
+          case 3: weight_tile(d, v, y, u, c0, o0, tiles, 3); break;
+          case 2: weight_tile(d, v, y, u, c0, o0, tiles, 2); break;
+          default: weight_tile(d, v, y, u, c0, o0, tiles, 1); break;
         }
       }
   }
@@ -428,6 +648,10 @@ AVX512_TARGET static void bias_sums(const wconv *d, const float *gt, float *db) 
 /* dw = G^T dU G, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1], for 16 output channels at once,
  * scattered to dw[o][c0 + c][k] (dw's channel count C) */
 AVX512_TARGET static void filters_back(const wconv *d, int64_t C, int64_t c0, const float *dU, float *dw) {
+  if (d->m == 4) {
+    filters_back4(d, C, c0, dU, dw);
+    return;
+  }
   const int64_t OC = d->OC, OCp = d->OCp, step = d->C * OCp;
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32((int32_t)(C * 9)));
@@ -460,23 +684,27 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
                                     int64_t last, int64_t c0, int64_t c1, float *work, float *dw, float *db) {
   wconv full, d;
   weight_shape(s, &full);
+  weight_batch(s, &full);
   d = full; /* the band: channels [c0, c1) */
   d.C = c1 - c0, d.Cv = (d.C + 15) & ~(int64_t)15;
   float *xh = work, *V = xh + image_floats(&full), *Y = V + v_floats(&full), *gt = Y + m_floats(&full);
   float *dU = gt + gt_floats(&full);
-  const int64_t HW = s->H * s->W, P = d.OH * d.OW;
+  const int64_t HW = s->H * s->W, P = d.OH * d.OW, nb = d.TS / d.T;
   memset(dU, 0, du_floats(&d) * sizeof(float));
   if (db) memset(db, 0, (size_t)s->OC * sizeof(float));
-  for (int64_t b = first; b < last; b++) {
-    memset(xh, 0, image_floats(&d) * sizeof(float));
-    const float *x = in + (b * s->C + c0) * HW;
-    for (int64_t y = 0; y < d.H; y++)
-      ml__transpose16(xh + ((y + d.ph) * d.Wp + d.pw) * d.Cv, d.Cv, x + y * d.W, HW, d.C, d.W, d.C);
-    transform_input(&d, xh, V);
-    ml__transpose16(gt, d.OCp, dout + b * s->OC * P, P, s->OC, P, d.OCp);
-    if (db) bias_sums(&d, gt, db);
-    transform_dy(&d, gt, Y);
-    weight_gemms(&d, V, Y, dU);
+  for (int64_t b0 = first; b0 < last; b0 += nb) {
+    const int64_t n = last - b0 < nb ? last - b0 : nb;
+    for (int64_t i = 0; i < n; i++) { /* image b0 + i's tiles from tile i*T of V and Y */
+      memset(xh, 0, image_floats(&d) * sizeof(float));
+      const float *x = in + ((b0 + i) * s->C + c0) * HW;
+      for (int64_t y = 0; y < d.H; y++)
+        ml__transpose16(xh + ((y + d.ph) * d.Wp + d.pw) * d.Cv, d.Cv, x + y * d.W, HW, d.C, d.W, d.C);
+      transform_input(&d, xh, V + i * d.T * d.Cv);
+      ml__transpose16(gt, d.OCp, dout + (b0 + i) * s->OC * P, P, s->OC, P, d.OCp);
+      if (db) bias_sums(&d, gt, db);
+      transform_dy(&d, gt, Y + i * d.T * d.OCp);
+    }
+    weight_gemms(&d, V, Y, dU, n * d.T);
   }
   filters_back(&d, s->C, c0, dU, dw);
 }
