@@ -100,10 +100,17 @@ bool ml__conv_winograd_backward_data_ok(const ml_conv_shape *s) {
   return backward_data_shape(s, &d);
 }
 
-static size_t u_floats(const wconv *d) { return (size_t)(d->xi * d->C * d->OCp); }
+/* From one point to the next in U and dU, padded likewise */
+static int64_t ustep(const wconv *d) { return d->C * d->OCp + 16; }
+static size_t u_floats(const wconv *d) { return (size_t)(d->xi * ustep(d)); }
 static size_t image_floats(const wconv *d) { return (size_t)(d->Hp * d->Wp * d->Cv); }
-static size_t v_floats(const wconv *d) { return (size_t)(d->xi * d->TS * d->Cv); }
-static size_t m_floats(const wconv *d) { return (size_t)(d->xi * d->TS * d->OCp); }
+/* From one point to the next in V (vstep) and in M and Y (mstep): a cache line more than the
+ * tiles take, so that the 36 points of a tile are not all 4 KB apart (16 tiles of 64 channels)
+ * and do not land in one L1 set (the transforms were 2x slower). */
+static int64_t vstep(const wconv *d) { return d->TS * d->Cv + 16; }
+static int64_t mstep(const wconv *d) { return d->TS * d->OCp + 16; }
+static size_t v_floats(const wconv *d) { return (size_t)(d->xi * vstep(d)); }
+static size_t m_floats(const wconv *d) { return (size_t)(d->xi * mstep(d)); }
 static size_t out_floats(const wconv *d) { return (size_t)(d->OH * d->OW * d->OCp); }
 static size_t worker_floats(const wconv *d) {
   return image_floats(d) + v_floats(d) + m_floats(d) + out_floats(d); /* each a multiple of 16 */
@@ -183,7 +190,7 @@ AVX512_TARGET static inline void back4(const __m512 *u, __m512 *w) { /* w = G^T 
 }
 
 AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, float *V) {
-  const int64_t Cv = d->Cv, Wp = d->Wp, step = d->TS * Cv;
+  const int64_t Cv = d->Cv, Wp = d->Wp, step = vstep(d);
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++)
       for (int64_t c = 0; c < Cv; c += 16) {
@@ -205,7 +212,7 @@ AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, floa
 }
 
 AVX512_TARGET static void transform_output4(const wconv *d, const float *M, const float *bias, float *ob) {
-  const int64_t OCp = d->OCp, step = d->TS * OCp, OW = d->OW;
+  const int64_t OCp = d->OCp, step = mstep(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
@@ -229,7 +236,7 @@ AVX512_TARGET static void transform_output4(const wconv *d, const float *M, cons
 
 /* U[xi][c][o..o+15] = (G g G^T)[xi] for 16 output channels; g gathered as in transform_filters */
 AVX512_TARGET static void transform_filters4(const wconv *d, const float *w, bool flip, float *U) {
-  const int64_t C = d->C, OC = d->OC, OCp = d->OCp, step = C * OCp;
+  const int64_t C = d->C, OC = d->OC, OCp = d->OCp, step = ustep(d);
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32((int32_t)(flip ? 9 : C * 9)));
   for (int64_t o = 0; o < OC; o += 16) {
@@ -254,7 +261,7 @@ AVX512_TARGET static void transform_filters4(const wconv *d, const float *w, boo
 }
 
 AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, float *Y) {
-  const int64_t OCp = d->OCp, step = d->TS * OCp, OW = d->OW;
+  const int64_t OCp = d->OCp, step = mstep(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
@@ -279,7 +286,7 @@ AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, float *
 }
 
 AVX512_TARGET static void filters_back4(const wconv *d, int64_t C, int64_t c0, const float *dU, float *dw) {
-  const int64_t OC = d->OC, OCp = d->OCp, step = d->C * OCp;
+  const int64_t OC = d->OC, OCp = d->OCp, step = ustep(d);
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32((int32_t)(C * 9)));
   for (int64_t o = 0; o < OC; o += 16) {
@@ -324,7 +331,7 @@ AVX512_TARGET static void transform_input(const wconv *d, const float *xh, float
           r[3][j] = _mm512_sub_ps(x[1][j], x[3][j]);
         }
         float *v = V + t * Cv + c;
-        const int64_t step = d->TS * Cv; /* from one point to the next */
+        const int64_t step = vstep(d); /* from one point to the next */
         for (int i = 0; i < 4; i++) {
           _mm512_storeu_ps(v + (4 * i + 0) * step, _mm512_sub_ps(r[i][0], r[i][2]));
           _mm512_storeu_ps(v + (4 * i + 1) * step, _mm512_add_ps(r[i][1], r[i][2]));
@@ -370,8 +377,8 @@ AVX512_TARGET static inline __attribute__((always_inline)) void gemm_tile(const 
 AVX512_TARGET static void gemms(const wconv *d, const float *V, const float *U, float *M) {
   const int64_t T = d->T, tiles = (T + TR - 1) / TR, base = T / tiles, extra = T % tiles;
   for (int64_t xi = 0; xi < d->xi; xi++) {
-    const float *v = V + xi * T * d->Cv, *u = U + xi * d->C * d->OCp;
-    float *m = M + xi * T * d->OCp;
+    const float *v = V + xi * vstep(d), *u = U + xi * ustep(d);
+    float *m = M + xi * mstep(d);
     for (int64_t o0 = 0; o0 < d->OCp; o0 += OB)
       for (int64_t k = 0, t0 = 0; k < tiles; k++) { /* blocks as even as they go */
         const int nt = (int)(base + (k < extra));
@@ -395,7 +402,7 @@ AVX512_TARGET static void transform_output(const wconv *d, const float *M, const
     transform_output4(d, M, bias, ob);
     return;
   }
-  const int64_t OCp = d->OCp, step = d->TS * OCp, OW = d->OW;
+  const int64_t OCp = d->OCp, step = mstep(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const bool down = 2 * ty + 1 < d->OH, right = 2 * tx + 1 < OW;
@@ -472,7 +479,7 @@ AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool
         t[3][j] = g[6 + j];
       }
       float *u = U + c * OCp + o;
-      const int64_t step = C * OCp;
+      const int64_t step = ustep(d);
       for (int i = 0; i < 4; i++) {
         _mm512_storeu_ps(u + (4 * i + 0) * step, t[i][0]);
         _mm512_storeu_ps(u + (4 * i + 1) * step,
@@ -493,7 +500,7 @@ static void run(const wconv *d, float *out, const float *in, const float *w, boo
   else
     for (int64_t xi = 0; xi < d->xi; xi++)
       for (int64_t c = 0; c < d->C; c++)
-        memset(U + (xi * d->C + c) * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
+        memset(U + xi * ustep(d) + c * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
   transform_filters(d, w, flip, U);
   if (bias) {
     for (int64_t o = 0; o < d->OCp; o++) biasp[o] = o < d->OC ? bias[o] : 0.0f;
@@ -532,7 +539,7 @@ bool ml__conv_winograd_weight_ok(const ml_conv_shape *s) {
 }
 
 static size_t gt_floats(const wconv *d) { return (size_t)(d->OH * d->OW * d->OCp); }
-static size_t du_floats(const wconv *d) { return (size_t)(d->xi * d->C * d->OCp); }
+static size_t du_floats(const wconv *d) { return u_floats(d); }
 
 /* Images per pass of the weight GEMMs: each pass loads and stores dU once, so a pass takes
  * about WEIGHT_TILES tiles (F(4x4) on a 7x7 plane has 4 per image), V and Y for them ~0.6 MB. */
@@ -556,7 +563,7 @@ AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, float *Y
     transform_dy4(d, gt, Y);
     return;
   }
-  const int64_t OCp = d->OCp, step = d->TS * OCp, OW = d->OW;
+  const int64_t OCp = d->OCp, step = mstep(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const bool down = 2 * ty + 1 < d->OH, right = 2 * tx + 1 < OW;
@@ -617,8 +624,8 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
 
 AVX512_TARGET static void weight_gemms(const wconv *d, const float *V, const float *Y, float *dU, int64_t tiles) {
   for (int64_t xi = 0; xi < d->xi; xi++) {
-    const float *v = V + xi * d->TS * d->Cv, *y = Y + xi * d->TS * d->OCp;
-    float *u = dU + xi * d->C * d->OCp;
+    const float *v = V + xi * vstep(d), *y = Y + xi * mstep(d);
+    float *u = dU + xi * ustep(d);
     for (int64_t o0 = 0; o0 < d->OCp; o0 += OB)
       for (int64_t c0 = 0; c0 < d->C; c0 += TR) {
         switch (d->C - c0 < TR ? d->C - c0 : TR) {
@@ -652,7 +659,7 @@ AVX512_TARGET static void filters_back(const wconv *d, int64_t C, int64_t c0, co
     filters_back4(d, C, c0, dU, dw);
     return;
   }
-  const int64_t OC = d->OC, OCp = d->OCp, step = d->C * OCp;
+  const int64_t OC = d->OC, OCp = d->OCp, step = ustep(d);
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32((int32_t)(C * 9)));
   const __m512 half = _mm512_set1_ps(0.5f);
