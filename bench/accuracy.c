@@ -96,7 +96,8 @@ static void usage(FILE *f) {
              "Environment: ML_ACC_ITERATIONS, ML_ACC_META_BATCH, ML_ACC_EPISODES, ML_ACC_THREADS, ML_ACC_SEED,\n"
              "METALEARN_DATA (default <repo>/../shared/data), ML_TORCH_PYTHON (default /work/venv/bin/python\n"
              "if present, else /usr/bin/python3).\n"
-             "--check-first: one iteration on each side; compares the meta-gradients and the updated weights.\n"
+             "--check-first: one iteration on each side; compares the meta-gradients and the updated weights\n"
+             "  (metalearn's Winograd convolutions off: they break max-pool ties differently, see kernels.h).\n"
              "--workdir DIR: write the exchange files there and keep them (default: a temporary directory,\n"
              "removed at the end unless --keep).\n");
 }
@@ -499,6 +500,10 @@ int main(int argc, char **argv) {
   bench b;
   memset(&b, 0, sizeof b);
   b.o = parse_options(argc, argv);
+  /* The check compares gradients, so it wants the same max-pool argmax as PyTorch where pooled
+   * values tie (Omniglot's blank regions): Winograd's rounding breaks such ties differently
+   * (ml_conv_use_winograd). Training for accuracy keeps the default kernels. */
+  if (b.o.check_first) ml_conv_use_winograd(false);
   setvbuf(stdout, NULL, _IOLBF, 0); /* the report interleaves with the progress lines on stderr */
   char root[ML_PATH_MAX], data[ML_PATH_MAX], script[ML_PATH_MAX + 64], python[ML_PATH_MAX];
   repo_root(root, sizeof root);

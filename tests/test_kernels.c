@@ -205,6 +205,7 @@ static void check_conv(const conv_case *cc, const char *what) {
   float *din = malloc((size_t)nin * 4), *dinr = malloc((size_t)nin * 4);
   float *dw = malloc((size_t)nw * 4), *dwr = malloc((size_t)nw * 4);
   float *scratch = malloc((ns + 16) * 4);
+  for (size_t i = 0; i < ns; i++) scratch[i] = NAN; /* kernels must not read scratch they did not write */
   for (int i = 0; i < 16; i++) scratch[ns + (size_t)i] = 12345.0f; /* overrun guard */
   double atol = 1e-6 * (double)(K > s.OC * s.KH * s.KW ? K : s.OC * s.KH * s.KW) + 1e-6;
 
@@ -283,6 +284,25 @@ ML_TEST(conv2d_against_reference) {
   ml__simd_force(-1);
   ml_gemm_use_builtin(false);
   for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) check_conv(&conv_cases[i], "ml_gemm");
+}
+
+/* Winograd is chosen by shape on Conv4's 14x14 and 7x7 layers (AVX-512), not on the 3x3 one or a
+ * first layer, and ml_conv_use_winograd(false) turns it off for all of them. */
+ML_TEST(winograd_by_shape_and_off) {
+  ml_conv_shape s14, s3, s1;
+  CHECK_OK(ml_conv_shape_make(&s14, 5, 64, 14, 14, 64, 3, 3, 1, 1));
+  CHECK_OK(ml_conv_shape_make(&s3, 5, 64, 3, 3, 64, 3, 3, 1, 1));
+  CHECK_OK(ml_conv_shape_make(&s1, 5, 1, 28, 28, 64, 3, 3, 1, 1));
+  bool avx512 = ml_cpu_simd() >= ML_SIMD_AVX512;
+  CHECK(ml__conv_winograd_forward_ok(&s14) == avx512 && ml__conv_winograd_backward_data_ok(&s14) == avx512 &&
+        ml__conv_winograd_weight_ok(&s14) == avx512);
+  CHECK(!ml__conv_winograd_forward_ok(&s3) && !ml__conv_winograd_forward_ok(&s1));
+  CHECK(avx512 == (strstr(ml_conv_backend(), "winograd") != NULL));
+  ml_conv_use_winograd(false);
+  CHECK(!ml__conv_winograd_forward_ok(&s14) && !ml__conv_winograd_backward_data_ok(&s14) &&
+        !ml__conv_winograd_weight_ok(&s14));
+  CHECK(strstr(ml_conv_backend(), "winograd") == NULL);
+  ml_conv_use_winograd(true);
 }
 
 /* Kernels split their work only by shape, so a lent pool changes no bit of any result. */

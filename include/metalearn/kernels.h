@@ -83,6 +83,12 @@ ML_API void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, fl
  * channels or more, planes 6 wide or more) or straight from zero-padded images, with AVX-512 (the
  * default); off: always im2col + GEMM (tests and benchmarks compare them). Process-wide. */
 ML_API void ml_conv_use_direct(bool on);
+/* Winograd convolutions on (the default) or off (the direct kernels instead). Their rounding
+ * depends on an output's place in its tile, so outputs that direct summation makes exactly equal
+ * (a blank image region) differ in the last bits, and a max-pool over them picks another, equally
+ * valid, argmax: gradients then differ from PyTorch's where the pool's inputs tie. Off gives the
+ * same ties as direct summation (bench/accuracy --check-first). Process-wide. */
+ML_API void ml_conv_use_winograd(bool on);
 /* The convolution kernels in use: Winograd and direct (AVX-512) before im2col + gemm, or
  * "im2col + gemm" where those are off (no AVX-512, ML_SIMD below it, or ml_conv_use_direct(false)). */
 ML_API const char *ml_conv_backend(void);

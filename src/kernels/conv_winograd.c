@@ -58,6 +58,9 @@ typedef struct {
 /* F(4x4, 3x3) or F(2x2, 3x3): 0 by shape, else that tile (tests, bench/kernels) */
 static _Atomic int g_tile;
 void ml__conv_winograd_tile(int m) { g_tile = m; }
+static _Atomic bool g_off;
+void ml_conv_use_winograd(bool on) { g_off = !on; }
+bool ml__conv_winograd_on(void) { return !g_off; }
 
 static bool wconv_make(wconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC, int64_t ph, int64_t pw) {
   d->B = B, d->C = C, d->H = H, d->W = W, d->OC = OC, d->ph = ph, d->pw = pw;
@@ -76,16 +79,17 @@ static bool pays(const wconv *d) { return d->C >= MIN_C && d->OC >= MIN_OC && d-
 
 static bool forward_shape(const ml_conv_shape *s, wconv *d) {
   int which = ml__conv_direct_which();
-  return ml__conv_direct_on() && (which == 0 || which == 3) && s->stride == 1 && s->KH == 3 && s->KW == 3 &&
-         ml__simd_level() >= ML_SIMD_AVX512 && wconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->pad, s->pad) &&
+  return ml__conv_direct_on() && !g_off && (which == 0 || which == 3) && s->stride == 1 && s->KH == 3 &&
+         s->KW == 3 && ml__simd_level() >= ML_SIMD_AVX512 &&
+         wconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->pad, s->pad) &&
          (which == 3 || pays(d));
 }
 
 /* din = conv(dout, flipped transposed w), padded by 2 - pad */
 static bool backward_data_shape(const ml_conv_shape *s, wconv *d) {
   int which = ml__conv_direct_which();
-  return ml__conv_direct_on() && (which == 0 || which == 3) && s->stride == 1 && s->KH == 3 && s->KW == 3 &&
-         ml__simd_level() >= ML_SIMD_AVX512 &&
+  return ml__conv_direct_on() && !g_off && (which == 0 || which == 3) && s->stride == 1 && s->KH == 3 &&
+         s->KW == 3 && ml__simd_level() >= ML_SIMD_AVX512 &&
          wconv_make(d, s->B, s->OC, s->OH, s->OW, s->C, 2 - s->pad, 2 - s->pad) && d->OH == s->H &&
          d->OW == s->W && (which == 3 || pays(d));
 }

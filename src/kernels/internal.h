@@ -53,6 +53,7 @@ void ml__transpose16(float *dst, int64_t ldd, const float *src, int64_t lds, int
 /* 3x3 stride-1 convolution by Winograd F(4x4, 3x3) or F(2x2, 3x3) (conv_winograd.c), same
  * contract; ml__conv_winograd_tile(m): 0 the tile by shape, 2 or 4 that one (tests, bench) */
 void ml__conv_winograd_tile(int m);
+bool ml__conv_winograd_on(void); /* ml_conv_use_winograd's setting */
 bool ml__conv_winograd_forward_ok(const ml_conv_shape *s);
 bool ml__conv_winograd_backward_data_ok(const ml_conv_shape *s);
 size_t ml__conv_winograd_scratch_floats(const ml_conv_shape *s, int workers);
