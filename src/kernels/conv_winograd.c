@@ -108,13 +108,14 @@ bool ml__conv_winograd_backward_data_ok(const ml_conv_shape *s) {
 static int64_t ustep(const wconv *d) { return d->C * d->OCp + 16; }
 static size_t u_floats(const wconv *d) { return (size_t)(d->xi * ustep(d)); }
 static size_t image_floats(const wconv *d) { return (size_t)(d->Hp * d->Wp * d->Cv); }
-/* From one point to the next in V (vstep) and in M and Y (mstep): a cache line more than the
- * tiles take, so that the 36 points of a tile are not all 4 KB apart (16 tiles of 64 channels)
- * and do not land in one L1 set (the transforms were 2x slower). */
-static int64_t vstep(const wconv *d) { return d->TS * d->Cv + 16; }
-static int64_t mstep(const wconv *d) { return d->TS * d->OCp + 16; }
-static size_t v_floats(const wconv *d) { return (size_t)(d->xi * vstep(d)); }
-static size_t m_floats(const wconv *d) { return (size_t)(d->xi * mstep(d)); }
+/* V, M and Y are tile-major, V[t][xi][c] and M[t][xi][o]: the transforms read and write a tile's
+ * points in one contiguous block (9 KB for F(4x4) on 64 channels). Point-major buffers spread a
+ * tile's 36 points over 36 pages, and the transforms spent most of their time in TLB and cache
+ * misses; the GEMMs read 6 tiles at a time either way. vts, mts: floats from one tile to the next. */
+static int64_t vts(const wconv *d) { return d->xi * d->Cv; }
+static int64_t mts(const wconv *d) { return d->xi * d->OCp; }
+static size_t v_floats(const wconv *d) { return (size_t)(d->TS * vts(d)); }
+static size_t m_floats(const wconv *d) { return (size_t)(d->TS * mts(d)); }
 static size_t out_floats(const wconv *d) { return (size_t)(d->OH * d->OW * d->OCp); }
 static size_t worker_floats(const wconv *d) {
   return image_floats(d) + v_floats(d) + m_floats(d) + out_floats(d); /* each a multiple of 16 */
@@ -194,7 +195,7 @@ AVX512_TARGET static inline void back4(const __m512 *u, __m512 *w) { /* w = G^T 
 }
 
 AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, float *V) {
-  const int64_t Cv = d->Cv, Wp = d->Wp, step = vstep(d);
+  const int64_t Cv = d->Cv, Wp = d->Wp, step = Cv, ts = vts(d);
   /* channel groups outside: a group's lines of the image (20 KB on 14x14) stay in L1 while the
    * overlapping patches read them */
   for (int64_t c = 0; c < Cv; c += 16)
@@ -209,7 +210,7 @@ AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, floa
           in4(col, o);
           for (int i = 0; i < A4; i++) r[i][j] = o[i];
         }
-        float *v = V + t * Cv + c;
+        float *v = V + t * ts + c;
         for (int i = 0; i < A4; i++) { /* (B^T d) B: row i */
           in4(r[i], o);
           for (int j = 0; j < A4; j++) _mm512_storeu_ps(v + (A4 * i + j) * step, o[j]);
@@ -218,13 +219,13 @@ AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, floa
 }
 
 AVX512_TARGET static void transform_output4(const wconv *d, const float *M, const float *bias, float *ob) {
-  const int64_t OCp = d->OCp, step = mstep(d), OW = d->OW;
+  const int64_t OCp = d->OCp, step = OCp, ts = mts(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
       float *y0 = ob + ((4 * ty) * OW + 4 * tx) * OCp;
       for (int64_t o = 0; o < OCp; o += 16) {
-        const float *m = M + t * OCp + o;
+        const float *m = M + t * ts + o;
         __m512 s[4][A4], col[A4], y[4];
         for (int j = 0; j < A4; j++) { /* A^T M: column j */
           for (int i = 0; i < A4; i++) col[i] = _mm512_loadu_ps(m + (A4 * i + j) * step);
@@ -267,7 +268,7 @@ AVX512_TARGET static void transform_filters4(const wconv *d, const float *w, boo
 }
 
 AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, float *Y) {
-  const int64_t OCp = d->OCp, step = mstep(d), OW = d->OW;
+  const int64_t OCp = d->OCp, step = OCp, ts = mts(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
@@ -282,7 +283,7 @@ AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, float *
           dy4(col, e);
           for (int i = 0; i < A4; i++) z[i][q] = e[i];
         }
-        float *y = Y + t * OCp + o;
+        float *y = Y + t * ts + o;
         for (int i = 0; i < A4; i++) { /* (A dy) A^T: row i */
           dy4(z[i], e);
           for (int j = 0; j < A4; j++) _mm512_storeu_ps(y + (A4 * i + j) * step, e[j]);
@@ -336,8 +337,8 @@ AVX512_TARGET static void transform_input(const wconv *d, const float *xh, float
           r[2][j] = _mm512_sub_ps(x[2][j], x[1][j]);
           r[3][j] = _mm512_sub_ps(x[1][j], x[3][j]);
         }
-        float *v = V + t * Cv + c;
-        const int64_t step = vstep(d); /* from one point to the next */
+        float *v = V + t * vts(d) + c;
+        const int64_t step = Cv; /* from one point to the next */
         for (int i = 0; i < 4; i++) {
           _mm512_storeu_ps(v + (4 * i + 0) * step, _mm512_sub_ps(r[i][0], r[i][2]));
           _mm512_storeu_ps(v + (4 * i + 1) * step, _mm512_add_ps(r[i][1], r[i][2]));
@@ -358,8 +359,8 @@ AVX512_TARGET static inline __attribute__((always_inline)) void gemm_tile(const 
     if (i < nt)
 #pragma GCC unroll 4
       for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
-  const float *u = U + o0, *x = V + t0 * d->Cv;
-  const int64_t Cv = d->Cv, OCp = d->OCp;
+  const int64_t OCp = d->OCp, vt = vts(d), mt = mts(d);
+  const float *u = U + o0, *x = V + t0 * vt;
   for (int64_t c = 0; c < d->C; c++, u += OCp, x++) {
     __m512 w[4];
 #pragma GCC unroll 4
@@ -367,24 +368,24 @@ AVX512_TARGET static inline __attribute__((always_inline)) void gemm_tile(const 
 #pragma GCC unroll 6
     for (int i = 0; i < TR; i++)
       if (i < nt) {
-        const __m512 b = _mm512_set1_ps(x[i * Cv]);
+        const __m512 b = _mm512_set1_ps(x[i * vt]);
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(w[v], b, acc[i][v]);
       }
   }
-  float *m = M + t0 * OCp + o0;
+  float *m = M + t0 * mt + o0;
 #pragma GCC unroll 6
   for (int i = 0; i < TR; i++)
     if (i < nt)
 #pragma GCC unroll 4
-      for (int v = 0; v < 4; v++) _mm512_storeu_ps(m + i * OCp + 16 * v, acc[i][v]);
+      for (int v = 0; v < 4; v++) _mm512_storeu_ps(m + i * mt + 16 * v, acc[i][v]);
 }
 
 AVX512_TARGET static void gemms(const wconv *d, const float *V, const float *U, float *M) {
   const int64_t T = d->T, tiles = (T + TR - 1) / TR, base = T / tiles, extra = T % tiles;
   for (int64_t xi = 0; xi < d->xi; xi++) {
-    const float *v = V + xi * vstep(d), *u = U + xi * ustep(d);
-    float *m = M + xi * mstep(d);
+    const float *v = V + xi * d->Cv, *u = U + xi * ustep(d);
+    float *m = M + xi * d->OCp;
     for (int64_t o0 = 0; o0 < d->OCp; o0 += OB)
       for (int64_t k = 0, t0 = 0; k < tiles; k++) { /* blocks as even as they go */
         const int nt = (int)(base + (k < extra));
@@ -408,13 +409,13 @@ AVX512_TARGET static void transform_output(const wconv *d, const float *M, const
     transform_output4(d, M, bias, ob);
     return;
   }
-  const int64_t OCp = d->OCp, step = mstep(d), OW = d->OW;
+  const int64_t OCp = d->OCp, step = OCp, ts = mts(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const bool down = 2 * ty + 1 < d->OH, right = 2 * tx + 1 < OW;
       float *y0 = ob + ((2 * ty) * OW + 2 * tx) * OCp;
       for (int64_t o = 0; o < OCp; o += 16) {
-        const float *m = M + t * OCp + o;
+        const float *m = M + t * ts + o;
         __m512 s[2][4];
         for (int j = 0; j < 4; j++) {
           const __m512 m0 = _mm512_loadu_ps(m + j * step), m1 = _mm512_loadu_ps(m + (4 + j) * step);
@@ -569,7 +570,7 @@ AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, float *Y
     transform_dy4(d, gt, Y);
     return;
   }
-  const int64_t OCp = d->OCp, step = mstep(d), OW = d->OW;
+  const int64_t OCp = d->OCp, step = OCp, ts = mts(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const bool down = 2 * ty + 1 < d->OH, right = 2 * tx + 1 < OW;
@@ -583,7 +584,7 @@ AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, float *Y
                           {_mm512_add_ps(a, c), _mm512_add_ps(b, e)},
                           {_mm512_sub_ps(a, c), _mm512_sub_ps(b, e)},
                           {_mm512_sub_ps(zero, c), _mm512_sub_ps(zero, e)}};
-        float *y = Y + t * OCp + o;
+        float *y = Y + t * ts + o;
         for (int k = 0; k < 4; k++) {
           _mm512_storeu_ps(y + (4 * k + 0) * step, z[k][0]);
           _mm512_storeu_ps(y + (4 * k + 1) * step, _mm512_add_ps(z[k][0], z[k][1]));
@@ -605,9 +606,9 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
     if (i < nc)
 #pragma GCC unroll 4
       for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
-  const int64_t Cv = d->Cv, OCp = d->OCp;
+  const int64_t OCp = d->OCp, vt = vts(d), mt = mts(d);
   const float *x = V + c0, *y = Y + o0;
-  for (int64_t t = 0; t < tiles; t++, x += Cv, y += OCp) {
+  for (int64_t t = 0; t < tiles; t++, x += vt, y += mt) {
     __m512 g[4];
 #pragma GCC unroll 4
     for (int v = 0; v < 4; v++) g[v] = _mm512_loadu_ps(y + 16 * v);
@@ -630,7 +631,7 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
 
 AVX512_TARGET static void weight_gemms(const wconv *d, const float *V, const float *Y, float *dU, int64_t tiles) {
   for (int64_t xi = 0; xi < d->xi; xi++) {
-    const float *v = V + xi * vstep(d), *y = Y + xi * mstep(d);
+    const float *v = V + xi * d->Cv, *y = Y + xi * d->OCp;
     float *u = dU + xi * ustep(d);
     for (int64_t o0 = 0; o0 < d->OCp; o0 += OB)
       for (int64_t c0 = 0; c0 < d->C; c0 += TR) {
@@ -712,10 +713,10 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
       const float *x = in + ((b0 + i) * s->C + c0) * HW;
       for (int64_t y = 0; y < d.H; y++)
         ml__transpose16(xh + ((y + d.ph) * d.Wp + d.pw) * d.Cv, d.Cv, x + y * d.W, HW, d.C, d.W, d.C);
-      transform_input(&d, xh, V + i * d.T * d.Cv);
+      transform_input(&d, xh, V + i * d.T * vts(&d));
       ml__transpose16(gt, d.OCp, dout + (b0 + i) * s->OC * P, P, s->OC, P, d.OCp);
       if (db) bias_sums(&d, gt, db);
-      transform_dy(&d, gt, Y + i * d.T * d.OCp);
+      transform_dy(&d, gt, Y + i * d.T * mts(&d));
     }
     weight_gemms(&d, V, Y, dU, n * d.T);
   }
