@@ -202,18 +202,20 @@ AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, floa
     for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
       for (int64_t tx = 0; tx < d->TW; tx++, t++) {
         const float *p = xh + ((4 * ty) * Wp + 4 * tx) * Cv + c;
-        __m512 x[A4][A4], r[A4][A4], col[A4], o[A4];
-        for (int i = 0; i < A4; i++)
-          for (int j = 0; j < A4; j++) x[i][j] = _mm512_loadu_ps(p + (i * Wp + j) * Cv);
-        for (int j = 0; j < A4; j++) { /* B^T d: column j */
-          for (int i = 0; i < A4; i++) col[i] = x[i][j];
-          in4(col, o);
-          for (int i = 0; i < A4; i++) r[i][j] = o[i];
-        }
         float *v = V + t * ts + c;
-        for (int i = 0; i < A4; i++) { /* (B^T d) B: row i */
-          in4(r[i], o);
+        /* two passes through the tile's own 36 lines in V (in L1): the rows, d B, then the
+         * columns, B^T (d B), in place; holding all 36 + 36 vectors in registers spilled them */
+        for (int i = 0; i < A4; i++) {
+          __m512 row[A4], o[A4];
+          for (int j = 0; j < A4; j++) row[j] = _mm512_loadu_ps(p + (i * Wp + j) * Cv);
+          in4(row, o);
           for (int j = 0; j < A4; j++) _mm512_storeu_ps(v + (A4 * i + j) * step, o[j]);
+        }
+        for (int j = 0; j < A4; j++) {
+          __m512 col[A4], o[A4];
+          for (int i = 0; i < A4; i++) col[i] = _mm512_loadu_ps(v + (A4 * i + j) * step);
+          in4(col, o);
+          for (int i = 0; i < A4; i++) _mm512_storeu_ps(v + (A4 * i + j) * step, o[i]);
         }
       }
 }
