@@ -286,17 +286,18 @@ ML_TEST(conv2d_against_reference) {
   for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) check_conv(&conv_cases[i], "ml_gemm");
 }
 
-/* Winograd is chosen by shape on Conv4's 14x14 and 7x7 layers (AVX-512), not on the 3x3 one or a
- * first layer, and ml_conv_use_winograd(false) turns it off for all of them. */
+/* Winograd is chosen by shape on Conv4's 64-channel layers (AVX-512; planes down to 3x3), not on
+ * a first layer or a 2x2 plane, and ml_conv_use_winograd(false) turns it off for all of them. */
 ML_TEST(winograd_by_shape_and_off) {
-  ml_conv_shape s14, s3, s1;
+  ml_conv_shape s14, s3, s2, s1;
   CHECK_OK(ml_conv_shape_make(&s14, 5, 64, 14, 14, 64, 3, 3, 1, 1));
   CHECK_OK(ml_conv_shape_make(&s3, 5, 64, 3, 3, 64, 3, 3, 1, 1));
+  CHECK_OK(ml_conv_shape_make(&s2, 5, 64, 2, 2, 64, 3, 3, 1, 1));
   CHECK_OK(ml_conv_shape_make(&s1, 5, 1, 28, 28, 64, 3, 3, 1, 1));
   bool avx512 = ml_cpu_simd() >= ML_SIMD_AVX512;
   CHECK(ml__conv_winograd_forward_ok(&s14) == avx512 && ml__conv_winograd_backward_data_ok(&s14) == avx512 &&
-        ml__conv_winograd_weight_ok(&s14) == avx512);
-  CHECK(!ml__conv_winograd_forward_ok(&s3) && !ml__conv_winograd_forward_ok(&s1));
+        ml__conv_winograd_weight_ok(&s14) == avx512 && ml__conv_winograd_forward_ok(&s3) == avx512);
+  CHECK(!ml__conv_winograd_forward_ok(&s2) && !ml__conv_winograd_forward_ok(&s1));
   CHECK(avx512 == (strstr(ml_conv_backend(), "winograd") != NULL));
   ml_conv_use_winograd(false);
   CHECK(!ml__conv_winograd_forward_ok(&s14) && !ml__conv_winograd_backward_data_ok(&s14) &&

@@ -79,8 +79,8 @@ ML_API void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const f
  * the kernel allows (db NULL: none). */
 ML_API void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db, const float *in,
                                            const float *dout, float *scratch);
-/* Stride-1 forward and backward-data convolutions run by Winograd F(2x2, 3x3) (3x3 filters, 16
- * channels or more, planes 6 wide or more) or straight from zero-padded images, with AVX-512 (the
+/* Stride-1 forward and backward-data convolutions run by Winograd F(4x4, 3x3) (3x3 filters, 16
+ * channels or more, planes 3 wide or more) or straight from zero-padded images, with AVX-512 (the
  * default); off: always im2col + GEMM (tests and benchmarks compare them). Process-wide. */
 ML_API void ml_conv_use_direct(bool on);
 /* Winograd convolutions on (the default) or off (the direct kernels instead). Their rounding

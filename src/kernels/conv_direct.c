@@ -101,7 +101,7 @@ bool ml__conv_direct_on(void) { return !g_off; }
 const char *ml_conv_backend(void) {
   if (g_off || ml__simd_level() < ML_SIMD_AVX512) return "im2col + gemm";
   return ml__conv_winograd_on()
-             ? "winograd F(4x4,3x3) avx512 (3x3 stride 1, >= 16 channels, planes >= 6 wide); direct avx512 (stride 1; "
+             ? "winograd F(4x4,3x3) avx512 (3x3 stride 1, >= 16 channels, planes >= 3 wide); direct avx512 (stride 1; "
                "vectors over output channels, or over output rows >= 3 wide); im2col + gemm"
              : "direct avx512 (stride 1; vectors over output channels, or over output rows >= 3 wide); im2col + gemm";
 }
