@@ -368,6 +368,32 @@ void ml__transpose16(float *dst, int64_t ldd, const float *src, int64_t lds, int
   transpose(dst, ldd, src, lds, rows, cols, width);
 }
 
+/* x (C, H, W) into the interior of a zero-bordered channel-minor image: pixel (y, x) at
+ * ((y + ph) * Wp + x + pw) * ldc. Blocks of 16 channels x 16 consecutive pixels of the flattened
+ * plane, so every load is a whole cache line of a channel (a row-by-row transpose of 14-wide rows
+ * read 64 channel streams a partial line at a time), each pixel's 16 channels stored where its
+ * padded row puts it. Channels past C within their block of 16 are written as zeros. */
+AVX512_TARGET void ml__to_padded_hwc(float *dst, int64_t ldc, int64_t Wp, int64_t ph, int64_t pw, const float *x,
+                                     int64_t C, int64_t H, int64_t W) {
+  const int64_t HW = H * W;
+  for (int64_t c0 = 0; c0 < C; c0 += 16) {
+    const int64_t nc = C - c0 < 16 ? C - c0 : 16;
+    for (int64_t p0 = 0, y = 0, xx = 0; p0 < HW; p0 += 16) {
+      const int64_t np = HW - p0 < 16 ? HW - p0 : 16;
+      const __mmask16 m = lanes16(np);
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; i++)
+        r[i] = i < nc ? _mm512_maskz_loadu_ps(m, x + (c0 + i) * HW + p0) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t k = 0; k < np; k++) {
+        _mm512_storeu_ps(dst + ((y + ph) * Wp + xx + pw) * ldc + c0, r[k]);
+        if (++xx == W) xx = 0, y++;
+      }
+    }
+  }
+}
+
 AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
   const dconv_job *j = vj;
   const dconv *d = j->d;

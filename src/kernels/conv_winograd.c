@@ -465,9 +465,7 @@ AVX512_TARGET static void group_item(int64_t k, int worker, void *vj) {
     /* the image channel-minor inside a zero border (and zero channels up to Cv) */
     memset(xh, 0, image_floats(d) * sizeof(float));
     const float *x = j->in + (b0 + i) * d->C * d->H * d->W;
-    for (int64_t y = 0; y < d->H; y++)
-      ml__transpose16(xh + ((y + d->ph) * d->Wp + d->pw) * d->Cv, d->Cv, x + y * d->W, d->H * d->W, d->C, d->W,
-                      d->C);
+    ml__to_padded_hwc(xh, d->Cv, d->Wp, d->ph, d->pw, x, d->C, d->H, d->W);
     transform_input(d, xh, V + i * d->T * vts(d));
   }
   gemms(d, V, j->U, M, n * d->T);
@@ -730,8 +728,7 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
     for (int64_t i = 0; i < n; i++) { /* image b0 + i's tiles from tile i*T of V and Y */
       memset(xh, 0, image_floats(&d) * sizeof(float));
       const float *x = in + ((b0 + i) * s->C + c0) * HW;
-      for (int64_t y = 0; y < d.H; y++)
-        ml__transpose16(xh + ((y + d.ph) * d.Wp + d.pw) * d.Cv, d.Cv, x + y * d.W, HW, d.C, d.W, d.C);
+      ml__to_padded_hwc(xh, d.Cv, d.Wp, d.ph, d.pw, x, d.C, d.H, d.W);
       transform_input(&d, xh, V + i * d.T * vts(&d));
       ml__transpose16(gt, d.OCp, dout + (b0 + i) * s->OC * P, P, s->OC, P, d.OCp);
       if (db) bias_sums(&d, gt, db);

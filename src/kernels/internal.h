@@ -50,6 +50,10 @@ bool ml__conv_direct_on(void); /* ml_conv_use_direct's setting */
  * row, zeros past rows (AVX-512) */
 void ml__transpose16(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols,
                      int64_t width);
+/* x (C, H, W) into a zero-bordered channel-minor image (ldc >= C rounded up to 16 floats per
+ * pixel, pixel (y, x) at ((y + ph) * Wp + x + pw) * ldc; the border is the caller's) */
+void ml__to_padded_hwc(float *dst, int64_t ldc, int64_t Wp, int64_t ph, int64_t pw, const float *x, int64_t C,
+                       int64_t H, int64_t W);
 /* 3x3 stride-1 convolution by Winograd F(4x4, 3x3) or F(2x2, 3x3) (conv_winograd.c), same
  * contract; ml__conv_winograd_tile(m): 0 the tile by shape, 2 or 4 that one (tests, bench) */
 void ml__conv_winograd_tile(int m);
