@@ -49,8 +49,7 @@ typedef struct {
   int64_t B, C, H, W, OC, ph, pw, OH, OW;
   int64_t m, xi;     /* outputs per tile side (2 or 4), points of the transformed tile */
   int64_t TH, TW, T; /* tiles down, across, in all */
-  int64_t TS;        /* tiles from one point to the next in V, M and Y (T; the weight gradient's
-                        buffers hold several images) */
+  int64_t TS;        /* tiles V, M and Y hold: T times the images of one GEMM pass */
   int64_t Hp, Wp;    /* padded channel-minor image (Hp, Wp, Cv) */
   int64_t Cv, OCp;   /* channels rounded up to 16, output channels rounded up to 64 */
 } wconv;
