@@ -359,37 +359,47 @@ AVX512_TARGET static void transform_input(const wconv *d, const float *xh, float
       }
 }
 
+/* The register tile of both GEMMs: out[i][0..63] (rows i < n <= TR, ldo apart) = (add ? out : 0)
+ * + sum over k < K of a[k*ak + 0..63] * b[i*bi + k*bk]: 24 accumulators, per k 4 vector loads and
+ * n broadcasts for 4n FMAs (the direct channel-vector kernel's tile) */
+AVX512_TARGET static inline __attribute__((always_inline)) void tile_6x64(const float *a, int64_t ak, const float *b,
+                                                                          int64_t bi, int64_t bk, int64_t K,
+                                                                          float *out, int64_t ldo, bool add,
+                                                                          const int n) {
+  __m512 acc[TR][4];
+#pragma GCC unroll 6
+  for (int i = 0; i < TR; i++)
+    if (i < n)
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k++, a += ak, b += bk) {
+    __m512 w[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) w[v] = _mm512_loadu_ps(a + 16 * v);
+#pragma GCC unroll 6
+    for (int i = 0; i < TR; i++)
+      if (i < n) {
+        const __m512 x = _mm512_set1_ps(b[i * bi]);
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(w[v], x, acc[i][v]);
+      }
+  }
+#pragma GCC unroll 6
+  for (int i = 0; i < TR; i++)
+    if (i < n)
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; v++) {
+        float *o = out + i * ldo + 16 * v;
+        _mm512_storeu_ps(o, add ? _mm512_add_ps(_mm512_loadu_ps(o), acc[i][v]) : acc[i][v]);
+      }
+}
+
 /* M[xi][t][o] = sum over c of V[xi][t][c] U[xi][c][o], for nt <= TR tiles from t0 and the 64
  * output channels from o0 */
 AVX512_TARGET static inline __attribute__((always_inline)) void gemm_tile(const wconv *d, const float *V,
                                                                           const float *U, float *M, int64_t t0,
                                                                           int64_t o0, const int nt) {
-  __m512 acc[TR][4];
-#pragma GCC unroll 6
-  for (int i = 0; i < TR; i++)
-    if (i < nt)
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
-  const int64_t OCp = d->OCp, vt = vts(d), mt = mts(d);
-  const float *u = U + o0, *x = V + t0 * vt;
-  for (int64_t c = 0; c < d->C; c++, u += OCp, x++) {
-    __m512 w[4];
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; v++) w[v] = _mm512_loadu_ps(u + 16 * v);
-#pragma GCC unroll 6
-    for (int i = 0; i < TR; i++)
-      if (i < nt) {
-        const __m512 b = _mm512_set1_ps(x[i * vt]);
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(w[v], b, acc[i][v]);
-      }
-  }
-  float *m = M + t0 * mt + o0;
-#pragma GCC unroll 6
-  for (int i = 0; i < TR; i++)
-    if (i < nt)
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; v++) _mm512_storeu_ps(m + i * mt + 16 * v, acc[i][v]);
+  tile_6x64(U + o0, d->OCp, V + t0 * vts(d), vts(d), 1, d->C, M + t0 * mts(d) + o0, mts(d), false, nt);
 }
 
 AVX512_TARGET static void gemms(const wconv *d, const float *V, const float *U, float *M, int64_t T) {
@@ -616,33 +626,7 @@ AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, float *Y
 AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(const wconv *d, const float *V,
                                                                             const float *Y, float *dU, int64_t c0,
                                                                             int64_t o0, int64_t tiles, const int nc) {
-  __m512 acc[TR][4];
-#pragma GCC unroll 6
-  for (int i = 0; i < TR; i++)
-    if (i < nc)
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; v++) acc[i][v] = _mm512_setzero_ps();
-  const int64_t OCp = d->OCp, vt = vts(d), mt = mts(d);
-  const float *x = V + c0, *y = Y + o0;
-  for (int64_t t = 0; t < tiles; t++, x += vt, y += mt) {
-    __m512 g[4];
-#pragma GCC unroll 4
-    for (int v = 0; v < 4; v++) g[v] = _mm512_loadu_ps(y + 16 * v);
-#pragma GCC unroll 6
-    for (int i = 0; i < TR; i++)
-      if (i < nc) {
-        const __m512 b = _mm512_set1_ps(x[i]);
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(g[v], b, acc[i][v]);
-      }
-  }
-  float *u = dU + c0 * OCp + o0;
-#pragma GCC unroll 6
-  for (int i = 0; i < TR; i++)
-    if (i < nc)
-#pragma GCC unroll 4
-      for (int v = 0; v < 4; v++)
-        _mm512_storeu_ps(u + i * OCp + 16 * v, _mm512_add_ps(_mm512_loadu_ps(u + i * OCp + 16 * v), acc[i][v]));
+  tile_6x64(Y + o0, mts(d), V + c0, 1, vts(d), tiles, dU + c0 * d->OCp + o0, d->OCp, true, nc);
 }
 
 AVX512_TARGET static void weight_gemms(const wconv *d, const float *V, const float *Y, float *dU, int64_t tiles) {
