@@ -143,6 +143,15 @@ size_t ml__conv_winograd_scratch_floats(const ml_conv_shape *s, int workers) {
 
 /* ---- transforms ---- */
 
+static inline __mmask16 lanes16(int64_t n) { /* the first min(n, 16) lanes */
+  return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+}
+/* lane l = l * stride: the offsets of a gather or scatter over 16 filters stride floats apart */
+AVX512_TARGET static inline __m512i lane_offsets(int32_t stride) {
+  return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                            _mm512_set1_epi32(stride));
+}
+
 /* ---- F(4x4, 3x3): 6x6 tiles, 36 points, 4x fewer multiplies than direct (Lavin and Gray):
  * B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1],
  * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1],
@@ -255,10 +264,9 @@ AVX512_TARGET static void transform_output4(const wconv *d, const float *M, cons
 /* U[xi][c][o..o+15] = (G g G^T)[xi] for 16 output channels; g gathered as in transform_filters */
 AVX512_TARGET static void transform_filters4(const wconv *d, const float *w, bool flip, float *U) {
   const int64_t C = d->C, OC = d->OC, OCp = d->OCp, step = ustep(d);
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32((int32_t)(flip ? 9 : C * 9)));
+  const __m512i idx = lane_offsets((int32_t)(flip ? 9 : C * 9));
   for (int64_t o = 0; o < OC; o += 16) {
-    const __mmask16 m = o + 16 <= OC ? (__mmask16)0xffff : (__mmask16)((1u << (OC - o)) - 1u);
+    const __mmask16 m = lanes16(OC - o);
     for (int64_t c = 0; c < C; c++) {
       const float *base = flip ? w + (c * OC + o) * 9 : w + (o * C + c) * 9;
       __m512 g[3][3], t[A4][3], col[3], u[A4];
@@ -305,10 +313,9 @@ AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, float *
 
 AVX512_TARGET static void filters_back4(const wconv *d, int64_t C, int64_t c0, const float *dU, float *dw) {
   const int64_t OC = d->OC, OCp = d->OCp, step = ustep(d);
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32((int32_t)(C * 9)));
+  const __m512i idx = lane_offsets((int32_t)(C * 9));
   for (int64_t o = 0; o < OC; o += 16) {
-    const __mmask16 m = o + 16 <= OC ? (__mmask16)0xffff : (__mmask16)((1u << (OC - o)) - 1u);
+    const __mmask16 m = lanes16(OC - o);
     for (int64_t c = 0; c < d->C; c++) {
       const float *u = dU + c * OCp + o;
       __m512 t[3][A4], col[A4], w[3];
@@ -493,12 +500,10 @@ AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool
     return;
   }
   const int64_t C = d->C, OC = d->OC, OCp = d->OCp;
-  const int32_t ostride = (int32_t)(flip ? 9 : C * 9);
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(ostride));
+  const __m512i idx = lane_offsets((int32_t)(flip ? 9 : C * 9));
   const __m512 half = _mm512_set1_ps(0.5f);
   for (int64_t o = 0; o < OC; o += 16) {
-    const __mmask16 m = o + 16 <= OC ? (__mmask16)0xffff : (__mmask16)((1u << (OC - o)) - 1u);
+    const __mmask16 m = lanes16(OC - o);
     for (int64_t c = 0; c < C; c++) {
       const float *base = flip ? w + (c * OC + o) * 9 : w + (o * C + c) * 9;
       __m512 g[9], t[4][3];
@@ -667,11 +672,10 @@ AVX512_TARGET static void filters_back(const wconv *d, int64_t C, int64_t c0, co
     return;
   }
   const int64_t OC = d->OC, OCp = d->OCp, step = ustep(d);
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32((int32_t)(C * 9)));
+  const __m512i idx = lane_offsets((int32_t)(C * 9));
   const __m512 half = _mm512_set1_ps(0.5f);
   for (int64_t o = 0; o < OC; o += 16) {
-    const __mmask16 m = o + 16 <= OC ? (__mmask16)0xffff : (__mmask16)((1u << (OC - o)) - 1u);
+    const __mmask16 m = lanes16(OC - o);
     for (int64_t c = 0; c < d->C; c++) {
       const float *u = dU + c * OCp + o;
       __m512 t[3][4];
