@@ -543,6 +543,8 @@ static bool narrow_shape(const ml_conv_shape *s, dconv *d) {
          s->KH == 3 && s->KW == 3 && dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, -1);
 }
 
+static size_t narrow_work_floats(const dconv *d);
+
 bool ml__conv_direct_backward_weight_ok(const ml_conv_shape *s) {
   dconv d;
   return weight_shape(s, &d) || narrow_shape(s, &d);
@@ -564,7 +566,7 @@ static int64_t weight_images(const dconv *d) {
 /* per worker: padded images, gt, dw^T (narrow: the padded image) */
 size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s) {
   dconv d;
-  if (narrow_shape(s, &d)) return (plane_floats(&d) + 15) & ~(size_t)15;
+  if (narrow_shape(s, &d)) return narrow_work_floats(&d);
   if (!weight_shape(s, &d)) return 0;
   const int64_t O = ocp(s->OC), nb = weight_images(&d);
   size_t f = (size_t)nb * (plane_floats(&d) + (size_t)(d.OH * d.OW * O)) + (size_t)(d.C * d.KH * d.KW * O) +
@@ -607,45 +609,93 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
       if (v < nv) _mm512_storeu_ps(acc_mem + i * ld + 16 * v, acc[i][v]);
 }
 
-/* The weight gradient of few (channel, tap) rows: dw[oc][c][tap] = sum over output rows r and
- * columns x of dout[oc][r][x] * xp[c][(r + kh) * Wp + x + kw]. The 16-lane vectors run along the
- * output rows of dout (no transpose) and of the padded image; a register tile holds 2 output
- * channels x 9 taps (+ 2 bias sums), fed per 16 positions by 2 loads of dout and 9 of the
- * padded image (from L1) for 18 FMAs. The image's 9 x 2 sums are reduced once per channel pair;
- * images are added in order: the same bits at any thread count. The im2col + GEMM path it
- * replaces ran at 10% of the FMA peak (a GEMM 9 columns wide, with the transposes of its packing). */
+/* The weight gradient of few (channel, tap) rows (a first layer: 1 channel, 9 rows):
+ * dw[oc][c][kh][kw] = sum over output positions p = r * OW + x of dout[oc][p] * X_kw[p + kh * OW],
+ * where X_kw (OH + KH - 1 rows of OW) is the zero-padded image shifted left by kw: with the rows
+ * of the three shifted copies as long as the output rows, a tap is one offset from p, so the
+ * 16-lane vectors run along the whole output plane (28x28: 49 full vectors, where vectors per
+ * row waste 4 lanes in 32). A register tile holds 3 output channels x 9 taps: per 16 positions,
+ * 3 loads of dout and 9 of the copies (L1) for 27 FMAs. The tile's vectors are summed over all
+ * the images of a group in memory and reduced to scalars once per group (per image, the 27
+ * horizontal sums cost an eighth of the FMAs); images are added in order and groups are fixed
+ * by shape: the same bits at any thread count. dout is the stream that comes from memory
+ * (80 images of 64 channels: 16 MB), so the next channels' lines are prefetched a tile ahead. */
 #define NO 3 /* output channels per register tile: 27 accumulators, 3 of dout, 1 of the image */
-AVX512_TARGET static void weight_narrow(const dconv *d, const float *xp, const float *g, int64_t oc,
-                                        float out[NO][9]) {
-  const int64_t OH = d->OH, OW = d->OW, Wp = d->Wp, P = OH * OW;
+
+/* floats per shifted copy: OH + 2 rows of OW, and one vector of slack that the last (masked)
+ * dout vector's taps read */
+static int64_t narrow_copy_floats(const dconv *d) { return ((d->OH + 2) * d->OW + 16 + 15) & ~(int64_t)15; }
+static int64_t narrow_oc(const dconv *d) { return (d->OC + NO - 1) / NO * NO; }
+static size_t narrow_work_floats(const dconv *d) {
+  return (size_t)(3 * d->C * narrow_copy_floats(d) + (d->C * 9 + 1) * narrow_oc(d) * 16);
+}
+
+/* copies[c][kw][y * OW + x] = the padded image's pixel (y, x + kw) */
+AVX512_TARGET static void narrow_copies(const dconv *d, float *copies, const float *x) {
+  const int64_t H = d->H, W = d->W, OW = d->OW, CF = narrow_copy_floats(d), rows = d->OH + 2;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t c = 0; c < d->C; c++, x += H * W)
+    for (int64_t kw = 0; kw < 3; kw++) {
+      float *o = copies + (c * 3 + kw) * CF;
+      const int64_t shift = kw - d->pw; /* output column j reads input column j + shift */
+      for (int64_t y = 0; y < rows; y++) {
+        const int64_t h = y - d->ph;
+        for (int64_t j = 0; j < OW; j += 16) {
+          __m512 v = zero;
+          if (h >= 0 && h < H) { /* lanes whose input column lies in [0, W); masked lanes never load */
+            const int64_t a = -shift - j, lo = a > 0 ? a : 0, hi = W - shift - j;
+            if (hi > lo) v = _mm512_maskz_loadu_ps(lanes16(hi) & (__mmask16)~lanes16(lo), x + h * W + j + shift);
+          }
+          _mm512_mask_storeu_ps(o + y * OW + j, lanes16(OW - j), v);
+        }
+      }
+      for (int64_t k = rows * OW; k < CF; k += 16) _mm512_mask_storeu_ps(o + k, lanes16(CF - k), zero);
+    }
+}
+
+AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, const float *g, int64_t oc,
+                                        const float *next, float *acc_mem, float *bias_mem, bool first) {
+  const int64_t P = d->OH * d->OW, OW = d->OW, CF = narrow_copy_floats(d);
   const float *go[NO];
 #pragma GCC unroll 3
   for (int i = 0; i < NO; i++) go[i] = g + (oc + i < d->OC ? oc + i : oc) * P; /* past OC: a copy, dropped */
+  const float *xk[9];
+#pragma GCC unroll 9
+  for (int t = 0; t < 9; t++) xk[t] = copies + (t % 3) * CF + (t / 3) * OW;
   /* every loop over the accumulators unrolled, or GCC keeps them on the stack (2.5x slower) */
   __m512 acc[NO][9];
 #pragma GCC unroll 3
   for (int i = 0; i < NO; i++)
 #pragma GCC unroll 9
-    for (int t = 0; t < 9; t++) acc[i][t] = _mm512_setzero_ps();
-  for (int64_t r = 0; r < OH; r++)
-    for (int64_t x0 = 0; x0 < OW; x0 += 16) {
-      const __mmask16 m = lanes16(OW - x0);
-      __m512 a[NO];
+    for (int t = 0; t < 9; t++) acc[i][t] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc_mem + (i * 9 + t) * 16);
+  for (int64_t k = 0; k < P; k += 16) {
+    const __mmask16 m = lanes16(P - k);
+    __m512 a[NO];
 #pragma GCC unroll 3
-      for (int i = 0; i < NO; i++) a[i] = _mm512_maskz_loadu_ps(m, go[i] + r * OW + x0);
-      const float *x = xp + r * Wp + x0;
-#pragma GCC unroll 9
-      for (int t = 0; t < 9; t++) {
-        const __m512 v = _mm512_maskz_loadu_ps(m, x + (t / 3) * Wp + t % 3);
-#pragma GCC unroll 3
-        for (int i = 0; i < NO; i++) acc[i][t] = _mm512_fmadd_ps(a[i], v, acc[i][t]);
-      }
+    for (int i = 0; i < NO; i++) {
+      a[i] = _mm512_maskz_loadu_ps(m, go[i] + k);
+      _mm_prefetch((const char *)(next + i * P + k), _MM_HINT_T0);
     }
+#pragma GCC unroll 9
+    for (int t = 0; t < 9; t++) {
+      const __m512 v = _mm512_loadu_ps(xk[t] + k); /* slack past the plane: finite, times 0 */
+#pragma GCC unroll 3
+      for (int i = 0; i < NO; i++) acc[i][t] = _mm512_fmadd_ps(a[i], v, acc[i][t]);
+    }
+  }
 #pragma GCC unroll 3
   for (int i = 0; i < NO; i++)
 #pragma GCC unroll 9
-    for (int t = 0; t < 9; t++) out[i][t] = _mm512_reduce_add_ps(acc[i][t]);
+    for (int t = 0; t < 9; t++) _mm512_storeu_ps(acc_mem + (i * 9 + t) * 16, acc[i][t]);
+  if (bias_mem) /* dout's lines are in L1 now */
+    for (int i = 0; i < NO; i++) {
+      __m512 s = first ? _mm512_setzero_ps() : _mm512_loadu_ps(bias_mem + i * 16);
+      for (int64_t k = 0; k < P; k += 16) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(lanes16(P - k), go[i] + k));
+      _mm512_storeu_ps(bias_mem + i * 16, s);
+    }
 }
+
+AVX512_TARGET static float reduce16(const float *v) { return _mm512_reduce_add_ps(_mm512_loadu_ps(v)); }
 
 AVX512_TARGET static float plane_sum(const float *x, int64_t n) {
   __m512 acc = _mm512_setzero_ps();
@@ -653,26 +703,27 @@ AVX512_TARGET static float plane_sum(const float *x, int64_t n) {
   return _mm512_reduce_add_ps(acc);
 }
 
-static void weight_narrow_group(const dconv *d, const float *in, const float *dout, int64_t first, int64_t last,
-                                float *xp, float *dst, float *db) {
-  const int64_t OC = d->OC, C = d->C, P = d->OH * d->OW;
+/* work: the shifted copies, then the tile's vector sums per (channel, output channel, tap), then
+ * the bias's per output channel */
+AVX512_TARGET static void weight_narrow_group(const dconv *d, const float *in, const float *dout, int64_t first, int64_t last,
+                                float *work, float *dst, float *db) {
+  const int64_t OC = d->OC, C = d->C, P = d->OH * d->OW, OCN = narrow_oc(d);
+  float *copies = work, *sums = copies + 3 * C * narrow_copy_floats(d), *bsums = sums + C * OCN * 9 * 16;
   for (int64_t b = first; b < last; b++) {
-    pad_image(d, xp, in + b * C * d->H * d->W);
+    narrow_copies(d, copies, in + b * C * d->H * d->W);
     const float *g = dout + b * OC * P;
     for (int64_t c = 0; c < C; c++)
       for (int64_t oc = 0; oc < OC; oc += NO) {
-        float w[NO][9];
-        weight_narrow(d, xp + c * d->PS, g, oc, w);
-        for (int64_t i = 0; i < NO && oc + i < OC; i++) {
-          float *o = dst + ((oc + i) * C + c) * 9;
-          for (int t = 0; t < 9; t++) o[t] = b == first ? w[i][t] : o[t] + w[i][t];
-        }
+        /* the next tile's channels follow these; after the image's last, the next image's */
+        const float *next = oc + NO < OC ? g + (oc + NO) * P : b + 1 < last ? g + OC * P : g;
+        weight_narrow(d, copies + c * 3 * narrow_copy_floats(d), g, oc, next, sums + (c * OCN + oc) * 9 * 16,
+                      db && c == 0 ? bsums + oc * 16 : NULL, b == first);
       }
-    if (db)
-      for (int64_t oc = 0; oc < OC; oc++) {
-        const float t = plane_sum(g + oc * P, P);
-        db[oc] = b == first ? t : db[oc] + t;
-      }
+  }
+  for (int64_t oc = 0; oc < OC; oc++) {
+    for (int64_t c = 0; c < C; c++)
+      for (int t = 0; t < 9; t++) dst[(oc * C + c) * 9 + t] = reduce16(sums + ((c * OCN + oc) * 9 + t) * 16);
+    if (db) db[oc] = reduce16(bsums + oc * 16);
   }
 }
 #undef NO
