@@ -463,6 +463,19 @@ AVX512_TARGET static void transform_output(const wconv *d, const float *M, const
     }
 }
 
+/* The padded image's border, which ml__to_padded_hwc leaves alone (it writes every interior
+ * pixel's Cv channels): the rows above and below the image, and the run from each row's right
+ * border to the next row's left one. Zeroing only these halves the stores of a 14x14 layer's
+ * layout change. */
+static void zero_border(const wconv *d, float *xh) {
+  const int64_t Cv = d->Cv, Wp = d->Wp, top = d->ph * Wp + d->pw, end = d->Hp * Wp;
+  memset(xh, 0, (size_t)(top * Cv) * sizeof(float));
+  for (int64_t y = d->ph; y < d->ph + d->H; y++) { /* after row y's last pixel, up to the next row's first */
+    const int64_t a = y * Wp + d->pw + d->W, b = y + 1 < d->ph + d->H ? (y + 1) * Wp + d->pw : end;
+    memset(xh + a * Cv, 0, (size_t)((b - a) * Cv) * sizeof(float));
+  }
+}
+
 typedef struct {
   const wconv *d;
   const float *in, *U, *bias;
@@ -479,7 +492,7 @@ AVX512_TARGET static void group_item(int64_t k, int worker, void *vj) {
   const int64_t nb = d->TS / d->T, b0 = k * nb, n = d->B - b0 < nb ? d->B - b0 : nb, P = d->OH * d->OW;
   for (int64_t i = 0; i < n; i++) {
     /* the image channel-minor inside a zero border (and zero channels up to Cv) */
-    memset(xh, 0, image_floats(d) * sizeof(float));
+    zero_border(d, xh);
     const float *x = j->in + (b0 + i) * d->C * d->H * d->W;
     ml__to_padded_hwc(xh, d->Cv, d->Wp, d->ph, d->pw, x, d->C, d->H, d->W);
     transform_input(d, xh, V + i * d->T * vts(d));
@@ -713,7 +726,7 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb;
     for (int64_t i = 0; i < n; i++) { /* image b0 + i's tiles from tile i*T of V and Y */
-      memset(xh, 0, image_floats(&d) * sizeof(float));
+      zero_border(&d, xh);
       const float *x = in + ((b0 + i) * s->C + c0) * HW;
       ml__to_padded_hwc(xh, d.Cv, d.Wp, d.ph, d.pw, x, d.C, d.H, d.W);
       transform_input(&d, xh, V + i * d.T * vts(&d));
