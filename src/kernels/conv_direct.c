@@ -37,6 +37,8 @@ typedef struct {
   bool by_channel;    /* the channel-vector kernel (else the row-vector one) */
   bool aligned;       /* row-vector kernel: vectors start at each output row (no compress) */
   int64_t NR_ROW;     /* vectors per output row when aligned */
+  bool flat;          /* row-vector kernel on shifted copies: vectors along the whole output plane */
+  int64_t RS, KS;     /* floats from one kernel row, one kernel column, to the next in the image */
 } dconv;
 
 /* Which kernel: 0 = by shape, 1 = row-vector, 2 = channel-vector (the tests run both) */
@@ -77,6 +79,22 @@ static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int
    * the last row's end) */
   int64_t need = d->NV * 16 + (KH - 1) * d->Wp + KW - 1 + 16, hw = (H + 2 * ph) * d->Wp + pw;
   d->PS = ((need > hw ? need : hw) + 15) & ~(int64_t)15;
+  d->RS = d->Wp, d->KS = 1;
+  /* Few channels (a first layer), rows that leave lanes idle (28 wide: 4 in 32): the image as
+   * KW copies shifted left by 0..KW-1 columns, rows as long as the output's, so that every tap
+   * is one offset from the flat output position and the vectors run along the whole plane
+   * (28x28: 49 vectors instead of 56). KW times the image: only where the image is small
+   * against the work, C * KH * KW below the channel-vector kernel's minimum. */
+  const int64_t P = d->OH * d->OW;
+  d->flat = min_ow > 0 && !d->by_channel && C * KH * KW < MIN_CHANNEL_TAPS && (P + 15) / 16 < d->NV &&
+            (P + 15) / 16 <= MAX_NV;
+  if (d->flat) {
+    d->aligned = true, d->NV = (P + 15) / 16, d->RS = d->OW;
+    /* a copy: OH + KH - 1 rows of OW, and what the last vector's last kernel row reads past */
+    const int64_t rows = (d->OH + KH - 1) * d->OW, reach = d->NV * 16 + (KH - 1) * d->OW;
+    d->KS = ((rows > reach ? rows : reach) + 15) & ~(int64_t)15;
+    d->PS = KW * d->KS;
+  }
   return true;
 }
 
@@ -170,7 +188,7 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
 #pragma GCC unroll 3
     for (int j = 0; j < NR; j++) acc[i][j] = b;
   }
-  const int64_t Wp = d->Wp, KH = k3 ? 3 : d->KH, KW = k3 ? 3 : d->KW;
+  const int64_t RS = d->RS, KS = d->KS, KH = k3 ? 3 : d->KH, KW = k3 ? 3 : d->KW;
   const float *xv[NR];
 #pragma GCC unroll 3
   for (int j = 0; j < NR; j++) xv[j] = xp + (j < nr ? vs[v0 + j].src : 0);
@@ -179,7 +197,7 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
     for (int64_t kh = 0; kh < KH; kh++)
 #pragma GCC unroll 3
       for (int64_t kw = 0; kw < KW; kw++, wt += MR) {
-        const int64_t off = c * d->PS + kh * Wp + kw;
+        const int64_t off = c * d->PS + kh * RS + kw * KS;
         __m512 bv[NR];
 #pragma GCC unroll 3
         for (int j = 0; j < NR; j++) bv[j] = j < nr ? _mm512_loadu_ps(xv[j] + off) : _mm512_setzero_ps();
@@ -209,7 +227,35 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
 /* Zero the plane, then copy the rows in: per channel a handful of vector stores, no library
  * calls (a 3x3 plane's padded copy is 2 vectors; memset's call overhead was half of a 3x3
  * layer's weight gradient). */
+/* copies[c][kw][y * OW + x] (each copy KS floats) = the padded image's pixel (y, x + kw), for the
+ * OH + KH - 1 rows of the padded image; zeros after them */
+AVX512_TARGET static void shifted_copies(const dconv *d, int64_t KS, float *copies, const float *x) {
+  const int64_t H = d->H, W = d->W, OW = d->OW, rows = d->OH + d->KH - 1;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t c = 0; c < d->C; c++, x += H * W)
+    for (int64_t kw = 0; kw < d->KW; kw++) {
+      float *o = copies + (c * d->KW + kw) * KS;
+      const int64_t shift = kw - d->pw; /* output column j reads input column j + shift */
+      for (int64_t y = 0; y < rows; y++) {
+        const int64_t h = y - d->ph;
+        for (int64_t j = 0; j < OW; j += 16) {
+          __m512 v = zero;
+          if (h >= 0 && h < H) { /* lanes whose input column lies in [0, W); masked lanes never load */
+            const int64_t a = -shift - j, lo = a > 0 ? a : 0, hi = W - shift - j;
+            if (hi > lo) v = _mm512_maskz_loadu_ps(lanes16(hi) & (__mmask16)~lanes16(lo), x + h * W + j + shift);
+          }
+          _mm512_mask_storeu_ps(o + y * OW + j, lanes16(OW - j), v);
+        }
+      }
+      for (int64_t k = rows * OW; k < KS; k += 16) _mm512_mask_storeu_ps(o + k, lanes16(KS - k), zero);
+    }
+}
+
 AVX512_TARGET static void pad_image(const dconv *d, float *restrict xp, const float *restrict x) {
+  if (d->flat) {
+    shifted_copies(d, d->KS, xp, x);
+    return;
+  }
   const int64_t H = d->H, W = d->W, Wp = d->Wp;
   const __m512 zero = _mm512_setzero_ps();
   const int64_t top = d->ph * Wp + d->pw, bottom = (d->ph + H) * Wp + d->pw; /* first and last padding runs */
@@ -435,7 +481,7 @@ AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
  * call. */
 static _Thread_local struct {
   int64_t OH, OW, Wp;
-  bool aligned;
+  bool aligned, flat;
   vec_store vs[MAX_NV];
 } g_vs;
 
@@ -443,9 +489,13 @@ static void run(const dconv *d, float *out, const float *in, const float *bias, 
   vec_store *vs = g_vs.vs;
   /* position p = v*16 + l is row r, column c of the padded grid (counted, not divided) */
   if (!d->by_channel &&
-      (g_vs.OH != d->OH || g_vs.OW != d->OW || g_vs.Wp != d->Wp || g_vs.aligned != d->aligned)) {
+      (g_vs.OH != d->OH || g_vs.OW != d->OW || g_vs.Wp != d->Wp || g_vs.aligned != d->aligned ||
+       g_vs.flat != d->flat)) {
     g_vs.OH = g_vs.OW = g_vs.Wp = 0;
-    for (int64_t v = 0; d->aligned && v < d->NV; v++) { /* row r's chunk k */
+    const int64_t P = d->OH * d->OW;
+    for (int64_t v = 0; d->flat && v < d->NV; v++) /* the flat plane's vector v */
+      vs[v] = (vec_store){.src = 16 * v, .dest = 16 * v, .keep = lanes16(P - 16 * v), .low = lanes16(P - 16 * v)};
+    for (int64_t v = 0; d->aligned && !d->flat && v < d->NV; v++) { /* row r's chunk k */
       const int64_t r = v / d->NR_ROW, k = v % d->NR_ROW;
       vs[v] = (vec_store){.src = r * d->Wp + 16 * k, .dest = r * d->OW + 16 * k, .low = lanes16(d->OW - 16 * k)};
       vs[v].keep = vs[v].low;
@@ -463,7 +513,7 @@ static void run(const dconv *d, float *out, const float *in, const float *bias, 
       }
       vs[v] = (vec_store){.src = 16 * v, .dest = first < 0 ? 0 : first, .keep = (__mmask16)keep, .low = lanes16(n)};
     }
-    g_vs.OH = d->OH, g_vs.OW = d->OW, g_vs.Wp = d->Wp, g_vs.aligned = d->aligned;
+    g_vs.OH = d->OH, g_vs.OW = d->OW, g_vs.Wp = d->Wp, g_vs.aligned = d->aligned, g_vs.flat = d->flat;
   }
   /* the channel-vector kernel loads the bias in vectors: a copy zero-padded to whole blocks */
   float *biasp = scratch + ((wt_floats(d) + 15) & ~(size_t)15);
@@ -563,7 +613,7 @@ static int64_t weight_images(const dconv *d) {
   return nb < d->B ? nb : d->B;
 }
 
-/* per worker: padded images, gt, dw^T (narrow: the padded image) */
+/* per worker: padded images, gt, dw^T (narrow: the shifted copies and the vector sums) */
 size_t ml__conv_direct_weight_work_floats(const ml_conv_shape *s) {
   dconv d;
   if (narrow_shape(s, &d)) return narrow_work_floats(&d);
@@ -630,29 +680,6 @@ static size_t narrow_work_floats(const dconv *d) {
   return (size_t)(3 * d->C * narrow_copy_floats(d) + (d->C * 9 + 1) * narrow_oc(d) * 16);
 }
 
-/* copies[c][kw][y * OW + x] = the padded image's pixel (y, x + kw) */
-AVX512_TARGET static void narrow_copies(const dconv *d, float *copies, const float *x) {
-  const int64_t H = d->H, W = d->W, OW = d->OW, CF = narrow_copy_floats(d), rows = d->OH + 2;
-  const __m512 zero = _mm512_setzero_ps();
-  for (int64_t c = 0; c < d->C; c++, x += H * W)
-    for (int64_t kw = 0; kw < 3; kw++) {
-      float *o = copies + (c * 3 + kw) * CF;
-      const int64_t shift = kw - d->pw; /* output column j reads input column j + shift */
-      for (int64_t y = 0; y < rows; y++) {
-        const int64_t h = y - d->ph;
-        for (int64_t j = 0; j < OW; j += 16) {
-          __m512 v = zero;
-          if (h >= 0 && h < H) { /* lanes whose input column lies in [0, W); masked lanes never load */
-            const int64_t a = -shift - j, lo = a > 0 ? a : 0, hi = W - shift - j;
-            if (hi > lo) v = _mm512_maskz_loadu_ps(lanes16(hi) & (__mmask16)~lanes16(lo), x + h * W + j + shift);
-          }
-          _mm512_mask_storeu_ps(o + y * OW + j, lanes16(OW - j), v);
-        }
-      }
-      for (int64_t k = rows * OW; k < CF; k += 16) _mm512_mask_storeu_ps(o + k, lanes16(CF - k), zero);
-    }
-}
-
 AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, const float *g, int64_t oc,
                                         const float *next, float *acc_mem, float *bias_mem, bool first) {
   const int64_t P = d->OH * d->OW, OW = d->OW, CF = narrow_copy_floats(d);
@@ -710,7 +737,7 @@ AVX512_TARGET static void weight_narrow_group(const dconv *d, const float *in, c
   const int64_t OC = d->OC, C = d->C, P = d->OH * d->OW, OCN = narrow_oc(d);
   float *copies = work, *sums = copies + 3 * C * narrow_copy_floats(d), *bsums = sums + C * OCN * 9 * 16;
   for (int64_t b = first; b < last; b++) {
-    narrow_copies(d, copies, in + b * C * d->H * d->W);
+    shifted_copies(d, narrow_copy_floats(d), copies, in + b * C * d->H * d->W);
     const float *g = dout + b * OC * P;
     for (int64_t c = 0; c < C; c++)
       for (int64_t oc = 0; oc < OC; oc += NO) {
