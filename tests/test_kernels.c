@@ -306,6 +306,54 @@ ML_TEST(winograd_by_shape_and_off) {
   ml_conv_use_winograd(true);
 }
 
+/* ml_conv2d_backward (both gradients from one layout change of dout, Winograd, no pool) gives
+ * the bits of the separate calls: one weight group, several (partials added in order), planes
+ * of 1 and of 4 tiles, F(2x2) forced, and shapes that fall back (no padding, a first layer). */
+ML_TEST(conv_backward_fused_matches_the_separate_kernels) {
+  const int64_t cases[][7] = {{2, 64, 14, 14, 64, 1, 0}, {70, 64, 8, 8, 64, 1, 0}, {30, 64, 3, 3, 64, 1, 0},
+                              {9, 50, 7, 7, 50, 1, 0},   {3, 48, 10, 9, 64, 1, 2}, {2, 64, 9, 9, 64, 0, 0},
+                              {3, 1, 28, 28, 64, 1, 0}};
+  int fused = 0;
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const int64_t *c = cases[ci];
+    ml__conv_winograd_tile((int)c[6]);
+    ml_conv_shape s;
+    CHECK_OK(ml_conv_shape_make(&s, c[0], c[1], c[2], c[3], c[4], 3, 3, 1, c[5]));
+    fused += ml__conv_winograd_backward_ok(&s);
+    const int64_t nin = s.B * s.C * s.H * s.W, nw = s.OC * s.C * 9, nout = s.B * s.OC * s.OH * s.OW;
+    float *in = fvec(nin, 31, -1, 1), *w = fvec(nw, 32, -1, 1), *g = fvec(nout, 33, -1, 1);
+    const size_t ns = ml_conv2d_scratch_floats(&s);
+    float *scratch = malloc(ns * 4), *res[2][3];
+    for (int f = 0; f < 2; f++) {
+      for (size_t k = 0; k < ns; k++) scratch[k] = NAN; /* nothing reads scratch it did not write */
+      res[f][0] = malloc((size_t)nin * 4), res[f][1] = malloc((size_t)nw * 4), res[f][2] = malloc((size_t)s.OC * 4);
+      if (f) ml_conv2d_backward(&s, res[f][0], res[f][1], res[f][2], in, g, w, scratch);
+      else {
+        ml_conv2d_backward_data(&s, res[f][0], g, w, scratch);
+        ml_conv2d_backward_weight_bias(&s, res[f][1], res[f][2], in, g, scratch);
+      }
+    }
+    CHECK_MSG(!memcmp(res[0][0], res[1][0], (size_t)nin * 4), "case %zu: din differs", ci);
+    CHECK_MSG(!memcmp(res[0][1], res[1][1], (size_t)nw * 4), "case %zu: dw differs", ci);
+    CHECK_MSG(!memcmp(res[0][2], res[1][2], (size_t)s.OC * 4), "case %zu: db differs", ci);
+    /* and against the naive references (tolerances as check_conv's) */
+    float *ref = malloc((size_t)(nin > nw ? nin : nw) * 4);
+    int64_t wi;
+    ml_conv2d_backward_weight_ref(&s, ref, in, g);
+    CHECK_MSG(ml_test_close(res[1][1], ref, nw, 1e-6 * (double)(s.B * s.OH * s.OW) + 1e-6, 1e-4, &wi) <= 1.0,
+              "case %zu: dw[%lld] %g vs %g", ci, (long long)wi, res[1][1][wi], ref[wi]);
+    ml_conv2d_backward_data_ref(&s, ref, g, w);
+    CHECK_MSG(ml_test_close(res[1][0], ref, nin, 1e-6 * (double)(s.OC * 9) + 1e-6, 1e-4, &wi) <= 1.0,
+              "case %zu: din[%lld] %g vs %g", ci, (long long)wi, res[1][0][wi], ref[wi]);
+    free(ref);
+    for (int f = 0; f < 2; f++)
+      for (int k = 0; k < 3; k++) free(res[f][k]);
+    free(in), free(w), free(g), free(scratch);
+  }
+  ml__conv_winograd_tile(0);
+  CHECK(fused == 5); /* the last two fall back */
+}
+
 /* Kernels split their work only by shape, so a lent pool changes no bit of any result. */
 ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
   ml_pool *pool = ml_pool_new(3);

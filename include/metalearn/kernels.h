@@ -79,6 +79,11 @@ ML_API void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const f
  * the kernel allows (db NULL: none). */
 ML_API void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db, const float *in,
                                            const float *dout, float *scratch);
+/* Both gradients at once: din as ml_conv2d_backward_data, dw and db as
+ * ml_conv2d_backward_weight_bias, the same bits; where the kernels allow (Winograd, no lent pool)
+ * one layout change of dout serves both. */
+ML_API void ml_conv2d_backward(const ml_conv_shape *s, float *din, float *dw, float *db, const float *in,
+                               const float *dout, const float *w, float *scratch);
 /* Stride-1 forward and backward-data convolutions run by Winograd F(4x4, 3x3) (3x3 filters, 16
  * channels or more, planes 3 wide or more) or straight from zero-padded images, with AVX-512 (the
  * default); off: always im2col + GEMM (tests and benchmarks compare them). Process-wide. */

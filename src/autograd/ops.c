@@ -380,6 +380,33 @@ static void conv_bwd_weight_bias(ml_graph *g, ml_node *x, ml_node *dy, const ml_
   *gb = *gw ? r : NULL;
 }
 
+/* Both gradients of y = conv(x, w) (and the bias's, gb non-NULL) from one kernel call, which puts
+ * dy channel-minor once for both where it can: the nodes ml_conv2d_bwd_data and
+ * conv_bwd_weight_bias make, with the same values. */
+static void conv_bwd_both(ml_graph *g, ml_node *x, ml_node *w, ml_node *dy, const ml_conv_shape *s, ml_node **gx,
+                          ml_node **gw, ml_node **gb) {
+  *gx = *gw = NULL;
+  if (gb) *gb = NULL;
+  if (!x || !w || !dy) return;
+  ml_node *nx = ml__node(g, ML_OP_CONV2D_BWD_DATA, 4, (int64_t[]){s->B, s->C, s->H, s->W}, dy, w, NULL, true);
+  if (!nx) return;
+  nx->conv = *s;
+  ml_node *r = NULL;
+  if (gb) {
+    r = ml__node(g, ML_OP_REDUCE, 1, (int64_t[]){s->OC}, dy, NULL, NULL, true);
+    if (!r) return;
+    r->p = s->B, r->c = s->OC, r->q = s->OH * s->OW;
+  }
+  ml_node *nw = ml__node(g, ML_OP_CONV2D_BWD_WEIGHT, 4, (int64_t[]){s->OC, s->C, s->KH, s->KW}, x, dy, NULL, true);
+  float *scratch = ml__temp(g, ml_conv2d_scratch_floats(s) * sizeof(float));
+  if (!nw || !scratch) return;
+  nw->conv = *s;
+  ml_conv2d_backward(s, nx->value.data, nw->value.data, r ? r->value.data : NULL, x->value.data, dy->value.data,
+                     w->value.data, scratch);
+  *gx = nx, *gw = nw;
+  if (gb) *gb = r;
+}
+
 /* y = conv(x, w) is bilinear; so are its adjoints, and each one's partial derivatives are the
  * other two (with arguments permuted). */
 static void bw_conv(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const bool *need) {
@@ -387,6 +414,13 @@ static void bw_conv(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin, const b
   const ml_conv_shape *s = &n->conv;
   switch (n->op) {
     case ML_OP_CONV2D: /* a = x, b = w, in[2] = bias or NULL */
+      if (need[0] && need[1]) {
+        const bool bias = need[2] && n->in[2];
+        ml_node *gb = NULL;
+        conv_bwd_both(g, a, b, go, s, &gin[0], &gin[1], bias ? &gb : NULL);
+        if (bias) gin[2] = reshape_like(g, gb, n->in[2]);
+        break;
+      }
       if (need[0]) gin[0] = ml_conv2d_bwd_data(g, go, b, s);
       if (need[1] && need[2] && n->in[2]) {
         ml_node *gb;

@@ -75,11 +75,22 @@ static size_t worker_floats(const ml_conv_shape *s) {
   return (f + 15) & ~(size_t)15; /* keep every worker's block 64-byte aligned */
 }
 
-/* Scratch: one block per worker, then (several weight groups only) their partial gradients. */
+/* the fused path: one worker and the Winograd kernels for both gradients */
+static bool backward_fused(const ml_conv_shape *s) {
+  return ml_kernels_workers() == 1 && ml__conv_winograd_backward_ok(s);
+}
+
+/* Scratch: one block per worker, then (several weight groups only) their partial gradients; for
+ * ml_conv2d_backward's fused path its own work, then the partials. One size for every conv
+ * kernel, so that a graph's scratch buffer grows once, not at each layer of a backward pass. */
 size_t ml_conv2d_scratch_floats(const ml_conv_shape *s) {
   int64_t per, groups = weight_groups(s, &per);
-  size_t f = worker_floats(s) * (size_t)ml_kernels_workers();
-  if (groups > 1) f += (size_t)groups * (size_t)(s->OC * s->C * s->KH * s->KW + s->OC);
+  const size_t partials = groups > 1 ? (size_t)groups * (size_t)(s->OC * s->C * s->KH * s->KW + s->OC) : 0;
+  size_t f = worker_floats(s) * (size_t)ml_kernels_workers() + partials;
+  if (backward_fused(s)) {
+    size_t g = ((ml__conv_winograd_backward_work_floats(s) + 15) & ~(size_t)15) + partials;
+    if (g > f) f = g;
+  }
   size_t direct = ml__conv_direct_scratch_floats(s, ml_kernels_workers());
   size_t wino = ml__conv_winograd_scratch_floats(s, ml_kernels_workers());
   if (direct > f) f = direct;
@@ -411,6 +422,20 @@ static void winograd_band_item(int64_t band, int worker, void *vb) {
                                  j->out, band == 0 ? j->dbias : NULL);
 }
 
+/* the weight groups' partial sums (each group's dw, then its db), added in group order whatever
+ * thread computed them */
+static void add_partials(const ml_conv_shape *s, int64_t groups, const float *partials, float *dw, float *db) {
+  const int64_t wn = s->OC * s->C * s->KH * s->KW;
+  memcpy(dw, partials, (size_t)wn * sizeof(float));
+  for (int64_t g = 1; g < groups; g++)
+    for (int64_t k = 0; k < wn; k++) dw[k] += partials[g * (wn + s->OC) + k];
+  if (db) {
+    memcpy(db, partials + wn, (size_t)s->OC * sizeof(float));
+    for (int64_t g = 1; g < groups; g++)
+      for (int64_t k = 0; k < s->OC; k++) db[k] += partials[g * (wn + s->OC) + wn + k];
+  }
+}
+
 /* dw (OC,C,KH,KW) = sum over images of dout_b * im2col(in_b)^T; db (OC, or NULL) = the sums of
  * dout per channel, taken in the same pass over dout where the kernel allows */
 void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db, const float *in, const float *dout,
@@ -433,17 +458,28 @@ void ml_conv2d_backward_weight_bias(const ml_conv_shape *s, float *dw, float *db
     return;
   }
   ml__kernels_run(groups, backward_weight_item, &j);
-  /* the partial sums, added in group order whatever thread computed them */
-  const int64_t wn = s->OC * s->C * s->KH * s->KW;
-  const float *partials = scratch + worker_floats(s) * (size_t)j.workers;
-  memcpy(dw, partials, (size_t)wn * sizeof(float));
-  for (int64_t g = 1; g < groups; g++)
-    for (int64_t k = 0; k < wn; k++) dw[k] += partials[g * (wn + s->OC) + k];
-  if (db) {
-    memcpy(db, partials + wn, (size_t)s->OC * sizeof(float));
-    for (int64_t g = 1; g < groups; g++)
-      for (int64_t k = 0; k < s->OC; k++) db[k] += partials[g * (wn + s->OC) + wn + k];
+  add_partials(s, groups, scratch + worker_floats(s) * (size_t)j.workers, dw, db);
+}
+
+void ml_conv2d_backward(const ml_conv_shape *s, float *din, float *dw, float *db, const float *in,
+                        const float *dout, const float *w, float *scratch) {
+  if (!backward_fused(s)) {
+    ml_conv2d_backward_data(s, din, dout, w, scratch);
+    ml_conv2d_backward_weight_bias(s, dw, db, in, dout, scratch);
+    return;
   }
+  /* the weight gradient's fixed image groups, their partial sums added in group order, as
+   * ml_conv2d_backward_weight_bias does */
+  ml__conv_winograd_backward_filters(s, w, scratch);
+  int64_t per, groups = weight_groups(s, &per);
+  const int64_t wn = s->OC * s->C * s->KH * s->KW;
+  float *partials = scratch + ((ml__conv_winograd_backward_work_floats(s) + 15) & ~(size_t)15);
+  for (int64_t g = 0; g < groups; g++) {
+    const int64_t first = g * per, last = first + per < s->B ? first + per : s->B;
+    float *gw = groups == 1 ? dw : partials + g * (wn + s->OC), *gb = groups == 1 ? db : db ? gw + wn : NULL;
+    ml__conv_winograd_backward_group(s, in, dout, first, last, scratch, din, gw, gb);
+  }
+  if (groups > 1) add_partials(s, groups, partials, dw, db);
 }
 
 void ml_conv2d_backward_weight(const ml_conv_shape *s, float *dw, const float *in, const float *dout,
@@ -608,6 +644,58 @@ static void dy_sums_row(const float *dy, const float *x, int64_t n, float m, dou
   *sdyx += lanes_total(b);
 }
 
+/* With AVX-512, a channel's sums over its B rows at once: per row, float vectors (two per sum,
+ * so consecutive adds do not wait on each other), then widened and added into double vectors;
+ * one horizontal sum per channel instead of one per row (Conv4's last layer: rows of 9).
+ * out[0..1] = sum dy, sum dy * (x - m); with g also out[2..4] = sum g, sum g * (x - m),
+ * sum dy * g. Fixed order: the same bits at any thread count. */
+AVX512_TARGET static void bn_sums_avx512(const float *dy, const float *g, const float *x, int64_t B, int64_t stride,
+                                         int64_t n, float m, double *out) {
+  const __m512 vm = _mm512_set1_ps(m);
+  __m512d acc[5][2];
+  for (int k = 0; k < 5; k++) acc[k][0] = acc[k][1] = _mm512_setzero_pd();
+  for (int64_t b = 0; b < B; b++) {
+    const float *dr = dy + b * stride, *xr = x + b * stride, *gr = g ? g + b * stride : NULL;
+    __m512 r[5][2];
+    for (int k = 0; k < 5; k++) r[k][0] = r[k][1] = _mm512_setzero_ps();
+    for (int64_t i = 0, h = 0; i < n; i += 16, h ^= 1) {
+      const __mmask16 l = lanes(0, n - i);
+      const __m512 d = _mm512_maskz_loadu_ps(l, dr + i), xm = _mm512_maskz_sub_ps(l, _mm512_maskz_loadu_ps(l, xr + i), vm);
+      r[0][h] = _mm512_add_ps(r[0][h], d);
+      r[1][h] = _mm512_fmadd_ps(d, xm, r[1][h]);
+      if (gr) {
+        const __m512 e = _mm512_maskz_loadu_ps(l, gr + i);
+        r[2][h] = _mm512_add_ps(r[2][h], e);
+        r[3][h] = _mm512_fmadd_ps(e, xm, r[3][h]);
+        r[4][h] = _mm512_fmadd_ps(d, e, r[4][h]);
+      }
+    }
+    for (int k = 0; k < (gr ? 5 : 2); k++) {
+      const __m512 t = _mm512_add_ps(r[k][0], r[k][1]);
+      acc[k][0] = _mm512_add_pd(acc[k][0], _mm512_cvtps_pd(_mm512_castps512_ps256(t)));
+      acc[k][1] = _mm512_add_pd(acc[k][1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1))));
+    }
+  }
+  for (int k = 0; k < (g ? 5 : 2); k++) out[k] = _mm512_reduce_add_pd(_mm512_add_pd(acc[k][0], acc[k][1]));
+}
+
+/* o = fa * dy + fb * (x - m) + fc over n floats (and fd * g added when g), rounded as the scalar
+ * loops round it (no fused multiply-adds): the forward's normalization then has the bits of the
+ * fused batch-norm + pool's */
+AVX512_TARGET static void bn_affine_row_avx512(float *o, const float *dy, const float *g, const float *x, int64_t n,
+                                               float m, float fa, float fd, float fb, float fc) {
+  const __m512 vm = _mm512_set1_ps(m), va = _mm512_set1_ps(fa), vd = _mm512_set1_ps(fd), vb = _mm512_set1_ps(fb),
+               vc = _mm512_set1_ps(fc);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 l = lanes(0, n - i);
+    const __m512 xm = _mm512_sub_ps(_mm512_maskz_loadu_ps(l, x + i), vm);
+    __m512 v = _mm512_mul_ps(vb, xm);
+    if (dy) v = _mm512_add_ps(_mm512_mul_ps(va, _mm512_maskz_loadu_ps(l, dy + i)), v);
+    if (g) v = _mm512_add_ps(v, _mm512_mul_ps(vd, _mm512_maskz_loadu_ps(l, g + i)));
+    _mm512_mask_storeu_ps(o + i, l, _mm512_add_ps(v, vc));
+  }
+}
+
 /* y, x (B,C,HW); mean, invstd (C) out; gamma, beta (C) or NULL (1 and 0) */
 typedef struct {
   float *y, *mean, *invstd, *dgamma, *dbeta;
@@ -637,7 +725,9 @@ static void bn_forward_item(int64_t c, int worker, void *vj) {
     for (int64_t b = 0; b < B; b++) {
       const float *xr = x + (b * C + c) * HW;
       float *yr = y + (b * C + c) * HW;
-      for (int64_t i = 0; i < HW; i++) yr[i] = (xr[i] - mf) * scale + shift;
+      if (ml__simd_level() >= ML_SIMD_AVX512) bn_affine_row_avx512(yr, NULL, NULL, xr, HW, mf, 0.0f, 0.0f, scale, shift);
+      else
+        for (int64_t i = 0; i < HW; i++) yr[i] = (xr[i] - mf) * scale + shift;
     }
   }
 }
@@ -661,8 +751,14 @@ static void bn_backward_item(int64_t c, int worker, void *vj) {
   {
     const double m = mean[c], is = invstd[c];
     double sdy = 0, sdyx = 0; /* sum dy, sum dy*(x - m) */
-    for (int64_t b = 0; b < B; b++)
-      dy_sums_row(dy + (b * C + c) * HW, x + (b * C + c) * HW, HW, (float)m, &sdy, &sdyx);
+    const bool v512 = ml__simd_level() >= ML_SIMD_AVX512;
+    if (v512) {
+      double t[2];
+      bn_sums_avx512(dy + c * HW, NULL, x + c * HW, B, C * HW, HW, (float)m, t);
+      sdy = t[0], sdyx = t[1];
+    } else
+      for (int64_t b = 0; b < B; b++)
+        dy_sums_row(dy + (b * C + c) * HW, x + (b * C + c) * HW, HW, (float)m, &sdy, &sdyx);
     sdyx *= is; /* now sum dy*xhat */
     if (dgamma) dgamma[c] = (float)sdyx;
     if (dbeta) dbeta[c] = (float)sdy;
@@ -672,7 +768,9 @@ static void bn_backward_item(int64_t c, int worker, void *vj) {
     for (int64_t b = 0; b < B; b++) {
       const float *xr = x + (b * C + c) * HW, *dr = dy + (b * C + c) * HW;
       float *o = dx + (b * C + c) * HW;
-      for (int64_t i = 0; i < HW; i++) o[i] = fa * dr[i] + fb * (xr[i] - mf) + fc;
+      if (v512) bn_affine_row_avx512(o, dr, NULL, xr, HW, mf, fa, 0.0f, fb, fc);
+      else
+        for (int64_t i = 0; i < HW; i++) o[i] = fa * dr[i] + fb * (xr[i] - mf) + fc;
     }
   }
 }
@@ -710,7 +808,14 @@ static void bn_double_item(int64_t c, int worker, void *vj) {
   const double gam = j->gamma ? j->gamma[c] : 1.0, G = j->ggg ? j->ggg[c] : 0.0;
   const float mf = (float)m;
   double sdy = 0, sdyx = 0, sgg = 0, sggx = 0, sdygg = 0;
-  for (int64_t b = 0; b < B; b++) {
+  const bool v512 = ml__simd_level() >= ML_SIMD_AVX512;
+  if (v512) {
+    double t[5];
+    bn_sums_avx512(j->dy + c * HW, j->ggi ? j->ggi + c * HW : NULL, j->x + c * HW, B, C * HW, HW, mf, t);
+    sdy = t[0], sdyx = t[1];
+    if (j->ggi) sgg = t[2], sggx = t[3], sdygg = t[4];
+  }
+  for (int64_t b = 0; !v512 && b < B; b++) {
     const float *xr = j->x + (b * C + c) * HW, *dr = j->dy + (b * C + c) * HW;
     dy_sums_row(dr, xr, HW, mf, &sdy, &sdyx);
     if (j->ggi) {
@@ -736,7 +841,10 @@ static void bn_double_item(int64_t c, int worker, void *vj) {
     const int64_t o = (b * C + c) * HW;
     const float *xr = j->x + o, *dr = j->dy + o, *gr = j->ggi ? j->ggi + o : NULL;
     float *gx = j->gx ? j->gx + o : NULL, *gdy = j->gdy ? j->gdy + o : NULL;
-    if (gr) {
+    if (v512) {
+      if (gx) bn_affine_row_avx512(gx, dr, gr, xr, HW, mf, a1, a2, a3, a4);
+      if (gdy) bn_affine_row_avx512(gdy, NULL, gr, xr, HW, mf, 0.0f, b1, b3, b4);
+    } else if (gr) {
       if (gx)
         for (int64_t i = 0; i < HW; i++) gx[i] = a1 * dr[i] + a2 * gr[i] + a3 * (xr[i] - mf) + a4;
       if (gdy)

@@ -286,17 +286,17 @@ AVX512_TARGET static void transform_filters4(const wconv *d, const float *w, boo
   }
 }
 
-AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, float *Y) {
+AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, int64_t rs, float *Y) {
   const int64_t OCp = d->OCp, step = OCp, ts = mts(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
-      const float *g0 = gt + ((4 * ty) * OW + 4 * tx) * OCp;
+      const float *g0 = gt + (4 * ty) * rs + 4 * tx * OCp;
       for (int64_t o = 0; o < OCp; o += 16) {
         __m512 a[4][4], z[A4][4], col[4], e[A4];
         for (int p = 0; p < 4; p++)
           for (int q = 0; q < 4; q++)
-            a[p][q] = p < rows && q < cols ? _mm512_loadu_ps(g0 + (p * OW + q) * OCp + o) : _mm512_setzero_ps();
+            a[p][q] = p < rows && q < cols ? _mm512_loadu_ps(g0 + p * rs + q * OCp + o) : _mm512_setzero_ps();
         for (int q = 0; q < 4; q++) { /* A dy: column q */
           for (int p = 0; p < 4; p++) col[p] = a[p][q];
           dy4(col, e);
@@ -463,18 +463,11 @@ AVX512_TARGET static void transform_output(const wconv *d, const float *M, const
     }
 }
 
-/* The padded image's border, which ml__to_padded_hwc leaves alone (it writes every interior
- * pixel's Cv channels): the rows above and below the image, and the run from each row's right
- * border to the next row's left one. Zeroing only these halves the stores of a 14x14 layer's
- * layout change. */
-static void zero_border(const wconv *d, float *xh) {
-  const int64_t Cv = d->Cv, Wp = d->Wp, top = d->ph * Wp + d->pw, end = d->Hp * Wp;
-  memset(xh, 0, (size_t)(top * Cv) * sizeof(float));
-  for (int64_t y = d->ph; y < d->ph + d->H; y++) { /* after row y's last pixel, up to the next row's first */
-    const int64_t a = y * Wp + d->pw + d->W, b = y + 1 < d->ph + d->H ? (y + 1) * Wp + d->pw : end;
-    memset(xh + a * Cv, 0, (size_t)((b - a) * Cv) * sizeof(float));
-  }
-}
+/* The padded image's zero border (and channels up to Cv): the whole image is cleared first, since
+ * clearing only the border was 3% slower on a first-order MAML step: memset's full-line stores
+ * bring the interior's lines into cache without reading them, where ml__to_padded_hwc's own stores
+ * would each fetch their line first. */
+static void zero_border(const wconv *d, float *xh) { memset(xh, 0, image_floats(d) * sizeof(float)); }
 
 typedef struct {
   const wconv *d;
@@ -608,17 +601,17 @@ size_t ml__conv_winograd_weight_work_floats(const ml_conv_shape *s) {
 }
 
 /* Y[xi][t][o] = (A dy_t A^T)[xi], A = [1 0; 1 1; 1 -1; 0 -1], from the image's output gradient
- * position-major in gt (P, OCp) */
-AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, float *Y) {
+ * channel-minor in gt: position (y, x)'s OCp channels at y * rs + x * OCp */
+AVX512_TARGET static void transform_dy(const wconv *d, const float *gt, int64_t rs, float *Y) {
   if (d->m == 4) {
-    transform_dy4(d, gt, Y);
+    transform_dy4(d, gt, rs, Y);
     return;
   }
   const int64_t OCp = d->OCp, step = OCp, ts = mts(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const bool down = 2 * ty + 1 < d->OH, right = 2 * tx + 1 < OW;
-      const float *g0 = gt + ((2 * ty) * OW + 2 * tx) * OCp, *g1 = g0 + OW * OCp;
+      const float *g0 = gt + (2 * ty) * rs + 2 * tx * OCp, *g1 = g0 + rs;
       for (int64_t o = 0; o < OCp; o += 16) {
         const __m512 zero = _mm512_setzero_ps();
         const __m512 a = _mm512_loadu_ps(g0 + o), b = right ? _mm512_loadu_ps(g0 + OCp + o) : zero;
@@ -665,12 +658,14 @@ AVX512_TARGET static void weight_gemms(const wconv *d, const float *V, const flo
   }
 }
 
-/* per output channel, the sum of the image's output gradient (gt: P rows of OCp) added to db */
-AVX512_TARGET static void bias_sums(const wconv *d, const float *gt, float *db) {
-  const int64_t P = d->OH * d->OW, OCp = d->OCp;
+/* per output channel, the sum of the image's output gradient (gt as transform_dy reads it), in
+ * position order, added to db */
+AVX512_TARGET static void bias_sums(const wconv *d, const float *gt, int64_t rs, float *db) {
+  const int64_t OCp = d->OCp;
   for (int64_t o = 0; o < d->OC; o += 16) {
     __m512 s = _mm512_setzero_ps();
-    for (int64_t p = 0; p < P; p++) s = _mm512_add_ps(s, _mm512_loadu_ps(gt + p * OCp + o));
+    for (int64_t y = 0; y < d->OH; y++)
+      for (int64_t x = 0; x < d->OW; x++) s = _mm512_add_ps(s, _mm512_loadu_ps(gt + y * rs + x * OCp + o));
     float f[16];
     _mm512_storeu_ps(f, s);
     for (int64_t k = 0; k < 16 && o + k < d->OC; k++) db[o + k] += f[k];
@@ -731,10 +726,103 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
       ml__to_padded_hwc(xh, d.Cv, d.Wp, d.ph, d.pw, x, d.C, d.H, d.W);
       transform_input(&d, xh, V + i * d.T * vts(&d));
       ml__transpose16(gt, d.OCp, dout + (b0 + i) * s->OC * P, P, s->OC, P, d.OCp);
-      if (db) bias_sums(&d, gt, db);
-      transform_dy(&d, gt, Y + i * d.T * mts(&d));
+      if (db) bias_sums(&d, gt, d.OW * d.OCp, db);
+      transform_dy(&d, gt, d.OW * d.OCp, Y + i * d.T * mts(&d));
     }
     weight_gemms(&d, V, Y, dU, n * d.T);
   }
   filters_back(&d, s->C, c0, dU, dw);
+}
+
+/* ---- both gradients from one layout change of dy ----
+ * One worker's input gradient and weight gradient for the image group [first, last): each
+ * image's output gradient is put channel-minor inside the zero border the backward data wants,
+ * once, and read by both: by the backward data's input transform, and, at the border's offset
+ * with rows Wp apart, by the weight gradient's transform and bias sums (which otherwise
+ * transpose dy again). Every tile's and every sum's arithmetic is that of
+ * ml__conv_winograd_backward_data and ml__conv_winograd_weight_group: the same bits. Work:
+ * U of the flipped filters (ml__conv_winograd_backward_filters), then the buffers below. */
+static size_t r16(size_t f) { return (f + 15) & ~(size_t)15; }
+
+bool ml__conv_winograd_backward_ok(const ml_conv_shape *s) {
+  wconv bd, d;
+  return weight_shape(s, &d) && backward_data_shape(s, &bd) && bd.Cv == d.OCp && bd.T == d.T && bd.m == d.m &&
+         bd.OH == d.H && bd.OW == d.W;
+}
+
+typedef struct {
+  wconv bd, d; /* backward data, weight gradient (its passes' images) */
+  float *U, *xh, *V, *Y, *dU, *dyh, *Vb, *Mb, *ob;
+} wback;
+
+/* the buffers carved from work (NULL: only the size, returned) */
+static size_t wback_make(const ml_conv_shape *s, float *work, wback *k) {
+  backward_data_shape(s, &k->bd);
+  weight_shape(s, &k->d);
+  weight_batch(s, &k->d);
+  const int64_t nb = k->d.TS / k->d.T, tiles = nb * k->bd.T;
+  const size_t size[9] = {u_floats(&k->bd),        image_floats(&k->d),
+                          v_floats(&k->d),         m_floats(&k->d),
+                          du_floats(&k->d),        (size_t)nb * image_floats(&k->bd),
+                          (size_t)(tiles * vts(&k->bd)), (size_t)(tiles * mts(&k->bd)),
+                          out_floats(&k->bd)};
+  float **buf[9] = {&k->U, &k->xh, &k->V, &k->Y, &k->dU, &k->dyh, &k->Vb, &k->Mb, &k->ob};
+  size_t at = 0;
+  for (int i = 0; i < 9; i++) {
+    *buf[i] = work ? work + at : NULL;
+    at += r16(size[i]);
+  }
+  return at;
+}
+
+size_t ml__conv_winograd_backward_work_floats(const ml_conv_shape *s) {
+  wback k;
+  return ml__conv_winograd_backward_ok(s) ? wback_make(s, NULL, &k) : 0;
+}
+
+void ml__conv_winograd_backward_filters(const ml_conv_shape *s, const float *w, float *work) {
+  wback k;
+  wback_make(s, work, &k);
+  const wconv *d = &k.bd;
+  if (d->OC % 16) memset(k.U, 0, u_floats(d) * sizeof(float));
+  else
+    for (int64_t xi = 0; xi < d->xi; xi++)
+      for (int64_t c = 0; c < d->C; c++)
+        memset(k.U + xi * ustep(d) + c * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
+  transform_filters(d, w, true, k.U);
+}
+
+AVX512_TARGET void ml__conv_winograd_backward_group(const ml_conv_shape *s, const float *in, const float *dout,
+                                                    int64_t first, int64_t last, float *work, float *din, float *dw,
+                                                    float *db) {
+  wback k;
+  wback_make(s, work, &k);
+  const wconv *bd = &k.bd, *d = &k.d;
+  const int64_t nb = d->TS / d->T, T = d->T, HW = s->H * s->W, P = d->OH * d->OW;
+  const int64_t rs = bd->Wp * bd->Cv, inner = (bd->ph * bd->Wp + bd->pw) * bd->Cv; /* dy's (0, 0) */
+  memset(k.dU, 0, du_floats(d) * sizeof(float));
+  if (db) memset(db, 0, (size_t)s->OC * sizeof(float));
+  for (int64_t b0 = first; b0 < last; b0 += nb) {
+    const int64_t n = last - b0 < nb ? last - b0 : nb;
+    for (int64_t i = 0; i < n; i++) {
+      /* dy channel-minor, then, while it is in cache, the backward data's V and the weight
+       * gradient's Y and bias sums; then x's V */
+      float *yh = k.dyh + i * image_floats(bd);
+      zero_border(bd, yh);
+      ml__to_padded_hwc(yh, bd->Cv, bd->Wp, bd->ph, bd->pw, dout + (b0 + i) * s->OC * P, bd->C, bd->H, bd->W);
+      transform_input(bd, yh, k.Vb + i * T * vts(bd));
+      if (db) bias_sums(d, yh + inner, rs, db);
+      transform_dy(d, yh + inner, rs, k.Y + i * T * mts(d));
+      zero_border(d, k.xh);
+      ml__to_padded_hwc(k.xh, d->Cv, d->Wp, d->ph, d->pw, in + (b0 + i) * s->C * HW, d->C, d->H, d->W);
+      transform_input(d, k.xh, k.V + i * T * vts(d));
+    }
+    gemms(bd, k.Vb, k.U, k.Mb, n * T);
+    for (int64_t i = 0; i < n; i++) {
+      transform_output(bd, k.Mb + i * T * mts(bd), NULL, k.ob);
+      ml__transpose16(din + (b0 + i) * s->C * HW, HW, k.ob, bd->OCp, HW, bd->OC, HW);
+    }
+    weight_gemms(d, k.V, k.Y, k.dU, n * T);
+  }
+  filters_back(d, s->C, 0, k.dU, dw);
 }

@@ -72,6 +72,14 @@ bool ml__conv_winograd_weight_ok(const ml_conv_shape *s);
 size_t ml__conv_winograd_weight_work_floats(const ml_conv_shape *s);
 void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
                                     int64_t last, int64_t c0, int64_t c1, float *work, float *dw, float *db);
+/* The input and weight gradients together, one worker (ml_conv2d_backward): U of the flipped
+ * filters into work, then each fixed image group; work holds
+ * ml__conv_winograd_backward_work_floats */
+bool ml__conv_winograd_backward_ok(const ml_conv_shape *s);
+size_t ml__conv_winograd_backward_work_floats(const ml_conv_shape *s);
+void ml__conv_winograd_backward_filters(const ml_conv_shape *s, const float *w, float *work);
+void ml__conv_winograd_backward_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
+                                      int64_t last, float *work, float *din, float *dw, float *db);
 void ml__conv_direct_forward(const ml_conv_shape *s, float *out, const float *in, const float *w, const float *bias,
                              float *scratch);
 void ml__conv_direct_backward_data(const ml_conv_shape *s, float *din, const float *dout, const float *w,
