@@ -608,6 +608,37 @@ ML_TEST(batchnorm) {
   ml__simd_force(-1);
 }
 
+/* The double backward's AVX-512 passes (five sums in one pass, widened to double per row) against
+ * the scalar ones, themselves checked by finite differences in test_autograd: rows of 1 to 196
+ * floats, with and without the upstream gradient of dx and of gamma. */
+ML_TEST(batchnorm_double_backward_each_level) {
+  const int64_t shapes[][3] = {{30, 4, 9}, {5, 3, 49}, {2, 64, 196}, {3, 2, 1}, {4, 3, 17}};
+  for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+    const int64_t B = shapes[t][0], C = shapes[t][1], HW = shapes[t][2], n = B * C * HW;
+    float *x = fvec(n, 81 + t, 2, 4), *dy = fvec(n, 82 + t, -1, 1), *ggi = fvec(n, 83 + t, -1, 1);
+    float *gam = fvec(C, 84, 0.5f, 1.5f), *ggg = fvec(C, 85, -1, 1), m[64], is[64];
+    float *y = malloc((size_t)n * 4);
+    ml_batchnorm_forward(y, m, is, x, gam, NULL, B, C, HW, 1e-5f);
+    for (int with_ggi = 0; with_ggi < 2; with_ggi++) {
+      float *out[2][3];
+      for (int l = 0; l < 2; l++) {
+        ml__simd_force(l ? -1 : 0);
+        out[l][0] = malloc((size_t)n * 4), out[l][1] = malloc((size_t)n * 4), out[l][2] = malloc((size_t)C * 4);
+        ml_batchnorm_double_backward(out[l][0], out[l][1], out[l][2], x, dy, with_ggi ? ggi : NULL, ggg, m, is, gam, B,
+                                     C, HW);
+      }
+      /* gx and ggamma are sums over B*HW terms scaled by invstd (~1.7 here): error grows with them */
+      CHECK_CLOSE(out[1][0], out[0][0], n, 1e-5 * (double)(B * HW), 1e-3);
+      CHECK_CLOSE(out[1][1], out[0][1], n, 1e-5, 1e-4);
+      CHECK_CLOSE(out[1][2], out[0][2], C, 1e-5 * (double)(B * HW), 1e-3);
+      for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) free(out[l][k]);
+    }
+    free(x), free(dy), free(ggi), free(gam), free(ggg), free(y);
+  }
+  ml__simd_force(-1);
+}
+
 /* ---- elementwise ---- */
 
 static const int64_t pcq[][3] = {{1, 33, 1}, {7, 17, 1}, {3, 5, 17}, {33, 1, 1}, {2, 3, 1}, {1, 1, 1},

@@ -467,7 +467,7 @@ AVX512_TARGET static void transform_output(const wconv *d, const float *M, const
  * clearing only the border was 3% slower on a first-order MAML step: memset's full-line stores
  * bring the interior's lines into cache without reading them, where ml__to_padded_hwc's own stores
  * would each fetch their line first. */
-static void zero_border(const wconv *d, float *xh) { memset(xh, 0, image_floats(d) * sizeof(float)); }
+static void clear_image(const wconv *d, float *xh) { memset(xh, 0, image_floats(d) * sizeof(float)); }
 
 typedef struct {
   const wconv *d;
@@ -485,7 +485,7 @@ AVX512_TARGET static void group_item(int64_t k, int worker, void *vj) {
   const int64_t nb = d->TS / d->T, b0 = k * nb, n = d->B - b0 < nb ? d->B - b0 : nb, P = d->OH * d->OW;
   for (int64_t i = 0; i < n; i++) {
     /* the image channel-minor inside a zero border (and zero channels up to Cv) */
-    zero_border(d, xh);
+    clear_image(d, xh);
     const float *x = j->in + (b0 + i) * d->C * d->H * d->W;
     ml__to_padded_hwc(xh, d->Cv, d->Wp, d->ph, d->pw, x, d->C, d->H, d->W);
     transform_input(d, xh, V + i * d->T * vts(d));
@@ -721,7 +721,7 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb;
     for (int64_t i = 0; i < n; i++) { /* image b0 + i's tiles from tile i*T of V and Y */
-      zero_border(&d, xh);
+      clear_image(&d, xh);
       const float *x = in + ((b0 + i) * s->C + c0) * HW;
       ml__to_padded_hwc(xh, d.Cv, d.Wp, d.ph, d.pw, x, d.C, d.H, d.W);
       transform_input(&d, xh, V + i * d.T * vts(&d));
@@ -808,12 +808,12 @@ AVX512_TARGET void ml__conv_winograd_backward_group(const ml_conv_shape *s, cons
       /* dy channel-minor, then, while it is in cache, the backward data's V and the weight
        * gradient's Y and bias sums; then x's V */
       float *yh = k.dyh + i * image_floats(bd);
-      zero_border(bd, yh);
+      clear_image(bd, yh);
       ml__to_padded_hwc(yh, bd->Cv, bd->Wp, bd->ph, bd->pw, dout + (b0 + i) * s->OC * P, bd->C, bd->H, bd->W);
       transform_input(bd, yh, k.Vb + i * T * vts(bd));
       if (db) bias_sums(d, yh + inner, rs, db);
       transform_dy(d, yh + inner, rs, k.Y + i * T * mts(d));
-      zero_border(d, k.xh);
+      clear_image(d, k.xh);
       ml__to_padded_hwc(k.xh, d->Cv, d->Wp, d->ph, d->pw, in + (b0 + i) * s->C * HW, d->C, d->H, d->W);
       transform_input(d, k.xh, k.V + i * T * vts(d));
     }
