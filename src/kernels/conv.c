@@ -533,10 +533,22 @@ void ml_maxpool2_forward(float *out, uint8_t *arg, const float *in, int64_t B, i
   ml__kernels_run(pool_items(B * C), pool_forward_item, &j);
 }
 
+/* With AVX-512, planes of 16 windows or more (defined below, with batch-norm-pool's helpers) */
+static void pool_scatter_plane_avx512(float *dx, const float *g, const uint8_t *arg, int64_t H, int64_t W);
+static void pool_gather_plane_avx512(float *out, const float *x, const uint8_t *arg, int64_t H, int64_t W);
+static bool pool_planes_avx512(int64_t H, int64_t W) {
+  return ml__simd_level() >= ML_SIMD_AVX512 && (H / 2) * (W / 2) >= 16;
+}
+
 static void pool_scatter_item(int64_t item, int worker, void *vj) {
   const pool_job *j = vj;
   const int64_t OH = j->H / 2, OW = j->W / 2, n = OH * OW, HW = j->H * j->W;
   const int64_t p0 = item * POOL_PLANES, p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
+  if (pool_planes_avx512(j->H, j->W)) {
+    for (int64_t p = p0; p < p1; p++)
+      pool_scatter_plane_avx512(j->out + p * HW, j->in + p * n, j->carg + p * n, j->H, j->W);
+    return;
+  }
   memset(j->out + p0 * HW, 0, (size_t)((p1 - p0) * HW) * sizeof(float));
   for (int64_t p = p0; p < p1; p++)
     for (int64_t oh = 0; oh < OH; oh++)
@@ -556,6 +568,11 @@ static void pool_gather_item(int64_t item, int worker, void *vj) {
   const pool_job *j = vj;
   const int64_t OH = j->H / 2, OW = j->W / 2, n = OH * OW, HW = j->H * j->W;
   const int64_t p0 = item * POOL_PLANES, p1 = p0 + POOL_PLANES < j->planes ? p0 + POOL_PLANES : j->planes;
+  if (pool_planes_avx512(j->H, j->W)) {
+    for (int64_t p = p0; p < p1; p++)
+      pool_gather_plane_avx512(j->out + p * n, j->in + p * HW, j->carg + p * n, j->H, j->W);
+    return;
+  }
   for (int64_t p = p0; p < p1; p++)
     for (int64_t oh = 0; oh < OH; oh++)
       for (int64_t ow = 0; ow < OW; ow++) {
@@ -660,7 +677,8 @@ AVX512_TARGET static void bn_sums_avx512(const float *dy, const float *g, const 
     for (int k = 0; k < 5; k++) r[k][0] = r[k][1] = _mm512_setzero_ps();
     for (int64_t i = 0, h = 0; i < n; i += 16, h ^= 1) {
       const __mmask16 l = lanes(0, n - i);
-      const __m512 d = _mm512_maskz_loadu_ps(l, dr + i), xm = _mm512_maskz_sub_ps(l, _mm512_maskz_loadu_ps(l, xr + i), vm);
+      const __m512 d = _mm512_maskz_loadu_ps(l, dr + i);
+      const __m512 xm = _mm512_maskz_sub_ps(l, _mm512_maskz_loadu_ps(l, xr + i), vm);
       r[0][h] = _mm512_add_ps(r[0][h], d);
       r[1][h] = _mm512_fmadd_ps(d, xm, r[1][h]);
       if (gr) {
@@ -672,8 +690,9 @@ AVX512_TARGET static void bn_sums_avx512(const float *dy, const float *g, const 
     }
     for (int k = 0; k < (gr ? 5 : 2); k++) {
       const __m512 t = _mm512_add_ps(r[k][0], r[k][1]);
+      const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1));
       acc[k][0] = _mm512_add_pd(acc[k][0], _mm512_cvtps_pd(_mm512_castps512_ps256(t)));
-      acc[k][1] = _mm512_add_pd(acc[k][1], _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1))));
+      acc[k][1] = _mm512_add_pd(acc[k][1], _mm512_cvtps_pd(hi));
     }
   }
   for (int k = 0; k < (g ? 5 : 2); k++) out[k] = _mm512_reduce_add_pd(_mm512_add_pd(acc[k][0], acc[k][1]));
@@ -725,7 +744,8 @@ static void bn_forward_item(int64_t c, int worker, void *vj) {
     for (int64_t b = 0; b < B; b++) {
       const float *xr = x + (b * C + c) * HW;
       float *yr = y + (b * C + c) * HW;
-      if (ml__simd_level() >= ML_SIMD_AVX512) bn_affine_row_avx512(yr, NULL, NULL, xr, HW, mf, 0.0f, 0.0f, scale, shift);
+      if (ml__simd_level() >= ML_SIMD_AVX512)
+        bn_affine_row_avx512(yr, NULL, NULL, xr, HW, mf, 0.0f, 0.0f, scale, shift);
       else
         for (int64_t i = 0; i < HW; i++) yr[i] = (xr[i] - mf) * scale + shift;
     }
@@ -954,6 +974,62 @@ AVX512_TARGET static inline __m512i plane_codes_at(const uint8_t *p, int64_t n, 
 AVX512_TARGET static inline __mmask16 relu_lanes(__mmask16 m, const float *rout, int64_t i) {
   if (!rout) return m;
   return _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, rout + i), _mm512_setzero_ps(), _CMP_GT_OQ);
+}
+
+/* One plane's pool scatter: 16 windows at a time, each window's gradient spread to the 2 x 32
+ * input lanes below it and kept where the window's code names the lane (windows do not overlap,
+ * so every input gets at most one: written, not added); inputs outside every window (odd H or
+ * W) are zero. */
+AVX512_TARGET static void pool_scatter_plane_avx512(float *dx, const float *g, const uint8_t *arg, int64_t H,
+                                                    int64_t W) {
+  const int64_t OH = H / 2, OW = W / 2;
+  const __m512i dup_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __m512i dup_hi = _mm512_add_epi32(dup_lo, _mm512_set1_epi32(8));
+  const __m512i par = _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
+  const __m512i par2 = _mm512_add_epi32(par, _mm512_set1_epi32(2));
+  for (int64_t oh = 0; oh < OH; oh++) {
+    float *d0 = dx + 2 * oh * W, *d1 = d0 + W;
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += 16) {
+      const int64_t n = OW - ow0 < 16 ? OW - ow0 : 16, c0 = 2 * ow0;
+      const __mmask16 mlo = lanes(0, 2 * n), mhi = lanes(0, 2 * n - 16);
+      const __m512 gv = _mm512_maskz_loadu_ps(lanes(0, n), g + oh * OW + ow0);
+      const __m512i code = plane_codes_at(arg, OH * OW, oh * OW + ow0);
+      const __m512i clo = _mm512_permutexvar_epi32(dup_lo, code), chi = _mm512_permutexvar_epi32(dup_hi, code);
+      const __m512 glo = _mm512_permutexvar_ps(dup_lo, gv), ghi = _mm512_permutexvar_ps(dup_hi, gv);
+      _mm512_mask_storeu_ps(d0 + c0, mlo, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(clo, par), glo));
+      _mm512_mask_storeu_ps(d0 + c0 + 16, mhi, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(chi, par), ghi));
+      _mm512_mask_storeu_ps(d1 + c0, mlo, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(clo, par2), glo));
+      _mm512_mask_storeu_ps(d1 + c0 + 16, mhi, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(chi, par2), ghi));
+    }
+    if (W > 2 * OW) d0[W - 1] = d1[W - 1] = 0.0f;
+  }
+  if (H > 2 * OH) memset(dx + (H - 1) * W, 0, (size_t)W * sizeof(float));
+}
+
+/* One plane's pool gather: per 16 windows, the even and odd columns of both rows picked out of
+ * their 32 input lanes, then the one each window's code names. */
+AVX512_TARGET static void pool_gather_plane_avx512(float *out, const float *x, const uint8_t *arg, int64_t H,
+                                                   int64_t W) {
+  const int64_t OH = H / 2, OW = W / 2;
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1)), one = _mm512_set1_epi32(1),
+                two = _mm512_set1_epi32(2);
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += 16) {
+      const int64_t n = OW - ow0 < 16 ? OW - ow0 : 16, c0 = 2 * ow0;
+      const __mmask16 mlo = lanes(0, 2 * n), mhi = lanes(0, 2 * n - 16);
+      const __m512 a0 = _mm512_maskz_loadu_ps(mlo, r0 + c0), a1 = _mm512_maskz_loadu_ps(mhi, r0 + c0 + 16);
+      const __m512 b0 = _mm512_maskz_loadu_ps(mlo, r1 + c0), b1 = _mm512_maskz_loadu_ps(mhi, r1 + c0 + 16);
+      const __m512i code = plane_codes_at(arg, OH * OW, oh * OW + ow0);
+      const __mmask16 right = _mm512_test_epi32_mask(code, one), down = _mm512_test_epi32_mask(code, two);
+      const __m512 top = _mm512_mask_blend_ps(right, _mm512_permutex2var_ps(a0, even, a1),
+                                              _mm512_permutex2var_ps(a0, odd, a1));
+      const __m512 bottom = _mm512_mask_blend_ps(right, _mm512_permutex2var_ps(b0, even, b1),
+                                                 _mm512_permutex2var_ps(b0, odd, b1));
+      _mm512_mask_storeu_ps(out + oh * OW + ow0, lanes(0, n), _mm512_mask_blend_ps(down, top, bottom));
+    }
+  }
 }
 
 /* Backward of one plane with AVX-512: dx = fb*(x - m) + fc everywhere, plus fa*dout at each

@@ -732,8 +732,8 @@ AVX512_TARGET static float plane_sum(const float *x, int64_t n) {
 
 /* work: the shifted copies, then the tile's vector sums per (channel, output channel, tap), then
  * the bias's per output channel */
-AVX512_TARGET static void weight_narrow_group(const dconv *d, const float *in, const float *dout, int64_t first, int64_t last,
-                                float *work, float *dst, float *db) {
+AVX512_TARGET static void weight_narrow_group(const dconv *d, const float *in, const float *dout, int64_t first,
+                                              int64_t last, float *work, float *dst, float *db) {
   const int64_t OC = d->OC, C = d->C, P = d->OH * d->OW, OCN = narrow_oc(d);
   float *copies = work, *sums = copies + 3 * C * narrow_copy_floats(d), *bsums = sums + C * OCN * 9 * 16;
   for (int64_t b = first; b < last; b++) {
