@@ -669,7 +669,7 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
  * the images of a group in memory and reduced to scalars once per group (per image, the 27
  * horizontal sums cost an eighth of the FMAs); images are added in order and groups are fixed
  * by shape: the same bits at any thread count. dout is the stream that comes from memory
- * (80 images of 64 channels: 16 MB), so the next channels' lines are prefetched a tile ahead. */
+ * (80 images of 64 channels: 16 MB), so its lines are prefetched two tiles ahead. */
 #define NO 3 /* output channels per register tile: 27 accumulators, 3 of dout, 1 of the image */
 
 /* floats per shifted copy: OH + 2 rows of OW, and one vector of slack that the last (masked)
@@ -741,8 +741,9 @@ AVX512_TARGET static void weight_narrow_group(const dconv *d, const float *in, c
     const float *g = dout + b * OC * P;
     for (int64_t c = 0; c < C; c++)
       for (int64_t oc = 0; oc < OC; oc += NO) {
-        /* the next tile's channels follow these; after the image's last, the next image's */
-        const float *next = oc + NO < OC ? g + (oc + NO) * P : b + 1 < last ? g + OC * P : g;
+        /* the channels two tiles on (images are contiguous: past the image's last, the next
+         * image's first), fetched from memory while this tile computes */
+        const float *next = oc + 2 * NO < OC || b + 1 < last ? g + (oc + 2 * NO) * P : g;
         weight_narrow(d, copies + c * 3 * narrow_copy_floats(d), g, oc, next, sums + (c * OCN + oc) * 9 * 16,
                       db && c == 0 ? bsums + oc * 16 : NULL, b == first);
       }
