@@ -116,6 +116,9 @@ bool ml__conv_winograd_backward_data_ok(const ml_conv_shape *s) {
 /* From one point to the next in U and dU, padded likewise */
 static int64_t ustep(const wconv *d) { return d->C * d->OCp + 16; }
 static size_t u_floats(const wconv *d) { return (size_t)(d->xi * ustep(d)); }
+/* the filters tap-major (taps_major): rows of output channels rounded up to 16 */
+static int64_t tm_ld(const wconv *d) { return (d->OC + 15) & ~(int64_t)15; }
+static size_t tm_floats(const wconv *d) { return (size_t)(d->C * 9 * tm_ld(d)); }
 static size_t image_floats(const wconv *d) { return (size_t)(d->Hp * d->Wp * d->Cv); }
 /* V, M and Y are tile-major, V[t][xi][c] and M[t][xi][o]: the transforms read and write a tile's
  * points in one contiguous block (9 KB for F(4x4) on 64 channels). Point-major buffers spread a
@@ -130,7 +133,7 @@ static size_t worker_floats(const wconv *d) {
   return image_floats(d) + v_floats(d) + m_floats(d) + out_floats(d); /* each a multiple of 16 */
 }
 static size_t wconv_scratch(const wconv *d, int workers) {
-  return u_floats(d) + (size_t)d->OCp + worker_floats(d) * (size_t)workers;
+  return u_floats(d) + (size_t)d->OCp + tm_floats(d) + worker_floats(d) * (size_t)workers;
 }
 
 size_t ml__conv_winograd_scratch_floats(const ml_conv_shape *s, int workers) {
@@ -146,10 +149,22 @@ size_t ml__conv_winograd_scratch_floats(const ml_conv_shape *s, int workers) {
 static inline __mmask16 lanes16(int64_t n) { /* the first min(n, 16) lanes */
   return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
 }
-/* lane l = l * stride: the offsets of a gather or scatter over 16 filters stride floats apart */
-AVX512_TARGET static inline __m512i lane_offsets(int32_t stride) {
-  return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                            _mm512_set1_epi32(stride));
+/* Filters tap-major for the transforms: tm[(c * 9 + k) * ld + o] is tap k (flip: tap 8 - k) of the
+ * filter from input channel c to output channel o of d's convolution, zero for o from OC up to
+ * ld = OC rounded up to 16; the transforms then load 16 filters' tap as one vector. Made by 16 x 16
+ * register transposes of w: 9 gathers per 16 filters cost more (2% of a first-order MAML step). */
+static void taps_major(const wconv *d, const float *w, bool flip, float *tm) {
+  const int64_t C = d->C, OC = d->OC, ld = tm_ld(d);
+  if (!flip) { /* w (OC, C * 9): rows o, columns c * 9 + k */
+    ml__transpose16(tm, ld, w, C * 9, OC, C * 9, ld);
+    return;
+  }
+  for (int64_t c = 0; c < C; c++) /* w (C, OC, 9): per c, rows o and columns k, taps read reversed */
+    ml__transpose16(tm + c * 9 * ld, ld, w + c * OC * 9, 9, OC, 9, ld);
+}
+/* the filter gradients tap-major (tm as above, channels [c0, c0 + d->C) of C) into dw (OC, C, 3, 3) */
+static void taps_back(const wconv *d, int64_t C, int64_t c0, const float *tm, float *dw) {
+  ml__transpose16(dw + c0 * 9, C * 9, tm, tm_ld(d), d->C * 9, d->OC, d->C * 9);
 }
 
 /* ---- F(4x4, 3x3): 6x6 tiles, 36 points, 4x fewer multiplies than direct (Lavin and Gray):
@@ -262,16 +277,12 @@ AVX512_TARGET static void transform_output4(const wconv *d, const float *M, cons
 }
 
 /* U[xi][c][o..o+15] = (G g G^T)[xi] for 16 output channels; g gathered as in transform_filters */
-AVX512_TARGET static void transform_filters4(const wconv *d, const float *w, bool flip, float *U) {
-  const int64_t C = d->C, OC = d->OC, OCp = d->OCp, step = ustep(d);
-  const __m512i idx = lane_offsets((int32_t)(flip ? 9 : C * 9));
+AVX512_TARGET static void transform_filters4(const wconv *d, const float *tm, bool flip, float *U) {
+  const int64_t C = d->C, OC = d->OC, OCp = d->OCp, step = ustep(d), ld = tm_ld(d);
   for (int64_t o = 0; o < OC; o += 16) {
-    const __mmask16 m = lanes16(OC - o);
     for (int64_t c = 0; c < C; c++) {
-      const float *base = flip ? w + (c * OC + o) * 9 : w + (o * C + c) * 9;
       __m512 g[3][3], t[A4][3], col[3], u[A4];
-      for (int k = 0; k < 9; k++)
-        g[k / 3][k % 3] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flip ? 8 - k : k), 4);
+      for (int k = 0; k < 9; k++) g[k / 3][k % 3] = _mm512_loadu_ps(tm + (c * 9 + (flip ? 8 - k : k)) * ld + o);
       for (int j = 0; j < 3; j++) { /* G g: column j */
         for (int i = 0; i < 3; i++) col[i] = g[i][j];
         filter4(col, u);
@@ -311,11 +322,9 @@ AVX512_TARGET static void transform_dy4(const wconv *d, const float *gt, int64_t
     }
 }
 
-AVX512_TARGET static void filters_back4(const wconv *d, int64_t C, int64_t c0, const float *dU, float *dw) {
-  const int64_t OC = d->OC, OCp = d->OCp, step = ustep(d);
-  const __m512i idx = lane_offsets((int32_t)(C * 9));
+AVX512_TARGET static void filters_back4(const wconv *d, const float *dU, float *tm) {
+  const int64_t OC = d->OC, OCp = d->OCp, step = ustep(d), ld = tm_ld(d);
   for (int64_t o = 0; o < OC; o += 16) {
-    const __mmask16 m = lanes16(OC - o);
     for (int64_t c = 0; c < d->C; c++) {
       const float *u = dU + c * OCp + o;
       __m512 t[3][A4], col[A4], w[3];
@@ -324,10 +333,9 @@ AVX512_TARGET static void filters_back4(const wconv *d, int64_t C, int64_t c0, c
         back4(col, w);
         for (int i = 0; i < 3; i++) t[i][j] = w[i];
       }
-      float *g = dw + (o * C + c0 + c) * 9;
       for (int i = 0; i < 3; i++) {
         back4(t[i], w);
-        for (int j = 0; j < 3; j++) _mm512_mask_i32scatter_ps(g + 3 * i + j, m, idx, w[j], 4);
+        for (int j = 0; j < 3; j++) _mm512_storeu_ps(tm + (c * 9 + 3 * i + j) * ld + o, w[j]);
       }
     }
   }
@@ -497,24 +505,21 @@ AVX512_TARGET static void group_item(int64_t k, int worker, void *vj) {
   }
 }
 
-/* U[xi][c][o..o+15] for 16 output channels at once: the 9 taps of their filters gathered from w
- * (forward: w (OC, C, 3, 3), filter (o, c) at (o*C + c)*9; backward data: the flipped filter of w
- * (C_in = d->OC, C_out = d->C) at (c*OC + o)*9, taps reversed), transformed in vectors */
-AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool flip, float *U) {
+/* U[xi][c][o..o+15] for 16 output channels at once, from the filters made tap-major in tm
+ * (forward: w (OC, C, 3, 3); backward data: the flipped filters of w (C_in = d->OC, C_out = d->C),
+ * taps reversed), transformed in vectors */
+AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool flip, float *tm, float *U) {
+  taps_major(d, w, flip, tm);
   if (d->m == 4) {
-    transform_filters4(d, w, flip, U);
+    transform_filters4(d, tm, flip, U);
     return;
   }
-  const int64_t C = d->C, OC = d->OC, OCp = d->OCp;
-  const __m512i idx = lane_offsets((int32_t)(flip ? 9 : C * 9));
+  const int64_t C = d->C, OC = d->OC, OCp = d->OCp, ld = tm_ld(d);
   const __m512 half = _mm512_set1_ps(0.5f);
   for (int64_t o = 0; o < OC; o += 16) {
-    const __mmask16 m = lanes16(OC - o);
     for (int64_t c = 0; c < C; c++) {
-      const float *base = flip ? w + (c * OC + o) * 9 : w + (o * C + c) * 9;
       __m512 g[9], t[4][3];
-      for (int k = 0; k < 9; k++)
-        g[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base + (flip ? 8 - k : k), 4);
+      for (int k = 0; k < 9; k++) g[k] = _mm512_loadu_ps(tm + (c * 9 + (flip ? 8 - k : k)) * ld + o);
       for (int j = 0; j < 3; j++) {
         t[0][j] = g[j];
         t[1][j] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(g[j], g[3 + j]), g[6 + j]));
@@ -538,13 +543,13 @@ AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool
 /* U from the weights, then the images */
 static void run(const wconv *d, float *out, const float *in, const float *w, bool flip, const float *bias,
                 float *scratch) {
-  float *U = scratch, *biasp = U + u_floats(d), *work = biasp + d->OCp;
+  float *U = scratch, *biasp = U + u_floats(d), *tm = biasp + d->OCp, *work = tm + tm_floats(d);
   if (d->OC % 16) memset(U, 0, u_floats(d) * sizeof(float)); /* masked lanes write zeros; OCp past them */
   else
     for (int64_t xi = 0; xi < d->xi; xi++)
       for (int64_t c = 0; c < d->C; c++)
         memset(U + xi * ustep(d) + c * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
-  transform_filters(d, w, flip, U);
+  transform_filters(d, w, flip, tm, U);
   if (bias) {
     for (int64_t o = 0; o < d->OCp; o++) biasp[o] = o < d->OC ? bias[o] : 0.0f;
     bias = biasp;
@@ -597,7 +602,7 @@ size_t ml__conv_winograd_weight_work_floats(const ml_conv_shape *s) {
   wconv d;
   if (!weight_shape(s, &d)) return 0;
   weight_batch(s, &d);
-  return image_floats(&d) + v_floats(&d) + m_floats(&d) + gt_floats(&d) + du_floats(&d);
+  return image_floats(&d) + v_floats(&d) + m_floats(&d) + gt_floats(&d) + du_floats(&d) + tm_floats(&d);
 }
 
 /* Y[xi][t][o] = (A dy_t A^T)[xi], A = [1 0; 1 1; 1 -1; 0 -1], from the image's output gradient
@@ -674,16 +679,16 @@ AVX512_TARGET static void bias_sums(const wconv *d, const float *gt, int64_t rs,
 
 /* dw = G^T dU G, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1], for 16 output channels at once,
  * scattered to dw[o][c0 + c][k] (dw's channel count C) */
-AVX512_TARGET static void filters_back(const wconv *d, int64_t C, int64_t c0, const float *dU, float *dw) {
+AVX512_TARGET static void filters_back(const wconv *d, int64_t C, int64_t c0, const float *dU, float *tm,
+                                       float *dw) {
   if (d->m == 4) {
-    filters_back4(d, C, c0, dU, dw);
+    filters_back4(d, dU, tm);
+    taps_back(d, C, c0, tm, dw);
     return;
   }
-  const int64_t OC = d->OC, OCp = d->OCp, step = ustep(d);
-  const __m512i idx = lane_offsets((int32_t)(C * 9));
+  const int64_t OC = d->OC, OCp = d->OCp, step = ustep(d), ld = tm_ld(d);
   const __m512 half = _mm512_set1_ps(0.5f);
   for (int64_t o = 0; o < OC; o += 16) {
-    const __mmask16 m = lanes16(OC - o);
     for (int64_t c = 0; c < d->C; c++) {
       const float *u = dU + c * OCp + o;
       __m512 t[3][4];
@@ -695,15 +700,16 @@ AVX512_TARGET static void filters_back(const wconv *d, int64_t C, int64_t c0, co
         t[1][j] = _mm512_mul_ps(half, _mm512_sub_ps(u1, u2));
         t[2][j] = _mm512_add_ps(p, u3);
       }
-      float *g = dw + (o * C + c0 + c) * 9;
+      float *g = tm + c * 9 * ld + o;
       for (int i = 0; i < 3; i++) {
         const __m512 p = _mm512_mul_ps(half, _mm512_add_ps(t[i][1], t[i][2]));
-        _mm512_mask_i32scatter_ps(g + 3 * i + 0, m, idx, _mm512_add_ps(t[i][0], p), 4);
-        _mm512_mask_i32scatter_ps(g + 3 * i + 1, m, idx, _mm512_mul_ps(half, _mm512_sub_ps(t[i][1], t[i][2])), 4);
-        _mm512_mask_i32scatter_ps(g + 3 * i + 2, m, idx, _mm512_add_ps(p, t[i][3]), 4);
+        _mm512_storeu_ps(g + (3 * i + 0) * ld, _mm512_add_ps(t[i][0], p));
+        _mm512_storeu_ps(g + (3 * i + 1) * ld, _mm512_mul_ps(half, _mm512_sub_ps(t[i][1], t[i][2])));
+        _mm512_storeu_ps(g + (3 * i + 2) * ld, _mm512_add_ps(p, t[i][3]));
       }
     }
   }
+  taps_back(d, C, c0, tm, dw);
 }
 
 void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
@@ -714,7 +720,7 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
   d = full; /* the band: channels [c0, c1) */
   d.C = c1 - c0, d.Cv = (d.C + 15) & ~(int64_t)15;
   float *xh = work, *V = xh + image_floats(&full), *Y = V + v_floats(&full), *gt = Y + m_floats(&full);
-  float *dU = gt + gt_floats(&full);
+  float *dU = gt + gt_floats(&full), *tm = dU + du_floats(&full);
   const int64_t HW = s->H * s->W, P = d.OH * d.OW, nb = d.TS / d.T;
   memset(dU, 0, du_floats(&d) * sizeof(float));
   if (db) memset(db, 0, (size_t)s->OC * sizeof(float));
@@ -731,7 +737,7 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
     }
     weight_gemms(&d, V, Y, dU, n * d.T);
   }
-  filters_back(&d, s->C, c0, dU, dw);
+  filters_back(&d, s->C, c0, dU, tm, dw);
 }
 
 /* ---- both gradients from one layout change of dy ----
@@ -752,7 +758,7 @@ bool ml__conv_winograd_backward_ok(const ml_conv_shape *s) {
 
 typedef struct {
   wconv bd, d; /* backward data, weight gradient (its passes' images) */
-  float *U, *xh, *V, *Y, *dU, *dyh, *Vb, *Mb, *ob;
+  float *U, *xh, *V, *Y, *dU, *dyh, *Vb, *Mb, *ob, *tm;
 } wback;
 
 /* the buffers carved from work (NULL: only the size, returned) */
@@ -761,14 +767,15 @@ static size_t wback_make(const ml_conv_shape *s, float *work, wback *k) {
   weight_shape(s, &k->d);
   weight_batch(s, &k->d);
   const int64_t nb = k->d.TS / k->d.T, tiles = nb * k->bd.T;
-  const size_t size[9] = {u_floats(&k->bd),        image_floats(&k->d),
-                          v_floats(&k->d),         m_floats(&k->d),
-                          du_floats(&k->d),        (size_t)nb * image_floats(&k->bd),
-                          (size_t)(tiles * vts(&k->bd)), (size_t)(tiles * mts(&k->bd)),
-                          out_floats(&k->bd)};
-  float **buf[9] = {&k->U, &k->xh, &k->V, &k->Y, &k->dU, &k->dyh, &k->Vb, &k->Mb, &k->ob};
+  const size_t tmf = tm_floats(&k->bd) > tm_floats(&k->d) ? tm_floats(&k->bd) : tm_floats(&k->d);
+  const size_t size[10] = {u_floats(&k->bd),        image_floats(&k->d),
+                           v_floats(&k->d),         m_floats(&k->d),
+                           du_floats(&k->d),        (size_t)nb * image_floats(&k->bd),
+                           (size_t)(tiles * vts(&k->bd)), (size_t)(tiles * mts(&k->bd)),
+                           out_floats(&k->bd),      tmf};
+  float **buf[10] = {&k->U, &k->xh, &k->V, &k->Y, &k->dU, &k->dyh, &k->Vb, &k->Mb, &k->ob, &k->tm};
   size_t at = 0;
-  for (int i = 0; i < 9; i++) {
+  for (int i = 0; i < 10; i++) {
     *buf[i] = work ? work + at : NULL;
     at += r16(size[i]);
   }
@@ -789,7 +796,7 @@ void ml__conv_winograd_backward_filters(const ml_conv_shape *s, const float *w, 
     for (int64_t xi = 0; xi < d->xi; xi++)
       for (int64_t c = 0; c < d->C; c++)
         memset(k.U + xi * ustep(d) + c * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
-  transform_filters(d, w, true, k.U);
+  transform_filters(d, w, true, k.tm, k.U);
 }
 
 AVX512_TARGET void ml__conv_winograd_backward_group(const ml_conv_shape *s, const float *in, const float *dout,
@@ -824,5 +831,5 @@ AVX512_TARGET void ml__conv_winograd_backward_group(const ml_conv_shape *s, cons
     }
     weight_gemms(d, k.V, k.Y, k.dU, n * T);
   }
-  filters_back(d, s->C, 0, k.dU, dw);
+  filters_back(d, s->C, 0, k.dU, k.tm, dw);
 }
