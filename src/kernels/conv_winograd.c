@@ -146,9 +146,6 @@ size_t ml__conv_winograd_scratch_floats(const ml_conv_shape *s, int workers) {
 
 /* ---- transforms ---- */
 
-static inline __mmask16 lanes16(int64_t n) { /* the first min(n, 16) lanes */
-  return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
-}
 /* Filters tap-major for the transforms: tm[(c * 9 + k) * ld + o] is tap k (flip: tap 8 - k) of the
  * filter from input channel c to output channel o of d's convolution, zero for o from OC up to
  * ld = OC rounded up to 16; the transforms then load 16 filters' tap as one vector. Made by 16 x 16
