@@ -665,10 +665,12 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
  * of the three shifted copies as long as the output rows, a tap is one offset from p, so the
  * 16-lane vectors run along the whole output plane (28x28: 49 full vectors, where vectors per
  * row waste 4 lanes in 32). A register tile holds 3 output channels x 9 taps: per 16 positions,
- * 3 loads of dout and 9 of the copies (L1) for 27 FMAs. The tile's vectors are summed over all
- * the images of a group in memory and reduced to scalars once per group (per image, the 27
- * horizontal sums cost an eighth of the FMAs); images are added in order and groups are fixed
- * by shape: the same bits at any thread count. dout is the stream that comes from memory
+ * 3 loads of dout and 9 of the copies (L1) for 27 FMAs. Each image's tile starts from zero
+ * (one chain of adds per lane over a 64-image group lost a decimal digit against PyTorch's
+ * meta-gradients: bench/accuracy --check-first), its vectors are added to the group's in memory,
+ * and these are reduced to scalars once per group (per image, the 27 horizontal sums cost an
+ * eighth of the FMAs); images are added in order and groups are fixed by shape: the same bits at
+ * any thread count. dout is the stream that comes from memory
  * (80 images of 64 channels: 16 MB), so its lines are prefetched two tiles ahead. */
 #define NO 3 /* output channels per register tile: 27 accumulators, 3 of dout, 1 of the image */
 
@@ -694,7 +696,7 @@ AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, con
 #pragma GCC unroll 3
   for (int i = 0; i < NO; i++)
 #pragma GCC unroll 9
-    for (int t = 0; t < 9; t++) acc[i][t] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc_mem + (i * 9 + t) * 16);
+    for (int t = 0; t < 9; t++) acc[i][t] = _mm512_setzero_ps();
   for (int64_t k = 0; k < P; k += 16) {
     const __mmask16 m = lanes16(P - k);
     __m512 a[NO];
@@ -713,12 +715,15 @@ AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, con
 #pragma GCC unroll 3
   for (int i = 0; i < NO; i++)
 #pragma GCC unroll 9
-    for (int t = 0; t < 9; t++) _mm512_storeu_ps(acc_mem + (i * 9 + t) * 16, acc[i][t]);
+    for (int t = 0; t < 9; t++) {
+      float *m = acc_mem + (i * 9 + t) * 16;
+      _mm512_storeu_ps(m, first ? acc[i][t] : _mm512_add_ps(_mm512_loadu_ps(m), acc[i][t]));
+    }
   if (bias_mem) /* dout's lines are in L1 now */
     for (int i = 0; i < NO; i++) {
-      __m512 s = first ? _mm512_setzero_ps() : _mm512_loadu_ps(bias_mem + i * 16);
+      __m512 s = _mm512_setzero_ps();
       for (int64_t k = 0; k < P; k += 16) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(lanes16(P - k), go[i] + k));
-      _mm512_storeu_ps(bias_mem + i * 16, s);
+      _mm512_storeu_ps(bias_mem + i * 16, first ? s : _mm512_add_ps(_mm512_loadu_ps(bias_mem + i * 16), s));
     }
 }
 
