@@ -306,6 +306,31 @@ ML_TEST(winograd_by_shape_and_off) {
   ml_conv_use_winograd(true);
 }
 
+/* A first-layer forward whose output passes the streaming threshold (48 images x 64 channels x
+ * 28 x 28: 9.6 MB) against the naive reference, and bit for bit against the same images one at a
+ * time (stored through the cache): streamed stores write the same values. */
+ML_TEST(conv_forward_streams_large_outputs) {
+  ml_conv_shape s, one;
+  CHECK_OK(ml_conv_shape_make(&s, 48, 1, 28, 28, 64, 3, 3, 1, 1));
+  CHECK_OK(ml_conv_shape_make(&one, 1, 1, 28, 28, 64, 3, 3, 1, 1));
+  const int64_t nin = s.B * 784, nout = s.B * 64 * 784, per = 64 * 784;
+  float *in = fvec(nin, 91, -1, 1), *w = fvec(64 * 9, 92, -1, 1), *b = fvec(64, 93, -1, 1);
+  /* 64-byte aligned, as arena buffers are: the streamed stores take whole aligned vectors */
+  float *out = aligned_alloc(64, (size_t)nout * 4), *ref = malloc((size_t)nout * 4), *o1 = malloc((size_t)per * 4);
+  size_t ns = ml_conv2d_scratch_floats(&s);
+  float *scratch = malloc(ns * 4);
+  for (int64_t k = 0; k < nout; k++) out[k] = NAN;
+  ml_conv2d_forward(&s, out, in, w, b, scratch);
+  ml_conv2d_forward_ref(&s, ref, in, w, b);
+  int64_t wi;
+  CHECK_MSG(ml_test_close(out, ref, nout, 1e-5, 1e-4, &wi) <= 1.0, "[%lld] %g vs %g", (long long)wi, out[wi], ref[wi]);
+  for (int64_t i = 0; i < s.B; i += 7) {
+    ml_conv2d_forward(&one, o1, in + i * 784, w, b, scratch);
+    CHECK_MSG(!memcmp(o1, out + i * per, (size_t)per * 4), "image %lld differs", (long long)i);
+  }
+  free(in), free(w), free(b), free(out), free(ref), free(o1), free(scratch);
+}
+
 /* ml_conv2d_backward (both gradients from one layout change of dout, Winograd, no pool) gives
  * the bits of the separate calls: one weight group, several (partials added in order), planes
  * of 1 and of 4 tiles, F(2x2) forced, and shapes that fall back (no padding, a first layer). */
