@@ -468,11 +468,16 @@ AVX512_TARGET static void transform_output(const wconv *d, const float *M, const
     }
 }
 
-/* The padded image's zero border (and channels up to Cv): the whole image is cleared first, since
- * clearing only the border was 3% slower on a first-order MAML step: memset's full-line stores
- * bring the interior's lines into cache without reading them, where ml__to_padded_hwc's own stores
- * would each fetch their line first. */
-static void clear_image(const wconv *d, float *xh) { memset(xh, 0, image_floats(d) * sizeof(float)); }
+/* Image x (C, H, W) into its tiles' V (from V): channel-minor in xh inside a zero border (and zero
+ * channels up to Cv), then B^T d B. The whole of xh is cleared first, not only its border:
+ * clearing the border alone was 3% slower on a first-order MAML step, since memset's full-line
+ * stores bring the interior's lines into cache without reading them, where ml__to_padded_hwc's own
+ * stores would each fetch their line first. */
+AVX512_TARGET static void image_tiles(const wconv *d, float *xh, const float *x, float *V) {
+  memset(xh, 0, image_floats(d) * sizeof(float));
+  ml__to_padded_hwc(xh, d->Cv, d->Wp, d->ph, d->pw, x, d->C, d->H, d->W);
+  transform_input(d, xh, V);
+}
 
 typedef struct {
   const wconv *d;
@@ -488,13 +493,7 @@ AVX512_TARGET static void group_item(int64_t k, int worker, void *vj) {
   float *xh = j->work + (size_t)worker * worker_floats(d), *V = xh + image_floats(d), *M = V + v_floats(d);
   float *ob = M + m_floats(d);
   const int64_t nb = d->TS / d->T, b0 = k * nb, n = d->B - b0 < nb ? d->B - b0 : nb, P = d->OH * d->OW;
-  for (int64_t i = 0; i < n; i++) {
-    /* the image channel-minor inside a zero border (and zero channels up to Cv) */
-    clear_image(d, xh);
-    const float *x = j->in + (b0 + i) * d->C * d->H * d->W;
-    ml__to_padded_hwc(xh, d->Cv, d->Wp, d->ph, d->pw, x, d->C, d->H, d->W);
-    transform_input(d, xh, V + i * d->T * vts(d));
-  }
+  for (int64_t i = 0; i < n; i++) image_tiles(d, xh, j->in + (b0 + i) * d->C * d->H * d->W, V + i * d->T * vts(d));
   gemms(d, V, j->U, M, n * d->T);
   for (int64_t i = 0; i < n; i++) {
     transform_output(d, M + i * d->T * mts(d), j->bias, ob);
@@ -724,10 +723,7 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb;
     for (int64_t i = 0; i < n; i++) { /* image b0 + i's tiles from tile i*T of V and Y */
-      clear_image(&d, xh);
-      const float *x = in + ((b0 + i) * s->C + c0) * HW;
-      ml__to_padded_hwc(xh, d.Cv, d.Wp, d.ph, d.pw, x, d.C, d.H, d.W);
-      transform_input(&d, xh, V + i * d.T * vts(&d));
+      image_tiles(&d, xh, in + ((b0 + i) * s->C + c0) * HW, V + i * d.T * vts(&d));
       ml__transpose16(gt, d.OCp, dout + (b0 + i) * s->OC * P, P, s->OC, P, d.OCp);
       if (db) bias_sums(&d, gt, d.OW * d.OCp, db);
       transform_dy(&d, gt, d.OW * d.OCp, Y + i * d.T * mts(&d));
@@ -812,14 +808,10 @@ AVX512_TARGET void ml__conv_winograd_backward_group(const ml_conv_shape *s, cons
       /* dy channel-minor, then, while it is in cache, the backward data's V and the weight
        * gradient's Y and bias sums; then x's V */
       float *yh = k.dyh + i * image_floats(bd);
-      clear_image(bd, yh);
-      ml__to_padded_hwc(yh, bd->Cv, bd->Wp, bd->ph, bd->pw, dout + (b0 + i) * s->OC * P, bd->C, bd->H, bd->W);
-      transform_input(bd, yh, k.Vb + i * T * vts(bd));
+      image_tiles(bd, yh, dout + (b0 + i) * s->OC * P, k.Vb + i * T * vts(bd));
       if (db) bias_sums(d, yh + inner, rs, db);
       transform_dy(d, yh + inner, rs, k.Y + i * T * mts(d));
-      clear_image(d, k.xh);
-      ml__to_padded_hwc(k.xh, d->Cv, d->Wp, d->ph, d->pw, in + (b0 + i) * s->C * HW, d->C, d->H, d->W);
-      transform_input(d, k.xh, k.V + i * T * vts(d));
+      image_tiles(d, k.xh, in + (b0 + i) * s->C * HW, k.V + i * T * vts(d));
     }
     gemms(bd, k.Vb, k.U, k.Mb, n * T);
     for (int64_t i = 0; i < n; i++) {
