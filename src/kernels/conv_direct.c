@@ -58,6 +58,13 @@ int ml__conv_direct_which(void) { return g_kernel; }
 #define MIN_CHANNEL_TAPS 64
 #define MIN_CHANNEL_OC 48
 
+/* Floats per shifted copy of an image (shifted_copies): OH + KH - 1 rows of OW, and what the last
+ * 16-lane vector along the output plane reads past them through the last kernel row */
+static int64_t shifted_copy_floats(const dconv *d) {
+  const int64_t rows = (d->OH + d->KH - 1) * d->OW, reach = (d->OH * d->OW + 15) / 16 * 16 + (d->KH - 1) * d->OW;
+  return ((rows > reach ? rows : reach) + 15) & ~(int64_t)15;
+}
+
 /* min_ow < 0: the weight gradient's shape (-min_ow wide rows at least), no kernel choice */
 static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC, int64_t KH, int64_t KW,
                        int64_t ph, int64_t pw, int64_t min_ow) {
@@ -90,10 +97,7 @@ static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int
   d->flat = min_ow > 0 && !d->by_channel && C * KH * KW < MIN_CHANNEL_TAPS && (P + 15) / 16 < d->NV &&
             (P + 15) / 16 <= MAX_NV;
   if (d->flat) {
-    d->aligned = true, d->NV = (P + 15) / 16, d->RS = d->OW;
-    /* a copy: OH + KH - 1 rows of OW, and what the last vector's last kernel row reads past */
-    const int64_t rows = (d->OH + KH - 1) * d->OW, reach = d->NV * 16 + (KH - 1) * d->OW;
-    d->KS = ((rows > reach ? rows : reach) + 15) & ~(int64_t)15;
+    d->aligned = true, d->NV = (P + 15) / 16, d->RS = d->OW, d->KS = shifted_copy_floats(d);
     d->PS = KW * d->KS;
   }
   return true;
@@ -227,13 +231,10 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
   }
 }
 
-/* Zero the plane, then copy the rows in: per channel a handful of vector stores, no library
- * calls (a 3x3 plane's padded copy is 2 vectors; memset's call overhead was half of a 3x3
- * layer's weight gradient). */
-/* copies[c][kw][y * OW + x] (each copy KS floats) = the padded image's pixel (y, x + kw), for the
- * OH + KH - 1 rows of the padded image; zeros after them */
-AVX512_TARGET static void shifted_copies(const dconv *d, int64_t KS, float *copies, const float *x) {
-  const int64_t H = d->H, W = d->W, OW = d->OW, rows = d->OH + d->KH - 1;
+/* copies[c][kw][y * OW + x] (each copy shifted_copy_floats) = the padded image's pixel (y, x + kw),
+ * for the OH + KH - 1 rows of the padded image; zeros after them */
+AVX512_TARGET static void shifted_copies(const dconv *d, float *copies, const float *x) {
+  const int64_t H = d->H, W = d->W, OW = d->OW, rows = d->OH + d->KH - 1, KS = shifted_copy_floats(d);
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t c = 0; c < d->C; c++, x += H * W)
     for (int64_t kw = 0; kw < d->KW; kw++) {
@@ -254,9 +255,12 @@ AVX512_TARGET static void shifted_copies(const dconv *d, int64_t KS, float *copi
     }
 }
 
+/* Zero the plane, then copy the rows in: per channel a handful of vector stores, no library
+ * calls (a 3x3 plane's padded copy is 2 vectors; memset's call overhead was half of a 3x3
+ * layer's weight gradient). The flat kernel's image is its shifted copies instead. */
 AVX512_TARGET static void pad_image(const dconv *d, float *restrict xp, const float *restrict x) {
   if (d->flat) {
-    shifted_copies(d, d->KS, xp, x);
+    shifted_copies(d, xp, x);
     return;
   }
   const int64_t H = d->H, W = d->W, Wp = d->Wp;
@@ -685,17 +689,14 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
  * (80 images of 64 channels: 16 MB), so its lines are prefetched two tiles ahead. */
 #define NO 3 /* output channels per register tile: 27 accumulators, 3 of dout, 1 of the image */
 
-/* floats per shifted copy: OH + 2 rows of OW, and one vector of slack that the last (masked)
- * dout vector's taps read */
-static int64_t narrow_copy_floats(const dconv *d) { return ((d->OH + 2) * d->OW + 16 + 15) & ~(int64_t)15; }
 static int64_t narrow_oc(const dconv *d) { return (d->OC + NO - 1) / NO * NO; }
 static size_t narrow_work_floats(const dconv *d) {
-  return (size_t)(3 * d->C * narrow_copy_floats(d) + (d->C * 9 + 1) * narrow_oc(d) * 16);
+  return (size_t)(3 * d->C * shifted_copy_floats(d) + (d->C * 9 + 1) * narrow_oc(d) * 16);
 }
 
 AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, const float *g, int64_t oc,
                                         const float *next, float *acc_mem, float *bias_mem, bool first) {
-  const int64_t P = d->OH * d->OW, OW = d->OW, CF = narrow_copy_floats(d);
+  const int64_t P = d->OH * d->OW, OW = d->OW, CF = shifted_copy_floats(d);
   const float *go[NO];
 #pragma GCC unroll 3
   for (int i = 0; i < NO; i++) go[i] = g + (oc + i < d->OC ? oc + i : oc) * P; /* past OC: a copy, dropped */
@@ -751,16 +752,16 @@ AVX512_TARGET static float plane_sum(const float *x, int64_t n) {
 AVX512_TARGET static void weight_narrow_group(const dconv *d, const float *in, const float *dout, int64_t first,
                                               int64_t last, float *work, float *dst, float *db) {
   const int64_t OC = d->OC, C = d->C, P = d->OH * d->OW, OCN = narrow_oc(d);
-  float *copies = work, *sums = copies + 3 * C * narrow_copy_floats(d), *bsums = sums + C * OCN * 9 * 16;
+  float *copies = work, *sums = copies + 3 * C * shifted_copy_floats(d), *bsums = sums + C * OCN * 9 * 16;
   for (int64_t b = first; b < last; b++) {
-    shifted_copies(d, narrow_copy_floats(d), copies, in + b * C * d->H * d->W);
+    shifted_copies(d, copies, in + b * C * d->H * d->W);
     const float *g = dout + b * OC * P;
     for (int64_t c = 0; c < C; c++)
       for (int64_t oc = 0; oc < OC; oc += NO) {
         /* the channels two tiles on (images are contiguous: past the image's last, the next
          * image's first), fetched from memory while this tile computes */
         const float *next = oc + 2 * NO < OC || b + 1 < last ? g + (oc + 2 * NO) * P : g;
-        weight_narrow(d, copies + c * 3 * narrow_copy_floats(d), g, oc, next, sums + (c * OCN + oc) * 9 * 16,
+        weight_narrow(d, copies + c * 3 * shifted_copy_floats(d), g, oc, next, sums + (c * OCN + oc) * 9 * 16,
                       db && c == 0 ? bsums + oc * 16 : NULL, b == first);
       }
   }
