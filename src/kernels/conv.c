@@ -88,7 +88,7 @@ size_t ml_conv2d_scratch_floats(const ml_conv_shape *s) {
   const size_t partials = groups > 1 ? (size_t)groups * (size_t)(s->OC * s->C * s->KH * s->KW + s->OC) : 0;
   size_t f = worker_floats(s) * (size_t)ml_kernels_workers() + partials;
   if (backward_fused(s)) {
-    size_t g = ((ml__conv_winograd_backward_work_floats(s) + 15) & ~(size_t)15) + partials;
+    size_t g = ml__conv_winograd_backward_work_floats(s) + partials; /* a multiple of 16 */
     if (g > f) f = g;
   }
   size_t direct = ml__conv_direct_scratch_floats(s, ml_kernels_workers());
@@ -473,7 +473,7 @@ void ml_conv2d_backward(const ml_conv_shape *s, float *din, float *dw, float *db
   ml__conv_winograd_backward_filters(s, w, scratch);
   int64_t per, groups = weight_groups(s, &per);
   const int64_t wn = s->OC * s->C * s->KH * s->KW;
-  float *partials = scratch + ((ml__conv_winograd_backward_work_floats(s) + 15) & ~(size_t)15);
+  float *partials = scratch + ml__conv_winograd_backward_work_floats(s);
   for (int64_t g = 0; g < groups; g++) {
     const int64_t first = g * per, last = first + per < s->B ? first + per : s->B;
     float *gw = groups == 1 ? dw : partials + g * (wn + s->OC), *gb = groups == 1 ? db : db ? gw + wn : NULL;

@@ -503,8 +503,13 @@ AVX512_TARGET static void group_item(int64_t k, int worker, void *vj) {
 
 /* U[xi][c][o..o+15] for 16 output channels at once, from the filters made tap-major in tm
  * (forward: w (OC, C, 3, 3); backward data: the flipped filters of w (C_in = d->OC, C_out = d->C),
- * taps reversed), transformed in vectors */
+ * taps reversed), transformed in vectors; U's columns up to OC rounded to 16 come from tm's zero
+ * filters, those from there up to OCp are cleared */
 AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool flip, float *tm, float *U) {
+  if (tm_ld(d) < d->OCp)
+    for (int64_t xi = 0; xi < d->xi; xi++)
+      for (int64_t c = 0; c < d->C; c++)
+        memset(U + xi * ustep(d) + c * d->OCp + tm_ld(d), 0, (size_t)(d->OCp - tm_ld(d)) * sizeof(float));
   taps_major(d, w, flip, tm);
   if (d->m == 4) {
     transform_filters4(d, tm, flip, U);
@@ -540,11 +545,6 @@ AVX512_TARGET static void transform_filters(const wconv *d, const float *w, bool
 static void run(const wconv *d, float *out, const float *in, const float *w, bool flip, const float *bias,
                 float *scratch) {
   float *U = scratch, *biasp = U + u_floats(d), *tm = biasp + d->OCp, *work = tm + tm_floats(d);
-  if (d->OC % 16) memset(U, 0, u_floats(d) * sizeof(float)); /* masked lanes write zeros; OCp past them */
-  else
-    for (int64_t xi = 0; xi < d->xi; xi++)
-      for (int64_t c = 0; c < d->C; c++)
-        memset(U + xi * ustep(d) + c * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
   transform_filters(d, w, flip, tm, U);
   if (bias) {
     for (int64_t o = 0; o < d->OCp; o++) biasp[o] = o < d->OC ? bias[o] : 0.0f;
@@ -783,13 +783,7 @@ size_t ml__conv_winograd_backward_work_floats(const ml_conv_shape *s) {
 void ml__conv_winograd_backward_filters(const ml_conv_shape *s, const float *w, float *work) {
   wback k;
   wback_make(s, work, &k);
-  const wconv *d = &k.bd;
-  if (d->OC % 16) memset(k.U, 0, u_floats(d) * sizeof(float));
-  else
-    for (int64_t xi = 0; xi < d->xi; xi++)
-      for (int64_t c = 0; c < d->C; c++)
-        memset(k.U + xi * ustep(d) + c * d->OCp + d->OC, 0, (size_t)(d->OCp - d->OC) * sizeof(float));
-  transform_filters(d, w, true, k.tm, k.U);
+  transform_filters(&k.bd, w, true, k.tm, k.U);
 }
 
 AVX512_TARGET void ml__conv_winograd_backward_group(const ml_conv_shape *s, const float *in, const float *dout,

@@ -74,7 +74,7 @@ void ml__conv_winograd_weight_group(const ml_conv_shape *s, const float *in, con
                                     int64_t last, int64_t c0, int64_t c1, float *work, float *dw, float *db);
 /* The input and weight gradients together, one worker (ml_conv2d_backward): U of the flipped
  * filters into work, then each fixed image group; work holds
- * ml__conv_winograd_backward_work_floats */
+ * ml__conv_winograd_backward_work_floats (a multiple of 16: whatever follows stays 64-byte aligned) */
 bool ml__conv_winograd_backward_ok(const ml_conv_shape *s);
 size_t ml__conv_winograd_backward_work_floats(const ml_conv_shape *s);
 void ml__conv_winograd_backward_filters(const ml_conv_shape *s, const float *w, float *work);
