@@ -93,30 +93,24 @@ ml_node *ml__fail(ml_graph *g, ml_status s, const char *fmt, ...) {
 static float *reuse(ml_graph *g, size_t bytes, size_t *cap) {
   if (bytes < MIN_REUSE_BYTES) return NULL;
   bytes = (bytes + 63) & ~(size_t)63;
-  ml_free_buf **best = NULL;
-  for (ml_free_buf **p = &g->free; *p; p = &(*p)->next)
-    if ((*p)->bytes >= bytes && (!best || (*p)->bytes < (*best)->bytes)) best = p;
-  if (!best) return NULL;
-  ml_free_buf *f = *best;
-  *best = f->next;
-  *cap = f->bytes;
-  if (f->bytes - bytes >= MIN_REUSE_BYTES) { /* the rest stays free */
-    ml_free_buf *rest = (ml_free_buf *)(void *)((char *)f + bytes);
-    rest->bytes = f->bytes - bytes;
-    rest->next = g->free;
-    g->free = rest;
-    *cap = bytes;
-  }
-  return (float *)(void *)f;
+  int64_t best = -1;
+  for (int64_t i = g->n_free - 1; i >= 0; i--) /* newest first: ties go to the most recently freed */
+    if (g->free[i].bytes >= bytes && (best < 0 || g->free[i].bytes < g->free[best].bytes)) best = i;
+  if (best < 0) return NULL;
+  ml_free_buf f = g->free[best];
+  memmove(g->free + best, g->free + best + 1, (size_t)(g->n_free - best - 1) * sizeof *g->free);
+  g->n_free--;
+  *cap = f.bytes;
+  if (f.bytes - bytes >= MIN_REUSE_BYTES) /* the rest stays free, as the newest */
+    g->free[g->n_free++] = (ml_free_buf){(char *)f.p + bytes, f.bytes - bytes}, *cap = bytes;
+  return f.p;
 }
 
 static void release(ml_graph *g, ml_node *owner) {
   if (owner->cap < MIN_REUSE_BYTES || owner->owner != owner) return;
   owner->owner = NULL; /* released once; its value must not be read again */
-  ml_free_buf *f = (ml_free_buf *)(void *)owner->value.data;
-  f->bytes = owner->cap;
-  f->next = g->free;
-  g->free = f;
+  /* a full list (more dead buffers at once than the sweep planned for) leaves this one unused */
+  if (g->n_free < g->free_cap) g->free[g->n_free++] = (ml_free_buf){owner->value.data, owner->cap};
 }
 
 ml_node *ml__node_n(ml_graph *g, ml_op op, int ndim, const int64_t *shape, ml_node *const *ins, int n_ins,
@@ -275,9 +269,18 @@ static void eager_add(ml_graph *g, eager *e, ml_node *x, ml_node *v) {
     if (e->pinned && v->owner && v->owner->id < e->first_new) e->pinned[v->owner->id] = 1;
     return;
   }
-  ml_node *acc = own(g, e, x);
-  if (!acc) return;
-  ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, v->value.data, 1, acc->value.numel, 1);
+  ml_node *acc = e->gr[x->id];
+  if (e->owned[x->id]) {
+    ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, v->value.data, 1, acc->value.numel, 1);
+  } else { /* the sum straight into a buffer of the slot's own: own() would copy acc first */
+    ml_node *n = ml_new(g, x->value.ndim, x->value.shape);
+    if (!n) return;
+    ml_binary(ML_BIN_ADD, n->value.data, acc->value.data, v->value.data, 1, n->value.numel, 1);
+    e->gr[x->id] = n;
+    e->owned[x->id] = 1;
+    ref(e, n);
+    unref(e, acc);
+  }
   drop_if_unheld(e, v);
 }
 
@@ -359,12 +362,18 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
   bool prev = ml_graph_set_recording(g, create_graph);
   bool prev_recycle = g->recycle;
   g->recycle = !create_graph;
+  if (g->recycle) { /* every buffer the sweep can free: N nodes and the gradients it makes (margin) */
+    g->n_free = 0, g->free_cap = N + 256;
+    g->free = ml_arena_alloc(g->arena, (size_t)g->free_cap * sizeof *g->free);
+    if (!g->free) g->free_cap = 0; /* no reuse then, only more memory */
+  }
   int64_t hi = -1;
   for (int64_t i = 0; i < n_out; i++) {
     ml_node *o = outputs[i];
     if (!o) {
       ml_graph_set_recording(g, prev);
       g->recycle = prev_recycle;
+      g->free = NULL, g->n_free = g->free_cap = 0;
       return ml_error(g->status = ML_ERR_ARG, "ml_grad: output %lld is NULL", (long long)i);
     }
     if (!need[o->id]) continue;
@@ -412,7 +421,7 @@ ml_status ml_grad(ml_graph *g, ml_node *const *outputs, int64_t n_out, ml_node *
     ml_node *x = inputs[j];
     grads[j] = gr[x->id] ? gr[x->id] : ml_zeros(g, x->value.ndim, x->value.shape);
   }
-  g->free = NULL; /* reuse stays inside one sweep */
+  g->free = NULL, g->n_free = g->free_cap = 0; /* reuse stays inside one sweep */
   g->recycle = prev_recycle;
   ml_graph_set_recording(g, prev);
   return g->status;

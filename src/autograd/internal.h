@@ -7,9 +7,9 @@
 
 #include "metalearn/autograd.h"
 
-/* Buffers released during a gradient sweep (one list; reuse takes the best fit and splits it). */
-typedef struct ml_free_buf {
-  struct ml_free_buf *next;
+/* A buffer released during a gradient sweep (reuse takes the best fit and splits it). */
+typedef struct {
+  void *p;
   size_t bytes;
 } ml_free_buf;
 
@@ -21,7 +21,9 @@ struct ml_graph {
   bool recording;
   bool recycle;                         /* inside a sweep without create_graph */
   bool consume;                         /* the next eager sweep may reuse forward values it passed */
-  ml_free_buf *free;                    /* released buffers, reused by new nodes of the sweep */
+  ml_free_buf *free;                    /* released buffers, reused by new nodes of the sweep: an */
+  int64_t n_free, free_cap;             /* array from the sweep's arena, newest last (scanning it
+                                           touches none of the dead buffers' cache lines) */
   void *temp;                           /* ml__temp's buffer and its size */
   size_t temp_cap;
 };
