@@ -224,6 +224,20 @@ AVX512_TARGET static inline void back4(const __m512 *u, __m512 *w) { /* w = G^T 
   w[2] = _mm512_add_ps(_mm512_mul_ps(sixth, _mm512_sub_ps(c, a)), u[5]);
 }
 
+/* v[0..2] or v[3..5] of in4 (the same expressions: the same bits) */
+AVX512_TARGET static inline void in4_half(const __m512 *d, __m512 *v, int h) {
+  const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
+  if (!h) {
+    v[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+    v[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
+    v[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
+  } else {
+    v[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[4], d[2]));
+    v[1] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
+    v[2] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+  }
+}
+
 AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, float *V) {
   const int64_t Cv = d->Cv, Wp = d->Wp, step = Cv, ts = vts(d);
   /* channel groups outside: a group's lines of the image (20 KB on 14x14) stay in L1 while the
@@ -233,19 +247,28 @@ AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, floa
       for (int64_t tx = 0; tx < d->TW; tx++, t++) {
         const float *p = xh + ((4 * ty) * Wp + 4 * tx) * Cv + c;
         float *v = V + t * ts + c;
-        /* two passes through the tile's own 36 lines in V (in L1): the rows, d B, then the
-         * columns, B^T (d B), in place; holding all 36 + 36 vectors in registers spilled them */
-        for (int i = 0; i < A4; i++) {
-          __m512 row[A4], o[A4];
-          for (int j = 0; j < A4; j++) row[j] = _mm512_loadu_ps(p + (i * Wp + j) * Cv);
-          in4(row, o);
-          for (int j = 0; j < A4; j++) _mm512_storeu_ps(v + (A4 * i + j) * step, o[j]);
-        }
-        for (int j = 0; j < A4; j++) {
-          __m512 col[A4], o[A4];
-          for (int i = 0; i < A4; i++) col[i] = _mm512_loadu_ps(v + (A4 * i + j) * step);
-          in4(col, o);
-          for (int i = 0; i < A4; i++) _mm512_storeu_ps(v + (A4 * i + j) * step, o[i]);
+        /* d B a half of its columns at a time (18 vectors in registers; all 36 spilled), then
+         * B^T of those columns: each point stored once (writing d B to V and transforming it in
+         * place stored every point twice, and the stores were the bound) */
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+          __m512 r[A4][3];
+#pragma GCC unroll 6
+          for (int i = 0; i < A4; i++) {
+            __m512 row[A4];
+#pragma GCC unroll 6
+            for (int j = 0; j < A4; j++) row[j] = _mm512_loadu_ps(p + (i * Wp + j) * Cv);
+            in4_half(row, r[i], h);
+          }
+#pragma GCC unroll 3
+          for (int j = 0; j < 3; j++) {
+            __m512 col[A4], o[A4];
+#pragma GCC unroll 6
+            for (int i = 0; i < A4; i++) col[i] = r[i][j];
+            in4(col, o);
+#pragma GCC unroll 6
+            for (int i = 0; i < A4; i++) _mm512_storeu_ps(v + (A4 * i + 3 * h + j) * step, o[i]);
+          }
         }
       }
 }
