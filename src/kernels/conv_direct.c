@@ -333,27 +333,37 @@ AVX512_TARGET static inline __attribute__((always_inline)) void ctile(const dcon
       for (int v = 0; v < 4; v++) _mm512_storeu_ps(tb + i * ldt + 16 * v, acc[i][v]);
 }
 
-/* 16 x 16 transpose: rows r[i] (i < 16) become columns */
-AVX512_TARGET static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int k = 0; k < 8; k++) {
-    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);     /* rows 2k, 2k+1 of columns 4L, 4L+1 */
-    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]); /* of columns 4L+2, 4L+3 */
-  }
-  for (int g = 0; g < 4; g++) { /* u[4g + e]: rows 4g..4g+3 of column 4L + e, in 128-bit lane L */
-    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
-    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
-    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
-    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
-  }
-  for (int e = 0; e < 4; e++) { /* column 4L + e gathers lane L of u[e], u[4+e], u[8+e], u[12+e] */
-    const __m512 a = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88), b = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xdd);
-    const __m512 c = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88);
-    const __m512 dd = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xdd);
-    r[e] = _mm512_shuffle_f32x4(a, c, 0x88);
-    r[4 + e] = _mm512_shuffle_f32x4(b, dd, 0x88);
-    r[8 + e] = _mm512_shuffle_f32x4(a, c, 0xdd);
-    r[12 + e] = _mm512_shuffle_f32x4(b, dd, 0xdd);
+/* The 16 x 16 block at src (rows lds apart; rows past nr and columns outside mc read as zero)
+ * loaded transposed: out[j] = column j. Each register is assembled from four 128-bit row pieces
+ * (lane g from row 4g + k), so one 4 x 4 transpose inside the lanes finishes it: 32 shuffles
+ * instead of the 64 of a transpose of 16 loaded rows, which all compete for one port, while the inserts can use two. */
+AVX512_TARGET static inline __attribute__((always_inline)) void load_transposed16(const float *src, int64_t lds,
+                                                                                   int nr, __mmask16 mc,
+                                                                                   __m512 out[16]) {
+  const bool full = nr == 16 && mc == 0xffff;
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; q++) {
+    const __mmask8 mq = (__mmask8)((mc >> (4 * q)) & 0xf);
+    __m512 x[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+      __m512 v = _mm512_setzero_ps();
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; g++) {
+        const float *p = src + (4 * g + k) * lds + 4 * q;
+        if (full)
+          v = _mm512_insertf32x4(v, _mm_loadu_ps(p), g);
+        else if (4 * g + k < nr && mq)
+          v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(mq, p), g);
+      }
+      x[k] = v;
+    }
+    const __m512 t0 = _mm512_unpacklo_ps(x[0], x[1]), t1 = _mm512_unpackhi_ps(x[0], x[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(x[2], x[3]), t3 = _mm512_unpackhi_ps(x[2], x[3]);
+    out[4 * q + 0] = _mm512_shuffle_ps(t0, t2, 0x44);
+    out[4 * q + 1] = _mm512_shuffle_ps(t0, t2, 0xee);
+    out[4 * q + 2] = _mm512_shuffle_ps(t1, t3, 0x44);
+    out[4 * q + 3] = _mm512_shuffle_ps(t1, t3, 0xee);
   }
 }
 
@@ -367,14 +377,10 @@ AVX512_TARGET static void transpose(float *dst, int64_t ldd, const float *src, i
     const int64_t nc = cols - c0 < 16 ? cols - c0 : 16;
     for (int64_t r0 = 0; r0 < width; r0 += 16) {
       __m512 r[16];
-      if (r0 + 16 <= rows && nc == 16) {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (r0 + i) * lds + c0);
-      } else {
-        for (int i = 0; i < 16; i++)
-          r[i] = r0 + i < rows ? _mm512_maskz_loadu_ps(mc, src + (r0 + i) * lds + c0) : _mm512_setzero_ps();
-      }
-      transpose16(r);
+      if (r0 + 16 <= rows && nc == 16)
+        load_transposed16(src + r0 * lds + c0, lds, 16, 0xffff, r);
+      else
+        load_transposed16(src + r0 * lds + c0, lds, rows - r0 < 16 ? (int)(rows - r0) : 16, mc, r);
       const __mmask16 mw = lanes16(width - r0);
       if (nc == 16) {
 #pragma GCC unroll 16
@@ -435,10 +441,10 @@ AVX512_TARGET void ml__to_padded_hwc(float *dst, int64_t ldc, int64_t Wp, int64_
       const int64_t np = HW - p0 < 16 ? HW - p0 : 16;
       const __mmask16 m = lanes16(np);
       __m512 r[16];
-#pragma GCC unroll 16
-      for (int i = 0; i < 16; i++)
-        r[i] = i < nc ? _mm512_maskz_loadu_ps(m, x + (c0 + i) * HW + p0) : _mm512_setzero_ps();
-      transpose16(r);
+      if (nc == 16 && np == 16)
+        load_transposed16(x + c0 * HW + p0, HW, 16, 0xffff, r);
+      else
+        load_transposed16(x + c0 * HW + p0, HW, (int)nc, m, r);
       for (int64_t k = 0; k < np; k++) {
         _mm512_storeu_ps(dst + ((y + ph) * Wp + xx + pw) * ldc + c0, r[k]);
         if (++xx == W) xx = 0, y++;
