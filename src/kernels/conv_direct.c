@@ -347,16 +347,17 @@ AVX512_TARGET static inline __attribute__((always_inline)) void load_transposed1
     __m512 x[4];
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) {
-      __m512 v = _mm512_setzero_ps();
+      __m128 piece[4];
 #pragma GCC unroll 4
       for (int g = 0; g < 4; g++) {
         const float *p = src + (4 * g + k) * lds + 4 * q;
-        if (full)
-          v = _mm512_insertf32x4(v, _mm_loadu_ps(p), g);
-        else if (4 * g + k < nr && mq)
-          v = _mm512_insertf32x4(v, _mm_maskz_loadu_ps(mq, p), g);
+        piece[g] = full ? _mm_loadu_ps(p) : 4 * g + k < nr && mq ? _mm_maskz_loadu_ps(mq, p) : _mm_setzero_ps();
       }
-      x[k] = v;
+      /* lane numbers spelled out: the insert takes a constant */
+      __m512 v = _mm512_castps128_ps512(piece[0]);
+      v = _mm512_insertf32x4(v, piece[1], 1);
+      v = _mm512_insertf32x4(v, piece[2], 2);
+      x[k] = _mm512_insertf32x4(v, piece[3], 3);
     }
     const __m512 t0 = _mm512_unpacklo_ps(x[0], x[1]), t1 = _mm512_unpackhi_ps(x[0], x[1]);
     const __m512 t2 = _mm512_unpacklo_ps(x[2], x[3]), t3 = _mm512_unpackhi_ps(x[2], x[3]);
