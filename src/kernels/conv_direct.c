@@ -231,6 +231,57 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
   }
 }
 
+/* The flat kernel's tile: the same arithmetic as tile(), in the same order (the same bits), with
+ * vector v at 16 v of the output plane and of the shifted copies, so addresses come from v
+ * instead of the store table, and only the plane's last vector can be partial: with 9 taps per
+ * tile, the table's loads, masks and branches at each of the 24 stores were a fifth of the
+ * instructions. stream: the output is 64-byte aligned, planes whole vectors, stores streamed. */
+AVX512_TARGET static inline __attribute__((always_inline)) void flat_tile(const dconv *d, const float *xp,
+                                                                          const float *wt, const float *bias,
+                                                                          int64_t oc0, int64_t v0, float *out,
+                                                                          const int nr, const bool k3,
+                                                                          const bool stream) {
+  __m512 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; i++) {
+    const __m512 b = _mm512_set1_ps(bias && oc0 + i < d->OC ? bias[oc0 + i] : 0.0f);
+#pragma GCC unroll 3
+    for (int j = 0; j < NR; j++) acc[i][j] = b;
+  }
+  const int64_t RS = d->RS, KS = d->KS, KH = k3 ? 3 : d->KH, KW = k3 ? 3 : d->KW;
+  const float *x0 = xp + 16 * v0;
+  for (int64_t c = 0; c < d->C; c++)
+#pragma GCC unroll 3
+    for (int64_t kh = 0; kh < KH; kh++)
+#pragma GCC unroll 3
+      for (int64_t kw = 0; kw < KW; kw++, wt += MR) {
+        const float *x = x0 + c * d->PS + kh * RS + kw * KS;
+        __m512 bv[NR];
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) bv[j] = j < nr ? _mm512_loadu_ps(x + 16 * j) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+          const __m512 a = _mm512_set1_ps(wt[i]);
+#pragma GCC unroll 3
+          for (int j = 0; j < NR; j++)
+            if (j < nr) acc[i][j] = _mm512_fmadd_ps(a, bv[j], acc[i][j]);
+        }
+      }
+  const int64_t P = d->OH * d->OW, left = P - 16 * v0;
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; i++) {
+    if (oc0 + i >= d->OC) break;
+    float *o = out + (oc0 + i) * P + 16 * v0;
+#pragma GCC unroll 3
+    for (int j = 0; j < NR; j++)
+      if (j < nr) {
+        if (left - 16 * j < 16) _mm512_mask_storeu_ps(o + 16 * j, lanes16(left - 16 * j), acc[i][j]);
+        else if (stream) _mm512_stream_ps(o + 16 * j, acc[i][j]);
+        else _mm512_storeu_ps(o + 16 * j, acc[i][j]);
+      }
+  }
+}
+
 /* copies[c][kw][y * OW + x] (each copy shifted_copy_floats) = the padded image's pixel (y, x + kw),
  * for the OH + KH - 1 rows of the padded image; zeros after them */
 AVX512_TARGET static void shifted_copies(const dconv *d, float *copies, const float *x) {
@@ -466,6 +517,31 @@ AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
   }
   const int64_t taps = d->C * d->KH * d->KW;
   const bool k3 = d->KH == 3 && d->KW == 3;
+  if (d->flat) {
+    const int64_t P = d->OH * d->OW;
+    const bool stream = d->stream && P % 16 == 0 && !((uintptr_t)out & 63);
+    for (int64_t oc0 = 0; oc0 < d->OC; oc0 += MR) {
+      const float *wt = j->wt + (oc0 / MR) * taps * MR;
+      for (int64_t v0 = 0; v0 < d->NV; v0 += NR) {
+        const int64_t nr = d->NV - v0 < NR ? d->NV - v0 : NR;
+#define FLAT(n, st)                                                           \
+  (k3 ? flat_tile(d, xp, wt, j->bias, oc0, v0, out, n, true, st)              \
+      : flat_tile(d, xp, wt, j->bias, oc0, v0, out, n, false, st))
+        if (stream) {
+          if (nr == 3) FLAT(3, true);
+          else if (nr == 2) FLAT(2, true);
+          else FLAT(1, true);
+        } else {
+          if (nr == 3) FLAT(3, false);
+          else if (nr == 2) FLAT(2, false);
+          else FLAT(1, false);
+        }
+#undef FLAT
+      }
+    }
+    if (stream) _mm_sfence(); /* the streamed stores reach memory before the pool's join */
+    return;
+  }
   /* channel groups outside: a group's weights (8 x C*KH*KW floats, 18 KB for 64 channels of
    * 3x3) stay in L1 while the padded image streams from L2 (5-15% faster than the other order) */
   for (int64_t oc0 = 0; oc0 < d->OC; oc0 += MR) {
@@ -726,7 +802,10 @@ AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, con
     }
 #pragma GCC unroll 9
     for (int t = 0; t < 9; t++) {
-      const __m512 v = _mm512_loadu_ps(xk[t] + k); /* slack past the plane: finite, times 0 */
+      __m512 v = _mm512_loadu_ps(xk[t] + k); /* slack past the plane: finite, times 0 */
+      /* one load, in a register: GCC otherwise folds it into each of the three FMAs, and 30 loads
+       * per 27 FMAs made the loop bound by the load ports */
+      __asm__("" : "+v"(v));
 #pragma GCC unroll 3
       for (int i = 0; i < NO; i++) acc[i][t] = _mm512_fmadd_ps(a[i], v, acc[i][t]);
     }
@@ -738,11 +817,18 @@ AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, con
       float *m = acc_mem + (i * 9 + t) * 16;
       _mm512_storeu_ps(m, first ? acc[i][t] : _mm512_add_ps(_mm512_loadu_ps(m), acc[i][t]));
     }
-  if (bias_mem) /* dout's lines are in L1 now */
+  if (bias_mem) /* dout's lines are in L1 now; four chains of adds (one chain, waiting on each add,
+                   took a third of the kernel's time) */
     for (int i = 0; i < NO; i++) {
-      __m512 s = _mm512_setzero_ps();
-      for (int64_t k = 0; k < P; k += 16) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(lanes16(P - k), go[i] + k));
-      _mm512_storeu_ps(bias_mem + i * 16, first ? s : _mm512_add_ps(_mm512_loadu_ps(bias_mem + i * 16), s));
+      __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int64_t k = 0; k < P; k += 64)
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+          const int64_t left = P - k - 16 * u;
+          s[u] = _mm512_add_ps(s[u], _mm512_maskz_loadu_ps(left > 0 ? lanes16(left) : 0, go[i] + k + 16 * u));
+        }
+      const __m512 t = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]));
+      _mm512_storeu_ps(bias_mem + i * 16, first ? t : _mm512_add_ps(_mm512_loadu_ps(bias_mem + i * 16), t));
     }
 }
 
