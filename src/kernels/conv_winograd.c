@@ -171,14 +171,23 @@ static void taps_back(const wconv *d, int64_t C, int64_t c0, const float *tm, fl
  * one on the rows, then on the columns; a point's values are step floats apart. */
 #define A4 6
 
-AVX512_TARGET static inline void in4(const __m512 *d, __m512 *v) { /* v = B^T d */
+/* v[0..2] (h = 0) or v[3..5] (h = 1) of v = B^T d: the input transform keeps half a tile in registers */
+AVX512_TARGET static inline void in4_half(const __m512 *d, __m512 *v, int h) {
   const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
-  v[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
-  v[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
-  v[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
-  v[3] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[4], d[2]));
-  v[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
-  v[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+  if (!h) {
+    v[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+    v[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
+    v[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
+  } else {
+    v[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[4], d[2]));
+    v[1] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
+    v[2] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+  }
+}
+
+AVX512_TARGET static inline void in4(const __m512 *d, __m512 *v) { /* v = B^T d */
+  in4_half(d, v, 0);
+  in4_half(d, v + 3, 1);
 }
 
 AVX512_TARGET static inline void out4(const __m512 *m, __m512 *y) { /* y = A^T m */
@@ -222,20 +231,6 @@ AVX512_TARGET static inline void back4(const __m512 *u, __m512 *w) { /* w = G^T 
                          _mm512_fnmadd_ps(sixth, a, _mm512_mul_ps(_mm512_set1_ps(0.25f), u[0])));
   w[1] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 12.0f), e, _mm512_mul_ps(sixth, b));
   w[2] = _mm512_add_ps(_mm512_mul_ps(sixth, _mm512_sub_ps(c, a)), u[5]);
-}
-
-/* v[0..2] or v[3..5] of in4 (the same expressions: the same bits) */
-AVX512_TARGET static inline void in4_half(const __m512 *d, __m512 *v, int h) {
-  const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
-  if (!h) {
-    v[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
-    v[1] = _mm512_fnmadd_ps(four, _mm512_add_ps(d[1], d[2]), _mm512_add_ps(d[3], d[4]));
-    v[2] = _mm512_fmadd_ps(four, _mm512_sub_ps(d[1], d[2]), _mm512_sub_ps(d[4], d[3]));
-  } else {
-    v[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[3], d[1]), _mm512_sub_ps(d[4], d[2]));
-    v[1] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
-    v[2] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
-  }
 }
 
 AVX512_TARGET static void transform_input4(const wconv *d, const float *xh, float *V) {
