@@ -180,12 +180,18 @@ typedef struct {
   const vec_store *vs;
 } dconv_job;
 
-/* One tile: MR output channels from oc0, nr vectors from v0, all channels and taps. */
+/* One tile: MR output channels from oc0, nr vectors from v0, all channels and taps. The flat
+ * layout (vector v at 16 v of the output plane and of the shifted copies) computes its addresses
+ * and masks instead of reading the store table: with 9 taps per tile, the table's loads, masks and
+ * branches at each of the 24 stores were a fifth of the instructions (bench/kernels, first layer,
+ * one image: 99-100 -> 115-123 GFLOP/s). stream (flat only): the output is 64-byte aligned and its
+ * planes whole vectors, stores streamed. */
 AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv *d, const float *xp,
                                                                      const float *wt, const float *bias,
                                                                      int64_t oc0, int64_t v0, float *out,
                                                                      const vec_store *vs, const int nr,
-                                                                     const bool aligned, const bool k3) {
+                                                                     const bool aligned, const bool k3,
+                                                                     const bool flat, const bool stream) {
   __m512 acc[MR][NR];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; i++) {
@@ -196,7 +202,7 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
   const int64_t RS = d->RS, KS = d->KS, KH = k3 ? 3 : d->KH, KW = k3 ? 3 : d->KW;
   const float *xv[NR];
 #pragma GCC unroll 3
-  for (int j = 0; j < NR; j++) xv[j] = xp + (j < nr ? vs[v0 + j].src : 0);
+  for (int j = 0; j < NR; j++) xv[j] = xp + (flat ? 16 * (v0 + j) : j < nr ? vs[v0 + j].src : 0);
   for (int64_t c = 0; c < d->C; c++)
 #pragma GCC unroll 3
     for (int64_t kh = 0; kh < KH; kh++)
@@ -222,62 +228,16 @@ AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv
 #pragma GCC unroll 3
     for (int j = 0; j < NR; j++)
       if (j < nr) {
-        const vec_store *v = &vs[v0 + j];
-        if (d->stream && v->low == 0xffff && !((uintptr_t)(o + v->dest) & 63))
-          _mm512_stream_ps(o + v->dest, acc[i][j]); /* whole aligned vectors only */
-        else if (aligned) _mm512_mask_storeu_ps(o + v->dest, v->low, acc[i][j]);
-        else _mm512_mask_storeu_ps(o + v->dest, v->low, _mm512_maskz_compress_ps(v->keep, acc[i][j]));
-      }
-  }
-}
-
-/* The flat kernel's tile: the same arithmetic as tile(), in the same order (the same bits), with
- * vector v at 16 v of the output plane and of the shifted copies, so addresses come from v
- * instead of the store table, and only the plane's last vector can be partial: with 9 taps per
- * tile, the table's loads, masks and branches at each of the 24 stores were a fifth of the
- * instructions. stream: the output is 64-byte aligned, planes whole vectors, stores streamed. */
-AVX512_TARGET static inline __attribute__((always_inline)) void flat_tile(const dconv *d, const float *xp,
-                                                                          const float *wt, const float *bias,
-                                                                          int64_t oc0, int64_t v0, float *out,
-                                                                          const int nr, const bool k3,
-                                                                          const bool stream) {
-  __m512 acc[MR][NR];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; i++) {
-    const __m512 b = _mm512_set1_ps(bias && oc0 + i < d->OC ? bias[oc0 + i] : 0.0f);
-#pragma GCC unroll 3
-    for (int j = 0; j < NR; j++) acc[i][j] = b;
-  }
-  const int64_t RS = d->RS, KS = d->KS, KH = k3 ? 3 : d->KH, KW = k3 ? 3 : d->KW;
-  const float *x0 = xp + 16 * v0;
-  for (int64_t c = 0; c < d->C; c++)
-#pragma GCC unroll 3
-    for (int64_t kh = 0; kh < KH; kh++)
-#pragma GCC unroll 3
-      for (int64_t kw = 0; kw < KW; kw++, wt += MR) {
-        const float *x = x0 + c * d->PS + kh * RS + kw * KS;
-        __m512 bv[NR];
-#pragma GCC unroll 3
-        for (int j = 0; j < NR; j++) bv[j] = j < nr ? _mm512_loadu_ps(x + 16 * j) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-          const __m512 a = _mm512_set1_ps(wt[i]);
-#pragma GCC unroll 3
-          for (int j = 0; j < NR; j++)
-            if (j < nr) acc[i][j] = _mm512_fmadd_ps(a, bv[j], acc[i][j]);
+        if (flat) {
+          const int64_t q = 16 * (v0 + j);
+          if (P - q < 16) _mm512_mask_storeu_ps(o + q, lanes16(P - q), acc[i][j]);
+          else if (stream) _mm512_stream_ps(o + q, acc[i][j]);
+          else _mm512_storeu_ps(o + q, acc[i][j]);
+          continue;
         }
-      }
-  const int64_t P = d->OH * d->OW, left = P - 16 * v0;
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; i++) {
-    if (oc0 + i >= d->OC) break;
-    float *o = out + (oc0 + i) * P + 16 * v0;
-#pragma GCC unroll 3
-    for (int j = 0; j < NR; j++)
-      if (j < nr) {
-        if (left - 16 * j < 16) _mm512_mask_storeu_ps(o + 16 * j, lanes16(left - 16 * j), acc[i][j]);
-        else if (stream) _mm512_stream_ps(o + 16 * j, acc[i][j]);
-        else _mm512_storeu_ps(o + 16 * j, acc[i][j]);
+        const vec_store *v = &vs[v0 + j];
+        if (aligned) _mm512_mask_storeu_ps(o + v->dest, v->low, acc[i][j]);
+        else _mm512_mask_storeu_ps(o + v->dest, v->low, _mm512_maskz_compress_ps(v->keep, acc[i][j]));
       }
   }
 }
@@ -517,54 +477,34 @@ AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
   }
   const int64_t taps = d->C * d->KH * d->KW;
   const bool k3 = d->KH == 3 && d->KW == 3;
-  if (d->flat) {
-    const int64_t P = d->OH * d->OW;
-    const bool stream = d->stream && P % 16 == 0 && !((uintptr_t)out & 63);
-    for (int64_t oc0 = 0; oc0 < d->OC; oc0 += MR) {
-      const float *wt = j->wt + (oc0 / MR) * taps * MR;
-      for (int64_t v0 = 0; v0 < d->NV; v0 += NR) {
-        const int64_t nr = d->NV - v0 < NR ? d->NV - v0 : NR;
-#define FLAT(n, st)                                                           \
-  (k3 ? flat_tile(d, xp, wt, j->bias, oc0, v0, out, n, true, st)              \
-      : flat_tile(d, xp, wt, j->bias, oc0, v0, out, n, false, st))
-        if (stream) {
-          if (nr == 3) FLAT(3, true);
-          else if (nr == 2) FLAT(2, true);
-          else FLAT(1, true);
-        } else {
-          if (nr == 3) FLAT(3, false);
-          else if (nr == 2) FLAT(2, false);
-          else FLAT(1, false);
-        }
-#undef FLAT
-      }
-    }
-    if (stream) _mm_sfence(); /* the streamed stores reach memory before the pool's join */
-    return;
-  }
+  /* streamed stores: whole aligned vectors (the flat layout with planes of whole vectors) */
+  const bool stream = d->stream && (d->OH * d->OW) % 16 == 0 && !((uintptr_t)out & 63);
   /* channel groups outside: a group's weights (8 x C*KH*KW floats, 18 KB for 64 channels of
    * 3x3) stay in L1 while the padded image streams from L2 (5-15% faster than the other order) */
   for (int64_t oc0 = 0; oc0 < d->OC; oc0 += MR) {
     const float *wt = j->wt + (oc0 / MR) * taps * MR;
     for (int64_t v0 = 0; v0 < d->NV; v0 += NR) {
       const int64_t nr = d->NV - v0 < NR ? d->NV - v0 : NR;
-      /* instances: vectors per tile x aligned rows or not x 3x3 taps or any */
-#define TILE(n, al)                                                       \
-  (k3 ? tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, true)        \
-      : tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, false))
-      if (d->aligned) {
-        if (nr == 3) TILE(3, true);
-        else if (nr == 2) TILE(2, true);
-        else TILE(1, true);
-      } else {
-        if (nr == 3) TILE(3, false);
-        else if (nr == 2) TILE(2, false);
-        else TILE(1, false);
-      }
+      /* instances: vectors per tile x layout (flat and streamed, flat, aligned rows, other) x 3x3
+       * taps or any */
+#define TILE(n, al, fl, st)                                                        \
+  (k3 ? tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, true, fl, st)         \
+      : tile(d, xp, wt, j->bias, oc0, v0, out, j->vs, n, al, false, fl, st))
+#define TILES(al, fl, st)                 \
+  do {                                    \
+    if (nr == 3) TILE(3, al, fl, st);     \
+    else if (nr == 2) TILE(2, al, fl, st); \
+    else TILE(1, al, fl, st);             \
+  } while (0)
+      if (stream) TILES(true, true, true);
+      else if (d->flat) TILES(true, true, false);
+      else if (d->aligned) TILES(true, false, false);
+      else TILES(false, false, false);
+#undef TILES
 #undef TILE
     }
   }
-  if (d->stream) _mm_sfence(); /* the streamed stores reach memory before the pool's join */
+  if (stream) _mm_sfence(); /* the streamed stores reach memory before the pool's join */
 }
 
 /* The row-vector kernel's store table, kept per thread for the last shape: the fused first
