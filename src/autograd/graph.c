@@ -244,12 +244,17 @@ static void drop_if_unheld(const eager *e, ml_node *x) {
   if (o && o->refs <= 0) release(e->g, o);
 }
 
-static ml_node *own(ml_graph *g, eager *e, ml_node *x) {
+/* Node x's gradient slot as a buffer the sweep owns and may add into: the slot itself if it is
+ * one, else a new buffer holding the slot's value (zeros for an empty slot) plus `plus` when given
+ * (one pass instead of a copy and then an add). */
+static ml_node *own_plus(ml_graph *g, eager *e, ml_node *x, const ml_node *plus) {
   ml_node *acc = e->gr[x->id];
   if (acc && e->owned[x->id]) return acc;
   ml_node *n = ml_new(g, x->value.ndim, x->value.shape);
   if (!n) return NULL;
-  if (acc)
+  if (acc && plus)
+    ml_binary(ML_BIN_ADD, n->value.data, acc->value.data, plus->value.data, 1, n->value.numel, 1);
+  else if (acc)
     memcpy(n->value.data, acc->value.data, (size_t)n->value.numel * sizeof(float));
   else
     memset(n->value.data, 0, (size_t)n->value.numel * sizeof(float));
@@ -259,6 +264,7 @@ static ml_node *own(ml_graph *g, eager *e, ml_node *x) {
   if (acc) unref(e, acc);
   return n;
 }
+static ml_node *own(ml_graph *g, eager *e, ml_node *x) { return own_plus(g, e, x, NULL); }
 
 static void eager_add(ml_graph *g, eager *e, ml_node *x, ml_node *v) {
   if (!v) return;
@@ -269,17 +275,11 @@ static void eager_add(ml_graph *g, eager *e, ml_node *x, ml_node *v) {
     if (e->pinned && v->owner && v->owner->id < e->first_new) e->pinned[v->owner->id] = 1;
     return;
   }
-  ml_node *acc = e->gr[x->id];
   if (e->owned[x->id]) {
+    ml_node *acc = e->gr[x->id];
     ml_binary(ML_BIN_ADD, acc->value.data, acc->value.data, v->value.data, 1, acc->value.numel, 1);
-  } else { /* the sum straight into a buffer of the slot's own: own() would copy acc first */
-    ml_node *n = ml_new(g, x->value.ndim, x->value.shape);
-    if (!n) return;
-    ml_binary(ML_BIN_ADD, n->value.data, acc->value.data, v->value.data, 1, n->value.numel, 1);
-    e->gr[x->id] = n;
-    e->owned[x->id] = 1;
-    ref(e, n);
-    unref(e, acc);
+  } else if (!own_plus(g, e, x, v)) {
+    return;
   }
   drop_if_unheld(e, v);
 }
