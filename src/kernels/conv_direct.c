@@ -184,7 +184,7 @@ typedef struct {
  * layout (vector v at 16 v of the output plane and of the shifted copies) computes its addresses
  * and masks instead of reading the store table: with 9 taps per tile, the table's loads, masks and
  * branches at each of the 24 stores were a fifth of the instructions (bench/kernels, first layer,
- * one image: 99-100 -> 115-123 GFLOP/s). stream (flat only): the output is 64-byte aligned and its
+ * one image: 99-100 -> 109-123 GFLOP/s). stream (flat only): the output is 64-byte aligned and its
  * planes whole vectors, stores streamed. */
 AVX512_TARGET static inline __attribute__((always_inline)) void tile(const dconv *d, const float *xp,
                                                                      const float *wt, const float *bias,
@@ -347,7 +347,9 @@ AVX512_TARGET static inline __attribute__((always_inline)) void ctile(const dcon
 /* The 16 x 16 block at src (rows lds apart; rows past nr and columns outside mc read as zero)
  * loaded transposed: out[j] = column j. Each register is assembled from four 128-bit row pieces
  * (lane g from row 4g + k), so one 4 x 4 transpose inside the lanes finishes it: 32 shuffles
- * instead of the 64 of a transpose of 16 loaded rows, which all compete for one port, while the inserts can use two. */
+ * instead of the 64 of a transpose of 16 loaded rows, which all compete for one port, while the
+ * inserts can use two. Callers pass the whole-block case with constant arguments, so that its
+ * copy is compiled without the masks. */
 AVX512_TARGET static inline __attribute__((always_inline)) void load_transposed16(const float *src, int64_t lds,
                                                                                    int nr, __mmask16 mc,
                                                                                    __m512 out[16]) {
@@ -758,7 +760,7 @@ AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, con
       _mm512_storeu_ps(m, first ? acc[i][t] : _mm512_add_ps(_mm512_loadu_ps(m), acc[i][t]));
     }
   if (bias_mem) /* dout's lines are in L1 now; four chains of adds (one chain, waiting on each add,
-                   took a third of the kernel's time) */
+                   took about a fifth of the kernel's time with the bias) */
     for (int i = 0; i < NO; i++) {
       __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
       for (int64_t k = 0; k < P; k += 64)

@@ -268,7 +268,7 @@ void ml_reduce_sum(float *out, const float *x, int64_t P, int64_t C, int64_t Q) 
 
 /* out (P,C,Q) = x (C) broadcast (compiled per SIMD level: the backward of a sum over a batch of
  * activations fills planes of tens of MB) */
-static inline void expand_body(float *out, const float *x, int64_t P, int64_t C, int64_t Q) {
+INLINE void expand_body(float *out, const float *x, int64_t P, int64_t C, int64_t Q) {
   for (int64_t p = 0; p < P; p++) {
     if (Q == 1) {
       memcpy(out + p * C, x, (size_t)C * sizeof(float));
