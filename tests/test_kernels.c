@@ -286,24 +286,74 @@ ML_TEST(conv2d_against_reference) {
   for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) check_conv(&conv_cases[i], "ml_gemm");
 }
 
-/* Winograd is chosen by shape on Conv4's 64-channel layers (AVX-512; planes down to 3x3), not on
- * a first layer or a 2x2 plane, and ml_conv_use_winograd(false) turns it off for all of them. */
+/* Winograd is chosen by shape on Conv4's 64-channel layers (AVX-512 or AVX2; planes down to 3x3),
+ * not on a first layer or a 2x2 plane, nor at the scalar level, and ml_conv_use_winograd(false)
+ * turns it off for all of them. */
 ML_TEST(winograd_by_shape_and_off) {
   ml_conv_shape s14, s3, s2, s1;
   CHECK_OK(ml_conv_shape_make(&s14, 5, 64, 14, 14, 64, 3, 3, 1, 1));
   CHECK_OK(ml_conv_shape_make(&s3, 5, 64, 3, 3, 64, 3, 3, 1, 1));
   CHECK_OK(ml_conv_shape_make(&s2, 5, 64, 2, 2, 64, 3, 3, 1, 1));
   CHECK_OK(ml_conv_shape_make(&s1, 5, 1, 28, 28, 64, 3, 3, 1, 1));
-  bool avx512 = ml_cpu_simd() >= ML_SIMD_AVX512;
-  CHECK(ml__conv_winograd_forward_ok(&s14) == avx512 && ml__conv_winograd_backward_data_ok(&s14) == avx512 &&
-        ml__conv_winograd_weight_ok(&s14) == avx512 && ml__conv_winograd_forward_ok(&s3) == avx512);
-  CHECK(!ml__conv_winograd_forward_ok(&s2) && !ml__conv_winograd_forward_ok(&s1));
-  CHECK(avx512 == (strstr(ml_conv_backend(), "winograd") != NULL));
-  ml_conv_use_winograd(false);
-  CHECK(!ml__conv_winograd_forward_ok(&s14) && !ml__conv_winograd_backward_data_ok(&s14) &&
-        !ml__conv_winograd_weight_ok(&s14));
-  CHECK(strstr(ml_conv_backend(), "winograd") == NULL);
-  ml_conv_use_winograd(true);
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    ml__simd_force(l);
+    bool on = l >= ML_SIMD_AVX2;
+    CHECK(ml__conv_winograd_forward_ok(&s14) == on && ml__conv_winograd_backward_data_ok(&s14) == on &&
+          ml__conv_winograd_weight_ok(&s14) == on && ml__conv_winograd_forward_ok(&s3) == on);
+    CHECK(!ml__conv_winograd_forward_ok(&s2) && !ml__conv_winograd_forward_ok(&s1));
+    CHECK(on == (strstr(ml_conv_backend(), "winograd") != NULL));
+    CHECK(!on || strstr(ml_conv_backend(), ml_simd_name((ml_simd_level)l)) != NULL);
+    ml_conv_use_winograd(false);
+    CHECK(!ml__conv_winograd_forward_ok(&s14) && !ml__conv_winograd_backward_data_ok(&s14) &&
+          !ml__conv_winograd_weight_ok(&s14));
+    CHECK(strstr(ml_conv_backend(), "winograd") == NULL);
+    ml_conv_use_winograd(true);
+  }
+  ml__simd_force(-1);
+}
+
+/* The layout helpers the Winograd kernels share with conv_direct.c, at every level against plain
+ * loops: ml__transpose16 (whole and partial blocks, zeros past rows) and ml__to_padded_hwc (the
+ * interior written, channels up to C rounded to 16 zero, the border untouched). */
+ML_TEST(transpose_and_padded_hwc_each_level) {
+  static const int64_t tr[][3] = {{16, 16, 16}, {49, 64, 56}, {9, 5, 16}, {64, 196, 64}, {7, 3, 7}, {33, 17, 40}};
+  static const int64_t hwc[][3] = {{64, 14, 14}, {5, 3, 3}, {17, 7, 9}, {1, 28, 28}, {48, 2, 5}};
+  for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
+    ml__simd_force(l);
+    for (size_t i = 0; i < sizeof tr / sizeof tr[0]; i++) {
+      const int64_t rows = tr[i][0], cols = tr[i][1], width = tr[i][2], lds = cols + 3, ldd = width + 5;
+      float *src = fvec(rows * lds, 71, -1, 1), *dst = fvec(cols * ldd, 72, -1, 1);
+      float *keep = malloc((size_t)(cols * ldd) * 4);
+      memcpy(keep, dst, (size_t)(cols * ldd) * 4);
+      ml__transpose16(dst, ldd, src, lds, rows, cols, width);
+      int bad = 0;
+      for (int64_t c = 0; c < cols; c++)
+        for (int64_t r = 0; r < ldd; r++)
+          bad += dst[c * ldd + r] != (r >= width ? keep[c * ldd + r] : r < rows ? src[r * lds + c] : 0.0f);
+      CHECK_MSG(!bad, "%s transpose %lld x %lld width %lld: %d wrong", ml_simd_name((ml_simd_level)l), (long long)rows,
+                (long long)cols, (long long)width, bad);
+      free(src), free(dst), free(keep);
+    }
+    for (size_t i = 0; i < sizeof hwc / sizeof hwc[0]; i++) {
+      const int64_t C = hwc[i][0], H = hwc[i][1], W = hwc[i][2], ldc = ((C + 15) & ~(int64_t)15) + 16, ph = 2, pw = 1;
+      const int64_t Wp = W + 2 * pw, n = (H + 2 * ph) * Wp * ldc;
+      float *x = fvec(C * H * W, 73, -1, 1), *dst = malloc((size_t)n * 4);
+      for (int64_t k = 0; k < n; k++) dst[k] = 7.0f;
+      ml__to_padded_hwc(dst, ldc, Wp, ph, pw, x, C, H, W);
+      int bad = 0;
+      for (int64_t y = 0; y < H + 2 * ph; y++)
+        for (int64_t xx = 0; xx < Wp; xx++)
+          for (int64_t c = 0; c < ldc; c++) {
+            const bool in = y >= ph && y < H + ph && xx >= pw && xx < W + pw && c < ((C + 15) & ~(int64_t)15);
+            const float want = !in ? 7.0f : c < C ? x[(c * H + y - ph) * W + xx - pw] : 0.0f;
+            bad += dst[(y * Wp + xx) * ldc + c] != want;
+          }
+      CHECK_MSG(!bad, "%s padded hwc %lld x %lld x %lld: %d wrong", ml_simd_name((ml_simd_level)l), (long long)C,
+                (long long)H, (long long)W, bad);
+      free(x), free(dst);
+    }
+  }
+  ml__simd_force(-1);
 }
 
 /* A first-layer forward whose output passes the streaming threshold (48 images x 64 channels x

@@ -122,7 +122,11 @@ static _Atomic bool g_off;
 void ml_conv_use_direct(bool on) { g_off = !on; }
 bool ml__conv_direct_on(void) { return !g_off; }
 const char *ml_conv_backend(void) {
-  if (g_off || ml__simd_level() < ML_SIMD_AVX512) return "im2col + gemm";
+  if (g_off || ml__simd_level() < ML_SIMD_AVX2) return "im2col + gemm";
+  if (ml__simd_level() < ML_SIMD_AVX512) /* Winograd has an AVX2 path; the direct kernels do not */
+    return ml__conv_winograd_on()
+               ? "winograd F(4x4,3x3) avx2 (3x3 stride 1, >= 16 channels, planes >= 3 wide); im2col + gemm"
+               : "im2col + gemm";
   return ml__conv_winograd_on()
              ? "winograd F(4x4,3x3) avx512 (3x3 stride 1, >= 16 channels, planes >= 3 wide); direct avx512 (stride 1; "
                "vectors over output channels, or over output rows >= 3 wide); im2col + gemm"
@@ -436,9 +440,67 @@ AVX512_TARGET static void channel_image(const dconv *d, const float *xp, const f
 }
 #undef CTILE
 
+/* AVX2 (conv_winograd.c's AVX2 path): the same in 8 x 8 blocks; a block with rows or columns
+ * outside goes through a zeroed copy, and a store shorter than 8 floats through a mask. */
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+AVX2_TARGET static inline __attribute__((always_inline)) void load_transposed8(const float *src, int64_t lds, int nr,
+                                                                                int nc, __m256 out[8]) {
+  __m256 r[8];
+  if (nr == 8 && nc == 8) {
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+  } else {
+    float buf[8][8] = {{0}};
+    for (int i = 0; i < nr; i++)
+      for (int j = 0; j < nc; j++) buf[i][j] = src[i * lds + j];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(buf[i]);
+  }
+  __m256 t[8], s[8];
+  for (int i = 0; i < 4; i++) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 2; h++) { /* rows 4h..4h+3: columns j and j + 4 in s[4h + j]'s halves */
+    s[4 * h + 0] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+    s[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xee);
+    s[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+    s[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xee);
+  }
+  for (int j = 0; j < 4; j++) {
+    out[j] = _mm256_permute2f128_ps(s[j], s[4 + j], 0x20);
+    out[4 + j] = _mm256_permute2f128_ps(s[j], s[4 + j], 0x31);
+  }
+}
+
+AVX2_TARGET static void transpose_avx2(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                                       int64_t cols, int64_t width) {
+  for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+    const int nc = cols - c0 < 8 ? (int)(cols - c0) : 8;
+    for (int64_t r0 = 0; r0 < width; r0 += 8) {
+      const int nr = rows - r0 < 8 ? (rows - r0 > 0 ? (int)(rows - r0) : 0) : 8;
+      const int nw = width - r0 < 8 ? (int)(width - r0) : 8;
+      __m256 r[8];
+      load_transposed8(src + r0 * lds + c0, lds, nr, nc, r);
+      if (nw == 8)
+        for (int i = 0; i < nc; i++) _mm256_storeu_ps(dst + (c0 + i) * ldd + r0, r[i]);
+      else {
+        const __m256i mw = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int i = 0; i < nc; i++) _mm256_maskstore_ps(dst + (c0 + i) * ldd + r0, mw, r[i]);
+      }
+    }
+  }
+}
+
+static void transpose_scalar(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols,
+                             int64_t width) {
+  for (int64_t c = 0; c < cols; c++)
+    for (int64_t r = 0; r < width; r++) dst[c * ldd + r] = r < rows ? src[r * lds + c] : 0.0f;
+}
+
 void ml__transpose16(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols,
                      int64_t width) {
-  transpose(dst, ldd, src, lds, rows, cols, width);
+  if (ml__simd_level() >= ML_SIMD_AVX512) transpose(dst, ldd, src, lds, rows, cols, width);
+  else if (ml__simd_level() >= ML_SIMD_AVX2) transpose_avx2(dst, ldd, src, lds, rows, cols, width);
+  else transpose_scalar(dst, ldd, src, lds, rows, cols, width);
 }
 
 /* x (C, H, W) into the interior of a zero-bordered channel-minor image: pixel (y, x) at
@@ -446,8 +508,8 @@ void ml__transpose16(float *dst, int64_t ldd, const float *src, int64_t lds, int
  * plane, so every load is a whole cache line of a channel (a row-by-row transpose of 14-wide rows
  * read 64 channel streams a partial line at a time), each pixel's 16 channels stored where its
  * padded row puts it. Channels past C within their block of 16 are written as zeros. */
-AVX512_TARGET void ml__to_padded_hwc(float *dst, int64_t ldc, int64_t Wp, int64_t ph, int64_t pw, const float *x,
-                                     int64_t C, int64_t H, int64_t W) {
+AVX512_TARGET static void to_padded_hwc512(float *dst, int64_t ldc, int64_t Wp, int64_t ph, int64_t pw, const float *x,
+                                            int64_t C, int64_t H, int64_t W) {
   const int64_t HW = H * W;
   for (int64_t c0 = 0; c0 < C; c0 += 16) {
     const int64_t nc = C - c0 < 16 ? C - c0 : 16;
@@ -465,6 +527,41 @@ AVX512_TARGET void ml__to_padded_hwc(float *dst, int64_t ldc, int64_t Wp, int64_
       }
     }
   }
+}
+
+/* AVX2: the same in blocks of 8 channels x 8 pixels (two blocks per 16 channels) */
+AVX2_TARGET static void to_padded_hwc_avx2(float *dst, int64_t ldc, int64_t Wp, int64_t ph, int64_t pw, const float *x,
+                                           int64_t C, int64_t H, int64_t W) {
+  const int64_t HW = H * W, Cv = (C + 15) & ~(int64_t)15;
+  for (int64_t c0 = 0; c0 < Cv; c0 += 8) {
+    const int nc = C - c0 < 8 ? (C - c0 > 0 ? (int)(C - c0) : 0) : 8;
+    for (int64_t p0 = 0, y = 0, xx = 0; p0 < HW; p0 += 8) {
+      const int np = HW - p0 < 8 ? (int)(HW - p0) : 8;
+      __m256 r[8];
+      load_transposed8(x + c0 * HW + p0, HW, nc, np, r);
+      for (int k = 0; k < np; k++) {
+        _mm256_storeu_ps(dst + ((y + ph) * Wp + xx + pw) * ldc + c0, r[k]);
+        if (++xx == W) xx = 0, y++;
+      }
+    }
+  }
+}
+
+void ml__to_padded_hwc(float *dst, int64_t ldc, int64_t Wp, int64_t ph, int64_t pw, const float *x, int64_t C,
+                       int64_t H, int64_t W) {
+  if (ml__simd_level() >= ML_SIMD_AVX512) {
+    to_padded_hwc512(dst, ldc, Wp, ph, pw, x, C, H, W);
+    return;
+  }
+  if (ml__simd_level() >= ML_SIMD_AVX2) {
+    to_padded_hwc_avx2(dst, ldc, Wp, ph, pw, x, C, H, W);
+    return;
+  }
+  const int64_t Cv = (C + 15) & ~(int64_t)15;
+  for (int64_t y = 0; y < H; y++)
+    for (int64_t xx = 0; xx < W; xx++)
+      for (int64_t c = 0; c < Cv; c++)
+        dst[((y + ph) * Wp + xx + pw) * ldc + c] = c < C ? x[(c * H + y) * W + xx] : 0.0f;
 }
 
 AVX512_TARGET static void direct_item(int64_t b, int worker, void *vj) {
