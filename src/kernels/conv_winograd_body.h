@@ -68,8 +68,7 @@ TARGET static inline void FN(back4)(const VEC *u, VEC *w) { /* w = G^T u */
   const VEC a = VADD(u[1], u[2]), b = VSUB(u[2], u[1]);
   const VEC c = VADD(u[3], u[4]), e = VSUB(u[3], u[4]);
   const VEC sixth = VSET1(1.0f / 6.0f);
-  w[0] = VFMADD(VSET1(1.0f / 24.0f), c,
-                         VFNMADD(sixth, a, VMUL(VSET1(0.25f), u[0])));
+  w[0] = VFMADD(VSET1(1.0f / 24.0f), c, VFNMADD(sixth, a, VMUL(VSET1(0.25f), u[0])));
   w[1] = VFMADD(VSET1(1.0f / 12.0f), e, VMUL(sixth, b));
   w[2] = VADD(VMUL(sixth, VSUB(c, a)), u[5]);
 }
@@ -236,9 +235,8 @@ TARGET static void FN(transform_input)(const wconv *d, const float *xh, float *V
  * direct channel-vector kernel's tile); AVX2: 6 x 16 channels in 12 of 16, which leaves 2 for
  * the loads and 1 for the broadcast (6 x 32 would need 24 and spill). */
 TARGET static inline __attribute__((always_inline)) void FN(tile)(const float *a, int64_t ak, const float *b,
-                                                                          int64_t bi, int64_t bk, int64_t K,
-                                                                          float *out, int64_t ldo, bool add,
-                                                                          const int n) {
+                                                                  int64_t bi, int64_t bk, int64_t K, float *out,
+                                                                  int64_t ldo, bool add, const int n) {
   VEC acc[TR][NV];
 #pragma GCC unroll 6
   for (int i = 0; i < TR; i++)
@@ -267,11 +265,10 @@ TARGET static inline __attribute__((always_inline)) void FN(tile)(const float *a
       }
 }
 
-/* M[xi][t][o] = sum over c of V[xi][t][c] U[xi][c][o], for nt <= TR tiles from t0 and the 64
+/* M[xi][t][o] = sum over c of V[xi][t][c] U[xi][c][o], for nt <= TR tiles from t0 and the OB
  * output channels from o0 */
-TARGET static inline __attribute__((always_inline)) void FN(gemm_tile)(const wconv *d, const float *V,
-                                                                          const float *U, float *M, int64_t t0,
-                                                                          int64_t o0, const int nt) {
+TARGET static inline __attribute__((always_inline)) void FN(gemm_tile)(const wconv *d, const float *V, const float *U,
+                                                                       float *M, int64_t t0, int64_t o0, const int nt) {
   FN(tile)(U + o0, d->OCp, V + t0 * vts(d), vts(d), 1, d->C, M + t0 * mts(d) + o0, mts(d), false, nt);
 }
 
@@ -350,7 +347,8 @@ TARGET static void FN(group_item)(int64_t k, int worker, void *vj) {
   float *xh = j->work + (size_t)worker * worker_floats(d), *V = xh + image_floats(d), *M = V + v_floats(d);
   float *ob = M + m_floats(d);
   const int64_t nb = d->TS / d->T, b0 = k * nb, n = d->B - b0 < nb ? d->B - b0 : nb, P = d->OH * d->OW;
-  for (int64_t i = 0; i < n; i++) FN(image_tiles)(d, xh, j->in + (b0 + i) * d->C * d->H * d->W, V + i * d->T * vts(d));
+  for (int64_t i = 0; i < n; i++)
+    FN(image_tiles)(d, xh, j->in + (b0 + i) * d->C * d->H * d->W, V + i * d->T * vts(d));
   FN(gemms)(d, V, j->U, M, n * d->T);
   for (int64_t i = 0; i < n; i++) {
     FN(transform_output)(d, M + i * d->T * mts(d), j->bias, ob);
@@ -431,11 +429,11 @@ TARGET static void FN(transform_dy)(const wconv *d, const float *gt, int64_t rs,
     }
 }
 
-/* dU[c][o] += sum over the tiles of V[t][c] Y[t][o] for nc <= TR channels from c0 and the 64
+/* dU[c][o] += sum over the tiles of V[t][c] Y[t][o] for nc <= TR channels from c0 and the OB
  * output channels from o0 (one point; tiles of one or several images) */
-TARGET static inline __attribute__((always_inline)) void FN(weight_tile)(const wconv *d, const float *V,
-                                                                            const float *Y, float *dU, int64_t c0,
-                                                                            int64_t o0, int64_t tiles, const int nc) {
+TARGET static inline __attribute__((always_inline)) void FN(weight_tile)(const wconv *d, const float *V, const float *Y,
+                                                                         float *dU, int64_t c0, int64_t o0,
+                                                                         int64_t tiles, const int nc) {
   FN(tile)(Y + o0, mts(d), V + c0, 1, vts(d), tiles, dU + c0 * d->OCp + o0, d->OCp, true, nc);
 }
 
@@ -473,8 +471,7 @@ TARGET static void FN(bias_sums)(const wconv *d, const float *gt, int64_t rs, fl
 
 /* dw = G^T dU G, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1], for VL output channels at once,
  * scattered to dw[o][c0 + c][k] (dw's channel count C) */
-TARGET static void FN(filters_back)(const wconv *d, int64_t C, int64_t c0, const float *dU, float *tm,
-                                       float *dw) {
+TARGET static void FN(filters_back)(const wconv *d, int64_t C, int64_t c0, const float *dU, float *tm, float *dw) {
   if (d->m == 4) {
     FN(filters_back4)(d, dU, tm);
     taps_back(d, C, c0, tm, dw);
