@@ -239,10 +239,17 @@ AVX2_TARGET static inline __m256i lanes8(int64_t a, int64_t b) { /* lanes [a, b)
 AVX2_TARGET static inline __m256 load8(const float *p, int64_t n) {
   return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes8(0, n));
 }
-/* the first n lanes; a plain store when n >= 8 (masked stores are slow on AMD cores) */
+/* the first n lanes: a plain store when n >= 8, else in pieces of 4, 2, 1 (a masked store is
+ * microcoded on AMD cores: it took a fifth of im2col's time on Zen 3) */
 AVX2_TARGET static inline void store8(float *p, int64_t n, __m256 v) {
-  if (n >= 8) _mm256_storeu_ps(p, v);
-  else _mm256_maskstore_ps(p, lanes8(0, n), v);
+  if (n >= 8) {
+    _mm256_storeu_ps(p, v);
+    return;
+  }
+  __m128 h = _mm256_castps256_ps128(v);
+  if (n >= 4) _mm_storeu_ps(p, h), h = _mm256_extractf128_ps(v, 1), p += 4, n -= 4;
+  if (n >= 2) _mm_storel_pi((__m64 *)(void *)p, h), h = _mm_movehl_ps(h, h), p += 2, n -= 2;
+  if (n >= 1) _mm_store_ss(p, h);
 }
 /* fixed-order horizontal sum: the two halves, then pairs */
 AVX2_TARGET static inline float hsum8(__m256 v) {
@@ -251,7 +258,9 @@ AVX2_TARGET static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-/* col2im_s1_avx512 with 8 pixels at a time: the same adds in the same order, so the same bits */
+/* col2im_s1_avx512 with 8 pixels at a time: the same adds in the same order, so the same bits.
+ * Always the masked load: testing for the loads that need no mask cost more in mispredicted
+ * branches than it saved (Zen 3, Conv4's planes). */
 AVX2_TARGET static void col2im_s1_avx2(const ml_conv_shape *s, float *restrict img, const float *restrict col,
                                        int64_t ld) {
   const int64_t OH = s->OH, OW = s->OW, H = s->H, W = s->W, KH = s->KH, KW = s->KW, pad = s->pad;
@@ -269,8 +278,7 @@ AVX2_TARGET static void col2im_s1_avx2(const ml_conv_shape *s, float *restrict i
             const float *src = colc + (kh * KW + kw) * ld + oh * OW;
             /* lane i reads ow = x0 + i + pad - kw, valid for 0 <= ow < OW and i < n */
             const int64_t a = kw - pad - x0, b = kw - pad + OW - x0 < n ? kw - pad + OW - x0 : n;
-            const float *p = shifted(src, x0 + pad - kw);
-            acc = _mm256_add_ps(acc, a <= 0 && b >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes8(a, b)));
+            acc = _mm256_add_ps(acc, _mm256_maskload_ps(shifted(src, x0 + pad - kw), lanes8(a, b)));
           }
         }
         /* a full store runs into rows written after this one, except at the image's end */
@@ -280,7 +288,19 @@ AVX2_TARGET static void col2im_s1_avx2(const ml_conv_shape *s, float *restrict i
   }
 }
 
-/* im2col_s1_avx512 with 8 outputs at a time (plain loads where the 8 lie inside the row) */
+/* n floats from src to dst, 8 at a time, the last 8 overlapping the previous ones (n >= 8) */
+AVX2_TARGET static inline void copy8(float *restrict dst, const float *restrict src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+  if (i < n) _mm256_storeu_ps(dst + n - 8, _mm256_loadu_ps(src + n - 8));
+}
+
+/* im2col for stride 1 with AVX2. When OW == W (Conv4's "same" padding), a tap's col row is the
+ * input plane shifted by a constant: one contiguous copy of the rows inside the plane, then
+ * zeros over the padding rows and the columns [0, lo) and [hi, OW) (the copy filled them from
+ * the neighbouring rows). Otherwise as im2col_s1_avx512, 8 outputs at a time, always through
+ * the masked load (the branches to avoid it mispredicted). A per-chunk version of this was
+ * slower than the scalar loops on Zen 3 (branches on the row's edges); the copy is ~2x faster. */
 AVX2_TARGET static void im2col_s1_avx2(const ml_conv_shape *s, float *restrict col, int64_t ld,
                                        const float *restrict in) {
   const int64_t OH = s->OH, OW = s->OW, H = s->H, W = s->W, pad = s->pad, P = OH * OW;
@@ -290,15 +310,27 @@ AVX2_TARGET static void im2col_s1_avx2(const ml_conv_shape *s, float *restrict c
         int64_t lo, hi;
         valid_range(W, kw, 1, pad, OW, &lo, &hi);
         const float *plane = in + c * H * W;
+        /* output rows [oh0, oh1) read input rows inside the plane */
+        int64_t oh0 = pad - kh < 0 ? 0 : pad - kh, oh1 = H + pad - kh < OH ? H + pad - kh : OH;
+        if (oh1 < oh0) oh1 = oh0;
+        const int64_t first = oh0 * OW + lo, last = (oh1 - 1) * OW + hi; /* the copied span */
+        if (OW == W && oh1 > oh0 && last - first >= 8) {
+          copy8(col + first, plane + (oh0 + kh - pad) * W + lo + kw - pad, last - first);
+          for (int64_t i = 0; i < first; i++) col[i] = 0.0f;
+          for (int64_t i = last; i < P; i++) col[i] = 0.0f;
+          for (int64_t oh = oh0; oh < oh1; oh++) {
+            for (int64_t ow = 0; ow < lo; ow++) col[oh * OW + ow] = 0.0f;
+            for (int64_t ow = hi; ow < OW; ow++) col[oh * OW + ow] = 0.0f;
+          }
+          continue;
+        }
         for (int64_t oh = 0; oh < OH; oh++) {
           const int64_t h = oh - pad + kh;
           const bool inside = h >= 0 && h < H;
           const float *row = plane + (inside ? h * W : 0);
           for (int64_t o = 0; o < OW; o += 8) {
-            const float *p = shifted(row, o + kw - pad);
-            const __m256 x = !inside                     ? _mm256_setzero_ps()
-                             : o >= lo && o + 8 <= hi ? _mm256_loadu_ps(p)
-                                                      : _mm256_maskload_ps(p, lanes8(lo - o, hi - o));
+            const __m256 x = _mm256_maskload_ps(shifted(row, o + kw - pad), inside ? lanes8(lo - o, hi - o)
+                                                                                   : _mm256_setzero_si256());
             const int64_t f = oh * OW + o; /* offset in the plane */
             store8(col + f, f + 8 <= P ? 8 : OW - o, x);
           }
