@@ -645,7 +645,7 @@ ML_TEST(batchnorm) {
   ml__simd_force(-1);
 }
 
-/* The double backward's AVX-512 passes (five sums in one pass, widened to double per row) against
+/* The double backward's vector passes (AVX-512 or AVX2: five sums in one pass, widened to double per row) against
  * the scalar ones, themselves checked by finite differences in test_autograd: rows of 1 to 196
  * floats, with and without the upstream gradient of dx and of gamma. */
 ML_TEST(batchnorm_double_backward_each_level) {

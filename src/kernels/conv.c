@@ -314,7 +314,7 @@ AVX2_TARGET static inline void copy8(float *restrict dst, const float *restrict 
  * the neighbouring rows). Otherwise as im2col_s1_avx512, 8 outputs at a time, always through
  * the masked load. On Zen 3 a per-chunk version like the AVX-512 one was slower than the scalar
  * loops (the branches on each row's edges mispredicted); this is 1.3x faster than them on 28x28,
- * 14x14 and 7x7 planes, even on 3x3. */
+ * 14x14 and 7x7 planes, as fast on 3x3. */
 AVX2_TARGET static void im2col_s1_avx2(const ml_conv_shape *s, float *restrict col, int64_t ld,
                                        const float *restrict in) {
   const int64_t OH = s->OH, OW = s->OW, H = s->H, W = s->W, pad = s->pad, P = OH * OW;
@@ -898,6 +898,56 @@ AVX512_TARGET static void bn_affine_row_avx512(float *o, const float *dy, const 
   }
 }
 
+/* bn_sums_avx512 with AVX2: 8 lanes, widened to double 4 at a time; the same fixed order (the
+ * same bits at any thread count) */
+AVX2_TARGET static void bn_sums_avx2(const float *dy, const float *g, const float *x, int64_t B, int64_t stride,
+                                     int64_t n, float m, double *out) {
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256d acc[5][2];
+  for (int k = 0; k < 5; k++) acc[k][0] = acc[k][1] = _mm256_setzero_pd();
+  for (int64_t b = 0; b < B; b++) {
+    const float *dr = dy + b * stride, *xr = x + b * stride, *gr = g ? g + b * stride : NULL;
+    __m256 r[5][2];
+    for (int k = 0; k < 5; k++) r[k][0] = r[k][1] = _mm256_setzero_ps();
+    for (int64_t i = 0, h = 0; i < n; i += 8, h ^= 1) {
+      const __m256 l = _mm256_castsi256_ps(lanes8(0, n - i));
+      const __m256 d = load8(dr + i, n - i), xm = _mm256_and_ps(l, _mm256_sub_ps(load8(xr + i, n - i), vm));
+      r[0][h] = _mm256_add_ps(r[0][h], d);
+      r[1][h] = _mm256_fmadd_ps(d, xm, r[1][h]);
+      if (gr) {
+        const __m256 e = load8(gr + i, n - i);
+        r[2][h] = _mm256_add_ps(r[2][h], e);
+        r[3][h] = _mm256_fmadd_ps(e, xm, r[3][h]);
+        r[4][h] = _mm256_fmadd_ps(d, e, r[4][h]);
+      }
+    }
+    for (int k = 0; k < (gr ? 5 : 2); k++) {
+      const __m256 t = _mm256_add_ps(r[k][0], r[k][1]);
+      acc[k][0] = _mm256_add_pd(acc[k][0], _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
+      acc[k][1] = _mm256_add_pd(acc[k][1], _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)));
+    }
+  }
+  for (int k = 0; k < (g ? 5 : 2); k++) {
+    const __m256d t = _mm256_add_pd(acc[k][0], acc[k][1]);
+    const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    out[k] = _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
+  }
+}
+
+/* bn_affine_row_avx512 with AVX2: the same expression, the same bits */
+AVX2_TARGET static void bn_affine_row_avx2(float *o, const float *dy, const float *g, const float *x, int64_t n,
+                                           float m, float fa, float fd, float fb, float fc) {
+  const __m256 vm = _mm256_set1_ps(m), va = _mm256_set1_ps(fa), vd = _mm256_set1_ps(fd), vb = _mm256_set1_ps(fb),
+               vc = _mm256_set1_ps(fc);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 xm = _mm256_sub_ps(load8(x + i, n - i), vm);
+    __m256 v = _mm256_mul_ps(vb, xm);
+    if (dy) v = _mm256_add_ps(_mm256_mul_ps(va, load8(dy + i, n - i)), v);
+    if (g) v = _mm256_add_ps(v, _mm256_mul_ps(vd, load8(g + i, n - i)));
+    store8(o + i, n - i, _mm256_add_ps(v, vc));
+  }
+}
+
 /* y, x (B,C,HW); mean, invstd (C) out; gamma, beta (C) or NULL (1 and 0) */
 typedef struct {
   float *y, *mean, *invstd, *dgamma, *dbeta;
@@ -929,6 +979,8 @@ static void bn_forward_item(int64_t c, int worker, void *vj) {
       float *yr = y + (b * C + c) * HW;
       if (ml__simd_level() >= ML_SIMD_AVX512)
         bn_affine_row_avx512(yr, NULL, NULL, xr, HW, mf, 0.0f, 0.0f, scale, shift);
+      else if (ml__simd_level() == ML_SIMD_AVX2)
+        bn_affine_row_avx2(yr, NULL, NULL, xr, HW, mf, 0.0f, 0.0f, scale, shift);
       else
         for (int64_t i = 0; i < HW; i++) yr[i] = (xr[i] - mf) * scale + shift;
     }
@@ -954,10 +1006,11 @@ static void bn_backward_item(int64_t c, int worker, void *vj) {
   {
     const double m = mean[c], is = invstd[c];
     double sdy = 0, sdyx = 0; /* sum dy, sum dy*(x - m) */
-    const bool v512 = ml__simd_level() >= ML_SIMD_AVX512;
-    if (v512) {
+    const bool v512 = ml__simd_level() >= ML_SIMD_AVX512, v256 = ml__simd_level() == ML_SIMD_AVX2;
+    if (v512 || v256) {
       double t[2];
-      bn_sums_avx512(dy + c * HW, NULL, x + c * HW, B, C * HW, HW, (float)m, t);
+      if (v512) bn_sums_avx512(dy + c * HW, NULL, x + c * HW, B, C * HW, HW, (float)m, t);
+      else bn_sums_avx2(dy + c * HW, NULL, x + c * HW, B, C * HW, HW, (float)m, t);
       sdy = t[0], sdyx = t[1];
     } else
       for (int64_t b = 0; b < B; b++)
@@ -972,6 +1025,7 @@ static void bn_backward_item(int64_t c, int worker, void *vj) {
       const float *xr = x + (b * C + c) * HW, *dr = dy + (b * C + c) * HW;
       float *o = dx + (b * C + c) * HW;
       if (v512) bn_affine_row_avx512(o, dr, NULL, xr, HW, mf, fa, 0.0f, fb, fc);
+      else if (v256) bn_affine_row_avx2(o, dr, NULL, xr, HW, mf, fa, 0.0f, fb, fc);
       else
         for (int64_t i = 0; i < HW; i++) o[i] = fa * dr[i] + fb * (xr[i] - mf) + fc;
     }
@@ -1011,14 +1065,16 @@ static void bn_double_item(int64_t c, int worker, void *vj) {
   const double gam = j->gamma ? j->gamma[c] : 1.0, G = j->ggg ? j->ggg[c] : 0.0;
   const float mf = (float)m;
   double sdy = 0, sdyx = 0, sgg = 0, sggx = 0, sdygg = 0;
-  const bool v512 = ml__simd_level() >= ML_SIMD_AVX512;
-  if (v512) {
+  const bool v512 = ml__simd_level() >= ML_SIMD_AVX512, v256 = ml__simd_level() == ML_SIMD_AVX2;
+  if (v512 || v256) {
     double t[5];
-    bn_sums_avx512(j->dy + c * HW, j->ggi ? j->ggi + c * HW : NULL, j->x + c * HW, B, C * HW, HW, mf, t);
+    const float *ggi = j->ggi ? j->ggi + c * HW : NULL;
+    if (v512) bn_sums_avx512(j->dy + c * HW, ggi, j->x + c * HW, B, C * HW, HW, mf, t);
+    else bn_sums_avx2(j->dy + c * HW, ggi, j->x + c * HW, B, C * HW, HW, mf, t);
     sdy = t[0], sdyx = t[1];
     if (j->ggi) sgg = t[2], sggx = t[3], sdygg = t[4];
   }
-  for (int64_t b = 0; !v512 && b < B; b++) {
+  for (int64_t b = 0; !v512 && !v256 && b < B; b++) {
     const float *xr = j->x + (b * C + c) * HW, *dr = j->dy + (b * C + c) * HW;
     dy_sums_row(dr, xr, HW, mf, &sdy, &sdyx);
     if (j->ggi) {
@@ -1047,6 +1103,9 @@ static void bn_double_item(int64_t c, int worker, void *vj) {
     if (v512) {
       if (gx) bn_affine_row_avx512(gx, dr, gr, xr, HW, mf, a1, a2, a3, a4);
       if (gdy) bn_affine_row_avx512(gdy, NULL, gr, xr, HW, mf, 0.0f, b1, b3, b4);
+    } else if (v256) {
+      if (gx) bn_affine_row_avx2(gx, dr, gr, xr, HW, mf, a1, a2, a3, a4);
+      if (gdy) bn_affine_row_avx2(gdy, NULL, gr, xr, HW, mf, 0.0f, b1, b3, b4);
     } else if (gr) {
       if (gx)
         for (int64_t i = 0; i < HW; i++) gx[i] = a1 * dr[i] + a2 * gr[i] + a3 * (xr[i] - mf) + a4;
