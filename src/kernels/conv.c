@@ -681,9 +681,11 @@ static void pool_gather_plane_avx2(float *out, const float *x, const uint8_t *ar
 static bool pool_planes_avx512(int64_t H, int64_t W) {
   return ml__simd_level() >= ML_SIMD_AVX512 && (H / 2) * (W / 2) >= 16;
 }
-/* With AVX2, planes of 8 windows or more */
+/* With AVX2, planes of 8 windows or more in rows of 4 or more (on rows of 3, Conv4's 3x3 pooled
+ * planes, the 8-window vectors were slower than the scalar loops on Zen 3); the batch-norm-pool
+ * kernels below too */
 static bool pool_planes_avx2(int64_t H, int64_t W) {
-  return ml__simd_level() == ML_SIMD_AVX2 && (H / 2) * (W / 2) >= 8;
+  return ml__simd_level() == ML_SIMD_AVX2 && W / 2 >= 4 && (H / 2) * (W / 2) >= 8;
 }
 
 static void pool_scatter_item(int64_t item, int worker, void *vj) {
@@ -1497,32 +1499,34 @@ AVX2_TARGET static void bnp_backward_plane_avx2(float *dx, const float *x, const
   for (int64_t i = 2 * OH * W; i < H * W; i++) dx[i] = fb * (x[i] - mf) + fc;
 }
 
-/* bnp_backward_sums_avx512 with 8 windows at a time (n_out >= 8, n_out < 2^22): the window's
- * input found the same way, by a gather */
+/* sum dout and sum dout * (x[argmax] - m) over one plane's windows (n_out >= 8), 8 at a time
+ * along each pooled row: x at the argmax picked out of the two input rows as in
+ * pool_gather_plane_avx2 (in the shuffled window order, dout put in that order too). On Zen 3
+ * this beats a gather of x as bnp_backward_sums_avx512 does. Fixed order: the same bits at any
+ * thread count. */
 AVX2_TARGET static void bnp_backward_sums_avx2(const float *x, const float *go, const float *rout, const uint8_t *arg,
                                                int64_t H, int64_t W, float mf, double *sdy, double *sdyx) {
-  const int64_t OW = W / 2, n_out = (H / 2) * OW;
-  const __m256 vm = _mm256_set1_ps(mf), inv_ow = _mm256_set1_ps(1.0f / (float)OW);
-  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2), wv = _mm256_set1_epi32((int32_t)W);
-  const __m256i w2 = _mm256_set1_epi32((int32_t)(2 * W)), owv = _mm256_set1_epi32((int32_t)OW);
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const int64_t OH = H / 2, OW = W / 2, n_out = OH * OW;
+  const __m256 vm = _mm256_set1_ps(mf);
+  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n_out; i += 8) {
-    const __m256i m = relu_lanes8(lanes8(0, n_out - i), rout, i);
-    const __m256 g = _mm256_maskload_ps(go + i, m);
-    const __m256i code = plane_codes8_at(arg, n_out, i);
-    const __m256i wi = _mm256_add_epi32(_mm256_set1_epi32((int32_t)i), lane);
-    /* (i + 0.5) / OW is at least 0.5 / OW from an integer, more than the float error here */
-    const __m256i oh = _mm256_cvttps_epi32(
-        _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(wi), _mm256_set1_ps(0.5f)), inv_ow));
-    const __m256i ow = _mm256_sub_epi32(wi, _mm256_mullo_epi32(oh, owv));
-    __m256i off = _mm256_add_epi32(_mm256_mullo_epi32(oh, w2), _mm256_add_epi32(ow, ow));
-    off = _mm256_add_epi32(off, _mm256_and_si256(code, one));
-    off = _mm256_add_epi32(off, _mm256_and_si256(_mm256_cmpeq_epi32(_mm256_and_si256(code, two), two), wv));
-    const __m256 mf32 = _mm256_castsi256_ps(m);
-    const __m256 xg = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, off, mf32, 4);
-    s0 = _mm256_add_ps(s0, g);
-    s1 = _mm256_add_ps(s1, _mm256_mul_ps(g, _mm256_and_ps(mf32, _mm256_sub_ps(xg, vm))));
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
+      const int64_t n = OW - ow0 < 8 ? OW - ow0 : 8, c0 = 2 * ow0, i = oh * OW + ow0;
+      const __m256 g = _mm256_maskload_ps(go + i, relu_lanes8(lanes8(0, n), rout, i));
+      const __m256i code = _mm256_permute4x64_epi64(plane_codes8_at(arg, n_out, i), 0xd8);
+      const __m256 a0 = load8(r0 + c0, 2 * n), a1 = load8(r0 + c0 + 8, 2 * n - 8);
+      const __m256 b0 = load8(r1 + c0, 2 * n), b1 = load8(r1 + c0 + 8, 2 * n - 8);
+      const __m256 right = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, one), one));
+      const __m256 down = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, two), two));
+      const __m256 top = _mm256_blendv_ps(_mm256_shuffle_ps(a0, a1, 0x88), _mm256_shuffle_ps(a0, a1, 0xdd), right);
+      const __m256 bottom = _mm256_blendv_ps(_mm256_shuffle_ps(b0, b1, 0x88), _mm256_shuffle_ps(b0, b1, 0xdd), right);
+      /* g in the shuffled order; lanes past n (and ReLU-zeroed ones) have g = 0, as the scalar sums */
+      const __m256 gs = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(g), 0xd8));
+      s0 = _mm256_add_ps(s0, gs);
+      s1 = _mm256_add_ps(s1, _mm256_mul_ps(gs, _mm256_sub_ps(_mm256_blendv_ps(top, bottom, down), vm)));
+    }
   }
   *sdy += hsum8(s0);
   *sdyx += hsum8(s1);
@@ -1532,7 +1536,7 @@ void ml__bnp_forward_plane(const float *x, float *out, uint8_t *arg, int64_t H, 
                            float shift, bool relu) {
   if (ml__simd_level() >= ML_SIMD_AVX512)
     bnp_forward_plane_avx512(x, out, arg, H, W, mf, scale, shift, relu);
-  else if (ml__simd_level() == ML_SIMD_AVX2)
+  else if (pool_planes_avx2(H, W))
     bnp_forward_plane_avx2(x, out, arg, H, W, mf, scale, shift, relu);
   else if (arg)
     bnp_forward_plane_scalar(x, out, arg, H, W, mf, scale, shift, relu, true);
@@ -1553,7 +1557,7 @@ void ml__bnp_backward_sums(const float *x, const float *go, const float *rout, c
     bnp_backward_sums_avx512(x, go, rout, arg, H, W, mf, sdy, sdyx);
     return;
   }
-  if (ml__simd_level() == ML_SIMD_AVX2 && n_out >= 8 && n_out < (1 << 22)) {
+  if (pool_planes_avx2(H, W)) {
     bnp_backward_sums_avx2(x, go, rout, arg, H, W, mf, sdy, sdyx);
     return;
   }
@@ -1574,7 +1578,7 @@ void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const fl
     bnp_backward_plane_avx512(dx, x, go, rout, arg, H, W, mf, fa, fb, fc);
     return;
   }
-  if (ml__simd_level() == ML_SIMD_AVX2 && (H / 2) * (W / 2) >= 8) {
+  if (pool_planes_avx2(H, W)) {
     bnp_backward_plane_avx2(dx, x, go, rout, arg, H, W, mf, fa, fb, fc);
     return;
   }
