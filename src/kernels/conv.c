@@ -240,7 +240,7 @@ AVX2_TARGET static inline __m256 load8(const float *p, int64_t n) {
   return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes8(0, n));
 }
 /* the first n lanes: a plain store when n >= 8, else in pieces of 4, 2, 1 (a masked store is
- * microcoded on AMD cores: it took a fifth of im2col's time on Zen 3) */
+ * microcoded on AMD cores: the costliest instruction of a first AVX2 im2col on Zen 3) */
 AVX2_TARGET static inline void store8(float *p, int64_t n, __m256 v) {
   if (n >= 8) {
     _mm256_storeu_ps(p, v);
