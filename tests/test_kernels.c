@@ -497,12 +497,16 @@ ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
  * backward against the batch-norm backward of the scattered pooled gradient (masked by the ReLU). */
 ML_TEST(batchnorm_pool_fused) {
   /* at every SIMD level, with and without the ReLU; odd sizes leave a row and a column outside
-   * the windows; pooled rows shorter and longer than one 16-lane vector */
-  const int64_t shapes[][4] = {{3, 4, 6, 6}, {2, 3, 7, 5}, {5, 2, 28, 28}, {2, 3, 9, 41}, {1, 2, 6, 34}, {2, 2, 3, 64}};
-  for (size_t k = 0; k < 12 * (size_t)(ml_cpu_simd() + 1); k++) {
-    ml__simd_force((int)(k / 12));
-    const bool relu = k % 12 >= 6;
-    int64_t B = shapes[k % 6][0], C = shapes[k % 6][1], H = shapes[k % 6][2], W = shapes[k % 6][3], n = B * C * H * W;
+   * the windows; pooled rows shorter and longer than one 16-lane (8-lane) vector, a plane of
+   * exactly 8 windows, rows of 8 + 1 */
+  const int64_t shapes[][4] = {{3, 4, 6, 6},  {2, 3, 7, 5}, {5, 2, 28, 28}, {2, 3, 9, 41},
+                               {1, 2, 6, 34}, {2, 2, 3, 64}, {2, 3, 2, 16},  {3, 2, 5, 19}};
+  const size_t ns = sizeof shapes / sizeof shapes[0];
+  for (size_t k = 0; k < 2 * ns * (size_t)(ml_cpu_simd() + 1); k++) {
+    ml__simd_force((int)(k / (2 * ns)));
+    const bool relu = k % (2 * ns) >= ns;
+    const size_t t = k % ns;
+    int64_t B = shapes[t][0], C = shapes[t][1], H = shapes[t][2], W = shapes[t][3], n = B * C * H * W;
     int64_t no = B * C * (H / 2) * (W / 2);
     float *x = fvec(n, 51, -2, 3), *gam = fvec(C, 52, 0.5f, 1.5f), *bet = fvec(C, 53, -1, 1), *go = fvec(no, 54, -1, 1);
     float *y = malloc((size_t)n * 4), *o1 = malloc((size_t)no * 4), *o2 = malloc((size_t)no * 4);
@@ -613,11 +617,15 @@ ML_TEST(conv_shape) {
 /* ---- max-pool ---- */
 
 ML_TEST(maxpool) {
-  /* planes of fewer than 16 windows take the scalar loops, the others (AVX-512) vectors of 16
-   * windows: rows of 14 and of 18 windows, odd H and W (inputs outside every window), Conv4's */
-  const int64_t shapes[][4] = {{2, 3, 7, 9}, {1, 1, 2, 2}, {3, 2, 28, 28}, {1, 1, 5, 3},
-                               {2, 2, 4, 6}, {2, 3, 11, 37}, {1, 2, 14, 14}, {2, 1, 9, 33}};
-  for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+  /* at every SIMD level: planes of fewer than 16 (AVX-512) or 8 (AVX2) windows take the scalar
+   * loops, the others vectors of 16 or 8 windows: rows of 14 and of 18 windows, odd H and W
+   * (inputs outside every window), Conv4's, a plane of exactly 8 windows, rows of 8 + 1 */
+  const int64_t shapes[][4] = {{2, 3, 7, 9}, {1, 1, 2, 2},  {3, 2, 28, 28}, {1, 1, 5, 3},  {2, 2, 4, 6},
+                               {2, 3, 11, 37}, {1, 2, 14, 14}, {2, 1, 9, 33}, {2, 2, 3, 16}, {1, 3, 5, 19}};
+  const size_t nt = sizeof shapes / sizeof shapes[0];
+  for (size_t k = 0; k < nt * (size_t)(ml_cpu_simd() + 1); k++) {
+    const size_t t = k % nt;
+    ml__simd_force((int)(k / nt));
     int64_t B = shapes[t][0], C = shapes[t][1], H = shapes[t][2], W = shapes[t][3], n = B * C * (H / 2) * (W / 2);
     float *in = fvec(B * C * H * W, 21 + t, -2, 2);
     if (t == 4 || t == 7)
@@ -650,6 +658,7 @@ ML_TEST(maxpool) {
     free(pos);
     free(in), free(out), free(ref), free(idx), free(idr), free(g), free(din), free(naive), free(y), free(gy);
   }
+  ml__simd_force(-1);
 }
 
 /* ---- batch-norm ---- */
@@ -686,7 +695,7 @@ ML_TEST(batchnorm) {
   ml__simd_force(-1);
 }
 
-/* The double backward's AVX-512 passes (five sums in one pass, widened to double per row) against
+/* The double backward's vector passes (AVX-512 or AVX2: five sums in one pass, widened to double per row) against
  * the scalar ones, themselves checked by finite differences in test_autograd: rows of 1 to 196
  * floats, with and without the upstream gradient of dx and of gamma. */
 ML_TEST(batchnorm_double_backward_each_level) {

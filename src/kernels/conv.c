@@ -23,6 +23,7 @@
 #include "kernels/internal.h"
 
 #define AVX512_TARGET __attribute__((target("avx512f,avx512vl,avx2,fma")))
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
 
 ml_status ml_conv_shape_make(ml_conv_shape *s, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC,
                              int64_t KH, int64_t KW, int64_t stride, int64_t pad) {
@@ -110,6 +111,7 @@ static void valid_range(int64_t n, int64_t k, int64_t stride, int64_t pad, int64
 }
 
 static void im2col_s1_avx512(const ml_conv_shape *s, float *restrict col, int64_t ld, const float *restrict in);
+static void im2col_s1_avx2(const ml_conv_shape *s, float *restrict col, int64_t ld, const float *restrict in);
 
 /* col (C*KH*KW rows of OH*OW, row stride ld) from one image in (C, H, W). The rows are short
  * (OW <= a few dozen floats), so the copies stay inline loops: GCC would otherwise turn them
@@ -121,6 +123,10 @@ static void im2col(const ml_conv_shape *s, float *restrict col, int64_t ld, cons
   const int64_t OH = s->OH, OW = s->OW, st = s->stride;
   if (st == 1 && ml__simd_level() >= ML_SIMD_AVX512) {
     im2col_s1_avx512(s, col, ld, in);
+    return;
+  }
+  if (st == 1 && ml__simd_level() == ML_SIMD_AVX2) {
+    im2col_s1_avx2(s, col, ld, in);
     return;
   }
   for (int64_t c = 0; c < s->C; c++)
@@ -220,11 +226,145 @@ AVX512_TARGET static void im2col_s1_avx512(const ml_conv_shape *s, float *restri
       }
 }
 
+/* ---- the same for AVX2 (no mask registers): 8 lanes, masked loads and stores through integer
+ * lane masks (sign bits). A masked-off lane is never read, so, as above, its address may lie
+ * outside the buffer. */
+AVX2_TARGET static inline __m256i lanes8(int64_t a, int64_t b) { /* lanes [a, b) of 8, clamped */
+  a = a < 0 ? 0 : a > 8 ? 8 : a, b = b < 0 ? 0 : b > 8 ? 8 : b;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)a), lane),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32((int)b), lane));
+}
+/* the first n lanes (zeros past them); a plain load when n >= 8 */
+AVX2_TARGET static inline __m256 load8(const float *p, int64_t n) {
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes8(0, n));
+}
+/* the first n lanes: a plain store when n >= 8, else in pieces of 4, 2, 1 (a masked store is
+ * microcoded on AMD cores: the costliest instruction of a first AVX2 im2col on Zen 3) */
+AVX2_TARGET static inline void store8(float *p, int64_t n, __m256 v) {
+  if (n >= 8) {
+    _mm256_storeu_ps(p, v);
+    return;
+  }
+  __m128 h = _mm256_castps256_ps128(v);
+  if (n >= 4) _mm_storeu_ps(p, h), h = _mm256_extractf128_ps(v, 1), p += 4, n -= 4;
+  if (n >= 2) _mm_storel_pi((__m64 *)(void *)p, h), h = _mm_movehl_ps(h, h), p += 2, n -= 2;
+  if (n >= 1) _mm_store_ss(p, h);
+}
+/* fixed-order horizontal sum: the two halves, then pairs */
+AVX2_TARGET static inline float hsum8(__m256 v) {
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+/* col2im_s1_avx512 with 8 pixels at a time: the same adds in the same order, so the same bits.
+ * Always the masked load: testing for the loads that need no mask cost more in mispredicted
+ * branches than it saved (Zen 3, Conv4's planes). */
+AVX2_TARGET static void col2im_s1_avx2(const ml_conv_shape *s, float *restrict img, const float *restrict col,
+                                       int64_t ld) {
+  const int64_t OH = s->OH, OW = s->OW, H = s->H, W = s->W, KH = s->KH, KW = s->KW, pad = s->pad;
+  for (int64_t c = 0; c < s->C; c++) {
+    const float *colc = col + c * KH * KW * ld;
+    for (int64_t h = 0; h < H; h++) {
+      float *dst = img + (c * H + h) * W;
+      for (int64_t x0 = 0; x0 < W; x0 += 8) {
+        const int64_t n = W - x0 < 8 ? W - x0 : 8;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t kh = 0; kh < KH; kh++) {
+          const int64_t oh = h + pad - kh;
+          if (oh < 0 || oh >= OH) continue;
+          for (int64_t kw = 0; kw < KW; kw++) {
+            const float *src = colc + (kh * KW + kw) * ld + oh * OW;
+            /* lane i reads ow = x0 + i + pad - kw, valid for 0 <= ow < OW and i < n */
+            const int64_t a = kw - pad - x0, b = kw - pad + OW - x0 < n ? kw - pad + OW - x0 : n;
+            acc = _mm256_add_ps(acc, _mm256_maskload_ps(shifted(src, x0 + pad - kw), lanes8(a, b)));
+          }
+        }
+        /* a full store runs into rows written after this one, except at the image's end */
+        store8(dst + x0, (c * H + h) * W + x0 + 8 <= s->C * H * W ? 8 : n, acc);
+      }
+    }
+  }
+}
+
+/* n floats of zeros, and a copy of n >= 8 floats (the last 8 overlapping the previous ones). The
+ * empty asm hides the vector's value from GCC, which would otherwise turn these loops into
+ * memset/memcpy calls: their call cost dominated on rows of a few dozen floats. */
+AVX2_TARGET static inline void zero8(float *p, int64_t n) {
+  __m256 z = _mm256_setzero_ps();
+  __asm__("" : "+x"(z));
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(p + i, z);
+  store8(p + i, n - i, z);
+}
+AVX2_TARGET static inline void copy8(float *restrict dst, const float *restrict src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(src + i);
+    __asm__("" : "+x"(v));
+    _mm256_storeu_ps(dst + i, v);
+  }
+  if (i < n) _mm256_storeu_ps(dst + n - 8, _mm256_loadu_ps(src + n - 8));
+}
+
+/* im2col for stride 1 with AVX2. When OW == W (Conv4's "same" padding), a tap's col row is the
+ * input plane shifted by a constant: one contiguous copy of the rows inside the plane, then
+ * zeros over the padding rows and the columns [0, lo) and [hi, OW) (the copy filled them from
+ * the neighbouring rows). Otherwise as im2col_s1_avx512, 8 outputs at a time, always through
+ * the masked load. On Zen 3 a per-chunk version like the AVX-512 one was slower than the scalar
+ * loops (the branches on each row's edges mispredicted); this is 1.3x faster than them on 28x28,
+ * 14x14 and 7x7 planes, as fast on 3x3. */
+AVX2_TARGET static void im2col_s1_avx2(const ml_conv_shape *s, float *restrict col, int64_t ld,
+                                       const float *restrict in) {
+  const int64_t OH = s->OH, OW = s->OW, H = s->H, W = s->W, pad = s->pad, P = OH * OW;
+  for (int64_t c = 0; c < s->C; c++)
+    for (int64_t kh = 0; kh < s->KH; kh++)
+      for (int64_t kw = 0; kw < s->KW; kw++, col += ld) {
+        int64_t lo, hi;
+        valid_range(W, kw, 1, pad, OW, &lo, &hi);
+        const float *plane = in + c * H * W;
+        /* output rows [oh0, oh1) read input rows inside the plane */
+        int64_t oh0 = pad - kh < 0 ? 0 : pad - kh, oh1 = H + pad - kh < OH ? H + pad - kh : OH;
+        if (oh1 < oh0) oh1 = oh0;
+        const int64_t first = oh0 * OW + lo, last = (oh1 - 1) * OW + hi; /* the copied span */
+        if (OW == W && oh1 > oh0 && last - first >= 8) {
+          copy8(col + first, plane + (oh0 + kh - pad) * W + lo + kw - pad, last - first);
+          zero8(col, first);
+          zero8(col + last, P - last);
+          if (lo > 0 || hi < OW) {
+            float z = 0.0f;
+            __asm__("" : "+x"(z));
+            for (int64_t oh = oh0; oh < oh1; oh++) {
+              for (int64_t ow = 0; ow < lo; ow++) col[oh * OW + ow] = z;
+              for (int64_t ow = hi; ow < OW; ow++) col[oh * OW + ow] = z;
+            }
+          }
+          continue;
+        }
+        for (int64_t oh = 0; oh < OH; oh++) {
+          const int64_t h = oh - pad + kh;
+          const bool inside = h >= 0 && h < H;
+          const float *row = plane + (inside ? h * W : 0);
+          for (int64_t o = 0; o < OW; o += 8) {
+            const __m256 x = _mm256_maskload_ps(shifted(row, o + kw - pad), inside ? lanes8(lo - o, hi - o)
+                                                                                   : _mm256_setzero_si256());
+            const int64_t f = oh * OW + o; /* offset in the plane */
+            store8(col + f, f + 8 <= P ? 8 : OW - o, x);
+          }
+        }
+      }
+}
+
 /* img (C, H, W) = sum of the col entries landing on each pixel (overwrites img) */
 static void col2im(const ml_conv_shape *s, float *restrict img, const float *restrict col, int64_t ld) {
   const int64_t OH = s->OH, OW = s->OW, st = s->stride;
   if (st == 1 && ml__simd_level() >= ML_SIMD_AVX512) {
     col2im_s1_avx512(s, img, col, ld);
+    return;
+  }
+  if (st == 1 && ml__simd_level() == ML_SIMD_AVX2) {
+    col2im_s1_avx2(s, img, col, ld);
     return;
   }
   memset(img, 0, (size_t)(s->C * s->H * s->W) * sizeof(float));
@@ -536,8 +676,16 @@ void ml_maxpool2_forward(float *out, uint8_t *arg, const float *in, int64_t B, i
 /* With AVX-512, planes of 16 windows or more (defined below, with batch-norm-pool's helpers) */
 static void pool_scatter_plane_avx512(float *dx, const float *g, const uint8_t *arg, int64_t H, int64_t W);
 static void pool_gather_plane_avx512(float *out, const float *x, const uint8_t *arg, int64_t H, int64_t W);
+static void pool_scatter_plane_avx2(float *dx, const float *g, const uint8_t *arg, int64_t H, int64_t W);
+static void pool_gather_plane_avx2(float *out, const float *x, const uint8_t *arg, int64_t H, int64_t W);
 static bool pool_planes_avx512(int64_t H, int64_t W) {
   return ml__simd_level() >= ML_SIMD_AVX512 && (H / 2) * (W / 2) >= 16;
+}
+/* With AVX2, planes of 8 windows or more in rows of 4 or more (on rows of 3, Conv4's 3x3 pooled
+ * planes, the 8-window vectors were slower than the scalar loops on Zen 3); the batch-norm-pool
+ * kernels below too */
+static bool pool_planes_avx2(int64_t H, int64_t W) {
+  return ml__simd_level() == ML_SIMD_AVX2 && W / 2 >= 4 && (H / 2) * (W / 2) >= 8;
 }
 
 static void pool_scatter_item(int64_t item, int worker, void *vj) {
@@ -547,6 +695,11 @@ static void pool_scatter_item(int64_t item, int worker, void *vj) {
   if (pool_planes_avx512(j->H, j->W)) {
     for (int64_t p = p0; p < p1; p++)
       pool_scatter_plane_avx512(j->out + p * HW, j->in + p * n, j->carg + p * n, j->H, j->W);
+    return;
+  }
+  if (pool_planes_avx2(j->H, j->W)) {
+    for (int64_t p = p0; p < p1; p++)
+      pool_scatter_plane_avx2(j->out + p * HW, j->in + p * n, j->carg + p * n, j->H, j->W);
     return;
   }
   memset(j->out + p0 * HW, 0, (size_t)((p1 - p0) * HW) * sizeof(float));
@@ -571,6 +724,11 @@ static void pool_gather_item(int64_t item, int worker, void *vj) {
   if (pool_planes_avx512(j->H, j->W)) {
     for (int64_t p = p0; p < p1; p++)
       pool_gather_plane_avx512(j->out + p * n, j->in + p * HW, j->carg + p * n, j->H, j->W);
+    return;
+  }
+  if (pool_planes_avx2(j->H, j->W)) {
+    for (int64_t p = p0; p < p1; p++)
+      pool_gather_plane_avx2(j->out + p * n, j->in + p * HW, j->carg + p * n, j->H, j->W);
     return;
   }
   for (int64_t p = p0; p < p1; p++)
@@ -625,8 +783,34 @@ AVX512_TARGET static double sumsq_row_avx512(const float *x, int64_t n, double m
   return (double)_mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
 }
 
+/* With AVX2: 32 lanes in four registers, the same way */
+AVX2_TARGET static double sum_row_avx2(const float *x, int64_t n) {
+  __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int k = 0; k < 4; k++) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(x + i + 8 * k));
+  for (int k = 0; i < n; i += 8, k = (k + 1) & 3) a[k] = _mm256_add_ps(a[k], load8(x + i, n - i));
+  return (double)hsum8(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+}
+AVX2_TARGET static double sumsq_row_avx2(const float *x, int64_t n, double m) {
+  const __m256 vm = _mm256_set1_ps((float)m);
+  __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int k = 0; k < 4; k++) {
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8 * k), vm);
+      a[k] = _mm256_add_ps(a[k], _mm256_mul_ps(d, d));
+    }
+  for (int k = 0; i < n; i += 8, k = (k + 1) & 3) {
+    const __m256 d = _mm256_and_ps(_mm256_castsi256_ps(lanes8(0, n - i)), _mm256_sub_ps(load8(x + i, n - i), vm));
+    a[k] = _mm256_add_ps(a[k], _mm256_mul_ps(d, d));
+  }
+  return (double)hsum8(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+}
+
 static double sum_row(const float *x, int64_t n) {
   if (ml__simd_level() >= ML_SIMD_AVX512) return sum_row_avx512(x, n);
+  if (ml__simd_level() == ML_SIMD_AVX2) return sum_row_avx2(x, n);
   float acc[LANES] = {0};
   int64_t i = 0;
   for (; i + LANES <= n; i += LANES)
@@ -636,6 +820,7 @@ static double sum_row(const float *x, int64_t n) {
 }
 static double sumsq_row(const float *x, int64_t n, double m) {
   if (ml__simd_level() >= ML_SIMD_AVX512) return sumsq_row_avx512(x, n, m);
+  if (ml__simd_level() == ML_SIMD_AVX2) return sumsq_row_avx2(x, n, m);
   float acc[LANES] = {0};
   const float mf = (float)m;
   int64_t i = 0;
@@ -715,6 +900,56 @@ AVX512_TARGET static void bn_affine_row_avx512(float *o, const float *dy, const 
   }
 }
 
+/* bn_sums_avx512 with AVX2: 8 lanes, widened to double 4 at a time; the same fixed order (the
+ * same bits at any thread count) */
+AVX2_TARGET static void bn_sums_avx2(const float *dy, const float *g, const float *x, int64_t B, int64_t stride,
+                                     int64_t n, float m, double *out) {
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256d acc[5][2];
+  for (int k = 0; k < 5; k++) acc[k][0] = acc[k][1] = _mm256_setzero_pd();
+  for (int64_t b = 0; b < B; b++) {
+    const float *dr = dy + b * stride, *xr = x + b * stride, *gr = g ? g + b * stride : NULL;
+    __m256 r[5][2];
+    for (int k = 0; k < 5; k++) r[k][0] = r[k][1] = _mm256_setzero_ps();
+    for (int64_t i = 0, h = 0; i < n; i += 8, h ^= 1) {
+      const __m256 l = _mm256_castsi256_ps(lanes8(0, n - i));
+      const __m256 d = load8(dr + i, n - i), xm = _mm256_and_ps(l, _mm256_sub_ps(load8(xr + i, n - i), vm));
+      r[0][h] = _mm256_add_ps(r[0][h], d);
+      r[1][h] = _mm256_fmadd_ps(d, xm, r[1][h]);
+      if (gr) {
+        const __m256 e = load8(gr + i, n - i);
+        r[2][h] = _mm256_add_ps(r[2][h], e);
+        r[3][h] = _mm256_fmadd_ps(e, xm, r[3][h]);
+        r[4][h] = _mm256_fmadd_ps(d, e, r[4][h]);
+      }
+    }
+    for (int k = 0; k < (gr ? 5 : 2); k++) {
+      const __m256 t = _mm256_add_ps(r[k][0], r[k][1]);
+      acc[k][0] = _mm256_add_pd(acc[k][0], _mm256_cvtps_pd(_mm256_castps256_ps128(t)));
+      acc[k][1] = _mm256_add_pd(acc[k][1], _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)));
+    }
+  }
+  for (int k = 0; k < (g ? 5 : 2); k++) {
+    const __m256d t = _mm256_add_pd(acc[k][0], acc[k][1]);
+    const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    out[k] = _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
+  }
+}
+
+/* bn_affine_row_avx512 with AVX2: the same expression, the same bits */
+AVX2_TARGET static void bn_affine_row_avx2(float *o, const float *dy, const float *g, const float *x, int64_t n,
+                                           float m, float fa, float fd, float fb, float fc) {
+  const __m256 vm = _mm256_set1_ps(m), va = _mm256_set1_ps(fa), vd = _mm256_set1_ps(fd), vb = _mm256_set1_ps(fb),
+               vc = _mm256_set1_ps(fc);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 xm = _mm256_sub_ps(load8(x + i, n - i), vm);
+    __m256 v = _mm256_mul_ps(vb, xm);
+    if (dy) v = _mm256_add_ps(_mm256_mul_ps(va, load8(dy + i, n - i)), v);
+    if (g) v = _mm256_add_ps(v, _mm256_mul_ps(vd, load8(g + i, n - i)));
+    store8(o + i, n - i, _mm256_add_ps(v, vc));
+  }
+}
+
 /* y, x (B,C,HW); mean, invstd (C) out; gamma, beta (C) or NULL (1 and 0) */
 typedef struct {
   float *y, *mean, *invstd, *dgamma, *dbeta;
@@ -746,6 +981,8 @@ static void bn_forward_item(int64_t c, int worker, void *vj) {
       float *yr = y + (b * C + c) * HW;
       if (ml__simd_level() >= ML_SIMD_AVX512)
         bn_affine_row_avx512(yr, NULL, NULL, xr, HW, mf, 0.0f, 0.0f, scale, shift);
+      else if (ml__simd_level() == ML_SIMD_AVX2)
+        bn_affine_row_avx2(yr, NULL, NULL, xr, HW, mf, 0.0f, 0.0f, scale, shift);
       else
         for (int64_t i = 0; i < HW; i++) yr[i] = (xr[i] - mf) * scale + shift;
     }
@@ -771,10 +1008,11 @@ static void bn_backward_item(int64_t c, int worker, void *vj) {
   {
     const double m = mean[c], is = invstd[c];
     double sdy = 0, sdyx = 0; /* sum dy, sum dy*(x - m) */
-    const bool v512 = ml__simd_level() >= ML_SIMD_AVX512;
-    if (v512) {
+    const bool v512 = ml__simd_level() >= ML_SIMD_AVX512, v256 = ml__simd_level() == ML_SIMD_AVX2;
+    if (v512 || v256) {
       double t[2];
-      bn_sums_avx512(dy + c * HW, NULL, x + c * HW, B, C * HW, HW, (float)m, t);
+      if (v512) bn_sums_avx512(dy + c * HW, NULL, x + c * HW, B, C * HW, HW, (float)m, t);
+      else bn_sums_avx2(dy + c * HW, NULL, x + c * HW, B, C * HW, HW, (float)m, t);
       sdy = t[0], sdyx = t[1];
     } else
       for (int64_t b = 0; b < B; b++)
@@ -789,6 +1027,7 @@ static void bn_backward_item(int64_t c, int worker, void *vj) {
       const float *xr = x + (b * C + c) * HW, *dr = dy + (b * C + c) * HW;
       float *o = dx + (b * C + c) * HW;
       if (v512) bn_affine_row_avx512(o, dr, NULL, xr, HW, mf, fa, 0.0f, fb, fc);
+      else if (v256) bn_affine_row_avx2(o, dr, NULL, xr, HW, mf, fa, 0.0f, fb, fc);
       else
         for (int64_t i = 0; i < HW; i++) o[i] = fa * dr[i] + fb * (xr[i] - mf) + fc;
     }
@@ -828,14 +1067,16 @@ static void bn_double_item(int64_t c, int worker, void *vj) {
   const double gam = j->gamma ? j->gamma[c] : 1.0, G = j->ggg ? j->ggg[c] : 0.0;
   const float mf = (float)m;
   double sdy = 0, sdyx = 0, sgg = 0, sggx = 0, sdygg = 0;
-  const bool v512 = ml__simd_level() >= ML_SIMD_AVX512;
-  if (v512) {
+  const bool v512 = ml__simd_level() >= ML_SIMD_AVX512, v256 = ml__simd_level() == ML_SIMD_AVX2;
+  if (v512 || v256) {
     double t[5];
-    bn_sums_avx512(j->dy + c * HW, j->ggi ? j->ggi + c * HW : NULL, j->x + c * HW, B, C * HW, HW, mf, t);
+    const float *ggi = j->ggi ? j->ggi + c * HW : NULL;
+    if (v512) bn_sums_avx512(j->dy + c * HW, ggi, j->x + c * HW, B, C * HW, HW, mf, t);
+    else bn_sums_avx2(j->dy + c * HW, ggi, j->x + c * HW, B, C * HW, HW, mf, t);
     sdy = t[0], sdyx = t[1];
     if (j->ggi) sgg = t[2], sggx = t[3], sdygg = t[4];
   }
-  for (int64_t b = 0; !v512 && b < B; b++) {
+  for (int64_t b = 0; !v512 && !v256 && b < B; b++) {
     const float *xr = j->x + (b * C + c) * HW, *dr = j->dy + (b * C + c) * HW;
     dy_sums_row(dr, xr, HW, mf, &sdy, &sdyx);
     if (j->ggi) {
@@ -864,6 +1105,9 @@ static void bn_double_item(int64_t c, int worker, void *vj) {
     if (v512) {
       if (gx) bn_affine_row_avx512(gx, dr, gr, xr, HW, mf, a1, a2, a3, a4);
       if (gdy) bn_affine_row_avx512(gdy, NULL, gr, xr, HW, mf, 0.0f, b1, b3, b4);
+    } else if (v256) {
+      if (gx) bn_affine_row_avx2(gx, dr, gr, xr, HW, mf, a1, a2, a3, a4);
+      if (gdy) bn_affine_row_avx2(gdy, NULL, gr, xr, HW, mf, 0.0f, b1, b3, b4);
     } else if (gr) {
       if (gx)
         for (int64_t i = 0; i < HW; i++) gx[i] = a1 * dr[i] + a2 * gr[i] + a3 * (xr[i] - mf) + a4;
@@ -955,6 +1199,51 @@ AVX512_TARGET static void bnp_forward_plane_avx512(const float *x, float *out, u
       if (relu) mx = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_GT_OQ), mx);
       _mm512_mask_storeu_ps(out + oh * OW + ow0, mo, mx);
       if (arg) _mm512_mask_cvtepi32_storeu_epi8(arg + oh * OW + ow0, mo, bi);
+    }
+  }
+}
+
+/* The same with AVX2, 8 windows at a time: each row's 16 columns split into even and odd by an
+ * in-lane shuffle, which leaves the windows in the order 0-1 4-5 2-3 6-7; the max and argmax are
+ * per lane, so only they are put back in order (one cross-lane permute each). Same bits again. */
+AVX2_TARGET static void bnp_forward_plane_avx2(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W,
+                                               float mf, float scale, float shift, bool relu) {
+  const int64_t OH = H / 2, OW = W / 2, n_out = OH * OW;
+  const __m256 vm = _mm256_set1_ps(mf), vs = _mm256_set1_ps(scale), vh = _mm256_set1_ps(shift);
+  const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)), two = _mm256_castsi256_ps(_mm256_set1_epi32(2)),
+               three = _mm256_castsi256_ps(_mm256_set1_epi32(3));
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
+      const int64_t n = OW - ow0 < 8 ? OW - ow0 : 8, f = oh * OW + ow0;
+      const float *p0 = r0 + 2 * ow0, *p1 = r1 + 2 * ow0;
+      const __m256 a0 = load8(p0, 2 * n), a1 = load8(p0 + 8, 2 * n - 8);
+      const __m256 b0 = load8(p1, 2 * n), b1 = load8(p1 + 8, 2 * n - 8);
+#define NORM(v) _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps((v), vm), vs), vh)
+      const __m256 y00 = NORM(_mm256_shuffle_ps(a0, a1, 0x88)), y01 = NORM(_mm256_shuffle_ps(a0, a1, 0xdd));
+      const __m256 y10 = NORM(_mm256_shuffle_ps(b0, b1, 0x88)), y11 = NORM(_mm256_shuffle_ps(b0, b1, 0xdd));
+#undef NORM
+      __m256 mx = y00, bi = _mm256_setzero_ps(), m = _mm256_cmp_ps(y01, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y01, m), bi = _mm256_blendv_ps(bi, one, m);
+      m = _mm256_cmp_ps(y10, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y10, m), bi = _mm256_blendv_ps(bi, two, m);
+      m = _mm256_cmp_ps(y11, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y11, m), bi = _mm256_blendv_ps(bi, three, m);
+      if (relu) mx = _mm256_and_ps(mx, _mm256_cmp_ps(mx, _mm256_setzero_ps(), _CMP_GT_OQ));
+      mx = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mx), 0xd8));
+      /* a full store runs into the next output row (written after it), except at the plane's end */
+      store8(out + f, f + 8 <= n_out ? 8 : n, mx);
+      if (arg) {
+        const __m256i c = _mm256_permute4x64_epi64(_mm256_castps_si256(bi), 0xd8);
+        __m128i b = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+        b = _mm_packus_epi16(b, b);
+        if (f + 8 <= n_out) _mm_storel_epi64((__m128i *)(void *)(arg + f), b);
+        else {
+          uint8_t t[16];
+          _mm_storeu_si128((__m128i *)(void *)t, b);
+          memcpy(arg + f, t, (size_t)n);
+        }
+      }
     }
   }
 }
@@ -1107,10 +1396,148 @@ AVX512_TARGET static void bnp_backward_sums_avx512(const float *x, const float *
   *sdyx += _mm512_reduce_add_ps(s1);
 }
 
+/* ---- AVX2 versions of the pool and batch-norm-pool backward passes, 8 windows at a time ---- */
+
+/* Codes i.. of a plane of n >= 8 window codes as 32-bit lanes; near the plane's end its last 8
+ * codes, shifted down (lanes past the plane: don't care), as plane_codes_at does. */
+AVX2_TARGET static inline __m256i plane_codes8_at(const uint8_t *p, int64_t n, int64_t i) {
+  if (i + 8 <= n) return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p + i)));
+  const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(p + n - 8)));
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_permutevar8x32_epi32(v, _mm256_add_epi32(lane, _mm256_set1_epi32((int32_t)(i + 8 - n))));
+}
+
+/* lanes m (a lane mask) less those a ReLU zeroed, as relu_lanes */
+AVX2_TARGET static inline __m256i relu_lanes8(__m256i m, const float *rout, int64_t i) {
+  if (!rout) return m;
+  const __m256 r = _mm256_maskload_ps(rout + i, m);
+  return _mm256_and_si256(m, _mm256_castps_si256(_mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_GT_OQ)));
+}
+
+/* Window codes (or values) of 8 windows spread to their 16 input columns: columns 0-7, 8-15. */
+#define DUP8_LO _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)
+#define DUP8_HI _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7)
+
+/* pool_scatter_plane_avx512 with 8 windows at a time (planes of 8 windows or more) */
+AVX2_TARGET static void pool_scatter_plane_avx2(float *dx, const float *g, const uint8_t *arg, int64_t H, int64_t W) {
+  const int64_t OH = H / 2, OW = W / 2;
+  const __m256i par = _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1), par2 = _mm256_add_epi32(par, _mm256_set1_epi32(2));
+  for (int64_t oh = 0; oh < OH; oh++) {
+    float *d0 = dx + 2 * oh * W, *d1 = d0 + W;
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
+      const int64_t n = OW - ow0 < 8 ? OW - ow0 : 8, c0 = 2 * ow0, i = oh * OW + ow0;
+      const __m256 gv = load8(g + i, n);
+      const __m256i code = plane_codes8_at(arg, OH * OW, i);
+      const __m256i clo = _mm256_permutevar8x32_epi32(code, DUP8_LO), chi = _mm256_permutevar8x32_epi32(code, DUP8_HI);
+      const __m256 glo = _mm256_permutevar8x32_ps(gv, DUP8_LO), ghi = _mm256_permutevar8x32_ps(gv, DUP8_HI);
+      store8(d0 + c0, 2 * n, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(clo, par)), glo));
+      store8(d0 + c0 + 8, 2 * n - 8, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(chi, par)), ghi));
+      store8(d1 + c0, 2 * n, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(clo, par2)), glo));
+      store8(d1 + c0 + 8, 2 * n - 8, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(chi, par2)), ghi));
+    }
+    if (W > 2 * OW) d0[W - 1] = d1[W - 1] = 0.0f;
+  }
+  if (H > 2 * OH) memset(dx + (H - 1) * W, 0, (size_t)W * sizeof(float));
+}
+
+/* pool_gather_plane_avx512 with 8 windows at a time: even and odd columns split in the shuffled
+ * window order of bnp_forward_plane_avx2, the codes put in that order too (the permute is its
+ * own inverse), and the picked values back in order */
+AVX2_TARGET static void pool_gather_plane_avx2(float *out, const float *x, const uint8_t *arg, int64_t H, int64_t W) {
+  const int64_t OH = H / 2, OW = W / 2, n_out = OH * OW;
+  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
+      const int64_t n = OW - ow0 < 8 ? OW - ow0 : 8, c0 = 2 * ow0, i = oh * OW + ow0;
+      const __m256 a0 = load8(r0 + c0, 2 * n), a1 = load8(r0 + c0 + 8, 2 * n - 8);
+      const __m256 b0 = load8(r1 + c0, 2 * n), b1 = load8(r1 + c0 + 8, 2 * n - 8);
+      const __m256i code = _mm256_permute4x64_epi64(plane_codes8_at(arg, n_out, i), 0xd8);
+      const __m256 right = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, one), one));
+      const __m256 down = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, two), two));
+      const __m256 top = _mm256_blendv_ps(_mm256_shuffle_ps(a0, a1, 0x88), _mm256_shuffle_ps(a0, a1, 0xdd), right);
+      const __m256 bottom = _mm256_blendv_ps(_mm256_shuffle_ps(b0, b1, 0x88), _mm256_shuffle_ps(b0, b1, 0xdd), right);
+      const __m256 v = _mm256_blendv_ps(top, bottom, down);
+      /* a full store runs into the next output row (written after it), except at the plane's end */
+      store8(out + i, i + 8 <= n_out ? 8 : n, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xd8)));
+    }
+  }
+}
+
+/* bnp_backward_plane_avx512 with 8 windows at a time; the argmax's add is a blend of the sum
+ * (adding a zero elsewhere would turn a -0 dense term into +0): the same bits as the scalar
+ * passes. Planes of 8 windows or more. */
+AVX2_TARGET static void bnp_backward_plane_avx2(float *dx, const float *x, const float *go, const float *rout,
+                                                const uint8_t *arg, int64_t H, int64_t W, float mf, float fa,
+                                                float fb, float fc) {
+  const int64_t OH = H / 2, OW = W / 2;
+  const __m256i par = _mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1), par2 = _mm256_add_epi32(par, _mm256_set1_epi32(2));
+  const __m256 vm = _mm256_set1_ps(mf), va = _mm256_set1_ps(fa), vb = _mm256_set1_ps(fb), vc = _mm256_set1_ps(fc);
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+    float *d0 = dx + 2 * oh * W, *d1 = d0 + W;
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
+      const int64_t n = OW - ow0 < 8 ? OW - ow0 : 8, c0 = 2 * ow0, i = oh * OW + ow0;
+#define DENSE(v) _mm256_add_ps(_mm256_mul_ps(vb, _mm256_sub_ps((v), vm)), vc)
+      __m256 a0 = DENSE(load8(r0 + c0, 2 * n)), a1 = DENSE(load8(r0 + c0 + 8, 2 * n - 8));
+      __m256 b0 = DENSE(load8(r1 + c0, 2 * n)), b1 = DENSE(load8(r1 + c0 + 8, 2 * n - 8));
+#undef DENSE
+      const __m256 g = _mm256_mul_ps(va, _mm256_maskload_ps(go + i, relu_lanes8(lanes8(0, n), rout, i)));
+      const __m256i code = plane_codes8_at(arg, OH * OW, i);
+      const __m256i clo = _mm256_permutevar8x32_epi32(code, DUP8_LO), chi = _mm256_permutevar8x32_epi32(code, DUP8_HI);
+      const __m256 glo = _mm256_permutevar8x32_ps(g, DUP8_LO), ghi = _mm256_permutevar8x32_ps(g, DUP8_HI);
+      a0 = _mm256_blendv_ps(a0, _mm256_add_ps(a0, glo), _mm256_castsi256_ps(_mm256_cmpeq_epi32(clo, par)));
+      a1 = _mm256_blendv_ps(a1, _mm256_add_ps(a1, ghi), _mm256_castsi256_ps(_mm256_cmpeq_epi32(chi, par)));
+      b0 = _mm256_blendv_ps(b0, _mm256_add_ps(b0, glo), _mm256_castsi256_ps(_mm256_cmpeq_epi32(clo, par2)));
+      b1 = _mm256_blendv_ps(b1, _mm256_add_ps(b1, ghi), _mm256_castsi256_ps(_mm256_cmpeq_epi32(chi, par2)));
+      /* masked near a row's end: the next row of this plane is already written */
+      store8(d0 + c0, 2 * n, a0), store8(d0 + c0 + 8, 2 * n - 8, a1);
+      store8(d1 + c0, 2 * n, b0), store8(d1 + c0 + 8, 2 * n - 8, b1);
+    }
+    for (int64_t w = 2 * OW; w < W; w++) d0[w] = fb * (r0[w] - mf) + fc, d1[w] = fb * (r1[w] - mf) + fc;
+  }
+  for (int64_t i = 2 * OH * W; i < H * W; i++) dx[i] = fb * (x[i] - mf) + fc;
+}
+
+/* sum dout and sum dout * (x[argmax] - m) over one plane's windows (n_out >= 8), 8 at a time
+ * along each pooled row: x at the argmax picked out of the two input rows as in
+ * pool_gather_plane_avx2 (in the shuffled window order, dout put in that order too). On Zen 3
+ * this beats a gather of x as bnp_backward_sums_avx512 does. Fixed order: the same bits at any
+ * thread count. */
+AVX2_TARGET static void bnp_backward_sums_avx2(const float *x, const float *go, const float *rout, const uint8_t *arg,
+                                               int64_t H, int64_t W, float mf, double *sdy, double *sdyx) {
+  const int64_t OH = H / 2, OW = W / 2, n_out = OH * OW;
+  const __m256 vm = _mm256_set1_ps(mf);
+  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  for (int64_t oh = 0; oh < OH; oh++) {
+    const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+    for (int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
+      const int64_t n = OW - ow0 < 8 ? OW - ow0 : 8, c0 = 2 * ow0, i = oh * OW + ow0;
+      const __m256 g = _mm256_maskload_ps(go + i, relu_lanes8(lanes8(0, n), rout, i));
+      const __m256i code = _mm256_permute4x64_epi64(plane_codes8_at(arg, n_out, i), 0xd8);
+      const __m256 a0 = load8(r0 + c0, 2 * n), a1 = load8(r0 + c0 + 8, 2 * n - 8);
+      const __m256 b0 = load8(r1 + c0, 2 * n), b1 = load8(r1 + c0 + 8, 2 * n - 8);
+      const __m256 right = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, one), one));
+      const __m256 down = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, two), two));
+      const __m256 top = _mm256_blendv_ps(_mm256_shuffle_ps(a0, a1, 0x88), _mm256_shuffle_ps(a0, a1, 0xdd), right);
+      const __m256 bottom = _mm256_blendv_ps(_mm256_shuffle_ps(b0, b1, 0x88), _mm256_shuffle_ps(b0, b1, 0xdd), right);
+      /* g in the shuffled order; lanes past n (and ReLU-zeroed ones) have g = 0, as the scalar sums */
+      const __m256 gs = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(g), 0xd8));
+      s0 = _mm256_add_ps(s0, gs);
+      s1 = _mm256_add_ps(s1, _mm256_mul_ps(gs, _mm256_sub_ps(_mm256_blendv_ps(top, bottom, down), vm)));
+    }
+  }
+  *sdy += hsum8(s0);
+  *sdyx += hsum8(s1);
+}
+
 void ml__bnp_forward_plane(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W, float mf, float scale,
                            float shift, bool relu) {
   if (ml__simd_level() >= ML_SIMD_AVX512)
     bnp_forward_plane_avx512(x, out, arg, H, W, mf, scale, shift, relu);
+  else if (pool_planes_avx2(H, W))
+    bnp_forward_plane_avx2(x, out, arg, H, W, mf, scale, shift, relu);
   else if (arg)
     bnp_forward_plane_scalar(x, out, arg, H, W, mf, scale, shift, relu, true);
   else
@@ -1130,6 +1557,10 @@ void ml__bnp_backward_sums(const float *x, const float *go, const float *rout, c
     bnp_backward_sums_avx512(x, go, rout, arg, H, W, mf, sdy, sdyx);
     return;
   }
+  if (pool_planes_avx2(H, W)) {
+    bnp_backward_sums_avx2(x, go, rout, arg, H, W, mf, sdy, sdyx);
+    return;
+  }
   const int64_t OH = H / 2, OW = W / 2;
   float a0 = 0, a1 = 0;
   for (int64_t oh = 0; oh < OH; oh++)
@@ -1145,6 +1576,10 @@ void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const fl
                             int64_t H, int64_t W, float mf, float fa, float fb, float fc) {
   if (ml__simd_level() >= ML_SIMD_AVX512 && (H / 2) * (W / 2) >= 16) {
     bnp_backward_plane_avx512(dx, x, go, rout, arg, H, W, mf, fa, fb, fc);
+    return;
+  }
+  if (pool_planes_avx2(H, W)) {
+    bnp_backward_plane_avx2(dx, x, go, rout, arg, H, W, mf, fa, fb, fc);
     return;
   }
   const int64_t HW = H * W, OH = H / 2, OW = W / 2;
