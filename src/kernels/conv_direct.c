@@ -1,5 +1,6 @@
 /* kernels/conv_direct.c: stride-1 convolution read straight from a zero-padded copy of each
- * image (AVX-512), with no im2col matrix.
+ * image (AVX-512; a first layer's forward and weight gradient also AVX2, at the end), with no
+ * im2col matrix.
  *
  * The output positions run over the padded grid flattened row by row: OH rows of Wp = W + 2*pw
  * columns, of which the last Wp - OW of each row are junk. For the tap (kh, kw), the inputs of
