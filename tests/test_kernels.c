@@ -191,7 +191,10 @@ static const conv_case conv_cases[] = {
     {3, 1, 28, 28, 64, 3, 3, 1, 1}, {2, 1, 9, 17, 5, 3, 3, 1, 1}, {2, 2, 4, 2, 3, 3, 3, 1, 1},
     {2, 3, 11, 19, 4, 3, 3, 1, 0}, {70, 7, 5, 6, 6, 3, 3, 1, 1},
     /* padding wider than a vector: the padded copy's zero runs span several stores */
-    {1, 2, 5, 4, 3, 3, 3, 1, 9}, {2, 16, 3, 18, 64, 3, 3, 1, 9}};
+    {1, 2, 5, 4, 3, 3, 3, 1, 9}, {2, 16, 3, 18, 64, 3, 3, 1, 9},
+    /* AVX2 first layer (8-lane flat tiles of 4 channels x 3 vectors): an output past 8 MB
+     * (streamed stores), a ragged last vector and a channel count not a multiple of 4, 3-wide rows */
+    {48, 1, 28, 28, 64, 3, 3, 1, 1}, {1, 2, 13, 11, 7, 3, 3, 1, 1}, {2, 1, 5, 3, 6, 3, 3, 1, 1}};
 
 static void check_conv(const conv_case *cc, const char *what) {
   ml_conv_shape s;

@@ -1,5 +1,6 @@
 /* kernels/conv_direct.c: stride-1 convolution read straight from a zero-padded copy of each
- * image (AVX-512), with no im2col matrix.
+ * image (AVX-512; a first layer's forward and weight gradient also AVX2, at the end), with no
+ * im2col matrix.
  *
  * The output positions run over the padded grid flattened row by row: OH rows of Wp = W + 2*pw
  * columns, of which the last Wp - OW of each row are junk. For the tap (kh, kw), the inputs of
@@ -65,6 +66,11 @@ static int64_t shifted_copy_floats(const dconv *d) {
   return ((rows > reach ? rows : reach) + 15) & ~(int64_t)15;
 }
 
+static void flat_layout(dconv *d) {
+  d->flat = d->aligned = true, d->NV = (d->OH * d->OW + 15) / 16, d->RS = d->OW, d->KS = shifted_copy_floats(d);
+  d->PS = d->KW * d->KS;
+}
+
 /* min_ow < 0: the weight gradient's shape (-min_ow wide rows at least), no kernel choice */
 static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int64_t OC, int64_t KH, int64_t KW,
                        int64_t ph, int64_t pw, int64_t min_ow) {
@@ -96,10 +102,7 @@ static bool dconv_make(dconv *d, int64_t B, int64_t C, int64_t H, int64_t W, int
   const int64_t P = d->OH * d->OW;
   d->flat = min_ow > 0 && !d->by_channel && C * KH * KW < MIN_CHANNEL_TAPS && (P + 15) / 16 < d->NV &&
             (P + 15) / 16 <= MAX_NV;
-  if (d->flat) {
-    d->aligned = true, d->NV = (P + 15) / 16, d->RS = d->OW, d->KS = shifted_copy_floats(d);
-    d->PS = KW * d->KS;
-  }
+  if (d->flat) flat_layout(d);
   return true;
 }
 
@@ -133,7 +136,14 @@ const char *ml_conv_backend(void) {
              : "direct avx512 (stride 1; vectors over output channels, or over output rows >= 3 wide); im2col + gemm";
 }
 
+static bool avx2_first_layer(const ml_conv_shape *s, bool weight);
+
 static bool forward_shape(const ml_conv_shape *s, dconv *d) {
+  if (!g_off && s->stride == 1 && ml__simd_level() == ML_SIMD_AVX2 && avx2_first_layer(s, false) &&
+      dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, 1) && !d->by_channel) {
+    flat_layout(d); /* AVX2: always the flat layout (no junk lanes, whatever the plane) */
+    return true;
+  }
   return !g_off && s->stride == 1 && ml__simd_level() >= ML_SIMD_AVX512 &&
          dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, MIN_OW_FORWARD);
 }
@@ -615,6 +625,8 @@ static _Thread_local struct {
   vec_store vs[MAX_NV];
 } g_vs;
 
+static void direct_item_avx2(int64_t b, int worker, void *vj);
+
 #define STREAM_BYTES ((size_t)8 << 20)
 static void run(const dconv *d, float *out, const float *in, const float *bias, float *scratch) {
   vec_store *vs = g_vs.vs;
@@ -659,7 +671,7 @@ static void run(const dconv *d, float *out, const float *in, const float *bias, 
   dconv ds = *d;
   ds.stream = d->flat && (size_t)(d->B * d->OC * d->OH * d->OW) * sizeof(float) > STREAM_BYTES;
   dconv_job j = {.d = &ds, .in = in, .wt = scratch, .bias = bias, .out = out, .planes = biasp + oc_blocks(d), .vs = vs};
-  ml__kernels_run(d->B, direct_item, &j);
+  ml__kernels_run(d->B, ml__simd_level() >= ML_SIMD_AVX512 ? direct_item : direct_item_avx2, &j);
 }
 
 /* wt[oc / R][c][kh][kw][oc % R] = w[oc][c][kh][kw], zero past OC (R: the kernel's block) */
@@ -726,7 +738,9 @@ static bool weight_shape(const ml_conv_shape *s, dconv *d) {
 /* A 3x3 layer with fewer (channel, tap) rows (a first layer: 1 channel, 9 rows) instead
  * vectorizes over the positions of an output row: see weight_narrow. */
 static bool narrow_shape(const ml_conv_shape *s, dconv *d) {
-  return !g_off && s->stride == 1 && ml__simd_level() >= ML_SIMD_AVX512 && s->C * s->KH * s->KW < MIN_WEIGHT_ROWS &&
+  const ml_simd_level l = ml__simd_level();
+  return !g_off && s->stride == 1 && (l >= ML_SIMD_AVX512 || (l == ML_SIMD_AVX2 && avx2_first_layer(s, true))) &&
+         s->C * s->KH * s->KW < MIN_WEIGHT_ROWS &&
          s->KH == 3 && s->KW == 3 && dconv_make(d, s->B, s->C, s->H, s->W, s->OC, s->KH, s->KW, s->pad, s->pad, -1);
 }
 
@@ -812,8 +826,10 @@ AVX512_TARGET static inline __attribute__((always_inline)) void weight_tile(cons
 #define NO 3 /* output channels per register tile: 27 accumulators, 3 of dout, 1 of the image */
 
 static int64_t narrow_oc(const dconv *d) { return (d->OC + NO - 1) / NO * NO; }
+static int64_t narrow_oc_avx2(const dconv *d);
 static size_t narrow_work_floats(const dconv *d) {
-  return (size_t)(3 * d->C * shifted_copy_floats(d) + (d->C * 9 + 1) * narrow_oc(d) * 16);
+  const int64_t n = narrow_oc(d) > narrow_oc_avx2(d) ? narrow_oc(d) : narrow_oc_avx2(d);
+  return (size_t)(3 * d->C * shifted_copy_floats(d) + (d->C * 9 + 1) * n * 16);
 }
 
 AVX512_TARGET static void weight_narrow(const dconv *d, const float *copies, const float *g, int64_t oc,
@@ -909,9 +925,12 @@ AVX512_TARGET static void weight_narrow_group(const dconv *d, const float *in, c
  * (channel, tap) rows [row0, row1) (row0 a multiple of WR; the other rows untouched); db (OC, or
  * NULL) = the bias gradient, the sums of dout, taken while the image's dout is in cache. Each
  * element's sum runs in the same order whatever the row range: the same bits. */
-AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout,
-                                                int64_t first, int64_t last, int64_t row0, int64_t row1,
-                                                float *work, float *dst, float *db) {
+static void weight_narrow_group_avx2(const dconv *d, const float *in, const float *dout, int64_t first, int64_t last,
+                                     float *work, float *dst, float *db);
+
+AVX512_TARGET static void weight_group512(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
+                                          int64_t last, int64_t row0, int64_t row1, float *work, float *dst,
+                                          float *db) {
   dconv d;
   if (narrow_shape(s, &d)) {
     weight_narrow_group(&d, in, dout, first, last, work, dst, db);
@@ -964,4 +983,268 @@ AVX512_TARGET void ml__conv_direct_weight_group(const ml_conv_shape *s, const fl
     for (int64_t ct = row0; ct < row1; ct++) dst[oc * CT + ct] = wt[ct * O + oc];
   if (db)
     for (int64_t oc = 0; oc < s->OC; oc++) db[oc] = (float)dbacc[oc];
+}
+
+void ml__conv_direct_weight_group(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
+                                  int64_t last, int64_t row0, int64_t row1, float *work, float *dst, float *db) {
+  dconv d;
+  if (ml__simd_level() < ML_SIMD_AVX512 && narrow_shape(s, &d)) {
+    weight_narrow_group_avx2(&d, in, dout, first, last, work, dst, db);
+    return;
+  }
+  weight_group512(s, in, dout, first, last, row0, row1, work, dst, db);
+}
+
+/* ---- AVX2 (8 lanes, 16 registers, no masks): the first layer only ----
+ * The 64-channel layers go to Winograd on AVX2; what is left to im2col + GEMM is the first layer
+ * (C*KH*KW < 64), whose GEMM has a K of 9: BLAS packs more than it multiplies. The same two
+ * kernels as above in 8-lane vectors on the shifted copies, for the forward (the flat row-vector
+ * tile) and the weight gradient (weight_narrow). */
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+
+/* The shapes measured to beat im2col + OpenBLAS (Zen 3, 1 thread, 3x3 pad 1, 1 and 3 input
+ * channels, 4 to 64 output channels, 1 and 16 images; time direct / im2col): 28x28 0.65-0.86
+ * forward, 0.36-0.73 weight (Conv4's first layer, 80 images: 2.04 -> 1.36 ms, 2.85 -> 1.40 ms);
+ * 14x14 0.46-0.94, 0.39-0.80; 8x8 0.39-0.97, 0.35-0.93; but planes below 64 positions lose:
+ * 7x7 one image 0.8-1.25, 3x3 up to 1.8 forward and 2.5 weight (too few vectors per tile and
+ * per image to pay for the copies and the horizontal sums). Forcing the row-vector kernel
+ * (ml__conv_direct_kernel(1), the tests) takes every few-channel shape, so that tails and odd
+ * planes run through these kernels too. */
+#define AVX2_MIN_POSITIONS 64
+#define AVX2_MAX_C 3
+static bool avx2_first_layer(const ml_conv_shape *s, bool weight) {
+  if (s->C * s->KH * s->KW >= MIN_CHANNEL_TAPS || (weight && (s->KH != 3 || s->KW != 3))) return false;
+  if (g_kernel == 1) return true;
+  return g_kernel == 0 && s->KH == 3 && s->KW == 3 && s->C <= AVX2_MAX_C && s->OH * s->OW >= AVX2_MIN_POSITIONS;
+}
+
+AVX2_TARGET static inline __m256i lanes8(int64_t n) { /* the first min(max(n, 0), 8) lanes */
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* shifted_copies in 8-lane vectors: masked-off lanes of a maskload never fault */
+AVX2_TARGET static void shifted_copies_avx2(const dconv *d, float *copies, const float *x) {
+  const int64_t H = d->H, W = d->W, OW = d->OW, rows = d->OH + d->KH - 1, KS = shifted_copy_floats(d);
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t c = 0; c < d->C; c++, x += H * W)
+    for (int64_t kw = 0; kw < d->KW; kw++) {
+      float *o = copies + (c * d->KW + kw) * KS;
+      const int64_t shift = kw - d->pw; /* output column j reads input column j + shift */
+      for (int64_t y = 0; y < rows; y++) {
+        const int64_t h = y - d->ph;
+        for (int64_t j = 0; j < OW; j += 8) {
+          __m256 v = zero;
+          const int64_t lo = -shift - j, hi = W - shift - j; /* lanes [lo, hi) lie in [0, W) */
+          if (h >= 0 && h < H && hi > 0 && lo < 8 && hi > lo) {
+            const __m256i m = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(lo > 0 ? lo : 0)), lane),
+                                                  lanes8(hi));
+            v = _mm256_maskload_ps(x + h * W + j + shift, m);
+          }
+          if (OW - j >= 8) _mm256_storeu_ps(o + y * OW + j, v);
+          else _mm256_maskstore_ps(o + y * OW + j, lanes8(OW - j), v);
+        }
+      }
+      for (int64_t k = rows * OW; k < KS; k += 8) _mm256_maskstore_ps(o + k, lanes8(KS - k), zero);
+    }
+}
+
+/* The flat tile in 8 lanes: MR2 output channels (half of a weight block of MR) x NR2 vectors of
+ * the output plane in 12 registers, 3 for the image, 1 broadcast weight. Per tap 3 loads and 4
+ * broadcasts for 12 FMAs. */
+#define MR2 4
+#define NR2 3
+AVX2_TARGET static inline __attribute__((always_inline)) void tile_avx2(const dconv *d, const float *xp,
+                                                                        const float *wt, const float *bias,
+                                                                        int64_t oc0, int64_t v0, float *out,
+                                                                        const int nr, const bool k3,
+                                                                        const bool stream) {
+  __m256 acc[MR2][NR2];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR2; i++) {
+    const __m256 b = _mm256_set1_ps(bias && oc0 + i < d->OC ? bias[oc0 + i] : 0.0f);
+#pragma GCC unroll 3
+    for (int j = 0; j < NR2; j++) acc[i][j] = b;
+  }
+  const int64_t RS = d->RS, KS = d->KS, KH = k3 ? 3 : d->KH, KW = k3 ? 3 : d->KW;
+  const float *xv = xp + 8 * v0;
+#ifdef __clang__
+  const int64_t PS = d->PS; /* in a register: the barrier below would reload d->PS at every tap */
+#endif
+  for (int64_t c = 0; c < d->C; c++)
+#pragma GCC unroll 3
+    for (int64_t kh = 0; kh < KH; kh++)
+#pragma GCC unroll 3
+      for (int64_t kw = 0; kw < KW; kw++, wt += MR) {
+#ifdef __clang__
+        const float *x = xv + c * PS + kh * RS + kw * KS;
+#else
+        const float *x = xv + c * d->PS + kh * RS + kw * KS; /* hoisting d->PS cost GCC 0.016 -> 0.019 ms */
+#endif
+        __m256 bv[NR2];
+#pragma GCC unroll 3
+        for (int j = 0; j < NR2; j++) bv[j] = j < nr ? _mm256_loadu_ps(x + 8 * j) : _mm256_setzero_ps();
+#pragma GCC unroll 4
+        for (int i = 0; i < MR2; i++) {
+          const __m256 a = _mm256_broadcast_ss(wt + i);
+#pragma GCC unroll 3
+          for (int j = 0; j < NR2; j++)
+            if (j < nr) acc[i][j] = _mm256_fmadd_ps(a, bv[j], acc[i][j]);
+        }
+#ifdef __clang__
+        /* the tap's FMAs done before the next tap's loads: clang moved those loads up and, one
+         * register short, spilled accumulators (bench/kernels one image forward: 0.024 -> 0.015
+         * ms); GCC keeps the order, and the barrier costs it register copies (0.016 -> 0.022 ms) */
+        __asm__ volatile(""
+                         : "+x"(acc[0][0]), "+x"(acc[0][1]), "+x"(acc[0][2]), "+x"(acc[1][0]), "+x"(acc[1][1]),
+                           "+x"(acc[1][2]), "+x"(acc[2][0]), "+x"(acc[2][1]), "+x"(acc[2][2]), "+x"(acc[3][0]),
+                           "+x"(acc[3][1]), "+x"(acc[3][2])
+                         :
+                         : "memory");
+#endif
+      }
+  const int64_t P = d->OH * d->OW;
+#pragma GCC unroll 4
+  for (int i = 0; i < MR2; i++) {
+    if (oc0 + i >= d->OC) break;
+    float *o = out + (oc0 + i) * P;
+#pragma GCC unroll 3
+    for (int j = 0; j < NR2; j++)
+      if (j < nr) {
+        const int64_t q = 8 * (v0 + j);
+        if (P - q < 8) _mm256_maskstore_ps(o + q, lanes8(P - q), acc[i][j]);
+        else if (stream) _mm256_stream_ps(o + q, acc[i][j]);
+        else _mm256_storeu_ps(o + q, acc[i][j]);
+      }
+  }
+}
+
+AVX2_TARGET static void direct_item_avx2(int64_t b, int worker, void *vj) {
+  const dconv_job *j = vj;
+  const dconv *d = j->d;
+  float *xp = j->planes + (size_t)worker * worker_floats(d);
+  shifted_copies_avx2(d, xp, j->in + b * d->C * d->H * d->W);
+  const int64_t P = d->OH * d->OW, NV = (P + 7) / 8, taps = d->C * d->KH * d->KW;
+  float *out = j->out + b * d->OC * P;
+  const bool k3 = d->KH == 3 && d->KW == 3, stream = d->stream && P % 8 == 0 && !((uintptr_t)out & 31);
+  for (int64_t oc0 = 0; oc0 < d->OC; oc0 += MR2) {
+    const float *wt = j->wt + (oc0 / MR) * taps * MR + oc0 % MR;
+    for (int64_t v0 = 0; v0 < NV; v0 += NR2) {
+      const int nr = (int)(NV - v0 < NR2 ? NV - v0 : NR2);
+#define TILE2(n, st)                                                         \
+  (k3 ? tile_avx2(d, xp, wt, j->bias, oc0, v0, out, n, true, st)             \
+      : tile_avx2(d, xp, wt, j->bias, oc0, v0, out, n, false, st))
+      if (stream) {
+        if (nr == 3) TILE2(3, true);
+        else if (nr == 2) TILE2(2, true);
+        else TILE2(1, true);
+      } else {
+        if (nr == 3) TILE2(3, false);
+        else if (nr == 2) TILE2(2, false);
+        else TILE2(1, false);
+      }
+#undef TILE2
+    }
+  }
+  if (stream) _mm_sfence();
+}
+
+/* weight_narrow in 8 lanes: a tile of NO2 output channels x the 3 taps of one kernel row (12
+ * registers, 3 of the image, 1 of dout), three passes per tile over its dout (in L1 after the
+ * first; 4 channels of a 28x28 plane: 12.5 KB). Per 8 positions 3 + 4 loads for 12 FMAs. */
+#define NO2 4
+
+static int64_t narrow_oc_avx2(const dconv *d) { return (d->OC + NO2 - 1) / NO2 * NO2; }
+
+AVX2_TARGET static inline __attribute__((always_inline)) void narrow_step_avx2(const float *const *xk,
+                                                                               const float *const *go, int64_t k,
+                                                                               __m256 acc[NO2][3], const bool tail,
+                                                                               int64_t P) {
+  __m256 v[3];
+#pragma GCC unroll 3
+  for (int t = 0; t < 3; t++) {
+    v[t] = _mm256_loadu_ps(xk[t] + k); /* slack past the plane: finite, times 0 */
+    __asm__("" : "+x"(v[t]));         /* one load in a register, not one folded into each FMA */
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < NO2; i++) {
+    const __m256 a = tail ? _mm256_maskload_ps(go[i] + k, lanes8(P - k)) : _mm256_loadu_ps(go[i] + k);
+#pragma GCC unroll 3
+    for (int t = 0; t < 3; t++) acc[i][t] = _mm256_fmadd_ps(a, v[t], acc[i][t]);
+  }
+}
+
+AVX2_TARGET static void weight_narrow_avx2(const dconv *d, const float *copies, const float *g, int64_t oc,
+                                           int64_t kh, const float *next, float *acc_mem, float *bias_mem,
+                                           bool first) {
+  const int64_t P = d->OH * d->OW, CF = shifted_copy_floats(d);
+  const float *go[NO2], *xk[3];
+#pragma GCC unroll 4
+  for (int i = 0; i < NO2; i++) go[i] = g + (oc + i < d->OC ? oc + i : oc) * P; /* past OC: a copy, dropped */
+#pragma GCC unroll 3
+  for (int t = 0; t < 3; t++) xk[t] = copies + t * CF + kh * d->OW;
+  __m256 acc[NO2][3];
+#pragma GCC unroll 4
+  for (int i = 0; i < NO2; i++)
+#pragma GCC unroll 3
+    for (int t = 0; t < 3; t++) acc[i][t] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= P; k += 16) { /* one prefetch per line of each channel */
+    if (next)
+#pragma GCC unroll 4
+      for (int i = 0; i < NO2; i++) _mm_prefetch((const char *)(next + i * P + k), _MM_HINT_T0);
+    narrow_step_avx2(xk, go, k, acc, false, P);
+    narrow_step_avx2(xk, go, k + 8, acc, false, P);
+  }
+  for (; k + 8 <= P; k += 8) narrow_step_avx2(xk, go, k, acc, false, P);
+  if (k < P) narrow_step_avx2(xk, go, k, acc, true, P);
+#pragma GCC unroll 4
+  for (int i = 0; i < NO2; i++)
+#pragma GCC unroll 3
+    for (int t = 0; t < 3; t++) {
+      float *m = acc_mem + (i * 9 + kh * 3 + t) * 16;
+      _mm256_storeu_ps(m, first ? acc[i][t] : _mm256_add_ps(_mm256_loadu_ps(m), acc[i][t]));
+    }
+  if (bias_mem) /* four chains of adds, as weight_narrow's */
+    for (int i = 0; i < NO2; i++) {
+      __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      int64_t q = 0;
+      for (; q + 32 <= P; q += 32)
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) s[u] = _mm256_add_ps(s[u], _mm256_loadu_ps(go[i] + q + 8 * u));
+      for (int u = 0; q < P; q += 8, u++) s[u] = _mm256_add_ps(s[u], _mm256_maskload_ps(go[i] + q, lanes8(P - q)));
+      const __m256 t = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
+      _mm256_storeu_ps(bias_mem + i * 16, first ? t : _mm256_add_ps(_mm256_loadu_ps(bias_mem + i * 16), t));
+    }
+}
+
+AVX2_TARGET static float reduce8(const float *v) {
+  const __m128 a = _mm_add_ps(_mm_loadu_ps(v), _mm_loadu_ps(v + 4)), b = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
+}
+
+/* weight_narrow_group's layout with output channels in blocks of NO2 (narrow_work_floats makes
+ * room for the larger of the two); each vector sum takes 8 of its 16 floats */
+AVX2_TARGET static void weight_narrow_group_avx2(const dconv *d, const float *in, const float *dout, int64_t first,
+                                                 int64_t last, float *work, float *dst, float *db) {
+  const int64_t OC = d->OC, C = d->C, P = d->OH * d->OW, OCN = narrow_oc_avx2(d);
+  float *copies = work, *sums = copies + 3 * C * shifted_copy_floats(d), *bsums = sums + C * OCN * 9 * 16;
+  for (int64_t b = first; b < last; b++) {
+    shifted_copies_avx2(d, copies, in + b * C * d->H * d->W);
+    const float *g = dout + b * OC * P;
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t oc = 0; oc < OC; oc += NO2) {
+        /* the first pass fetches the channels two tiles on from memory (as weight_narrow_group) */
+        const float *next = oc + 2 * NO2 < OC || b + 1 < last ? g + (oc + 2 * NO2) * P : g;
+        for (int64_t kh = 0; kh < 3; kh++)
+          weight_narrow_avx2(d, copies + c * 3 * shifted_copy_floats(d), g, oc, kh, kh == 0 ? next : NULL,
+                             sums + (c * OCN + oc) * 9 * 16, db && c == 0 && kh == 0 ? bsums + oc * 16 : NULL,
+                             b == first);
+      }
+  }
+  for (int64_t oc = 0; oc < OC; oc++) {
+    for (int64_t c = 0; c < C; c++)
+      for (int t = 0; t < 9; t++) dst[(oc * C + c) * 9 + t] = reduce8(sums + ((c * OCN + oc) * 9 + t) * 16);
+    if (db) db[oc] = reduce8(bsums + oc * 16);
+  }
 }
