@@ -9,8 +9,9 @@
  * A 1x1 kernel with stride 1 and no padding has col == in_b, so im2col is skipped.
  * Small planes are batched: nb images side by side make col (K, nb*P), and out/dout go
  * through an (OC, nb*P) staging matrix in the scratch.
- * Stride 1 with AVX-512 goes to kernels/conv_direct.c instead where the rows are wide enough
- * (no col matrix at all); this file is the general path and the fallback. */
+ * Stride 1 goes to kernels/conv_winograd.c (3x3, AVX-512 or AVX2) or kernels/conv_direct.c (AVX-512;
+ * on AVX2 first layers only) instead where those kernels take the shape (no col matrix at all);
+ * this file is the general path and the fallback. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic") /* col2im, bias, batch-norm loops */
 #endif

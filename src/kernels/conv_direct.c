@@ -126,10 +126,11 @@ void ml_conv_use_direct(bool on) { g_off = !on; }
 bool ml__conv_direct_on(void) { return !g_off; }
 const char *ml_conv_backend(void) {
   if (g_off || ml__simd_level() < ML_SIMD_AVX2) return "im2col + gemm";
-  if (ml__simd_level() < ML_SIMD_AVX512) /* Winograd has an AVX2 path; the direct kernels do not */
+  if (ml__simd_level() < ML_SIMD_AVX512) /* AVX2: Winograd, and the direct kernels for first layers only */
     return ml__conv_winograd_on()
-               ? "winograd F(4x4,3x3) avx2 (3x3 stride 1, >= 16 channels, planes >= 3 wide); im2col + gemm"
-               : "im2col + gemm";
+               ? "winograd F(4x4,3x3) avx2 (3x3 stride 1, >= 16 channels, planes >= 3 wide); direct avx2 (3x3 stride 1, "
+                 "1-3 input channels, planes >= 64 positions); im2col + gemm"
+               : "direct avx2 (3x3 stride 1, 1-3 input channels, planes >= 64 positions); im2col + gemm";
   return ml__conv_winograd_on()
              ? "winograd F(4x4,3x3) avx512 (3x3 stride 1, >= 16 channels, planes >= 3 wide); direct avx512 (stride 1; "
                "vectors over output channels, or over output rows >= 3 wide); im2col + gemm"
