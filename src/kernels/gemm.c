@@ -382,13 +382,20 @@ void ml_gemm_builtin(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
   ml__gemm_level(ml__simd_level(), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* Products of at most this many multiply-adds (a classifier head's, a ProtoNet's distances: 20 x 300
+ * x 64) never go to BLAS: OpenBLAS packs into a buffer pool whose slot a call gets depends on which
+ * other threads are inside OpenBLAS at that moment, so a slot first touched late faults its pages
+ * into a steady state (seen on Intel and Zen 3, 1-6 faults per run); at this size its call overhead
+ * also matches the whole product's work. */
+#define SMALL_GEMM 524288.0
+
 void ml_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #if ML_HAVE_BLAS
   /* BLAS unless the built-in GEMM runs wider vectors than BLAS's kernel here (see cpu.c), and
    * even then BLAS for narrow products (a first-layer weight gradient, N = 9), where its
    * small-matrix kernels are 2x faster; unless they are SSE kernels (see cpu.c) */
-  if (!ml__gemm_builtin_forced() && M > 0 && N > 0 &&
+  if (!ml__gemm_builtin_forced() && M > 0 && N > 0 && (double)M * (double)N * (double)K > SMALL_GEMM &&
       !(ml__gemm_auto_builtin() && ((M >= 16 && N >= 16) || ml__gemm_narrow_builtin()))) {
     if (K <= 0) {
       scale_c(M, N, beta, C, ldc);
