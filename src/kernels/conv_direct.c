@@ -451,28 +451,33 @@ AVX512_TARGET static void channel_image(const dconv *d, const float *xp, const f
 #undef CTILE
 
 /* AVX2 (conv_winograd.c's AVX2 path): the same in 8 x 8 blocks; a block with rows or columns
- * outside goes through a zeroed copy, and a store shorter than 8 floats through a mask. */
+ * outside is read by masked loads. Loops unrolled so that the blocks stay in registers. */
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
 AVX2_TARGET static inline __attribute__((always_inline)) void load_transposed8(const float *src, int64_t lds, int nr,
                                                                                 int nc, __m256 out[8]) {
   __m256 r[8];
   if (nr == 8 && nc == 8) {
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
   } else { /* masked loads (cheap, unlike masked stores on AMD): zero past nc columns and nr rows */
     const __m256i mc = _mm256_cmpgt_epi32(_mm256_set1_epi32(nc), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) r[i] = i < nr ? _mm256_maskload_ps(src + i * lds, mc) : _mm256_setzero_ps();
   }
   __m256 t[8], s[8];
+#pragma GCC unroll 4
   for (int i = 0; i < 4; i++) {
     t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
+#pragma GCC unroll 4
   for (int h = 0; h < 2; h++) { /* rows 4h..4h+3: columns j and j + 4 in s[4h + j]'s halves */
     s[4 * h + 0] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
     s[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xee);
     s[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
     s[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xee);
   }
+#pragma GCC unroll 4
   for (int j = 0; j < 4; j++) {
     out[j] = _mm256_permute2f128_ps(s[j], s[4 + j], 0x20);
     out[4 + j] = _mm256_permute2f128_ps(s[j], s[4 + j], 0x31);
@@ -493,9 +498,11 @@ AVX2_TARGET static void transpose_avx2(float *dst, int64_t ldd, const float *src
       const int nw = width - r0 < 8 ? (int)(width - r0) : 8;
       __m256 r[8];
       load_transposed8(src + r0 * lds + c0, lds, nr, nc, r);
-      if (nw == 8)
-        for (int i = 0; i < nc; i++) _mm256_storeu_ps(dst + (c0 + i) * ldd + r0, r[i]);
-      else /* width < 8: the low lanes piecewise */
+      if (nw == 8) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+          if (i < nc) _mm256_storeu_ps(dst + (c0 + i) * ldd + r0, r[i]);
+      } else { /* width < 8: the low lanes piecewise */
         for (int i = 0; i < nc; i++) {
           float *o = dst + (c0 + i) * ldd + r0;
           __m128 v = _mm256_castps256_ps128(r[i]);
@@ -504,6 +511,7 @@ AVX2_TARGET static void transpose_avx2(float *dst, int64_t ldd, const float *src
           if (nw - k >= 2) _mm_storel_pi((__m64 *)(void *)(o + k), v), v = _mm_movehl_ps(v, v), k += 2;
           if (nw - k >= 1) _mm_store_ss(o + k, v);
         }
+      }
     }
   }
 }
@@ -559,10 +567,12 @@ AVX2_TARGET static void to_padded_hwc_avx2(float *dst, int64_t ldc, int64_t Wp, 
       int64_t y = p0 / W, xx = p0 - y * W;
       __m256 r[8];
       load_transposed8(x + c0 * HW + p0, HW, nc, np, r);
-      for (int k = 0; k < np; k++) {
-        _mm256_storeu_ps(dst + ((y + ph) * Wp + xx + pw) * ldc + c0, r[k]);
-        if (++xx == W) xx = 0, y++;
-      }
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; k++)
+        if (k < np) {
+          _mm256_storeu_ps(dst + ((y + ph) * Wp + xx + pw) * ldc + c0, r[k]);
+          if (++xx == W) xx = 0, y++;
+        }
     }
   }
 }

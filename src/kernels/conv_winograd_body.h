@@ -657,6 +657,7 @@ TARGET static void FN(backward_group)(const ml_conv_shape *s, const float *in, c
   if (db) memset(db, 0, (size_t)s->OC * sizeof(float));
 #if VL == 8
   FN(x_tiles_begin)(d, k.xh);
+  memset(k.dyh, 0, (size_t)nb * image_floats(bd) * sizeof(float));
 #endif
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb;
@@ -664,7 +665,12 @@ TARGET static void FN(backward_group)(const ml_conv_shape *s, const float *in, c
       /* dy channel-minor, then, while it is in cache, the backward data's V and the weight
        * gradient's Y and bias sums; then x's V */
       float *yh = k.dyh + i * image_floats(bd);
+#if VL == 8 /* the border cleared once, below: to_padded_hwc rewrites the whole interior */
+      ml__to_padded_hwc(yh, bd->Cv, bd->Wp, bd->ph, bd->pw, dout + (b0 + i) * s->OC * P, bd->C, bd->H, bd->W);
+      FN(transform_input)(bd, yh, k.Vb + i * T * vts(bd));
+#else
       FN(image_tiles)(bd, yh, dout + (b0 + i) * s->OC * P, k.Vb + i * T * vts(bd));
+#endif
       if (db) FN(bias_sums)(d, yh + inner, rs, db);
       FN(transform_dy)(d, yh + inner, rs, k.Y + i * T * mts(d));
 #if VL == 8
