@@ -645,6 +645,56 @@ static void FN(weight_group)(const ml_conv_shape *s, const float *in, const floa
   FN(filters_back)(&d, s->C, c0, dU, tm, dw);
 }
 
+#if VL == 8
+/* AVX2, F(4x4): the output gradient of one image 16 channels at a time through yg ((Hp, Wp, 16)
+ * of bd, border cleared once by the caller), as x_tiles: each group's backward-data V, bias sums
+ * and weight-gradient Y from L1, instead of the whole channel-minor image stored and read back
+ * from L2. Per channel vector the arithmetic and order of image_tiles, bias_sums and
+ * transform_dy4: the same bits. */
+TARGET static void FN(dy_tiles)(const wconv *bd, const wconv *d, float *yg, const float *dy, float *Vb, float *Y,
+                                float *db) {
+  const int64_t HW = bd->H * bd->W, rs = bd->Wp * 16, cs = 16, OW = d->OW, ts = mts(d), step = d->OCp;
+  const float *g = yg + (bd->ph * bd->Wp + bd->pw) * 16; /* dy's (0, 0) */
+  for (int64_t c0 = 0; c0 < bd->Cv; c0 += 16) {
+    const int64_t nc = bd->C - c0 < 16 ? bd->C - c0 : 16;
+    const char *next = (const char *)(dy + (c0 + nc) * HW);
+    const int64_t lines = (16 * HW * (int64_t)sizeof(float) + 63) / 64;
+    ml__to_padded_hwc(yg, 16, bd->Wp, bd->ph, bd->pw, dy + c0 * HW, nc, bd->H, bd->W);
+    FN(input4_group)(bd, yg, Vb + c0, next, lines / 2);
+    FN(input4_group)(bd, yg + VL, Vb + c0 + VL, next + 64 * (lines / 2), lines - lines / 2);
+    for (int64_t h = 0; h < 16; h += VL) {
+      const int64_t o = c0 + h;
+      if (db && o < d->OC) { /* bias_sums */
+        VEC sum = VZERO();
+        for (int64_t y = 0; y < d->OH; y++)
+          for (int64_t x = 0; x < OW; x++) sum = VADD(sum, VLOAD(g + y * rs + x * cs + h));
+        float f[VL];
+        VSTORE(f, sum);
+        for (int64_t k = 0; k < VL && o + k < d->OC; k++) db[o + k] += f[k];
+      }
+      for (int64_t ty = 0, t = 0; ty < d->TH; ty++) /* transform_dy4 */
+        for (int64_t tx = 0; tx < d->TW; tx++, t++) {
+          const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
+          const float *g0 = g + (4 * ty) * rs + 4 * tx * cs + h;
+          VEC a[4][4], z[A4][4], col[4], e[A4];
+          for (int p = 0; p < 4; p++)
+            for (int q = 0; q < 4; q++) a[p][q] = p < rows && q < cols ? VLOAD(g0 + p * rs + q * cs) : VZERO();
+          for (int q = 0; q < 4; q++) { /* A dy: column q */
+            for (int p = 0; p < 4; p++) col[p] = a[p][q];
+            FN(dy4)(col, e);
+            for (int i = 0; i < A4; i++) z[i][q] = e[i];
+          }
+          float *yy = Y + t * ts + o;
+          for (int i = 0; i < A4; i++) { /* (A dy) A^T: row i */
+            FN(dy4)(z[i], e);
+            for (int j = 0; j < A4; j++) VSTORE(yy + (A4 * i + j) * step, e[j]);
+          }
+        }
+    }
+  }
+}
+#endif
+
 /* ml__conv_winograd_backward_group */
 TARGET static void FN(backward_group)(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
                                       int64_t last, float *work, float *din, float *dw, float *db) {
@@ -657,7 +707,8 @@ TARGET static void FN(backward_group)(const ml_conv_shape *s, const float *in, c
   if (db) memset(db, 0, (size_t)s->OC * sizeof(float));
 #if VL == 8
   FN(x_tiles_begin)(d, k.xh);
-  memset(k.dyh, 0, (size_t)nb * image_floats(bd) * sizeof(float));
+  /* dy_tiles' yg (F(4x4)) or the whole images' borders */
+  memset(k.dyh, 0, (bd->m == 4 ? FN(xg_floats)(bd) : (size_t)nb * image_floats(bd)) * sizeof(float));
 #endif
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb;
@@ -666,6 +717,11 @@ TARGET static void FN(backward_group)(const ml_conv_shape *s, const float *in, c
        * gradient's Y and bias sums; then x's V */
       float *yh = k.dyh + i * image_floats(bd);
 #if VL == 8 /* the border cleared once, below: to_padded_hwc rewrites the whole interior */
+      if (bd->m == 4) {
+        FN(dy_tiles)(bd, d, k.dyh, dout + (b0 + i) * s->OC * P, k.Vb + i * T * vts(bd), k.Y + i * T * mts(d), db);
+        FN(x_tiles)(d, k.xh, in + (b0 + i) * s->C * HW, k.V + i * T * vts(d));
+        continue;
+      }
       ml__to_padded_hwc(yh, bd->Cv, bd->Wp, bd->ph, bd->pw, dout + (b0 + i) * s->OC * P, bd->C, bd->H, bd->W);
       FN(transform_input)(bd, yh, k.Vb + i * T * vts(bd));
 #else
