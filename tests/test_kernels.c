@@ -319,8 +319,12 @@ ML_TEST(winograd_by_shape_and_off) {
  * loops: ml__transpose16 (whole and partial blocks, zeros past rows) and ml__to_padded_hwc (the
  * interior written, channels up to C rounded to 16 zero, the border untouched). */
 ML_TEST(transpose_and_padded_hwc_each_level) {
-  static const int64_t tr[][3] = {{16, 16, 16}, {49, 64, 56}, {9, 5, 16}, {64, 196, 64}, {7, 3, 7}, {33, 17, 40}};
-  static const int64_t hwc[][3] = {{64, 14, 14}, {5, 3, 3}, {17, 7, 9}, {1, 28, 28}, {48, 2, 5}};
+  /* AVX2 moves a last partial block back over its neighbour when there is room: widths, columns
+   * and planes just past a multiple of 8 (3x3 and 7x7 planes: 9 and 49 positions) and under 8 */
+  static const int64_t tr[][3] = {{16, 16, 16}, {49, 64, 56}, {9, 5, 16}, {64, 196, 64}, {7, 3, 7},
+                                  {33, 17, 40}, {9, 64, 9},   {49, 64, 49}, {12, 11, 13}, {5, 9, 6}};
+  static const int64_t hwc[][3] = {{64, 14, 14}, {5, 3, 3}, {17, 7, 9}, {1, 28, 28}, {48, 2, 5},
+                                   {64, 3, 3},   {16, 2, 3}, {64, 7, 7}};
   for (int l = 0; l <= (int)ml_cpu_simd(); l++) {
     ml__simd_force(l);
     for (size_t i = 0; i < sizeof tr / sizeof tr[0]; i++) {

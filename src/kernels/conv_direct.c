@@ -452,30 +452,33 @@ AVX512_TARGET static void channel_image(const dconv *d, const float *xp, const f
 #undef CTILE
 
 /* AVX2 (conv_winograd.c's AVX2 path): the same in 8 x 8 blocks; a block with rows or columns
- * outside goes through a zeroed copy, and a store shorter than 8 floats through a mask. */
+ * outside is read by masked loads. Loops unrolled so that the blocks stay in registers. */
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
 AVX2_TARGET static inline __attribute__((always_inline)) void load_transposed8(const float *src, int64_t lds, int nr,
                                                                                 int nc, __m256 out[8]) {
   __m256 r[8];
   if (nr == 8 && nc == 8) {
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
-  } else {
-    float buf[8][8] = {{0}};
-    for (int i = 0; i < nr; i++)
-      for (int j = 0; j < nc; j++) buf[i][j] = src[i * lds + j];
-    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(buf[i]);
+  } else { /* masked loads (cheap, unlike masked stores on AMD): zero past nc columns and nr rows */
+    const __m256i mc = _mm256_cmpgt_epi32(_mm256_set1_epi32(nc), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) r[i] = i < nr ? _mm256_maskload_ps(src + i * lds, mc) : _mm256_setzero_ps();
   }
   __m256 t[8], s[8];
+#pragma GCC unroll 4
   for (int i = 0; i < 4; i++) {
     t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
+#pragma GCC unroll 4
   for (int h = 0; h < 2; h++) { /* rows 4h..4h+3: columns j and j + 4 in s[4h + j]'s halves */
     s[4 * h + 0] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
     s[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xee);
     s[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
     s[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xee);
   }
+#pragma GCC unroll 4
   for (int j = 0; j < 4; j++) {
     out[j] = _mm256_permute2f128_ps(s[j], s[4 + j], 0x20);
     out[4 + j] = _mm256_permute2f128_ps(s[j], s[4 + j], 0x31);
@@ -484,18 +487,31 @@ AVX2_TARGET static inline __attribute__((always_inline)) void load_transposed8(c
 
 AVX2_TARGET static void transpose_avx2(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
                                        int64_t cols, int64_t width) {
+  /* A last block narrower than 8 is moved back to end at the edge when there is room (it rewrites
+   * some of its neighbour's floats with the same values): full loads and stores, no masked store
+   * (slow on AMD) and no partial block on 3x3 and 7x7 planes' 9 and 49 positions. */
   for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+    if (cols - c0 < 8 && cols >= 8) c0 = cols - 8;
     const int nc = cols - c0 < 8 ? (int)(cols - c0) : 8;
     for (int64_t r0 = 0; r0 < width; r0 += 8) {
+      if (width - r0 < 8 && width >= 8) r0 = width - 8;
       const int nr = rows - r0 < 8 ? (rows - r0 > 0 ? (int)(rows - r0) : 0) : 8;
       const int nw = width - r0 < 8 ? (int)(width - r0) : 8;
       __m256 r[8];
       load_transposed8(src + r0 * lds + c0, lds, nr, nc, r);
-      if (nw == 8)
-        for (int i = 0; i < nc; i++) _mm256_storeu_ps(dst + (c0 + i) * ldd + r0, r[i]);
-      else {
-        const __m256i mw = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        for (int i = 0; i < nc; i++) _mm256_maskstore_ps(dst + (c0 + i) * ldd + r0, mw, r[i]);
+      if (nw == 8) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++)
+          if (i < nc) _mm256_storeu_ps(dst + (c0 + i) * ldd + r0, r[i]);
+      } else { /* width < 8: the low lanes piecewise */
+        for (int i = 0; i < nc; i++) {
+          float *o = dst + (c0 + i) * ldd + r0;
+          __m128 v = _mm256_castps256_ps128(r[i]);
+          int k = 0;
+          if (nw >= 4) _mm_storeu_ps(o, v), v = _mm256_extractf128_ps(r[i], 1), k = 4;
+          if (nw - k >= 2) _mm_storel_pi((__m64 *)(void *)(o + k), v), v = _mm_movehl_ps(v, v), k += 2;
+          if (nw - k >= 1) _mm_store_ss(o + k, v);
+        }
       }
     }
   }
@@ -546,14 +562,18 @@ AVX2_TARGET static void to_padded_hwc_avx2(float *dst, int64_t ldc, int64_t Wp, 
   const int64_t HW = H * W, Cv = (C + 15) & ~(int64_t)15;
   for (int64_t c0 = 0; c0 < Cv; c0 += 8) {
     const int nc = C - c0 < 8 ? (C - c0 > 0 ? (int)(C - c0) : 0) : 8;
-    for (int64_t p0 = 0, y = 0, xx = 0; p0 < HW; p0 += 8) {
+    for (int64_t p0 = 0; p0 < HW; p0 += 8) {
+      if (HW - p0 < 8 && HW >= 8) p0 = HW - 8; /* a last partial block moved back: full loads */
       const int np = HW - p0 < 8 ? (int)(HW - p0) : 8;
+      int64_t y = p0 / W, xx = p0 - y * W;
       __m256 r[8];
       load_transposed8(x + c0 * HW + p0, HW, nc, np, r);
-      for (int k = 0; k < np; k++) {
-        _mm256_storeu_ps(dst + ((y + ph) * Wp + xx + pw) * ldc + c0, r[k]);
-        if (++xx == W) xx = 0, y++;
-      }
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; k++)
+        if (k < np) {
+          _mm256_storeu_ps(dst + ((y + ph) * Wp + xx + pw) * ldc + c0, r[k]);
+          if (++xx == W) xx = 0, y++;
+        }
     }
   }
 }

@@ -21,6 +21,8 @@
  * AVX2: 6 tiles x 16 channels in 12 of its 16 registers), one point at a time so that the point's
  * U (C x 64 floats, 16 KB for 64 channels) stays in L1; the output
  * transform writes a (position, channel) buffer, transposed into the image's output planes.
+ * AVX2 (F(4x4)) does both layout changes 16 channels at a time through buffers that stay in L1
+ * (x_tiles, dy_tiles, out_tiles in conv_winograd_body.h): the same bits, less L2 traffic.
  *
  * Backward data for stride 1 is the same computation with the weights flipped and transposed
  * (conv_direct.c explains why), padded by 2 - pad. Rounding: F(4x4) on 64 channels of values in

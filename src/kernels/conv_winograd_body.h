@@ -338,6 +338,103 @@ TARGET static void FN(image_tiles)(const wconv *d, float *xh, const float *x, fl
 }
 
 
+#if VL == 8
+/* AVX2: the layout change fused into the input transform, 16 channels at a time. The padded image
+ * of one group of 16 channels (xg: (Hp, Wp, 16), 20 KB on 14x14) is written by ml__to_padded_hwc
+ * and read back by the transform while in L1, instead of the whole image (83 KB on 14x14) stored
+ * to L2 and read back; xg's border is cleared once by the caller (x_tiles_begin) and stays zero,
+ * as only the interior is rewritten: no memset per image. The planes of the next group are
+ * prefetched while this one is transformed (their loads were L3-bound). Same arithmetic as
+ * transform_input4: the same bits. */
+#define XG 16
+static size_t FN(xg_floats)(const wconv *d) { return (size_t)(d->Hp * d->Wp * XG); }
+
+TARGET static void FN(x_tiles_begin)(const wconv *d, float *xg) {
+  if (d->m == 4) memset(xg, 0, FN(xg_floats)(d) * sizeof(float));
+}
+
+/* transform_input4 for the VL channels at xg (rows of XG floats) into V (at the channels' offset);
+ * meanwhile lines [0, pfl) of pf are prefetched, spread over the tiles */
+TARGET static void FN(input4_group)(const wconv *d, const float *xg, float *V, const char *pf, int64_t pfl) {
+  const int64_t Wp = d->Wp, step = d->Cv, ts = vts(d);
+  for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
+    for (int64_t tx = 0; tx < d->TW; tx++, t++) {
+      for (int64_t l = t * pfl / d->T, e = (t + 1) * pfl / d->T; l < e; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
+      const float *p = xg + ((4 * ty) * Wp + 4 * tx) * XG;
+      float *v = V + t * ts;
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; h++) {
+        VEC r[A4][3];
+#pragma GCC unroll 6
+        for (int i = 0; i < A4; i++) {
+          VEC row[A4];
+#pragma GCC unroll 6
+          for (int j = 0; j < A4; j++) row[j] = VLOAD(p + (i * Wp + j) * XG);
+          FN(in4_half)(row, r[i], h);
+        }
+#pragma GCC unroll 3
+        for (int j = 0; j < 3; j++) {
+          VEC col[A4], o[A4];
+#pragma GCC unroll 6
+          for (int i = 0; i < A4; i++) col[i] = r[i][j];
+          FN(in4)(col, o);
+#pragma GCC unroll 6
+          for (int i = 0; i < A4; i++) VSTORE(v + (A4 * i + 3 * h + j) * step, o[i]);
+        }
+      }
+    }
+}
+
+/* image x's tiles into V as image_tiles does, through xg (x_tiles_begin'd) */
+TARGET static void FN(x_tiles)(const wconv *d, float *xg, const float *x, float *V) {
+  if (d->m != 4) {
+    FN(image_tiles)(d, xg, x, V);
+    return;
+  }
+  const int64_t HW = d->H * d->W;
+  for (int64_t c0 = 0; c0 < d->Cv; c0 += XG) {
+    const int64_t nc = d->C - c0 < XG ? d->C - c0 : XG;
+    /* next: the next group's planes, or the next image's first (harmless past the end: a prefetch) */
+    const char *next = (const char *)(x + (c0 + nc) * HW);
+    const int64_t lines = (XG * HW * (int64_t)sizeof(float) + 63) / 64;
+    ml__to_padded_hwc(xg, XG, d->Wp, d->ph, d->pw, x + c0 * HW, nc, d->H, d->W);
+    FN(input4_group)(d, xg, V + c0, next, lines / 2);
+    FN(input4_group)(d, xg + VL, V + c0 + VL, next + 64 * (lines / 2), lines - lines / 2);
+  }
+}
+
+/* Y = A^T M A + bias into the image's output planes out (d->OC, P) as transform_output4 and
+ * ml__transpose16 do, 16 channels at a time: each group's (position, 16 channels) block (ob:
+ * 12 KB on 14x14) is transposed while in L1, instead of the whole (P, OCp) buffer (50 KB) stored
+ * and read back from L2; every line of M is still read once. The same arithmetic: the same bits. */
+TARGET static void FN(out_tiles)(const wconv *d, const float *M, const float *bias, float *ob, float *out) {
+  const int64_t OCp = d->OCp, step = OCp, ts = mts(d), OW = d->OW, P = d->OH * OW;
+  for (int64_t o0 = 0; o0 < d->OC; o0 += XG) {
+    for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
+      for (int64_t tx = 0; tx < d->TW; tx++, t++) {
+        const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
+        float *y0 = ob + ((4 * ty) * OW + 4 * tx) * XG;
+        for (int64_t h = 0; h < XG; h += VL) {
+          const float *m = M + t * ts + o0 + h;
+          VEC s[4][A4], col[A4], y[4];
+          for (int j = 0; j < A4; j++) { /* A^T M: column j */
+            for (int i = 0; i < A4; i++) col[i] = VLOAD(m + (A4 * i + j) * step);
+            FN(out4)(col, y);
+            for (int p = 0; p < 4; p++) s[p][j] = y[p];
+          }
+          const VEC b = bias ? VLOAD(bias + o0 + h) : VZERO();
+          for (int p = 0; p < rows; p++) {
+            FN(out4)(s[p], y);
+            for (int q = 0; q < cols; q++) VSTORE(y0 + (p * OW + q) * XG + h, VADD(y[q], b));
+          }
+        }
+      }
+    ml__transpose16(out + o0 * P, P, ob, XG, P, d->OC - o0 < XG ? d->OC - o0 : XG, P);
+  }
+}
+#undef XG
+#endif
+
 
 /* A group of images (one work item): each image into V, one GEMM pass over all their tiles, then
  * each image's output */
@@ -347,10 +444,22 @@ TARGET static void FN(group_item)(int64_t k, int worker, void *vj) {
   float *xh = j->work + (size_t)worker * worker_floats(d), *V = xh + image_floats(d), *M = V + v_floats(d);
   float *ob = M + m_floats(d);
   const int64_t nb = d->TS / d->T, b0 = k * nb, n = d->B - b0 < nb ? d->B - b0 : nb, P = d->OH * d->OW;
+#if VL == 8
+  FN(x_tiles_begin)(d, xh);
+  for (int64_t i = 0; i < n; i++)
+    FN(x_tiles)(d, xh, j->in + (b0 + i) * d->C * d->H * d->W, V + i * d->T * vts(d));
+#else
   for (int64_t i = 0; i < n; i++)
     FN(image_tiles)(d, xh, j->in + (b0 + i) * d->C * d->H * d->W, V + i * d->T * vts(d));
+#endif
   FN(gemms)(d, V, j->U, M, n * d->T);
   for (int64_t i = 0; i < n; i++) {
+#if VL == 8
+    if (d->m == 4) {
+      FN(out_tiles)(d, M + i * d->T * mts(d), j->bias, ob, j->out + (b0 + i) * d->OC * P);
+      continue;
+    }
+#endif
     FN(transform_output)(d, M + i * d->T * mts(d), j->bias, ob);
     ml__transpose16(j->out + (b0 + i) * d->OC * P, P, ob, d->OCp, P, d->OC, P);
   }
@@ -516,10 +625,17 @@ static void FN(weight_group)(const ml_conv_shape *s, const float *in, const floa
   const int64_t HW = s->H * s->W, P = d.OH * d.OW, nb = d.TS / d.T;
   memset(dU, 0, du_floats(&d) * sizeof(float));
   if (db) memset(db, 0, (size_t)s->OC * sizeof(float));
+#if VL == 8
+  FN(x_tiles_begin)(&d, xh);
+#endif
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb;
     for (int64_t i = 0; i < n; i++) { /* image b0 + i's tiles from tile i*T of V and Y */
+#if VL == 8
+      FN(x_tiles)(&d, xh, in + ((b0 + i) * s->C + c0) * HW, V + i * d.T * vts(&d));
+#else
       FN(image_tiles)(&d, xh, in + ((b0 + i) * s->C + c0) * HW, V + i * d.T * vts(&d));
+#endif
       ml__transpose16(gt, d.OCp, dout + (b0 + i) * s->OC * P, P, s->OC, P, d.OCp);
       if (db) FN(bias_sums)(&d, gt, d.OW * d.OCp, db);
       FN(transform_dy)(&d, gt, d.OW * d.OCp, Y + i * d.T * mts(&d));
@@ -528,6 +644,56 @@ static void FN(weight_group)(const ml_conv_shape *s, const float *in, const floa
   }
   FN(filters_back)(&d, s->C, c0, dU, tm, dw);
 }
+
+#if VL == 8
+/* AVX2, F(4x4): the output gradient of one image 16 channels at a time through yg ((Hp, Wp, 16)
+ * of bd, border cleared once by the caller), as x_tiles: each group's backward-data V, bias sums
+ * and weight-gradient Y from L1, instead of the whole channel-minor image stored and read back
+ * from L2. Per channel vector the arithmetic and order of image_tiles, bias_sums and
+ * transform_dy4: the same bits. */
+TARGET static void FN(dy_tiles)(const wconv *bd, const wconv *d, float *yg, const float *dy, float *Vb, float *Y,
+                                float *db) {
+  const int64_t HW = bd->H * bd->W, rs = bd->Wp * 16, cs = 16, OW = d->OW, ts = mts(d), step = d->OCp;
+  const float *g = yg + (bd->ph * bd->Wp + bd->pw) * 16; /* dy's (0, 0) */
+  for (int64_t c0 = 0; c0 < bd->Cv; c0 += 16) {
+    const int64_t nc = bd->C - c0 < 16 ? bd->C - c0 : 16;
+    const char *next = (const char *)(dy + (c0 + nc) * HW);
+    const int64_t lines = (16 * HW * (int64_t)sizeof(float) + 63) / 64;
+    ml__to_padded_hwc(yg, 16, bd->Wp, bd->ph, bd->pw, dy + c0 * HW, nc, bd->H, bd->W);
+    FN(input4_group)(bd, yg, Vb + c0, next, lines / 2);
+    FN(input4_group)(bd, yg + VL, Vb + c0 + VL, next + 64 * (lines / 2), lines - lines / 2);
+    for (int64_t h = 0; h < 16; h += VL) {
+      const int64_t o = c0 + h;
+      if (db && o < d->OC) { /* bias_sums */
+        VEC sum = VZERO();
+        for (int64_t y = 0; y < d->OH; y++)
+          for (int64_t x = 0; x < OW; x++) sum = VADD(sum, VLOAD(g + y * rs + x * cs + h));
+        float f[VL];
+        VSTORE(f, sum);
+        for (int64_t k = 0; k < VL && o + k < d->OC; k++) db[o + k] += f[k];
+      }
+      for (int64_t ty = 0, t = 0; ty < d->TH; ty++) /* transform_dy4 */
+        for (int64_t tx = 0; tx < d->TW; tx++, t++) {
+          const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
+          const float *g0 = g + (4 * ty) * rs + 4 * tx * cs + h;
+          VEC a[4][4], z[A4][4], col[4], e[A4];
+          for (int p = 0; p < 4; p++)
+            for (int q = 0; q < 4; q++) a[p][q] = p < rows && q < cols ? VLOAD(g0 + p * rs + q * cs) : VZERO();
+          for (int q = 0; q < 4; q++) { /* A dy: column q */
+            for (int p = 0; p < 4; p++) col[p] = a[p][q];
+            FN(dy4)(col, e);
+            for (int i = 0; i < A4; i++) z[i][q] = e[i];
+          }
+          float *yy = Y + t * ts + o;
+          for (int i = 0; i < A4; i++) { /* (A dy) A^T: row i */
+            FN(dy4)(z[i], e);
+            for (int j = 0; j < A4; j++) VSTORE(yy + (A4 * i + j) * step, e[j]);
+          }
+        }
+    }
+  }
+}
+#endif
 
 /* ml__conv_winograd_backward_group */
 TARGET static void FN(backward_group)(const ml_conv_shape *s, const float *in, const float *dout, int64_t first,
@@ -539,19 +705,44 @@ TARGET static void FN(backward_group)(const ml_conv_shape *s, const float *in, c
   const int64_t rs = bd->Wp * bd->Cv, inner = (bd->ph * bd->Wp + bd->pw) * bd->Cv; /* dy's (0, 0) */
   memset(k.dU, 0, du_floats(d) * sizeof(float));
   if (db) memset(db, 0, (size_t)s->OC * sizeof(float));
+#if VL == 8
+  FN(x_tiles_begin)(d, k.xh);
+  /* dy_tiles' yg (F(4x4)) or the whole images' borders */
+  memset(k.dyh, 0, (bd->m == 4 ? FN(xg_floats)(bd) : (size_t)nb * image_floats(bd)) * sizeof(float));
+#endif
   for (int64_t b0 = first; b0 < last; b0 += nb) {
     const int64_t n = last - b0 < nb ? last - b0 : nb;
     for (int64_t i = 0; i < n; i++) {
       /* dy channel-minor, then, while it is in cache, the backward data's V and the weight
        * gradient's Y and bias sums; then x's V */
       float *yh = k.dyh + i * image_floats(bd);
+#if VL == 8 /* the border cleared once, below: to_padded_hwc rewrites the whole interior */
+      if (bd->m == 4) {
+        FN(dy_tiles)(bd, d, k.dyh, dout + (b0 + i) * s->OC * P, k.Vb + i * T * vts(bd), k.Y + i * T * mts(d), db);
+        FN(x_tiles)(d, k.xh, in + (b0 + i) * s->C * HW, k.V + i * T * vts(d));
+        continue;
+      }
+      ml__to_padded_hwc(yh, bd->Cv, bd->Wp, bd->ph, bd->pw, dout + (b0 + i) * s->OC * P, bd->C, bd->H, bd->W);
+      FN(transform_input)(bd, yh, k.Vb + i * T * vts(bd));
+#else
       FN(image_tiles)(bd, yh, dout + (b0 + i) * s->OC * P, k.Vb + i * T * vts(bd));
+#endif
       if (db) FN(bias_sums)(d, yh + inner, rs, db);
       FN(transform_dy)(d, yh + inner, rs, k.Y + i * T * mts(d));
+#if VL == 8
+      FN(x_tiles)(d, k.xh, in + (b0 + i) * s->C * HW, k.V + i * T * vts(d));
+#else
       FN(image_tiles)(d, k.xh, in + (b0 + i) * s->C * HW, k.V + i * T * vts(d));
+#endif
     }
     FN(gemms)(bd, k.Vb, k.U, k.Mb, n * T);
     for (int64_t i = 0; i < n; i++) {
+#if VL == 8
+      if (bd->m == 4) {
+        FN(out_tiles)(bd, k.Mb + i * T * mts(bd), NULL, k.ob, din + (b0 + i) * s->C * HW);
+        continue;
+      }
+#endif
       FN(transform_output)(bd, k.Mb + i * T * mts(bd), NULL, k.ob);
       ml__transpose16(din + (b0 + i) * s->C * HW, HW, k.ob, bd->OCp, HW, bd->OC, HW);
     }
