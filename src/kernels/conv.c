@@ -1206,8 +1206,8 @@ AVX512_TARGET static void bnp_forward_plane_avx512(const float *x, float *out, u
 /* The same with AVX2, 8 windows at a time: each row's 16 columns split into even and odd by an
  * in-lane shuffle, which leaves the windows in the order 0-1 4-5 2-3 6-7; the max and argmax are
  * per lane, so only they are put back in order (one cross-lane permute each). Same bits again. */
-AVX2_TARGET static void bnp_forward_plane_avx2(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W,
-                                               float mf, float scale, float shift, bool relu) {
+AVX2_TARGET static void bnp_forward_plane_avx2(const float *x, float *out, uint8_t *arg, float *zp, int64_t H,
+                                               int64_t W, float mf, float scale, float shift, bool relu) {
   const int64_t OH = H / 2, OW = W / 2, n_out = OH * OW;
   const __m256 vm = _mm256_set1_ps(mf), vs = _mm256_set1_ps(scale), vh = _mm256_set1_ps(shift);
   const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)), two = _mm256_castsi256_ps(_mm256_set1_epi32(2)),
@@ -1219,16 +1219,24 @@ AVX2_TARGET static void bnp_forward_plane_avx2(const float *x, float *out, uint8
       const float *p0 = r0 + 2 * ow0, *p1 = r1 + 2 * ow0;
       const __m256 a0 = load8(p0, 2 * n), a1 = load8(p0 + 8, 2 * n - 8);
       const __m256 b0 = load8(p1, 2 * n), b1 = load8(p1 + 8, 2 * n - 8);
+      const __m256 x00 = _mm256_shuffle_ps(a0, a1, 0x88), x01 = _mm256_shuffle_ps(a0, a1, 0xdd);
+      const __m256 x10 = _mm256_shuffle_ps(b0, b1, 0x88), x11 = _mm256_shuffle_ps(b0, b1, 0xdd);
 #define NORM(v) _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps((v), vm), vs), vh)
-      const __m256 y00 = NORM(_mm256_shuffle_ps(a0, a1, 0x88)), y01 = NORM(_mm256_shuffle_ps(a0, a1, 0xdd));
-      const __m256 y10 = NORM(_mm256_shuffle_ps(b0, b1, 0x88)), y11 = NORM(_mm256_shuffle_ps(b0, b1, 0xdd));
+      const __m256 y00 = NORM(x00), y01 = NORM(x01), y10 = NORM(x10), y11 = NORM(x11);
 #undef NORM
-      __m256 mx = y00, bi = _mm256_setzero_ps(), m = _mm256_cmp_ps(y01, mx, _CMP_GT_OQ);
+      /* z: the input at the argmax, when asked for */
+      __m256 mx = y00, bi = _mm256_setzero_ps(), z = x00, m = _mm256_cmp_ps(y01, mx, _CMP_GT_OQ);
       mx = _mm256_blendv_ps(mx, y01, m), bi = _mm256_blendv_ps(bi, one, m);
+      if (zp) z = _mm256_blendv_ps(z, x01, m);
       m = _mm256_cmp_ps(y10, mx, _CMP_GT_OQ);
       mx = _mm256_blendv_ps(mx, y10, m), bi = _mm256_blendv_ps(bi, two, m);
+      if (zp) z = _mm256_blendv_ps(z, x10, m);
       m = _mm256_cmp_ps(y11, mx, _CMP_GT_OQ);
       mx = _mm256_blendv_ps(mx, y11, m), bi = _mm256_blendv_ps(bi, three, m);
+      if (zp) {
+        z = _mm256_blendv_ps(z, x11, m);
+        store8(zp + f, f + 8 <= n_out ? 8 : n, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(z), 0xd8)));
+      }
       if (relu) mx = _mm256_and_ps(mx, _mm256_cmp_ps(mx, _mm256_setzero_ps(), _CMP_GT_OQ));
       mx = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mx), 0xd8));
       /* a full store runs into the next output row (written after it), except at the plane's end */
@@ -1542,16 +1550,69 @@ AVX2_TARGET static void bnp_backward_sums_avx2(const float *x, const float *go, 
   *sdyx += hsum8(s1);
 }
 
+/* bnp_backward_sums_avx2 from the argmax values xp (n of them, contiguous): two vectors per sum
+ * so consecutive adds do not wait on each other; fixed order */
+AVX2_TARGET static void bnp_pooled_sums_avx2(const float *xp, const float *go, const float *rout, int64_t n, float mf,
+                                             double *sdy, double *sdyx) {
+  const __m256 vm = _mm256_set1_ps(mf);
+  __m256 s0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, s1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t i = 0, h = 0; i < n; i += 8, h ^= 1) {
+    const __m256 g = relu_go8(go, rout, i, n - i, n);
+    s0[h] = _mm256_add_ps(s0[h], g);
+    s1[h] = _mm256_fmadd_ps(g, _mm256_sub_ps(load8(xp + i, n - i), vm), s1[h]);
+  }
+  *sdy += hsum8(_mm256_add_ps(s0[0], s0[1]));
+  *sdyx += hsum8(_mm256_add_ps(s1[0], s1[1]));
+}
+
+void ml__bnp_pooled_sums(const float *xp, const float *go, const float *rout, int64_t n, float mf, double *sdy,
+                         double *sdyx) {
+  if (ml__simd_level() == ML_SIMD_AVX2) {
+    bnp_pooled_sums_avx2(xp, go, rout, n, mf, sdy, sdyx);
+    return;
+  }
+  float a0 = 0, a1 = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const float gi = !rout || rout[i] > 0.0f ? go[i] : 0.0f;
+    a0 += gi, a1 += gi * (xp[i] - mf);
+  }
+  *sdy += a0, *sdyx += a1;
+}
+
+void ml__pool_gather_plane(float *out, const float *x, const uint8_t *arg, int64_t H, int64_t W) {
+  if (pool_planes_avx512(H, W)) {
+    pool_gather_plane_avx512(out, x, arg, H, W);
+    return;
+  }
+  if (pool_planes_avx2(H, W)) {
+    pool_gather_plane_avx2(out, x, arg, H, W);
+    return;
+  }
+  const int64_t OH = H / 2, OW = W / 2;
+  for (int64_t oh = 0; oh < OH; oh++)
+    for (int64_t ow = 0; ow < OW; ow++) out[oh * OW + ow] = x[ml_pool_offset(arg[oh * OW + ow], oh, ow, W)];
+}
+
 void ml__bnp_forward_plane(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W, float mf, float scale,
                            float shift, bool relu) {
   if (ml__simd_level() >= ML_SIMD_AVX512)
     bnp_forward_plane_avx512(x, out, arg, H, W, mf, scale, shift, relu);
   else if (pool_planes_avx2(H, W))
-    bnp_forward_plane_avx2(x, out, arg, H, W, mf, scale, shift, relu);
+    bnp_forward_plane_avx2(x, out, arg, NULL, H, W, mf, scale, shift, relu);
   else if (arg)
     bnp_forward_plane_scalar(x, out, arg, H, W, mf, scale, shift, relu, true);
   else
     bnp_forward_plane_scalar(x, out, NULL, H, W, mf, scale, shift, relu, false);
+}
+
+void ml__bnp_forward_plane_z(const float *x, float *out, uint8_t *arg, float *zp, int64_t H, int64_t W, float mf,
+                             float scale, float shift, bool relu) {
+  if (ml__simd_level() == ML_SIMD_AVX2 && pool_planes_avx2(H, W)) {
+    bnp_forward_plane_avx2(x, out, arg, zp, H, W, mf, scale, shift, relu);
+    return;
+  }
+  ml__bnp_forward_plane(x, out, arg, H, W, mf, scale, shift, relu);
+  ml__pool_gather_plane(zp, x, arg, H, W);
 }
 
 /* dout where the ReLU passed it (rout[i] > 0, ml_relu_mask_kernel's test), 0 elsewhere */
