@@ -501,9 +501,10 @@ ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
 ML_TEST(batchnorm_pool_fused) {
   /* at every SIMD level, with and without the ReLU; odd sizes leave a row and a column outside
    * the windows; pooled rows shorter and longer than one 16-lane (8-lane) vector, a plane of
-   * exactly 8 windows, rows of 8 + 1 */
-  const int64_t shapes[][4] = {{3, 4, 6, 6},  {2, 3, 7, 5}, {5, 2, 28, 28}, {2, 3, 9, 41},
-                               {1, 2, 6, 34}, {2, 2, 3, 64}, {2, 3, 2, 16},  {3, 2, 5, 19}};
+   * exactly 8 windows, rows of 8 + 1; small planes (rows of fewer than 4 windows) in batches
+   * longer than 8 (AVX2: 8 planes at a time) */
+  const int64_t shapes[][4] = {{3, 4, 6, 6},  {2, 3, 7, 5},  {5, 2, 28, 28}, {2, 3, 9, 41}, {1, 2, 6, 34},
+                               {2, 2, 3, 64}, {2, 3, 2, 16}, {3, 2, 5, 19},  {11, 2, 7, 7}, {19, 3, 3, 3}};
   const size_t ns = sizeof shapes / sizeof shapes[0];
   for (size_t k = 0; k < 2 * ns * (size_t)(ml_cpu_simd() + 1); k++) {
     ml__simd_force((int)(k / (2 * ns)));

@@ -1663,6 +1663,55 @@ void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const fl
 double ml__sum_row(const float *x, int64_t n) { return sum_row(x, n); }
 double ml__sumsq_row(const float *x, int64_t n, double m) { return sumsq_row(x, n, m); }
 
+/* Small planes with AVX2 (rows of fewer than 4 windows: Conv4's 7x7 and 3x3 planes), a channel's
+ * B planes at once: one plane per lane, one window position at a time; per plane the window's
+ * 2 x 2 inputs are two 8-byte loads, then a transpose puts each of the four in its own vector.
+ * The scalar loop's arithmetic and order of compares: the same bits. The scalar loop spent
+ * more in its calls and loop set-up per 3x3 plane than in the arithmetic (profiled). */
+AVX2_TARGET static void bnp_forward_planes_small_avx2(const float *x, int64_t xs, float *out, uint8_t *arg,
+                                                      int64_t os, int64_t B, int64_t H, int64_t W, float mf,
+                                                      float scale, float shift, bool relu) {
+  const int64_t OW = W / 2, n_out = (H / 2) * OW;
+  const __m256 vm = _mm256_set1_ps(mf), vs = _mm256_set1_ps(scale), vh = _mm256_set1_ps(shift);
+  const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)), two = _mm256_castsi256_ps(_mm256_set1_epi32(2)),
+               three = _mm256_castsi256_ps(_mm256_set1_epi32(3));
+  for (int64_t b0 = 0; b0 < B; b0 += 8) {
+    const int64_t nb = B - b0 < 8 ? B - b0 : 8;
+    for (int64_t k = 0; k < n_out; k++) {
+      const int64_t off = 2 * (k / OW) * W + 2 * (k % OW);
+      __m128 q[8];
+      for (int64_t t = 0; t < 8; t++) { /* lanes past nb repeat plane b0 */
+        const float *p = x + (b0 + (t < nb ? t : 0)) * xs + off;
+        q[t] = _mm_loadh_pi(_mm_castpd_ps(_mm_load_sd((const double *)(const void *)p)), (const __m64 *)(const void *)(p + W));
+      }
+      __m256 r[4];
+      for (int t = 0; t < 4; t++) r[t] = _mm256_insertf128_ps(_mm256_castps128_ps256(q[t]), q[t + 4], 1);
+      const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpacklo_ps(r[2], r[3]);
+      const __m256 t2 = _mm256_unpackhi_ps(r[0], r[1]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+#define NORM(v) _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps((v), vm), vs), vh)
+      const __m256 y00 = NORM(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(t0), _mm256_castps_pd(t1))));
+      const __m256 y01 = NORM(_mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t0), _mm256_castps_pd(t1))));
+      const __m256 y10 = NORM(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(t2), _mm256_castps_pd(t3))));
+      const __m256 y11 = NORM(_mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t2), _mm256_castps_pd(t3))));
+#undef NORM
+      __m256 mx = y00, bi = _mm256_setzero_ps(), m = _mm256_cmp_ps(y01, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y01, m), bi = _mm256_blendv_ps(bi, one, m);
+      m = _mm256_cmp_ps(y10, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y10, m), bi = _mm256_blendv_ps(bi, two, m);
+      m = _mm256_cmp_ps(y11, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y11, m), bi = _mm256_blendv_ps(bi, three, m);
+      if (relu) mx = _mm256_and_ps(mx, _mm256_cmp_ps(mx, _mm256_setzero_ps(), _CMP_GT_OQ));
+      float mv[8];
+      int32_t bv[8];
+      _mm256_storeu_ps(mv, mx);
+      _mm256_storeu_si256((__m256i *)(void *)bv, _mm256_castps_si256(bi));
+      for (int64_t t = 0; t < nb; t++) out[(b0 + t) * os + k] = mv[t];
+      if (arg)
+        for (int64_t t = 0; t < nb; t++) arg[(b0 + t) * os + k] = (uint8_t)bv[t];
+    }
+  }
+}
+
 static void bnp_forward_item(int64_t c, int worker, void *vj) {
   const bnp_job *j = vj;
   const int64_t B = j->B, C = j->C, HW = j->H * j->W;
@@ -1677,6 +1726,11 @@ static void bnp_forward_item(int64_t c, int worker, void *vj) {
   /* the same float expression as ml_batchnorm_forward, so values and argmax match it exactly */
   const float scale = (float)(is * (j->gamma ? j->gamma[c] : 1.0)), shift = j->beta ? j->beta[c] : 0.0f, mf = (float)m;
   const int64_t n_out = (j->H / 2) * (j->W / 2);
+  if (ml__simd_level() == ML_SIMD_AVX2 && !pool_planes_avx2(j->H, j->W)) {
+    bnp_forward_planes_small_avx2(j->x + c * HW, C * HW, j->out + c * n_out, j->arg ? j->arg + c * n_out : NULL,
+                                  C * n_out, B, j->H, j->W, mf, scale, shift, j->relu);
+    return;
+  }
   for (int64_t b = 0; b < B; b++) {
     const int64_t plane = b * C + c;
     ml__bnp_forward_plane(j->x + plane * HW, j->out + plane * n_out, j->arg ? j->arg + plane * n_out : NULL, j->H, j->W,
