@@ -1747,25 +1747,102 @@ void ml_batchnorm_pool_forward(float *out, uint8_t *arg, float *mean, float *inv
 
 /* dy is dout at the argmax positions and 0 elsewhere, so the sums run over the pooled grid and
  * dx = a*dy + b*(x - mean) + c is written densely, then a*dout added at the argmaxes. */
+/* The windows' 2 x 2 inputs of planes b0.. (8 lanes; lanes past nb repeat plane b0) at offset off:
+ * v[2*dh + dw] */
+AVX2_TARGET static inline void small_windows8(const float *x, int64_t xs, int64_t b0, int64_t nb, int64_t off,
+                                              int64_t W, __m256 *v) {
+  __m128 q[8];
+  for (int64_t t = 0; t < 8; t++) {
+    const float *p = x + (b0 + (t < nb ? t : 0)) * xs + off;
+    q[t] = _mm_loadh_pi(_mm_castpd_ps(_mm_load_sd((const double *)(const void *)p)), (const __m64 *)(const void *)(p + W));
+  }
+  __m256 r[4];
+  for (int t = 0; t < 4; t++) r[t] = _mm256_insertf128_ps(_mm256_castps128_ps256(q[t]), q[t + 4], 1);
+  const __m256d t0 = _mm256_castps_pd(_mm256_unpacklo_ps(r[0], r[1])), t1 = _mm256_castps_pd(_mm256_unpacklo_ps(r[2], r[3]));
+  const __m256d t2 = _mm256_castps_pd(_mm256_unpackhi_ps(r[0], r[1])), t3 = _mm256_castps_pd(_mm256_unpackhi_ps(r[2], r[3]));
+  v[0] = _mm256_castpd_ps(_mm256_unpacklo_pd(t0, t1)), v[1] = _mm256_castpd_ps(_mm256_unpackhi_pd(t0, t1));
+  v[2] = _mm256_castpd_ps(_mm256_unpacklo_pd(t2, t3)), v[3] = _mm256_castpd_ps(_mm256_unpackhi_pd(t2, t3));
+}
+
+/* The backward's sums on small planes (as bnp_forward_planes_small_avx2), a channel's B planes 8
+ * at a time: x at the argmax picked from the four window inputs by the code; per 8 planes the
+ * float sums widened into double. Fixed order: the same bits at any thread count. */
+AVX2_TARGET static void bnp_backward_sums_small_avx2(const float *x, int64_t xs, const float *go, const float *rout,
+                                                     const uint8_t *arg, int64_t os, int64_t B, int64_t H, int64_t W,
+                                                     float mf, double *sdy, double *sdyx) {
+  const int64_t OW = W / 2, n_out = (H / 2) * OW;
+  const __m256 vm = _mm256_set1_ps(mf);
+  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  for (int64_t b0 = 0; b0 < B; b0 += 8) {
+    const int64_t nb = B - b0 < 8 ? B - b0 : 8;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n_out; k++) {
+      __m256 v[4];
+      small_windows8(x, xs, b0, nb, 2 * (k / OW) * W + 2 * (k % OW), W, v);
+      float gv[8] = {0};
+      int32_t cv[8] = {0};
+      for (int64_t t = 0; t < nb; t++) {
+        const int64_t i = (b0 + t) * os + k;
+        gv[t] = !rout || rout[i] > 0.0f ? go[i] : 0.0f, cv[t] = arg[i];
+      }
+      const __m256 g = _mm256_loadu_ps(gv);
+      const __m256i code = _mm256_loadu_si256((const __m256i *)(const void *)cv);
+      const __m256 right = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, one), one));
+      const __m256 down = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, two), two));
+      const __m256 xa = _mm256_blendv_ps(_mm256_blendv_ps(v[0], v[1], right), _mm256_blendv_ps(v[2], v[3], right), down);
+      s0 = _mm256_add_ps(s0, g);
+      s1 = _mm256_fmadd_ps(g, _mm256_sub_ps(xa, vm), s1);
+    }
+    acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(s0)));
+    acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps(s0, 1)));
+    acc[2] = _mm256_add_pd(acc[2], _mm256_cvtps_pd(_mm256_castps256_ps128(s1)));
+    acc[3] = _mm256_add_pd(acc[3], _mm256_cvtps_pd(_mm256_extractf128_ps(s1, 1)));
+  }
+  for (int k = 0; k < 2; k++) {
+    const __m256d t = _mm256_add_pd(acc[2 * k], acc[2 * k + 1]);
+    const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    *(k ? sdyx : sdy) += _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
+  }
+}
+
+/* The backward's dense write on a small plane: the dense term 8 at a time, then fa * dout added at
+ * the argmaxes, as the scalar loops (the same bits) */
+AVX2_TARGET static void bnp_backward_plane_small_avx2(float *dx, const float *x, const float *go, const float *rout,
+                                                      const uint8_t *arg, int64_t H, int64_t W, float mf, float fa,
+                                                      float fb, float fc) {
+  const int64_t HW = H * W, OW = W / 2, n_out = (H / 2) * OW;
+  const __m256 vm = _mm256_set1_ps(mf), vb = _mm256_set1_ps(fb), vc = _mm256_set1_ps(fc);
+  for (int64_t i = 0; i < HW; i += 8)
+    store8(dx + i, HW - i, _mm256_add_ps(_mm256_mul_ps(vb, _mm256_sub_ps(load8(x + i, HW - i), vm)), vc));
+  for (int64_t k = 0; k < n_out; k++)
+    dx[ml_pool_offset(arg[k], k / OW, k % OW, W)] += fa * relu_go(go, rout, k);
+}
+
 static void bnp_backward_item(int64_t c, int worker, void *vj) {
   const bnp_job *j = vj;
   const int64_t B = j->B, C = j->C, H = j->H, W = j->W, HW = H * W, n_out = (H / 2) * (W / 2);
   const double M = (double)(B * HW), m = j->cmean[c], is = j->cinvstd[c];
   const float mf = (float)m;
   double sdy = 0, sdyx = 0;
-  for (int64_t b = 0; b < B; b++)
-    ml__bnp_backward_sums(j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
-                          j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf,
-                          &sdy, &sdyx);
+  const bool small = ml__simd_level() == ML_SIMD_AVX2 && !pool_planes_avx2(H, W);
+  if (small)
+    bnp_backward_sums_small_avx2(j->x + c * HW, C * HW, j->dout + c * n_out, j->rout ? j->rout + c * n_out : NULL,
+                                 j->carg + c * n_out, C * n_out, B, H, W, mf, &sdy, &sdyx);
+  else
+    for (int64_t b = 0; b < B; b++)
+      ml__bnp_backward_sums(j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
+                            j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf,
+                            &sdy, &sdyx);
   sdyx *= is;
   if (j->dgamma) j->dgamma[c] = (float)sdyx;
   if (j->dbeta) j->dbeta[c] = (float)sdy;
   const double g = j->gamma ? j->gamma[c] : 1.0;
   const float fa = (float)(g * is), fb = (float)(-g * is * is * sdyx / M), fc = (float)(-g * is * sdy / M);
   for (int64_t b = 0; b < B; b++)
-    ml__bnp_backward_plane(j->dx + (b * C + c) * HW, j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
-                           j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf, fa,
-                           fb, fc);
+    (small ? bnp_backward_plane_small_avx2 : ml__bnp_backward_plane)(
+        j->dx + (b * C + c) * HW, j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
+        j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf, fa, fb, fc);
 }
 
 void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const float *relu_out,
