@@ -9,7 +9,9 @@
  * there: forward = statistics pass + normalize-pool pass, backward = sums pass + dense pass
  * (with the image's weight gradient). The per-image results (statistics, sums, weight
  * gradients) are kept per image and combined in image order: the same bits at any thread count.
- * The plane kernels are conv.c's, so each plane's arithmetic is that of the unfused path. */
+ * The plane kernels are conv.c's, so each plane's arithmetic is that of the unfused path. With
+ * AVX2 the autograd op also keeps the output at the windows' argmaxes (ml__conv_bn_pool_*_z), so
+ * the backward's sums pass needs no convolution. */
 #include <math.h>
 #include <string.h>
 
