@@ -1670,7 +1670,7 @@ AVX2_TARGET static inline void small_windows8(const float *x, int64_t xs, int64_
   __m128 q[8];
   for (int64_t t = 0; t < 8; t++) {
     const float *p = x + (b0 + (t < nb ? t : 0)) * xs + off;
-    const __m128 top = _mm_castpd_ps(_mm_load_sd((const double *)(const void *)p));
+    const __m128 top = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(const void *)p)); /* unaligned */
     q[t] = _mm_loadh_pi(top, (const __m64 *)(const void *)(p + W));
   }
   __m256 r[4];
