@@ -505,9 +505,10 @@ ML_TEST(kernels_with_a_lent_pool_are_bit_identical) {
 ML_TEST(batchnorm_pool_fused) {
   /* at every SIMD level, with and without the ReLU; odd sizes leave a row and a column outside
    * the windows; pooled rows shorter and longer than one 16-lane (8-lane) vector, a plane of
-   * exactly 8 windows, rows of 8 + 1 */
-  const int64_t shapes[][4] = {{3, 4, 6, 6},  {2, 3, 7, 5}, {5, 2, 28, 28}, {2, 3, 9, 41},
-                               {1, 2, 6, 34}, {2, 2, 3, 64}, {2, 3, 2, 16},  {3, 2, 5, 19}};
+   * exactly 8 windows, rows of 8 + 1; small planes (rows of fewer than 4 windows) in batches
+   * longer than 8 (AVX2: 8 planes at a time) */
+  const int64_t shapes[][4] = {{3, 4, 6, 6},  {2, 3, 7, 5},  {5, 2, 28, 28}, {2, 3, 9, 41}, {1, 2, 6, 34},
+                               {2, 2, 3, 64}, {2, 3, 2, 16}, {3, 2, 5, 19},  {11, 2, 7, 7}, {19, 3, 3, 3}};
   const size_t ns = sizeof shapes / sizeof shapes[0];
   for (size_t k = 0; k < 2 * ns * (size_t)(ml_cpu_simd() + 1); k++) {
     ml__simd_force((int)(k / (2 * ns)));
@@ -574,19 +575,34 @@ ML_TEST(conv_bn_pool_fused) {
     ml_batchnorm_pool_backward(dz, dg1, dbe1, go, relu ? o1 : NULL, i1, z, st1, st1 + 16, gam, B, OC, s.OH, s.OW);
     ml_conv2d_backward_weight_bias(&s, dw1, db1, x, dz, sc);
     ml_conv2d_backward_data(&s, dx1, dz, w, sc);
-    float *o2[2], *dw2[2], *dx2[2], st2[2][32], dg2[2][16], dbe2[2][16], db2[2][16];
-    uint8_t *i2[2];
-    for (int lent = 0; lent < 2; lent++) {
+    /* runs 0, 1 without and with a pool; 2, 3 the same keeping the argmax values (AVX2) */
+    float *o2[4], *dw2[4], *dx2[4], st2[4][32], dg2[4][16], dbe2[4][16], db2[4][16];
+    uint8_t *i2[4];
+    const bool keeps = ml__conv_bn_pool_keeps_z();
+    for (int run = 0; run < 4; run++) {
+      const int lent = run % 2;
       ml_pool *prev = ml_kernels_set_pool(lent ? pool : NULL);
       float *fs = malloc(ml_conv_bn_pool_scratch_floats(&s) * 4);
-      o2[lent] = malloc((size_t)np * 4), dw2[lent] = malloc((size_t)nw * 4), dx2[lent] = malloc((size_t)nx * 4);
-      i2[lent] = malloc((size_t)np);
-      ml_conv_bn_pool_forward(&s, o2[lent], i2[lent], st2[lent], st2[lent] + 16, x, w, bias, gam, bet, 1e-5f, relu, fs);
-      ml_conv_bn_pool_backward(&s, dx2[lent], dw2[lent], db2[lent], dg2[lent], dbe2[lent], go, relu ? o2[lent] : NULL,
-                               i2[lent], x, w, bias, st2[lent], st2[lent] + 16, gam, fs);
+      float *zp = run >= 2 && keeps ? malloc((size_t)np * 4) : NULL;
+      o2[run] = malloc((size_t)np * 4), dw2[run] = malloc((size_t)nw * 4), dx2[run] = malloc((size_t)nx * 4);
+      i2[run] = malloc((size_t)np);
+      ml__conv_bn_pool_forward_z(&s, o2[run], i2[run], zp, st2[run], st2[run] + 16, x, w, bias, gam, bet, 1e-5f, relu,
+                                 fs);
+      ml__conv_bn_pool_backward_z(&s, dx2[run], dw2[run], db2[run], dg2[run], dbe2[run], go, relu ? o2[run] : NULL,
+                                  i2[run], zp, x, w, bias, st2[run], st2[run] + 16, gam, fs);
       ml_kernels_set_pool(prev);
-      free(fs);
+      free(fs), free(zp);
     }
+    for (int run = 2; run < 4; run++) {
+      CHECK(!memcmp(o2[run], o2[0], (size_t)np * 4) && !memcmp(i2[run], i2[0], (size_t)np));
+      CHECK_CLOSE(dx2[run], dx1, nx, 1e-5, 1e-4);
+      CHECK_CLOSE(dw2[run], dw1, nw, 1e-5, 1e-4);
+      CHECK_CLOSE(dg2[run], dg1, OC, 1e-5, 1e-4);
+      CHECK_CLOSE(dbe2[run], dbe1, OC, 1e-5, 1e-4);
+      CHECK_CLOSE(db2[run], db1, OC, 1e-4, 0);
+    }
+    CHECK(!memcmp(dw2[2], dw2[3], (size_t)nw * 4) && !memcmp(dx2[2], dx2[3], (size_t)nx * 4));
+    CHECK(!memcmp(dg2[2], dg2[3], (size_t)OC * 4) && !memcmp(dbe2[2], dbe2[3], (size_t)OC * 4));
     CHECK_CLOSE(o2[0], o1, np, 1e-5, 1e-5);
     CHECK(!memcmp(i2[0], i1, (size_t)np));
     CHECK_CLOSE(st2[0], st1, OC, 1e-6, 1e-5);
@@ -600,7 +616,7 @@ ML_TEST(conv_bn_pool_fused) {
     CHECK(!memcmp(o2[0], o2[1], (size_t)np * 4) && !memcmp(i2[0], i2[1], (size_t)np));
     CHECK(!memcmp(dw2[0], dw2[1], (size_t)nw * 4) && !memcmp(dx2[0], dx2[1], (size_t)nx * 4));
     CHECK(!memcmp(st2[0], st2[1], sizeof st2[0]) && !memcmp(db2[0], db2[1], (size_t)OC * 4));
-    for (int l = 0; l < 2; l++) free(o2[l]), free(dw2[l]), free(dx2[l]), free(i2[l]);
+    for (int l = 0; l < 4; l++) free(o2[l]), free(dw2[l]), free(dx2[l]), free(i2[l]);
     free(x), free(w), free(bias), free(gam), free(bet), free(go), free(z), free(dz), free(o1), free(sc), free(dw1);
     free(dx1), free(i1);
   }

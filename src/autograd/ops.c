@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "autograd/internal.h"
+#include "kernels/internal.h"
 
 #define GUARD1(x) \
   if (!(x) || g->status) return NULL
@@ -664,15 +665,19 @@ ml_node *ml_conv_bn_pool(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, ml_nod
     return ml__fail(g, ML_ERR_SHAPE, "conv_bn_pool: bias, gamma and beta must have %lld elements", (long long)s.OC);
   ml_node *ins[5] = {x, w, b, gamma, beta};
   ml_node *n = ml__node_n(g, ML_OP_CONV_BN_POOL, 4, (int64_t[]){s.B, s.OC, s.OH / 2, s.OW / 2}, ins, 5, true);
-  float *saved = ml__scratch(g, (size_t)(2 * s.OC) * sizeof(float));
+  /* after the statistics, the output at the argmaxes when the kernels keep it (the backward then
+   * skips a recomputation; flagged by b) */
+  const bool keep = n && n->n_in && ml__conv_bn_pool_keeps_z();
+  float *saved = ml__scratch(g, (size_t)(2 * s.OC + (keep ? n->value.numel : 0)) * sizeof(float));
   uint8_t *arg = n && n->n_in ? ml__scratch(g, (size_t)n->value.numel) : NULL;
   float *scratch = ml__temp(g, ml_conv_bn_pool_scratch_floats(&s) * sizeof(float));
   if (!n || !saved || (n->n_in && !arg) || !scratch) return NULL;
-  n->conv = s, n->a = eps, n->arg = arg, n->relu = relu;
+  float *zpool = keep ? saved + 2 * s.OC : NULL;
+  n->conv = s, n->a = eps, n->b = keep ? 1.0f : 0.0f, n->arg = arg, n->relu = relu;
   n->saved0 = saved, n->saved1 = saved + s.OC;
-  ml_conv_bn_pool_forward(&s, n->value.data, arg, n->saved0, n->saved1, x->value.data, w->value.data,
-                          b ? b->value.data : NULL, gamma ? gamma->value.data : NULL, beta ? beta->value.data : NULL,
-                          eps, relu, scratch);
+  ml__conv_bn_pool_forward_z(&s, n->value.data, arg, zpool, n->saved0, n->saved1, x->value.data, w->value.data,
+                             b ? b->value.data : NULL, gamma ? gamma->value.data : NULL,
+                             beta ? beta->value.data : NULL, eps, relu, scratch);
   return n;
 }
 
@@ -700,10 +705,12 @@ static void bw_conv_bn_pool(ml_graph *g, ml_node *n, ml_node *go, ml_node **gin,
   ml_node *dbeta = need[4] && beta ? new_like(g, beta) : NULL;
   float *scratch = ml__temp(g, ml_conv_bn_pool_scratch_floats(s) * sizeof(float));
   if (g->status || !scratch) return;
-  ml_conv_bn_pool_backward(s, din ? din->value.data : NULL, dw ? dw->value.data : NULL, db ? db->value.data : NULL,
-                           dgamma ? dgamma->value.data : NULL, dbeta ? dbeta->value.data : NULL, go->value.data,
-                           n->relu ? n->value.data : NULL, n->arg, x->value.data, w->value.data,
-                           b ? b->value.data : NULL, n->saved0, n->saved1, gamma ? gamma->value.data : NULL, scratch);
+  const float *zpool = n->b != 0.0f ? n->saved1 + s->OC : NULL;
+  ml__conv_bn_pool_backward_z(s, din ? din->value.data : NULL, dw ? dw->value.data : NULL,
+                              db ? db->value.data : NULL, dgamma ? dgamma->value.data : NULL,
+                              dbeta ? dbeta->value.data : NULL, go->value.data, n->relu ? n->value.data : NULL, n->arg,
+                              zpool, x->value.data, w->value.data, b ? b->value.data : NULL, n->saved0, n->saved1,
+                              gamma ? gamma->value.data : NULL, scratch);
   gin[0] = din, gin[1] = dw, gin[2] = db, gin[3] = dgamma, gin[4] = dbeta;
 }
 

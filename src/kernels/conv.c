@@ -1207,8 +1207,8 @@ AVX512_TARGET static void bnp_forward_plane_avx512(const float *x, float *out, u
 /* The same with AVX2, 8 windows at a time: each row's 16 columns split into even and odd by an
  * in-lane shuffle, which leaves the windows in the order 0-1 4-5 2-3 6-7; the max and argmax are
  * per lane, so only they are put back in order (one cross-lane permute each). Same bits again. */
-AVX2_TARGET static void bnp_forward_plane_avx2(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W,
-                                               float mf, float scale, float shift, bool relu) {
+AVX2_TARGET static void bnp_forward_plane_avx2(const float *x, float *out, uint8_t *arg, float *zp, int64_t H,
+                                               int64_t W, float mf, float scale, float shift, bool relu) {
   const int64_t OH = H / 2, OW = W / 2, n_out = OH * OW;
   const __m256 vm = _mm256_set1_ps(mf), vs = _mm256_set1_ps(scale), vh = _mm256_set1_ps(shift);
   const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)), two = _mm256_castsi256_ps(_mm256_set1_epi32(2)),
@@ -1220,16 +1220,24 @@ AVX2_TARGET static void bnp_forward_plane_avx2(const float *x, float *out, uint8
       const float *p0 = r0 + 2 * ow0, *p1 = r1 + 2 * ow0;
       const __m256 a0 = load8(p0, 2 * n), a1 = load8(p0 + 8, 2 * n - 8);
       const __m256 b0 = load8(p1, 2 * n), b1 = load8(p1 + 8, 2 * n - 8);
+      const __m256 x00 = _mm256_shuffle_ps(a0, a1, 0x88), x01 = _mm256_shuffle_ps(a0, a1, 0xdd);
+      const __m256 x10 = _mm256_shuffle_ps(b0, b1, 0x88), x11 = _mm256_shuffle_ps(b0, b1, 0xdd);
 #define NORM(v) _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps((v), vm), vs), vh)
-      const __m256 y00 = NORM(_mm256_shuffle_ps(a0, a1, 0x88)), y01 = NORM(_mm256_shuffle_ps(a0, a1, 0xdd));
-      const __m256 y10 = NORM(_mm256_shuffle_ps(b0, b1, 0x88)), y11 = NORM(_mm256_shuffle_ps(b0, b1, 0xdd));
+      const __m256 y00 = NORM(x00), y01 = NORM(x01), y10 = NORM(x10), y11 = NORM(x11);
 #undef NORM
-      __m256 mx = y00, bi = _mm256_setzero_ps(), m = _mm256_cmp_ps(y01, mx, _CMP_GT_OQ);
+      /* z: the input at the argmax, when asked for */
+      __m256 mx = y00, bi = _mm256_setzero_ps(), z = x00, m = _mm256_cmp_ps(y01, mx, _CMP_GT_OQ);
       mx = _mm256_blendv_ps(mx, y01, m), bi = _mm256_blendv_ps(bi, one, m);
+      if (zp) z = _mm256_blendv_ps(z, x01, m);
       m = _mm256_cmp_ps(y10, mx, _CMP_GT_OQ);
       mx = _mm256_blendv_ps(mx, y10, m), bi = _mm256_blendv_ps(bi, two, m);
+      if (zp) z = _mm256_blendv_ps(z, x10, m);
       m = _mm256_cmp_ps(y11, mx, _CMP_GT_OQ);
       mx = _mm256_blendv_ps(mx, y11, m), bi = _mm256_blendv_ps(bi, three, m);
+      if (zp) {
+        z = _mm256_blendv_ps(z, x11, m);
+        store8(zp + f, f + 8 <= n_out ? 8 : n, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(z), 0xd8)));
+      }
       if (relu) mx = _mm256_and_ps(mx, _mm256_cmp_ps(mx, _mm256_setzero_ps(), _CMP_GT_OQ));
       mx = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mx), 0xd8));
       /* a full store runs into the next output row (written after it), except at the plane's end */
@@ -1408,11 +1416,21 @@ AVX2_TARGET static inline __m256i plane_codes8_at(const uint8_t *p, int64_t n, i
   return _mm256_permutevar8x32_epi32(v, _mm256_add_epi32(lane, _mm256_set1_epi32((int32_t)(i + 8 - n))));
 }
 
-/* lanes m (a lane mask) less those a ReLU zeroed, as relu_lanes */
-AVX2_TARGET static inline __m256i relu_lanes8(__m256i m, const float *rout, int64_t i) {
-  if (!rout) return m;
-  const __m256 r = _mm256_maskload_ps(rout + i, m);
-  return _mm256_and_si256(m, _mm256_castps_si256(_mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_GT_OQ)));
+/* dout of the n windows from i on (of a plane of n_out) where the ReLU passed it, 0 elsewhere and
+ * in lanes past n, as relu_lanes. Plain loads and a mask unless the 8 lanes pass the plane's end:
+ * a masked load of rout feeding the mask of a masked load of dout chained two slow loads, the
+ * costliest instructions of the backward passes on Zen 3 (profiled). */
+AVX2_TARGET static inline __m256 relu_go8(const float *go, const float *rout, int64_t i, int64_t n, int64_t n_out) {
+  __m256i m = n >= 8 ? _mm256_set1_epi32(-1) : lanes8(0, n);
+  if (i + 8 > n_out) {
+    if (rout)
+      m = _mm256_and_si256(m, _mm256_castps_si256(_mm256_cmp_ps(_mm256_maskload_ps(rout + i, m), _mm256_setzero_ps(),
+                                                                _CMP_GT_OQ)));
+    return _mm256_maskload_ps(go + i, m);
+  }
+  if (rout) m = _mm256_and_si256(m, _mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(rout + i), _mm256_setzero_ps(),
+                                                                      _CMP_GT_OQ)));
+  return _mm256_and_ps(_mm256_castsi256_ps(m), _mm256_loadu_ps(go + i));
 }
 
 /* Window codes (or values) of 8 windows spread to their 16 input columns: columns 0-7, 8-15. */
@@ -1483,7 +1501,7 @@ AVX2_TARGET static void bnp_backward_plane_avx2(float *dx, const float *x, const
       __m256 a0 = DENSE(load8(r0 + c0, 2 * n)), a1 = DENSE(load8(r0 + c0 + 8, 2 * n - 8));
       __m256 b0 = DENSE(load8(r1 + c0, 2 * n)), b1 = DENSE(load8(r1 + c0 + 8, 2 * n - 8));
 #undef DENSE
-      const __m256 g = _mm256_mul_ps(va, _mm256_maskload_ps(go + i, relu_lanes8(lanes8(0, n), rout, i)));
+      const __m256 g = _mm256_mul_ps(va, relu_go8(go, rout, i, n, OH * OW));
       const __m256i code = plane_codes8_at(arg, OH * OW, i);
       const __m256i clo = _mm256_permutevar8x32_epi32(code, DUP8_LO), chi = _mm256_permutevar8x32_epi32(code, DUP8_HI);
       const __m256 glo = _mm256_permutevar8x32_ps(g, DUP8_LO), ghi = _mm256_permutevar8x32_ps(g, DUP8_HI);
@@ -1515,7 +1533,7 @@ AVX2_TARGET static void bnp_backward_sums_avx2(const float *x, const float *go, 
     const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
     for (int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
       const int64_t n = OW - ow0 < 8 ? OW - ow0 : 8, c0 = 2 * ow0, i = oh * OW + ow0;
-      const __m256 g = _mm256_maskload_ps(go + i, relu_lanes8(lanes8(0, n), rout, i));
+      const __m256 g = relu_go8(go, rout, i, n, n_out);
       const __m256i code = _mm256_permute4x64_epi64(plane_codes8_at(arg, n_out, i), 0xd8);
       const __m256 a0 = load8(r0 + c0, 2 * n), a1 = load8(r0 + c0 + 8, 2 * n - 8);
       const __m256 b0 = load8(r1 + c0, 2 * n), b1 = load8(r1 + c0 + 8, 2 * n - 8);
@@ -1533,16 +1551,69 @@ AVX2_TARGET static void bnp_backward_sums_avx2(const float *x, const float *go, 
   *sdyx += hsum8(s1);
 }
 
+/* bnp_backward_sums_avx2 from the argmax values xp (n of them, contiguous): two vectors per sum
+ * so consecutive adds do not wait on each other; fixed order */
+AVX2_TARGET static void bnp_pooled_sums_avx2(const float *xp, const float *go, const float *rout, int64_t n, float mf,
+                                             double *sdy, double *sdyx) {
+  const __m256 vm = _mm256_set1_ps(mf);
+  __m256 s0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, s1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t i = 0, h = 0; i < n; i += 8, h ^= 1) {
+    const __m256 g = relu_go8(go, rout, i, n - i, n);
+    s0[h] = _mm256_add_ps(s0[h], g);
+    s1[h] = _mm256_fmadd_ps(g, _mm256_sub_ps(load8(xp + i, n - i), vm), s1[h]);
+  }
+  *sdy += hsum8(_mm256_add_ps(s0[0], s0[1]));
+  *sdyx += hsum8(_mm256_add_ps(s1[0], s1[1]));
+}
+
+void ml__bnp_pooled_sums(const float *xp, const float *go, const float *rout, int64_t n, float mf, double *sdy,
+                         double *sdyx) {
+  if (ml__simd_level() == ML_SIMD_AVX2) {
+    bnp_pooled_sums_avx2(xp, go, rout, n, mf, sdy, sdyx);
+    return;
+  }
+  float a0 = 0, a1 = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const float gi = !rout || rout[i] > 0.0f ? go[i] : 0.0f;
+    a0 += gi, a1 += gi * (xp[i] - mf);
+  }
+  *sdy += a0, *sdyx += a1;
+}
+
+void ml__pool_gather_plane(float *out, const float *x, const uint8_t *arg, int64_t H, int64_t W) {
+  if (pool_planes_avx512(H, W)) {
+    pool_gather_plane_avx512(out, x, arg, H, W);
+    return;
+  }
+  if (pool_planes_avx2(H, W)) {
+    pool_gather_plane_avx2(out, x, arg, H, W);
+    return;
+  }
+  const int64_t OH = H / 2, OW = W / 2;
+  for (int64_t oh = 0; oh < OH; oh++)
+    for (int64_t ow = 0; ow < OW; ow++) out[oh * OW + ow] = x[ml_pool_offset(arg[oh * OW + ow], oh, ow, W)];
+}
+
 void ml__bnp_forward_plane(const float *x, float *out, uint8_t *arg, int64_t H, int64_t W, float mf, float scale,
                            float shift, bool relu) {
   if (ml__simd_level() >= ML_SIMD_AVX512)
     bnp_forward_plane_avx512(x, out, arg, H, W, mf, scale, shift, relu);
   else if (pool_planes_avx2(H, W))
-    bnp_forward_plane_avx2(x, out, arg, H, W, mf, scale, shift, relu);
+    bnp_forward_plane_avx2(x, out, arg, NULL, H, W, mf, scale, shift, relu);
   else if (arg)
     bnp_forward_plane_scalar(x, out, arg, H, W, mf, scale, shift, relu, true);
   else
     bnp_forward_plane_scalar(x, out, NULL, H, W, mf, scale, shift, relu, false);
+}
+
+void ml__bnp_forward_plane_z(const float *x, float *out, uint8_t *arg, float *zp, int64_t H, int64_t W, float mf,
+                             float scale, float shift, bool relu) {
+  if (ml__simd_level() == ML_SIMD_AVX2 && pool_planes_avx2(H, W)) {
+    bnp_forward_plane_avx2(x, out, arg, zp, H, W, mf, scale, shift, relu);
+    return;
+  }
+  ml__bnp_forward_plane(x, out, arg, H, W, mf, scale, shift, relu);
+  ml__pool_gather_plane(zp, x, arg, H, W);
 }
 
 /* dout where the ReLU passed it (rout[i] > 0, ml_relu_mask_kernel's test), 0 elsewhere */
@@ -1593,6 +1664,65 @@ void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const fl
 double ml__sum_row(const float *x, int64_t n) { return sum_row(x, n); }
 double ml__sumsq_row(const float *x, int64_t n, double m) { return sumsq_row(x, n, m); }
 
+/* The windows' 2 x 2 inputs of planes b0.. (8 lanes; lanes past nb repeat plane b0) at offset off:
+ * v[2*dh + dw] */
+AVX2_TARGET static inline void small_windows8(const float *x, int64_t xs, int64_t b0, int64_t nb, int64_t off,
+                                              int64_t W, __m256 *v) {
+  __m128 q[8];
+  for (int64_t t = 0; t < 8; t++) {
+    const float *p = x + (b0 + (t < nb ? t : 0)) * xs + off;
+    const __m128 top = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(const void *)p)); /* unaligned */
+    q[t] = _mm_loadh_pi(top, (const __m64 *)(const void *)(p + W));
+  }
+  __m256 r[4];
+  for (int t = 0; t < 4; t++) r[t] = _mm256_insertf128_ps(_mm256_castps128_ps256(q[t]), q[t + 4], 1);
+  const __m256d t0 = _mm256_castps_pd(_mm256_unpacklo_ps(r[0], r[1]));
+  const __m256d t1 = _mm256_castps_pd(_mm256_unpacklo_ps(r[2], r[3]));
+  const __m256d t2 = _mm256_castps_pd(_mm256_unpackhi_ps(r[0], r[1]));
+  const __m256d t3 = _mm256_castps_pd(_mm256_unpackhi_ps(r[2], r[3]));
+  v[0] = _mm256_castpd_ps(_mm256_unpacklo_pd(t0, t1)), v[1] = _mm256_castpd_ps(_mm256_unpackhi_pd(t0, t1));
+  v[2] = _mm256_castpd_ps(_mm256_unpacklo_pd(t2, t3)), v[3] = _mm256_castpd_ps(_mm256_unpackhi_pd(t2, t3));
+}
+
+/* Small planes with AVX2 (rows of fewer than 4 windows: Conv4's 7x7 and 3x3 planes), a channel's
+ * B planes at once: one plane per lane, one window position at a time; per plane the window's
+ * 2 x 2 inputs are two 8-byte loads, then a transpose puts each of the four in its own vector.
+ * The scalar loop's arithmetic and order of compares: the same bits. Per 3x3 plane the scalar
+ * loop spent more in its calls and loop set-up than in arithmetic (80 x 64 planes of 7x7: 0.77 ->
+ * 0.36 ms with the statistics). */
+AVX2_TARGET static void bnp_forward_planes_small_avx2(const float *x, int64_t xs, float *out, uint8_t *arg,
+                                                      int64_t os, int64_t B, int64_t H, int64_t W, float mf,
+                                                      float scale, float shift, bool relu) {
+  const int64_t OW = W / 2, n_out = (H / 2) * OW;
+  const __m256 vm = _mm256_set1_ps(mf), vs = _mm256_set1_ps(scale), vh = _mm256_set1_ps(shift);
+  const __m256 one = _mm256_castsi256_ps(_mm256_set1_epi32(1)), two = _mm256_castsi256_ps(_mm256_set1_epi32(2)),
+               three = _mm256_castsi256_ps(_mm256_set1_epi32(3));
+  for (int64_t b0 = 0; b0 < B; b0 += 8) {
+    const int64_t nb = B - b0 < 8 ? B - b0 : 8;
+    for (int64_t k = 0; k < n_out; k++) {
+      __m256 v[4];
+      small_windows8(x, xs, b0, nb, 2 * (k / OW) * W + 2 * (k % OW), W, v);
+#define NORM(v) _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps((v), vm), vs), vh)
+      const __m256 y00 = NORM(v[0]), y01 = NORM(v[1]), y10 = NORM(v[2]), y11 = NORM(v[3]);
+#undef NORM
+      __m256 mx = y00, bi = _mm256_setzero_ps(), m = _mm256_cmp_ps(y01, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y01, m), bi = _mm256_blendv_ps(bi, one, m);
+      m = _mm256_cmp_ps(y10, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y10, m), bi = _mm256_blendv_ps(bi, two, m);
+      m = _mm256_cmp_ps(y11, mx, _CMP_GT_OQ);
+      mx = _mm256_blendv_ps(mx, y11, m), bi = _mm256_blendv_ps(bi, three, m);
+      if (relu) mx = _mm256_and_ps(mx, _mm256_cmp_ps(mx, _mm256_setzero_ps(), _CMP_GT_OQ));
+      float mv[8];
+      int32_t bv[8];
+      _mm256_storeu_ps(mv, mx);
+      _mm256_storeu_si256((__m256i *)(void *)bv, _mm256_castps_si256(bi));
+      for (int64_t t = 0; t < nb; t++) out[(b0 + t) * os + k] = mv[t];
+      if (arg)
+        for (int64_t t = 0; t < nb; t++) arg[(b0 + t) * os + k] = (uint8_t)bv[t];
+    }
+  }
+}
+
 static void bnp_forward_item(int64_t c, int worker, void *vj) {
   const bnp_job *j = vj;
   const int64_t B = j->B, C = j->C, HW = j->H * j->W;
@@ -1607,6 +1737,11 @@ static void bnp_forward_item(int64_t c, int worker, void *vj) {
   /* the same float expression as ml_batchnorm_forward, so values and argmax match it exactly */
   const float scale = (float)(is * (j->gamma ? j->gamma[c] : 1.0)), shift = j->beta ? j->beta[c] : 0.0f, mf = (float)m;
   const int64_t n_out = (j->H / 2) * (j->W / 2);
+  if (ml__simd_level() == ML_SIMD_AVX2 && !pool_planes_avx2(j->H, j->W)) {
+    bnp_forward_planes_small_avx2(j->x + c * HW, C * HW, j->out + c * n_out, j->arg ? j->arg + c * n_out : NULL,
+                                  C * n_out, B, j->H, j->W, mf, scale, shift, j->relu);
+    return;
+  }
   for (int64_t b = 0; b < B; b++) {
     const int64_t plane = b * C + c;
     ml__bnp_forward_plane(j->x + plane * HW, j->out + plane * n_out, j->arg ? j->arg + plane * n_out : NULL, j->H, j->W,
@@ -1623,25 +1758,86 @@ void ml_batchnorm_pool_forward(float *out, uint8_t *arg, float *mean, float *inv
 
 /* dy is dout at the argmax positions and 0 elsewhere, so the sums run over the pooled grid and
  * dx = a*dy + b*(x - mean) + c is written densely, then a*dout added at the argmaxes. */
+/* The backward's sums on small planes (as bnp_forward_planes_small_avx2), a channel's B planes 8
+ * at a time: x at the argmax picked from the four window inputs by the code; per 8 planes the
+ * float sums widened into double. Fixed order: the same bits at any thread count. */
+AVX2_TARGET static void bnp_backward_sums_small_avx2(const float *x, int64_t xs, const float *go, const float *rout,
+                                                     const uint8_t *arg, int64_t os, int64_t B, int64_t H, int64_t W,
+                                                     float mf, double *sdy, double *sdyx) {
+  const int64_t OW = W / 2, n_out = (H / 2) * OW;
+  const __m256 vm = _mm256_set1_ps(mf);
+  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  for (int64_t b0 = 0; b0 < B; b0 += 8) {
+    const int64_t nb = B - b0 < 8 ? B - b0 : 8;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n_out; k++) {
+      __m256 v[4];
+      small_windows8(x, xs, b0, nb, 2 * (k / OW) * W + 2 * (k % OW), W, v);
+      float gv[8] = {0};
+      int32_t cv[8] = {0};
+      for (int64_t t = 0; t < nb; t++) {
+        const int64_t i = (b0 + t) * os + k;
+        gv[t] = !rout || rout[i] > 0.0f ? go[i] : 0.0f, cv[t] = arg[i];
+      }
+      const __m256 g = _mm256_loadu_ps(gv);
+      const __m256i code = _mm256_loadu_si256((const __m256i *)(const void *)cv);
+      const __m256 right = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, one), one));
+      const __m256 down = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(code, two), two));
+      const __m256 top = _mm256_blendv_ps(v[0], v[1], right), bottom = _mm256_blendv_ps(v[2], v[3], right);
+      const __m256 xa = _mm256_blendv_ps(top, bottom, down);
+      s0 = _mm256_add_ps(s0, g);
+      s1 = _mm256_fmadd_ps(g, _mm256_sub_ps(xa, vm), s1);
+    }
+    acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(s0)));
+    acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps(s0, 1)));
+    acc[2] = _mm256_add_pd(acc[2], _mm256_cvtps_pd(_mm256_castps256_ps128(s1)));
+    acc[3] = _mm256_add_pd(acc[3], _mm256_cvtps_pd(_mm256_extractf128_ps(s1, 1)));
+  }
+  for (int k = 0; k < 2; k++) {
+    const __m256d t = _mm256_add_pd(acc[2 * k], acc[2 * k + 1]);
+    const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    *(k ? sdyx : sdy) += _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
+  }
+}
+
+/* The backward's dense write on a small plane: the dense term 8 at a time, then fa * dout added at
+ * the argmaxes, as the scalar loops (the same bits) */
+AVX2_TARGET static void bnp_backward_plane_small_avx2(float *dx, const float *x, const float *go, const float *rout,
+                                                      const uint8_t *arg, int64_t H, int64_t W, float mf, float fa,
+                                                      float fb, float fc) {
+  const int64_t HW = H * W, OW = W / 2, n_out = (H / 2) * OW;
+  const __m256 vm = _mm256_set1_ps(mf), vb = _mm256_set1_ps(fb), vc = _mm256_set1_ps(fc);
+  for (int64_t i = 0; i < HW; i += 8)
+    store8(dx + i, HW - i, _mm256_add_ps(_mm256_mul_ps(vb, _mm256_sub_ps(load8(x + i, HW - i), vm)), vc));
+  for (int64_t k = 0; k < n_out; k++)
+    dx[ml_pool_offset(arg[k], k / OW, k % OW, W)] += fa * relu_go(go, rout, k);
+}
+
 static void bnp_backward_item(int64_t c, int worker, void *vj) {
   const bnp_job *j = vj;
   const int64_t B = j->B, C = j->C, H = j->H, W = j->W, HW = H * W, n_out = (H / 2) * (W / 2);
   const double M = (double)(B * HW), m = j->cmean[c], is = j->cinvstd[c];
   const float mf = (float)m;
   double sdy = 0, sdyx = 0;
-  for (int64_t b = 0; b < B; b++)
-    ml__bnp_backward_sums(j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
-                          j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf,
-                          &sdy, &sdyx);
+  const bool small = ml__simd_level() == ML_SIMD_AVX2 && !pool_planes_avx2(H, W);
+  if (small)
+    bnp_backward_sums_small_avx2(j->x + c * HW, C * HW, j->dout + c * n_out, j->rout ? j->rout + c * n_out : NULL,
+                                 j->carg + c * n_out, C * n_out, B, H, W, mf, &sdy, &sdyx);
+  else
+    for (int64_t b = 0; b < B; b++)
+      ml__bnp_backward_sums(j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
+                            j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf,
+                            &sdy, &sdyx);
   sdyx *= is;
   if (j->dgamma) j->dgamma[c] = (float)sdyx;
   if (j->dbeta) j->dbeta[c] = (float)sdy;
   const double g = j->gamma ? j->gamma[c] : 1.0;
   const float fa = (float)(g * is), fb = (float)(-g * is * is * sdyx / M), fc = (float)(-g * is * sdy / M);
   for (int64_t b = 0; b < B; b++)
-    ml__bnp_backward_plane(j->dx + (b * C + c) * HW, j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
-                           j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf, fa,
-                           fb, fc);
+    (small ? bnp_backward_plane_small_avx2 : ml__bnp_backward_plane)(
+        j->dx + (b * C + c) * HW, j->x + (b * C + c) * HW, j->dout + (b * C + c) * n_out,
+        j->rout ? j->rout + (b * C + c) * n_out : NULL, j->carg + (b * C + c) * n_out, H, W, mf, fa, fb, fc);
 }
 
 void ml_batchnorm_pool_backward(float *dx, float *dgamma, float *dbeta, const float *dout, const float *relu_out,

@@ -9,7 +9,9 @@
  * there: forward = statistics pass + normalize-pool pass, backward = sums pass + dense pass
  * (with the image's weight gradient). The per-image results (statistics, sums, weight
  * gradients) are kept per image and combined in image order: the same bits at any thread count.
- * The plane kernels are conv.c's, so each plane's arithmetic is that of the unfused path. */
+ * The plane kernels are conv.c's, so each plane's arithmetic is that of the unfused path. With
+ * AVX2 the autograd op also keeps the output at the windows' argmaxes (ml__conv_bn_pool_*_z), so
+ * the backward's sums pass needs no convolution. */
 #include <math.h>
 #include <string.h>
 
@@ -22,9 +24,9 @@ typedef struct {
   size_t worker_floats;
   double *per_image; /* (B, OC, 2): statistics or backward sums */
   float *wpart;      /* (B, OC*C*KH*KW + OC): weight and bias gradients per image */
-  float *din, *out;
+  float *din, *out, *zpool; /* zpool: the output at each window's argmax (forward) */
   uint8_t *arg;
-  const float *in, *w, *bias, *dout, *rout;
+  const float *in, *w, *bias, *dout, *rout, *czpool;
   const uint8_t *carg;
   const float *mf, *k1, *k2, *k3; /* per channel: mean, then (scale, shift) or (fa, fb, fc) */
   bool want_weight, relu;
@@ -82,18 +84,34 @@ static void pool_item(int64_t b, int worker, void *vj) {
   const float *z = conv_image(j, b, worker);
   for (int64_t c = 0; c < s->OC; c++) {
     const int64_t plane = b * s->OC + c;
-    ml__bnp_forward_plane(z + c * P, j->out + plane * n_out, j->arg ? j->arg + plane * n_out : NULL, s->OH, s->OW,
-                          j->mf[c], j->k1[c], j->k2[c], j->relu);
+    if (j->zpool)
+      ml__bnp_forward_plane_z(z + c * P, j->out + plane * n_out, j->arg + plane * n_out, j->zpool + plane * n_out,
+                              s->OH, s->OW, j->mf[c], j->k1[c], j->k2[c], j->relu);
+    else
+      ml__bnp_forward_plane(z + c * P, j->out + plane * n_out, j->arg ? j->arg + plane * n_out : NULL, s->OH, s->OW,
+                            j->mf[c], j->k1[c], j->k2[c], j->relu);
   }
 }
+
+/* With AVX2 the forward can keep the convolution output at each window's argmax (a quarter of
+ * the output): the backward's sums then read it instead of computing the convolution once more
+ * (a first-layer convolution and a pass over the full-size output per image). AVX-512 keeps the
+ * recomputation (its bits unchanged). */
+bool ml__conv_bn_pool_keeps_z(void) { return ml__simd_level() == ML_SIMD_AVX2; }
 
 void ml_conv_bn_pool_forward(const ml_conv_shape *s, float *out, uint8_t *arg, float *mean, float *invstd,
                              const float *in, const float *w, const float *bias, const float *gamma, const float *beta,
                              float eps, bool relu, float *scratch) {
+  ml__conv_bn_pool_forward_z(s, out, arg, NULL, mean, invstd, in, w, bias, gamma, beta, eps, relu, scratch);
+}
+
+void ml__conv_bn_pool_forward_z(const ml_conv_shape *s, float *out, uint8_t *arg, float *zpool, float *mean,
+                                float *invstd, const float *in, const float *w, const float *bias, const float *gamma,
+                                const float *beta, float eps, bool relu, float *scratch) {
   const int64_t B = s->B, OC = s->OC, P = s->OH * s->OW;
   const int workers = ml_kernels_workers();
   cbp_job j = {.s = s, .one = one_image(s), .scratch = scratch, .worker_floats = worker_floats(s), .out = out,
-               .arg = arg, .in = in, .w = w, .bias = bias, .relu = relu};
+               .arg = arg, .zpool = arg ? zpool : NULL, .in = in, .w = w, .bias = bias, .relu = relu};
   j.per_image = (double *)(void *)(scratch + j.worker_floats * (size_t)workers);
   float *ch = scratch + j.worker_floats * (size_t)workers + round16((size_t)(B * OC * 4)) +
               (size_t)(B * (OC * s->C * s->KH * s->KW + OC));
@@ -137,6 +155,21 @@ static void sums_item(int64_t b, int worker, void *vj) {
   }
 }
 
+/* the same sums from the kept argmax values: no convolution */
+static void pooled_sums_item(int64_t b, int worker, void *vj) {
+  (void)worker;
+  const cbp_job *j = vj;
+  const ml_conv_shape *s = j->s;
+  const int64_t n_out = (s->OH / 2) * (s->OW / 2);
+  for (int64_t c = 0; c < s->OC; c++) {
+    const int64_t plane = b * s->OC + c;
+    double *st = j->per_image + plane * 2;
+    st[0] = st[1] = 0;
+    ml__bnp_pooled_sums(j->czpool + plane * n_out, j->dout + plane * n_out, j->rout ? j->rout + plane * n_out : NULL,
+                        n_out, j->mf[c], &st[0], &st[1]);
+  }
+}
+
 /* the convolution output's gradient for image b, then its weight (and bias) gradient and its
  * input gradient */
 static void dense_item(int64_t b, int worker, void *vj) {
@@ -163,15 +196,24 @@ void ml_conv_bn_pool_backward(const ml_conv_shape *s, float *din, float *dw, flo
                               const float *dout, const float *relu_out, const uint8_t *arg, const float *in,
                               const float *w, const float *bias, const float *mean, const float *invstd,
                               const float *gamma, float *scratch) {
+  ml__conv_bn_pool_backward_z(s, din, dw, db, dgamma, dbeta, dout, relu_out, arg, NULL, in, w, bias, mean, invstd,
+                              gamma, scratch);
+}
+
+void ml__conv_bn_pool_backward_z(const ml_conv_shape *s, float *din, float *dw, float *db, float *dgamma,
+                                 float *dbeta, const float *dout, const float *relu_out, const uint8_t *arg,
+                                 const float *zpool, const float *in, const float *w, const float *bias,
+                                 const float *mean, const float *invstd, const float *gamma, float *scratch) {
   const int64_t B = s->B, OC = s->OC, P = s->OH * s->OW, CT = s->C * s->KH * s->KW;
   const int workers = ml_kernels_workers();
   cbp_job j = {.s = s, .one = one_image(s), .scratch = scratch, .worker_floats = worker_floats(s), .din = din, .in = in,
-               .w = w, .bias = bias, .dout = dout, .rout = relu_out, .carg = arg, .mf = mean, .want_weight = dw || db};
+               .w = w, .bias = bias, .dout = dout, .rout = relu_out, .czpool = zpool, .carg = arg, .mf = mean,
+               .want_weight = dw || db};
   j.per_image = (double *)(void *)(scratch + j.worker_floats * (size_t)workers);
   j.wpart = scratch + j.worker_floats * (size_t)workers + round16((size_t)(B * OC * 4));
   float *ch = j.wpart + (size_t)(B * (OC * CT + OC));
   float *fa = ch, *fb = ch + OC, *fc = ch + 2 * OC;
-  ml__kernels_run(B, sums_item, &j);
+  ml__kernels_run(B, zpool && ml__conv_bn_pool_keeps_z() ? pooled_sums_item : sums_item, &j);
   /* the per-channel coefficients of ml_batchnorm_pool_backward, from the sums in image order */
   const double M = (double)(B * P);
   for (int64_t c = 0; c < OC; c++) {

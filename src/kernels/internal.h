@@ -106,6 +106,25 @@ void ml__bnp_backward_sums(const float *x, const float *go, const float *rout, c
                            int64_t W, float mf, double *sdy, double *sdyx);
 void ml__bnp_backward_plane(float *dx, const float *x, const float *go, const float *rout, const uint8_t *arg,
                             int64_t H, int64_t W, float mf, float fa, float fb, float fc);
+/* ml__bnp_forward_plane also writing zp[k] = x at window k's argmax (arg not NULL) */
+void ml__bnp_forward_plane_z(const float *x, float *out, uint8_t *arg, float *zp, int64_t H, int64_t W, float mf,
+                             float scale, float shift, bool relu);
+/* The pool's gather on one plane: out[k] = x at window k's argmax. */
+void ml__pool_gather_plane(float *out, const float *x, const uint8_t *arg, int64_t H, int64_t W);
+/* ml__bnp_backward_sums from the n values at the windows' argmaxes (xp) instead of the plane */
+void ml__bnp_pooled_sums(const float *xp, const float *go, const float *rout, int64_t n, float mf, double *sdy,
+                         double *sdyx);
+/* ml_conv_bn_pool_forward / _backward keeping zpool (B,OC,OH/2,OW/2), the convolution output at
+ * each window's argmax, when ml__conv_bn_pool_keeps_z() (else NULL): the backward's sums then
+ * read it instead of recomputing the convolution. Same values; sums in another order. */
+bool ml__conv_bn_pool_keeps_z(void);
+void ml__conv_bn_pool_forward_z(const ml_conv_shape *s, float *out, uint8_t *arg, float *zpool, float *mean,
+                                float *invstd, const float *in, const float *w, const float *bias, const float *gamma,
+                                const float *beta, float eps, bool relu, float *scratch);
+void ml__conv_bn_pool_backward_z(const ml_conv_shape *s, float *din, float *dw, float *db, float *dgamma,
+                                 float *dbeta, const float *dout, const float *relu_out, const uint8_t *arg,
+                                 const float *zpool, const float *in, const float *w, const float *bias,
+                                 const float *mean, const float *invstd, const float *gamma, float *scratch);
 /* A row's sum, and its sum of squares about m (batch-norm statistics). */
 double ml__sum_row(const float *x, int64_t n);
 double ml__sumsq_row(const float *x, int64_t n, double m);
