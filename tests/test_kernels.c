@@ -578,7 +578,7 @@ ML_TEST(conv_bn_pool_fused) {
     /* runs 0, 1 without and with a pool; 2, 3 the same keeping the argmax values (AVX2) */
     float *o2[4], *dw2[4], *dx2[4], st2[4][32], dg2[4][16], dbe2[4][16], db2[4][16];
     uint8_t *i2[4];
-    const bool keeps = ml__conv_bn_pool_keeps_z();
+    const bool keeps = ml__conv_bn_pool_keeps_z(&s);
     for (int run = 0; run < 4; run++) {
       const int lent = run % 2;
       ml_pool *prev = ml_kernels_set_pool(lent ? pool : NULL);

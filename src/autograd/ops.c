@@ -667,7 +667,7 @@ ml_node *ml_conv_bn_pool(ml_graph *g, ml_node *x, ml_node *w, ml_node *b, ml_nod
   ml_node *n = ml__node_n(g, ML_OP_CONV_BN_POOL, 4, (int64_t[]){s.B, s.OC, s.OH / 2, s.OW / 2}, ins, 5, true);
   /* after the statistics, the output at the argmaxes when the kernels keep it (the backward then
    * skips a recomputation; flagged by b) */
-  const bool keep = n && n->n_in && ml__conv_bn_pool_keeps_z();
+  const bool keep = n && n->n_in && ml__conv_bn_pool_keeps_z(&s);
   float *saved = ml__scratch(g, (size_t)(2 * s.OC + (keep ? n->value.numel : 0)) * sizeof(float));
   uint8_t *arg = n && n->n_in ? ml__scratch(g, (size_t)n->value.numel) : NULL;
   float *scratch = ml__temp(g, ml_conv_bn_pool_scratch_floats(&s) * sizeof(float));

@@ -96,8 +96,16 @@ static void pool_item(int64_t b, int worker, void *vj) {
 /* With AVX2 the forward can keep the convolution output at each window's argmax (a quarter of
  * the output): the backward's sums then read it instead of computing the convolution once more
  * (a first-layer convolution and a pass over the full-size output per image). AVX-512 keeps the
- * recomputation (its bits unchanged). */
-bool ml__conv_bn_pool_keeps_z(void) { return ml__simd_level() == ML_SIMD_AVX2; }
+ * recomputation (its bits unchanged). Only up to KEEP_Z_BYTES kept per call: the values live as
+ * long as the graph, and at 300 query images (15 MB per first block, configuration 3 of
+ * bench/vs_pytorch) keeping them raised a task's arena peak from 146 to 160 MB with no measurable
+ * speed gain (2.75-3.2 s against 2.75-3.6 s per meta-iteration); at 75 (3.8 MB) it saves ~20% of
+ * the block's backward. */
+#define KEEP_Z_BYTES (4 << 20)
+bool ml__conv_bn_pool_keeps_z(const ml_conv_shape *s) {
+  return ml__simd_level() == ML_SIMD_AVX2 &&
+         (double)s->B * (double)s->OC * (double)((s->OH / 2) * (s->OW / 2)) * sizeof(float) <= KEEP_Z_BYTES;
+}
 
 void ml_conv_bn_pool_forward(const ml_conv_shape *s, float *out, uint8_t *arg, float *mean, float *invstd,
                              const float *in, const float *w, const float *bias, const float *gamma, const float *beta,
@@ -213,7 +221,7 @@ void ml__conv_bn_pool_backward_z(const ml_conv_shape *s, float *din, float *dw, 
   j.wpart = scratch + j.worker_floats * (size_t)workers + round16((size_t)(B * OC * 4));
   float *ch = j.wpart + (size_t)(B * (OC * CT + OC));
   float *fa = ch, *fb = ch + OC, *fc = ch + 2 * OC;
-  ml__kernels_run(B, zpool && ml__conv_bn_pool_keeps_z() ? pooled_sums_item : sums_item, &j);
+  ml__kernels_run(B, zpool && ml__conv_bn_pool_keeps_z(s) ? pooled_sums_item : sums_item, &j);
   /* the per-channel coefficients of ml_batchnorm_pool_backward, from the sums in image order */
   const double M = (double)(B * P);
   for (int64_t c = 0; c < OC; c++) {

@@ -115,9 +115,9 @@ void ml__pool_gather_plane(float *out, const float *x, const uint8_t *arg, int64
 void ml__bnp_pooled_sums(const float *xp, const float *go, const float *rout, int64_t n, float mf, double *sdy,
                          double *sdyx);
 /* ml_conv_bn_pool_forward / _backward keeping zpool (B,OC,OH/2,OW/2), the convolution output at
- * each window's argmax, when ml__conv_bn_pool_keeps_z() (else NULL): the backward's sums then
+ * each window's argmax, when ml__conv_bn_pool_keeps_z(s) (else NULL): the backward's sums then
  * read it instead of recomputing the convolution. Same values; sums in another order. */
-bool ml__conv_bn_pool_keeps_z(void);
+bool ml__conv_bn_pool_keeps_z(const ml_conv_shape *s);
 void ml__conv_bn_pool_forward_z(const ml_conv_shape *s, float *out, uint8_t *arg, float *zpool, float *mean,
                                 float *invstd, const float *in, const float *w, const float *bias, const float *gamma,
                                 const float *beta, float eps, bool relu, float *scratch);
