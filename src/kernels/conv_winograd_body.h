@@ -73,6 +73,34 @@ TARGET static inline void FN(back4)(const VEC *u, VEC *w) { /* w = G^T u */
   w[2] = VADD(VMUL(sixth, VSUB(c, a)), u[5]);
 }
 
+/* One tile's V = B^T d B from its 6 x 6 patch at p (rows rs floats apart, pixels ps apart) into v
+ * (points step floats apart). d B a half of its columns at a time (18 vectors in registers; all 36
+ * spilled), then B^T of those columns: each point stored once (writing d B to V and transforming
+ * it in place stored every point twice, and the stores were the bound). */
+TARGET static inline __attribute__((always_inline)) void FN(input4_tile)(const float *p, int64_t rs, int64_t ps,
+                                                                         float *v, int64_t step) {
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; h++) {
+    VEC r[A4][3];
+#pragma GCC unroll 6
+    for (int i = 0; i < A4; i++) {
+      VEC row[A4];
+#pragma GCC unroll 6
+      for (int j = 0; j < A4; j++) row[j] = VLOAD(p + i * rs + j * ps);
+      FN(in4_half)(row, r[i], h);
+    }
+#pragma GCC unroll 3
+    for (int j = 0; j < 3; j++) {
+      VEC col[A4], o[A4];
+#pragma GCC unroll 6
+      for (int i = 0; i < A4; i++) col[i] = r[i][j];
+      FN(in4)(col, o);
+#pragma GCC unroll 6
+      for (int i = 0; i < A4; i++) VSTORE(v + (A4 * i + 3 * h + j) * step, o[i]);
+    }
+  }
+}
+
 TARGET static void FN(transform_input4)(const wconv *d, const float *xh, float *V) {
   const int64_t Cv = d->Cv, Wp = d->Wp, step = Cv, ts = vts(d);
   /* channel groups outside: a group's lines of the image (20 KB on 14x14) stay in L1 while the
@@ -81,30 +109,7 @@ TARGET static void FN(transform_input4)(const wconv *d, const float *xh, float *
     for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
       for (int64_t tx = 0; tx < d->TW; tx++, t++) {
         const float *p = xh + ((4 * ty) * Wp + 4 * tx) * Cv + c;
-        float *v = V + t * ts + c;
-        /* d B a half of its columns at a time (18 vectors in registers; all 36 spilled), then
-         * B^T of those columns: each point stored once (writing d B to V and transforming it in
-         * place stored every point twice, and the stores were the bound) */
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-          VEC r[A4][3];
-#pragma GCC unroll 6
-          for (int i = 0; i < A4; i++) {
-            VEC row[A4];
-#pragma GCC unroll 6
-            for (int j = 0; j < A4; j++) row[j] = VLOAD(p + (i * Wp + j) * Cv);
-            FN(in4_half)(row, r[i], h);
-          }
-#pragma GCC unroll 3
-          for (int j = 0; j < 3; j++) {
-            VEC col[A4], o[A4];
-#pragma GCC unroll 6
-            for (int i = 0; i < A4; i++) col[i] = r[i][j];
-            FN(in4)(col, o);
-#pragma GCC unroll 6
-            for (int i = 0; i < A4; i++) VSTORE(v + (A4 * i + 3 * h + j) * step, o[i]);
-          }
-        }
+        FN(input4_tile)(p, Wp * Cv, Cv, V + t * ts + c, step);
       }
 }
 
@@ -361,27 +366,7 @@ TARGET static void FN(input4_group)(const wconv *d, const float *xg, float *V, c
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       for (int64_t l = t * pfl / d->T, e = (t + 1) * pfl / d->T; l < e; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T0);
       const float *p = xg + ((4 * ty) * Wp + 4 * tx) * XG;
-      float *v = V + t * ts;
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; h++) {
-        VEC r[A4][3];
-#pragma GCC unroll 6
-        for (int i = 0; i < A4; i++) {
-          VEC row[A4];
-#pragma GCC unroll 6
-          for (int j = 0; j < A4; j++) row[j] = VLOAD(p + (i * Wp + j) * XG);
-          FN(in4_half)(row, r[i], h);
-        }
-#pragma GCC unroll 3
-        for (int j = 0; j < 3; j++) {
-          VEC col[A4], o[A4];
-#pragma GCC unroll 6
-          for (int i = 0; i < A4; i++) col[i] = r[i][j];
-          FN(in4)(col, o);
-#pragma GCC unroll 6
-          for (int i = 0; i < A4; i++) VSTORE(v + (A4 * i + 3 * h + j) * step, o[i]);
-        }
-      }
+      FN(input4_tile)(p, Wp * XG, XG, V + t * ts, step);
     }
 }
 
