@@ -221,7 +221,7 @@ void ml__conv_bn_pool_backward_z(const ml_conv_shape *s, float *din, float *dw, 
   j.wpart = scratch + j.worker_floats * (size_t)workers + round16((size_t)(B * OC * 4));
   float *ch = j.wpart + (size_t)(B * (OC * CT + OC));
   float *fa = ch, *fb = ch + OC, *fc = ch + 2 * OC;
-  ml__kernels_run(B, zpool && ml__conv_bn_pool_keeps_z(s) ? pooled_sums_item : sums_item, &j);
+  ml__kernels_run(B, zpool ? pooled_sums_item : sums_item, &j); /* zpool: the forward kept them */
   /* the per-channel coefficients of ml_batchnorm_pool_backward, from the sums in image order */
   const double M = (double)(B * P);
   for (int64_t c = 0; c < OC; c++) {
