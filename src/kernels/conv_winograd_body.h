@@ -157,28 +157,32 @@ TARGET static void FN(transform_filters4)(const wconv *d, const float *tm, bool 
   }
 }
 
+/* One tile's Y = A dy A^T from its rows x cols corner of dy at g0 (rows rs floats apart, pixels cs
+ * apart; the rest of the 4 x 4 block taken as zero) into y (points step floats apart) */
+TARGET static inline __attribute__((always_inline)) void FN(dy4_tile)(const float *g0, int64_t rs, int64_t cs,
+                                                                      int64_t rows, int64_t cols, float *y,
+                                                                      int64_t step) {
+  VEC a[4][4], z[A4][4], col[4], e[A4];
+  for (int p = 0; p < 4; p++)
+    for (int q = 0; q < 4; q++) a[p][q] = p < rows && q < cols ? VLOAD(g0 + p * rs + q * cs) : VZERO();
+  for (int q = 0; q < 4; q++) { /* A dy: column q */
+    for (int p = 0; p < 4; p++) col[p] = a[p][q];
+    FN(dy4)(col, e);
+    for (int i = 0; i < A4; i++) z[i][q] = e[i];
+  }
+  for (int i = 0; i < A4; i++) { /* (A dy) A^T: row i */
+    FN(dy4)(z[i], e);
+    for (int j = 0; j < A4; j++) VSTORE(y + (A4 * i + j) * step, e[j]);
+  }
+}
+
 TARGET static void FN(transform_dy4)(const wconv *d, const float *gt, int64_t rs, float *Y) {
   const int64_t OCp = d->OCp, step = OCp, ts = mts(d), OW = d->OW;
   for (int64_t ty = 0, t = 0; ty < d->TH; ty++)
     for (int64_t tx = 0; tx < d->TW; tx++, t++) {
       const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
       const float *g0 = gt + (4 * ty) * rs + 4 * tx * OCp;
-      for (int64_t o = 0; o < OCp; o += VL) {
-        VEC a[4][4], z[A4][4], col[4], e[A4];
-        for (int p = 0; p < 4; p++)
-          for (int q = 0; q < 4; q++)
-            a[p][q] = p < rows && q < cols ? VLOAD(g0 + p * rs + q * OCp + o) : VZERO();
-        for (int q = 0; q < 4; q++) { /* A dy: column q */
-          for (int p = 0; p < 4; p++) col[p] = a[p][q];
-          FN(dy4)(col, e);
-          for (int i = 0; i < A4; i++) z[i][q] = e[i];
-        }
-        float *y = Y + t * ts + o;
-        for (int i = 0; i < A4; i++) { /* (A dy) A^T: row i */
-          FN(dy4)(z[i], e);
-          for (int j = 0; j < A4; j++) VSTORE(y + (A4 * i + j) * step, e[j]);
-        }
-      }
+      for (int64_t o = 0; o < OCp; o += VL) FN(dy4_tile)(g0 + o, rs, OCp, rows, cols, Y + t * ts + o, step);
     }
 }
 
@@ -660,20 +664,7 @@ TARGET static void FN(dy_tiles)(const wconv *bd, const wconv *d, float *yg, cons
       for (int64_t ty = 0, t = 0; ty < d->TH; ty++) /* transform_dy4 */
         for (int64_t tx = 0; tx < d->TW; tx++, t++) {
           const int64_t rows = d->OH - 4 * ty < 4 ? d->OH - 4 * ty : 4, cols = OW - 4 * tx < 4 ? OW - 4 * tx : 4;
-          const float *g0 = g + (4 * ty) * rs + 4 * tx * cs + h;
-          VEC a[4][4], z[A4][4], col[4], e[A4];
-          for (int p = 0; p < 4; p++)
-            for (int q = 0; q < 4; q++) a[p][q] = p < rows && q < cols ? VLOAD(g0 + p * rs + q * cs) : VZERO();
-          for (int q = 0; q < 4; q++) { /* A dy: column q */
-            for (int p = 0; p < 4; p++) col[p] = a[p][q];
-            FN(dy4)(col, e);
-            for (int i = 0; i < A4; i++) z[i][q] = e[i];
-          }
-          float *yy = Y + t * ts + o;
-          for (int i = 0; i < A4; i++) { /* (A dy) A^T: row i */
-            FN(dy4)(z[i], e);
-            for (int j = 0; j < A4; j++) VSTORE(yy + (A4 * i + j) * step, e[j]);
-          }
+          FN(dy4_tile)(g + (4 * ty) * rs + 4 * tx * cs + h, rs, cs, rows, cols, Y + t * ts + o, step);
         }
     }
   }
