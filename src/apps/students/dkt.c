@@ -696,21 +696,30 @@ ml_status ml_dkt_influence(ml_dkt *m, float *J) {
 }
 
 /* ------------------------------------------------------------------ test hook */
-ml_status ml__dkt_check_inner(ml_dkt *m, const ml_answers *a, int64_t s, double *max_diff) {
-  *max_diff = NAN;
-  if (!m->cfg.meta) return ml_error(ML_ERR_ARG, "dkt: the inner-step check needs a meta-DKT");
+/* The first window of student s as a batch of one, on a fresh graph with parameter leaves that
+ * require gradients: what both checks below start from. */
+static ml_status check_batch(ml_dkt *m, const ml_answers *a, int64_t s, ml_graph **g, batch *bt, ml_node **w) {
   if (s < 0 || s >= a->n_students || ml_answers_len(a, s) < 3)
     return ml_error(ML_ERR_ARG, "dkt: student %lld has fewer than 3 answers", (long long)s);
-  int64_t H = m->cfg.hidden, L = ml_answers_len(a, s);
+  int64_t L = ml_answers_len(a, s);
   window win = {s, 0, L < m->cfg.window ? L : m->cfg.window};
   const window *wp = &win;
   ml_arena_reset(m->arena);
-  ml_graph *g = ml_graph_new(m->arena);
+  if (!(*g = ml_graph_new(m->arena))) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
+  ml_status st = make_batch(m->arena, a, m->cfg.n_items, (float)m->cfg.cold_weight, &wp, 1, bt);
+  if (!st) leaves(m, *g, true, w);
+  return st;
+}
+
+ml_status ml__dkt_check_inner(ml_dkt *m, const ml_answers *a, int64_t s, double *max_diff) {
+  *max_diff = NAN;
+  if (!m->cfg.meta) return ml_error(ML_ERR_ARG, "dkt: the inner-step check needs a meta-DKT");
+  int64_t H = m->cfg.hidden;
+  ml_graph *g;
   batch bt;
-  ml_status st = g ? make_batch(m->arena, a, m->cfg.n_items, (float)m->cfg.cold_weight, &wp, 1, &bt) : ML_ERR_NOMEM;
-  if (st) return st;
   ml_node *w[P_MAX];
-  leaves(m, g, true, w);
+  ml_status st = check_batch(m, a, s, &g, &bt, w);
+  if (st) return st;
   ml_node **logits = ml_arena_alloc(m->arena, (size_t)bt.T * 3 * sizeof(ml_node *));
   if (!logits) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
   ml_node **l0 = logits + bt.T, **hs = logits + 2 * bt.T;
@@ -748,18 +757,12 @@ ml_status ml__dkt_check_inner(ml_dkt *m, const ml_answers *a, int64_t s, double 
 ml_status ml__dkt_check_state(ml_dkt *m, const ml_answers *a, int64_t s, double *max_diff) {
   *max_diff = NAN;
   if (!m->cfg.meta || !m->cfg.adapt_state) return ml_error(ML_ERR_ARG, "dkt: the state check needs adapt_state");
-  if (s < 0 || s >= a->n_students || ml_answers_len(a, s) < 3)
-    return ml_error(ML_ERR_ARG, "dkt: student %lld has fewer than 3 answers", (long long)s);
-  int64_t H = m->cfg.hidden, L = ml_answers_len(a, s);
-  window win = {s, 0, L < m->cfg.window ? L : m->cfg.window};
-  const window *wp = &win;
-  ml_arena_reset(m->arena);
-  ml_graph *g = ml_graph_new(m->arena);
+  int64_t H = m->cfg.hidden;
+  ml_graph *g;
   batch bt;
-  ml_status st = g ? make_batch(m->arena, a, m->cfg.n_items, (float)m->cfg.cold_weight, &wp, 1, &bt) : ML_ERR_NOMEM;
-  if (st) return st;
   ml_node *w[P_MAX];
-  leaves(m, g, true, w);
+  ml_status st = check_batch(m, a, s, &g, &bt, w);
+  if (st) return st;
   ml_node **logits = ml_arena_alloc(m->arena, (size_t)bt.T * sizeof(ml_node *));
   if (!logits) return ml_error(ML_ERR_NOMEM, "dkt: out of memory");
   if (!forward_ex(m, g, w, &bt, logits, NULL, NULL)) return ml_graph_status(g);
