@@ -445,6 +445,19 @@ ML_TEST(cli_train_and_eval_on_a_kt_folder) {
   CHECK_MSG(strstr(out, "B all") && strstr(out, "B 3-10") && strstr(out, "B 11-15") && strstr(out, "| meta-DKT") &&
                 strstr(out, "| DKT"),
             "protocol B rows missing: %s", out);
+  /* meta-DKT against DKT on the same answers: a paired difference per B column, equal to the
+   * difference of the two rows' AUCs */
+  const char *dl = strstr(out, " DKT B all: auc "), *ml = strstr(out, " meta-DKT B all: auc ");
+  double auc_dkt = NAN, auc_meta = NAN;
+  if (dl) sscanf(dl + strlen(" DKT B all: auc "), "%lf", &auc_dkt);
+  if (ml) sscanf(ml + strlen(" meta-DKT B all: auc "), "%lf", &auc_meta);
+  char cell[64];
+  snprintf(cell, sizeof cell, "%+.3f [", auc_meta - auc_dkt);
+  const char *drow = strstr(out, "(protocol B: DKT)");
+  drow = drow ? strstr(drow, "| meta-DKT") : NULL;
+  const char *eol = drow ? strchr(drow, '\n') : NULL, *hit = drow ? strstr(drow, cell) : NULL;
+  CHECK_MSG(isfinite(auc_dkt) && isfinite(auc_meta) && hit && hit < eol && strstr(drow, "vs DKT") < eol,
+            "no paired difference %s... vs DKT in: %s", cell, out);
   /* bad input: exit 2 and one line naming the problem */
   const char *bad[][2] = {
       {"eval --dataset kt:/tmp --dkt lstm", "lstm"},

@@ -453,6 +453,7 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
   /* protocol B (next-step knowledge tracing): DKT / meta-DKT on train1 with early stopping on
    * valid1, scored on the test students, as columns "B all", "B 3-10", "B 11-15" */
   if (!rc && n_dkt > 0) {
+    int64_t b0 = n_rows; /* the protocol B rows start here */
     ml_kt_dataset f1;
     memset(&f1, 0, sizeof f1);
     if ((st = ml_students_dataset_open(o.dataset, o.data_dir, 1, &f1, NULL, 0))) rc = fail(cmd, st);
@@ -472,6 +473,11 @@ int ml_cli_students(int argc, char **argv, const char *cmd) {
         n_rows += 3;
     }
     ml_kt_dataset_free(&f1);
+    /* the meta-learned sequential models against DKT on the same answers: the paired difference
+     * with its bootstrap CI is what says whether one beats the other on a window */
+    for (int64_t i = b0; i < n_rows; i++) is_base[i] = !strcmp(rows[i].model, "DKT");
+    if (!rc && (st = ml_students_compare(rows + b0, n_rows - b0, is_base + b0, o.boot, (uint64_t)o.seed)))
+      rc = fail(cmd, st);
   }
   if (!rc) {
     ml_students_table_print(stdout, label, rows, n_rows);

@@ -329,7 +329,8 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
   bool any_delta = false;
   for (int64_t i = 0; i < n; i++) any_delta |= rows[i].delta_vs[0] != 0;
   if (any_delta) {
-    fprintf(f, "\nAUC minus the best baseline of the column [paired 95%% bootstrap CI over students]\n");
+    fprintf(f, "\nAUC minus the best baseline of the column (protocol B: DKT) [paired 95%% bootstrap CI over "
+               "students]\n");
     fprintf(f, "| %-40s |", "model");
     for (int c = 0; c < nc; c++) fprintf(f, " %-24s |", cols[c]);
     fprintf(f, "\n|%s|", "------------------------------------------");
