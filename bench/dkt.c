@@ -9,6 +9,7 @@
  * DATASET: assist2009_updated | assist2015 | STATICS (a folder of $METALEARN_DATA/knowledge-tracing).
  * Prints one line "key value ..." per result; exit 2 on bad usage or data. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,26 @@ int main(int argc, char **argv) {
   printf("test auc %.4f auc_3_10 %.4f auc_11_15 %.4f acc %.4f logloss %.4f n %lld n_3_10 %lld n_11_15 %lld predict_s %.2f\n",
          s.auc, s.auc_3_10, s.auc_11_15, s.acc, s.logloss, (long long)s.n, (long long)s.n_3_10, (long long)s.n_11_15,
          pred_s);
+  {
+    /* the same windows at the start of every later window of a student (answers 201-210, ...,
+     * counted from the window's start): the model starts from its initial state again there, with
+     * the student's earlier answers out of reach */
+    float *pa = malloc((size_t)(p.n ? p.n : 1) * sizeof(float));
+    uint8_t *ya = malloc((size_t)(p.n ? p.n : 1));
+    double auc[2] = {NAN, NAN};
+    int64_t cnt[2] = {0, 0};
+    for (int w = 0; w < 2 && pa && ya; w++) {
+      int64_t lo = w ? 11 : 3, hi = w ? 15 : 10;
+      for (int64_t i = 0; i < p.n; i++) {
+        int64_t in_window = (p.pos[i] - 1) % cfg.window + 1;
+        if (p.pos[i] > cfg.window && in_window >= lo && in_window <= hi) pa[cnt[w]] = p.p[i], ya[cnt[w]++] = p.y[i];
+      }
+      auc[w] = ml_auc(pa, ya, cnt[w]);
+    }
+    printf("later windows: auc_3_10 %.4f auc_11_15 %.4f n_3_10 %lld n_11_15 %lld\n", auc[0], auc[1],
+           (long long)cnt[0], (long long)cnt[1]);
+    free(pa), free(ya);
+  }
   if (influence) {
     int64_t V = d.n_items;
     float *J = malloc((size_t)(V * V) * sizeof(float));
