@@ -319,10 +319,9 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
       const ml_students_row *r = NULL;
       for (int64_t i = 0; i < n && !r; i++)
         if (!strcmp(rows[i].model, models[a]) && !strcmp(rows[i].column, cols[c])) r = &rows[i];
-      if (r)
-        fprintf(f, " %.3f [%.3f, %.3f] |", r->r.auc.value, r->r.auc.lo, r->r.auc.hi);
-      else
-        fprintf(f, " %-21s |", "-");
+      char cell[64] = "-";
+      if (r) snprintf(cell, sizeof cell, "%.3f [%.3f, %.3f]", r->r.auc.value, r->r.auc.lo, r->r.auc.hi);
+      fprintf(f, " %-21s |", cell);
     }
     fprintf(f, "\n");
   }
@@ -331,10 +330,20 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
   if (any_delta) {
     fprintf(f, "\nAUC minus the best baseline of the column (protocol B: DKT) [paired 95%% bootstrap CI over "
                "students]\n");
+    /* cells "+0.012 [-0.003, +0.020] vs NAME": as wide as the widest, so the plain text lines up */
+    int width = 24;
+    for (int64_t i = 0; i < n; i++) {
+      int w = rows[i].delta_vs[0] ? snprintf(NULL, 0, "%+.3f [%+.3f, %+.3f] vs %s", rows[i].delta.value,
+                                             rows[i].delta.lo, rows[i].delta.hi, rows[i].delta_vs) : 0;
+      width = w > width ? w : width;
+    }
     fprintf(f, "| %-40s |", "model");
-    for (int c = 0; c < nc; c++) fprintf(f, " %-24s |", cols[c]);
+    for (int c = 0; c < nc; c++) fprintf(f, " %-*s |", width, cols[c]);
     fprintf(f, "\n|%s|", "------------------------------------------");
-    for (int c = 0; c < nc; c++) fprintf(f, "%s|", "--------------------------");
+    for (int c = 0; c < nc; c++) {
+      for (int k = 0; k < width + 2; k++) fputc('-', f);
+      fputc('|', f);
+    }
     fprintf(f, "\n");
     for (int a = 0; a < nm; a++) {
       bool has = false;
@@ -345,10 +354,11 @@ void ml_students_table_print(FILE *f, const char *dataset, const ml_students_row
         const ml_students_row *r = NULL;
         for (int64_t i = 0; i < n && !r; i++)
           if (!strcmp(rows[i].model, models[a]) && !strcmp(rows[i].column, cols[c]) && rows[i].delta_vs[0]) r = &rows[i];
+        char cell[128] = "-";
         if (r)
-          fprintf(f, " %+.3f [%+.3f, %+.3f] vs %s |", r->delta.value, r->delta.lo, r->delta.hi, r->delta_vs);
-        else
-          fprintf(f, " %-24s |", "-");
+          snprintf(cell, sizeof cell, "%+.3f [%+.3f, %+.3f] vs %s", r->delta.value, r->delta.lo, r->delta.hi,
+                   r->delta_vs);
+        fprintf(f, " %-*s |", width, cell);
       }
       fprintf(f, "\n");
     }
