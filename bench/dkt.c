@@ -99,9 +99,9 @@ int main(int argc, char **argv) {
          s.auc, s.auc_3_10, s.auc_11_15, s.acc, s.logloss, (long long)s.n, (long long)s.n_3_10, (long long)s.n_11_15,
          pred_s);
   {
-    /* the same windows at the start of every later window of a student (answers 201-210, ...,
-     * counted from the window's start): the model starts from its initial state again there, with
-     * the student's earlier answers out of reach */
+    /* the same windows at the start of every later window of a student (answers 203-210 and
+     * 211-215, 403-410, ...): the model starts from its initial state again there, with the
+     * student's earlier answers out of reach */
     float *pa = malloc((size_t)(p.n ? p.n : 1) * sizeof(float));
     uint8_t *ya = malloc((size_t)(p.n ? p.n : 1));
     double auc[2] = {NAN, NAN};
